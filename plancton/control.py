@@ -1,0 +1,467 @@
+"""``planctonctl``: start, stop and steer the Plancton daemon through its pidfile and signals.
+
+Exit codes follow the LSB: ``status`` returns 0 when the daemon runs and 3 when it does not;
+``reload`` returns 7 when there is no daemon to reload; usage errors return 2; any other
+failure returns 1 with one line naming the cause and the fix.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import daemon as python_daemon
+import psutil
+
+from plancton import __version__, logsetup
+from plancton import config as configuration
+from plancton.daemon import Daemon
+from plancton.errors import AlreadyRunning, ConfigError, EnginePermissionDenied, EngineUnavailable, PlanctonError
+from plancton.host import host_facts
+from plancton.modes import Mode, read_mode, request_spawn_now, write_mode
+from plancton.paths import Paths, prepare, resolve
+from plancton.pidfile import PidFile, read_pid, running_pid
+from plancton.pilots import DockerPilots
+from plancton.reporting import NullReporter, Reporter
+
+log = logging.getLogger("plancton")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_RELOAD_NOT_RUNNING = 7
+DEFAULT_START_WAIT = 30.0
+DEFAULT_STOP_TIMEOUT = 60.0
+
+MODE_VERBS = {
+    "drain": (Mode.DRAINING, "start no pilot, let the running ones finish"),
+    "drain-stop": (Mode.DRAIN_STOP, "drain, then the daemon exits when no pilot is left"),
+    "resume": (Mode.ACTIVE, "back to active: keep the pool full on spare CPU"),
+    "force-stop": (Mode.FORCE_STOP, "stop every pilot now and start none; the daemon keeps running"),
+    "force-start": (Mode.ACTIVE, "back to active and start pilots at once, skipping grace_spawn"),
+}
+
+
+def say(message: str) -> None:
+    """Print a line for the user on stdout."""
+    print(message, flush=True)
+
+
+def complain(message: str) -> None:
+    """Print a line for the user on stderr."""
+    print(f"planctonctl: {message}", file=sys.stderr, flush=True)
+
+
+# -- argument parsing ---------------------------------------------------------------------
+
+
+def _add_location_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument("--user", action="store_true", default=default, help="user mode: folders under ~/.plancton")
+    for name, what in (
+        ("confdir", "folder of config.yaml"),
+        ("rundir", "folder of the pidfile, mode and state"),
+        ("logdir", "folder of the log file"),
+        ("pidfile", "the pidfile"),
+    ):
+        parser.add_argument(f"--{name}", metavar="PATH", default=default, help=what)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of planctonctl's command line."""
+    parser = argparse.ArgumentParser(
+        prog="planctonctl",
+        description="Control the Plancton daemon, which runs pilot containers on spare CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"planctonctl (Plancton) {__version__}")
+    _add_location_options(parser, None)
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+
+    def verb(name: str, summary: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=summary, description=summary, aliases=list(aliases))
+        _add_location_options(sub, argparse.SUPPRESS)
+        return sub
+
+    verb("start", "start the daemon in the background").add_argument(
+        "--wait", type=float, default=DEFAULT_START_WAIT, metavar="SECONDS", help="how long to wait for it to run"
+    )
+    verb("stop", "stop the daemon (pilots keep running)").add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_STOP_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for a graceful exit before SIGKILL",
+    )
+    verb("status", "say whether the daemon runs, its mode and its pilots").add_argument(
+        "--json", action="store_true", help="print the status as JSON"
+    )
+    verb("foreground", "run attached, logging to stderr (for systemd and debugging)", aliases=("nodaemon",))
+    verb("reload", "make the daemon re-read its configuration now")
+    for name, (_, summary) in MODE_VERBS.items():
+        verb(name, summary)
+    verb("config", "print the effective configuration and where each value comes from")
+    verb("check-config", "validate a configuration file without touching the daemon").add_argument(
+        "file", nargs="?", help="the file to check (default: the config.yaml in use)"
+    )
+    verb("help", "show this help")
+    verbs.add_parser("_daemon")  # the detached daemon itself, started by "start"
+    return parser
+
+
+def paths_from(args: argparse.Namespace) -> Paths:
+    """Return the folders that the command line selects."""
+    return resolve(
+        user_mode=True if args.user else None,
+        confdir=args.confdir,
+        rundir=args.rundir,
+        logdir=args.logdir,
+        pidfile=args.pidfile,
+    )
+
+
+def location_arguments(paths: Paths) -> list[str]:
+    """Return the options that give another planctonctl process the same folders."""
+    arguments = ["--confdir", paths.confdir, "--rundir", paths.rundir, "--logdir", paths.logdir]
+    arguments += ["--pidfile", paths.pidfile]
+    return arguments + (["--user"] if paths.user_mode else [])
+
+
+# -- shared steps -------------------------------------------------------------------------
+
+
+def load_config(path: str) -> configuration.Config:
+    """Load and validate a configuration file, printing its warnings.
+
+    Raises:
+        ConfigError: the file is invalid.
+    """
+    config, warnings = configuration.load(path, host_facts())
+    for warning in warnings:
+        complain(f"warning: {warning}")
+    return config
+
+
+def check_engine(config: configuration.Config) -> None:
+    """Warn when the Docker Engine does not answer now (the daemon keeps retrying).
+
+    Raises:
+        EnginePermissionDenied: this user may not use the Docker socket.
+    """
+    try:
+        DockerPilots(config.instance).engine_info()
+    except EnginePermissionDenied:
+        raise
+    except EngineUnavailable as error:
+        complain(f"warning: {error}; the daemon starts anyway and manages pilots once the engine answers")
+
+
+def make_reporter(config: configuration.Config) -> Reporter:
+    """Return the reporter for the configuration's monitoring targets."""
+    return NullReporter()
+
+
+def run_daemon(paths: Paths, config: configuration.Config, foreground: bool) -> int:
+    """Set up logging, take the pidfile and run the loop; return the exit code."""
+    logsetup.configure(paths.log_file, foreground=foreground, level=config.log_level)
+    pidfile = PidFile(paths.pidfile)
+    try:
+        pidfile.acquire()
+    except AlreadyRunning as error:
+        log.info("not starting: %s", error)
+        if foreground:
+            complain(str(error))
+        return EXIT_OK if not foreground else EXIT_FAILURE
+    try:
+        engine = DockerPilots(config.instance)
+        return Daemon(paths, config, engine, make_reporter(config)).run()
+    except Exception:
+        log.exception("the daemon failed")
+        return EXIT_FAILURE
+    finally:
+        pidfile.release()
+
+
+def read_state(paths: Paths) -> dict[str, Any] | None:
+    """Return the state the daemon last wrote, or None."""
+    try:
+        with open(paths.state_file, encoding="utf-8") as handle:
+            state = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def tail(path: str, lines: int = 8) -> list[str]:
+    """Return the last lines of a text file (none when unreadable)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read().splitlines()[-lines:]
+    except OSError:
+        return []
+
+
+def signal_daemon(pid: int, number: int) -> None:
+    """Send a signal to the daemon.
+
+    Raises:
+        PlanctonError: this user may not signal it.
+    """
+    try:
+        os.kill(pid, number)
+    except PermissionError:
+        raise PlanctonError(f"not allowed to signal the daemon (pid {pid}): run this as its user or as root") from None
+    except ProcessLookupError:
+        pass
+
+
+# -- verbs ----------------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
+    """Start the daemon in the background; return 0 once it really runs."""
+    prepare(paths)
+    pid = running_pid(paths.pidfile)
+    if pid is not None:
+        say(f"Plancton is already running (pid {pid})")
+        return EXIT_OK
+    config = load_config(paths.config_file)
+    check_engine(config)
+    command = [sys.executable, "-m", "plancton.control", *location_arguments(paths), "_daemon"]
+    launcher = subprocess.run(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=args.wait,
+        check=False,
+    )
+    if launcher.returncode != 0:
+        complain(f"the daemon did not start: {launcher.stderr.strip() or f'exit code {launcher.returncode}'}")
+        return EXIT_FAILURE
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        pid = running_pid(paths.pidfile)
+        state = read_state(paths)
+        if pid is not None and state is not None and state.get("pid") == pid:
+            say(f"Plancton started (pid {pid}); log in {paths.log_file}")
+            return EXIT_OK
+        time.sleep(0.1)
+    complain(f"the daemon did not come up within {args.wait:g} s; last lines of {paths.log_file}:")
+    for line in tail(paths.log_file):
+        print(f"  {line}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
+    """Detach and run the daemon (the process that ``start`` launches)."""
+    config = load_config(paths.config_file)
+    context = python_daemon.DaemonContext(umask=0o022, working_directory="/", signal_map={})
+    with context:
+        return run_daemon(paths, config, foreground=False)
+
+
+def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
+    """Run the daemon attached to the terminal."""
+    prepare(paths)
+    config = load_config(paths.config_file)
+    check_engine(config)
+    return run_daemon(paths, config, foreground=True)
+
+
+def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
+    """Stop the daemon: SIGTERM, then SIGKILL after the timeout. Pilots keep running."""
+    pid = running_pid(paths.pidfile)
+    if pid is None:
+        _remove_stale_pidfile(paths)
+        say("Plancton is not running")
+        return EXIT_OK
+    signal_daemon(pid, signal.SIGTERM)
+    how = "gracefully"
+    if not _wait_gone(pid, args.timeout):
+        signal_daemon(pid, signal.SIGKILL)
+        _wait_gone(pid, 10.0)
+        how = f"with SIGKILL after {args.timeout:g} s"
+    _remove_stale_pidfile(paths)
+    say(f"Plancton stopped {how} (pid {pid}); its pilots keep running")
+    return EXIT_OK
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    try:
+        psutil.Process(pid).wait(timeout=timeout)
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.TimeoutExpired:
+        return False
+    return True
+
+
+def _remove_stale_pidfile(paths: Paths) -> None:
+    """Remove a pidfile whose process is gone (a daemon that was killed leaves one)."""
+    if read_pid(paths.pidfile) is not None and running_pid(paths.pidfile) is None:
+        with contextlib.suppress(OSError):
+            os.unlink(paths.pidfile)
+
+
+def status_data(paths: Paths) -> dict[str, Any]:
+    """Return the daemon's status: running, pid, uptime, mode, why, pilots."""
+    pid = running_pid(paths.pidfile)
+    state = read_state(paths) or {}
+    current = pid is not None and state.get("pid") == pid
+    now = time.time()
+    pilots = [
+        {"id": p["id"][:12], "name": p["name"], "state": p["state"], "age_seconds": round(now - p["created"], 1)}
+        for p in (state.get("pilots", []) if current else [])
+    ]
+    return {
+        "running": pid is not None,
+        "pid": pid,
+        "uptime_seconds": round(now - state["started_at"], 1) if current else None,
+        "mode": read_mode(paths.rundir).value,
+        "instance": state.get("instance") if current else None,
+        "config_file": paths.config_file,
+        "config_revision": state.get("config_revision") if current else None,
+        "engine_error": state.get("engine_error") if current else None,
+        "why": state.get("why", []) if current else [],
+        "pilots": pilots,
+        "log_file": paths.log_file,
+    }
+
+
+def _duration(seconds: float) -> str:
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    if days:
+        return f"{days}d {hour}h"
+    if hours:
+        return f"{hour}h {minute}m"
+    return f"{minute}m {second}s" if minute else f"{second}s"
+
+
+def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
+    """Print the status; exit 0 when running, 3 when not."""
+    data = status_data(paths)
+    code = EXIT_OK if data["running"] else EXIT_NOT_RUNNING
+    if args.json:
+        say(json.dumps(data, indent=2))
+        return code
+    if not data["running"]:
+        say(f"Plancton is not running (mode {data['mode']})")
+        return code
+    uptime = _duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
+    say(f"Plancton is running (pid {data['pid']}, up {uptime}), mode {data['mode']}, instance {data['instance']}")
+    say(f"config {data['config_file']} (revision {data['config_revision']}); log {data['log_file']}")
+    if data["engine_error"]:
+        say(f"Docker Engine unavailable: {data['engine_error']}")
+    for reason in data["why"]:
+        say(f"why: {reason}")
+    say(f"{len(data['pilots'])} pilots")
+    if data["pilots"]:
+        say(f"  {'ID':<12}  {'NAME':<24}  {'STATE':<10}  AGE")
+        for pilot in data["pilots"]:
+            say(f"  {pilot['id']:<12}  {pilot['name']:<24}  {pilot['state']:<10}  {_duration(pilot['age_seconds'])}")
+    return code
+
+
+def cmd_reload(args: argparse.Namespace, paths: Paths) -> int:
+    """Ask the daemon to re-read its configuration (SIGHUP)."""
+    pid = running_pid(paths.pidfile)
+    if pid is None:
+        complain("Plancton is not running: nothing to reload (start it with planctonctl start)")
+        return EXIT_RELOAD_NOT_RUNNING
+    signal_daemon(pid, signal.SIGHUP)
+    say(f"reload requested (pid {pid}); see {paths.log_file} for the outcome")
+    return EXIT_OK
+
+
+def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
+    """Persist a mode in the run folder and tell the daemon at once (SIGUSR1)."""
+    mode, _ = MODE_VERBS[args.verb]
+    prepare(paths)
+    write_mode(paths.rundir, mode)
+    if args.verb == "force-start":
+        request_spawn_now(paths.rundir)
+    pid = running_pid(paths.pidfile)
+    if pid is None:
+        say(f"mode {mode.value} set; Plancton is not running, so it applies when it starts")
+        return EXIT_OK
+    signal_daemon(pid, signal.SIGUSR1)
+    say(f"mode {mode.value} set (pid {pid} notified)")
+    return EXIT_OK
+
+
+def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
+    """Print the effective configuration with the origin of each value."""
+    config = load_config(paths.config_file)
+    say(f"# {paths.config_file} (revision {config.revision}); max_docks resolves to {config.pool_size}")
+    for name, value, origin in configuration.describe(config):
+        shown = [configuration.mask_credentials(url) for url in value] if name == "influxdb_url" else value
+        say(f"{name}: {json.dumps(shown)}  # {origin}")
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace, paths: Paths) -> int:
+    """Validate a configuration file; exit 0 when valid, 1 when not."""
+    path = args.file or paths.config_file
+    if args.file and not os.path.exists(path):
+        complain(f"{path}: no such file")
+        return EXIT_FAILURE
+    config = load_config(path)
+    say(f"{path}: valid (revision {config.revision}; max_docks resolves to {config.pool_size})")
+    return EXIT_OK
+
+
+def cmd_help(args: argparse.Namespace, paths: Paths) -> int:
+    """Print the usage."""
+    build_parser().print_help()
+    return EXIT_OK
+
+
+VERBS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
+    "start": cmd_start,
+    "stop": cmd_stop,
+    "status": cmd_status,
+    "foreground": cmd_foreground,
+    "nodaemon": cmd_foreground,
+    "reload": cmd_reload,
+    "config": cmd_config,
+    "check-config": cmd_check_config,
+    "help": cmd_help,
+    "_daemon": cmd_daemon,
+    **{name: cmd_mode for name in MODE_VERBS},
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run planctonctl with the given arguments; return the exit code."""
+    args = build_parser().parse_args(argv)
+    for name in ("user", "confdir", "rundir", "logdir", "pidfile"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    try:
+        return VERBS[args.verb](args, paths_from(args))
+    except ConfigError as error:
+        complain(error.describe())
+        return EXIT_FAILURE
+    except EnginePermissionDenied as error:
+        complain(str(error))
+        return EXIT_FAILURE
+    except PlanctonError as error:
+        complain(str(error))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

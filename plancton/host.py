@@ -1,0 +1,86 @@
+"""Measurements of the host: CPU busy in total and by the pilots, memory, and pressure."""
+
+import os
+import time
+
+import psutil
+
+from plancton.cgroups import PilotCgroup
+from plancton.config import HostFacts
+from plancton.policy import HostSample
+
+PRESSURE_FOLDER = "/proc/pressure"
+
+
+def host_facts() -> HostFacts:
+    """Return the host figures that ``max_docks`` expressions may use."""
+    return HostFacts(
+        ncpus=psutil.cpu_count() or 1,
+        ram_bytes=psutil.virtual_memory().total,
+        swap_bytes=psutil.swap_memory().total,
+    )
+
+
+def read_pressure(resource: str, kind: str, folder: str = PRESSURE_FOLDER) -> float | None:
+    """Given "cpu" or "memory" and "some" or "full", return its avg10 percent, or None."""
+    try:
+        with open(os.path.join(folder, resource), encoding="ascii") as handle:
+            for line in handle:
+                fields = line.split()
+                if fields and fields[0] == kind:
+                    return float(dict(item.split("=", 1) for item in fields[1:])["avg10"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return None
+
+
+class HostSensor:
+    """Samples the host's CPU and memory; each sample covers the time since the previous one.
+
+    Args:
+        cgroup: the parent cgroup of the pilots, whose CPU accounting gives their share.
+    """
+
+    def __init__(self, cgroup: PilotCgroup) -> None:
+        self.cgroup = cgroup
+        self.ncpus = psutil.cpu_count() or 1
+        self._last_times = psutil.cpu_times()._asdict()
+        self._last_pilots = cgroup.cpu_seconds()
+        self._last_clock = time.monotonic()
+
+    def sample(self) -> HostSample:
+        """Return the host's CPU use since the last sample, and its memory now."""
+        times = psutil.cpu_times()._asdict()
+        pilots = self.cgroup.cpu_seconds()
+        clock = time.monotonic()
+        busy_cores = self._busy_fraction(self._last_times, times) * self.ncpus
+        pilots_cores = 0.0
+        elapsed = clock - self._last_clock
+        if pilots is not None and self._last_pilots is not None and elapsed > 0:
+            pilots_cores = max(0.0, pilots - self._last_pilots) / elapsed
+        self._last_times, self._last_pilots, self._last_clock = times, pilots, clock
+        return HostSample(
+            ncpus=self.ncpus,
+            busy_cores=busy_cores,
+            pilots_cores=min(pilots_cores, float(self.ncpus)),
+            available_bytes=psutil.virtual_memory().available,
+            cpu_pressure=read_pressure("cpu", "some"),
+            memory_pressure=read_pressure("memory", "full"),
+        )
+
+    @staticmethod
+    def _busy_fraction(before: dict[str, float], after: dict[str, float]) -> float:
+        """Given two readings of ``cpu_times``, return the fraction of CPU time between them
+        that was neither idle nor waiting for input/output."""
+
+        def idle(times: dict[str, float]) -> float:
+            return times.get("idle", 0.0) + times.get("iowait", 0.0)
+
+        def total(times: dict[str, float]) -> float:
+            # guest time is already counted in user time on Linux
+            return sum(times.values()) - times.get("guest", 0.0) - times.get("guest_nice", 0.0)
+
+        elapsed = total(after) - total(before)
+        if elapsed <= 0:
+            return 0.0
+        return min(1.0, max(0.0, 1.0 - (idle(after) - idle(before)) / elapsed))

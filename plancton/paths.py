@@ -1,0 +1,104 @@
+"""Where Plancton keeps its configuration, state and logs, in root mode and in user mode."""
+
+import os
+import stat
+from dataclasses import dataclass
+
+from plancton.errors import PlanctonError
+
+CONFIG_NAME = "config.yaml"
+STATE_NAME = "state.json"
+LOG_NAME = "plancton.log"
+PID_NAME = "plancton.pid"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The folders and files of one Plancton installation."""
+
+    confdir: str
+    rundir: str
+    logdir: str
+    pidfile: str
+    user_mode: bool
+
+    @property
+    def config_file(self) -> str:
+        """The configuration file."""
+        return os.path.join(self.confdir, CONFIG_NAME)
+
+    @property
+    def state_file(self) -> str:
+        """The state the daemon writes at each loop, read by ``planctonctl status``."""
+        return os.path.join(self.rundir, STATE_NAME)
+
+    @property
+    def log_file(self) -> str:
+        """The rotating log file."""
+        return os.path.join(self.logdir, LOG_NAME)
+
+
+def resolve(
+    user_mode: bool | None = None,
+    confdir: str | None = None,
+    rundir: str | None = None,
+    logdir: str | None = None,
+    pidfile: str | None = None,
+) -> Paths:
+    """Return the paths: root mode for root unless ``user_mode``; overrides win.
+
+    Root mode uses /etc/plancton, /var/run/plancton and /var/log/plancton; user mode
+    ~/.plancton/{conf,run,log}.
+    """
+    if user_mode is None:
+        user_mode = os.geteuid() != 0
+    if user_mode:
+        home = os.path.join(os.path.expanduser("~"), ".plancton")
+        defaults = (os.path.join(home, "conf"), os.path.join(home, "run"), os.path.join(home, "log"))
+    else:
+        defaults = ("/etc/plancton", "/var/run/plancton", "/var/log/plancton")
+    run = os.path.abspath(rundir or defaults[1])
+    return Paths(
+        confdir=os.path.abspath(confdir or defaults[0]),
+        rundir=run,
+        logdir=os.path.abspath(logdir or defaults[2]),
+        pidfile=os.path.abspath(pidfile or os.path.join(run, PID_NAME)),
+        user_mode=user_mode,
+    )
+
+
+def prepare(paths: Paths) -> None:
+    """Create the run and log folders (0700 in user mode) and check they are safe to use.
+
+    Raises:
+        PlanctonError: a folder cannot be created or written, or is writable by others.
+    """
+    mode = 0o700 if paths.user_mode else 0o755
+    for folder in (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile)):
+        try:
+            os.makedirs(folder, mode=mode, exist_ok=True)
+        except OSError as error:
+            raise PlanctonError(
+                f"cannot create {folder}: {error.strerror}; create it and make it writable for this user, "
+                "or choose another folder with --rundir/--logdir/--pidfile"
+            ) from None
+        check_private_folder(folder)
+
+
+def check_private_folder(folder: str) -> None:
+    """Refuse a folder for control files if others may write to it or it is not writable.
+
+    Raises:
+        PlanctonError: naming the folder and the fix.
+    """
+    info = os.stat(folder)
+    if info.st_mode & stat.S_IWOTH or (info.st_mode & stat.S_IWGRP and info.st_uid != os.geteuid()):
+        raise PlanctonError(
+            f"refusing {folder}: other users may write to it, so they could plant files there; "
+            f"use a private folder (chmod go-w {folder}) or choose another with --rundir/--logdir/--pidfile"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PlanctonError(
+            f"{folder} is not writable by this user; fix its owner or choose another folder "
+            "with --rundir/--logdir/--pidfile (or --user for user mode)"
+        )

@@ -1,0 +1,279 @@
+"""The Docker adapter: list, create, start, pause, stop and remove an instance's pilots.
+
+Every call goes through :meth:`DockerPilots._call`, which counts it and translates the Docker
+SDK's and requests' errors into Plancton's own (:class:`EngineUnavailable`,
+:class:`EnginePermissionDenied`, :class:`PilotError`). Pilots are found by their instance
+label only: a container without it is never touched, whatever its name.
+"""
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from plancton.errors import EnginePermissionDenied, EngineUnavailable, PilotError
+from plancton.spec import LABEL_CREATED, ContainerSpec, instance_label
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
+API_TIMEOUT_SECONDS = 30
+EVENT_ACTIONS = ("die", "start", "destroy", "pause", "unpause", "oom")
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """One pilot container as Docker lists it."""
+
+    id: str
+    name: str
+    state: str
+    created: float
+    image: str
+    exit_code: int | None = None
+
+    @property
+    def short_id(self) -> str:
+        """The first 12 characters of the container id, as Docker shows it."""
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The facts of the Docker Engine that Plancton adapts to."""
+
+    version: str
+    cgroup_driver: str
+    cgroup_version: int
+
+
+def _pilot_from_listing(entry: dict[str, Any]) -> Pilot:
+    labels = entry.get("Labels") or {}
+    try:
+        created = float(labels.get(LABEL_CREATED, entry.get("Created", 0)))
+    except ValueError:
+        created = float(entry.get("Created", 0))
+    match = _EXIT_CODE.search(entry.get("Status") or "")
+    names = entry.get("Names") or ["/?"]
+    return Pilot(
+        id=entry["Id"],
+        name=names[0].lstrip("/"),
+        state=entry.get("State", "unknown"),
+        created=created,
+        image=entry.get("Image", ""),
+        exit_code=int(match.group(1)) if match else None,
+    )
+
+
+def _describe_connection_error(error: BaseException) -> EngineUnavailable:
+    text = str(error)
+    if "Permission denied" in text or isinstance(error.__context__, PermissionError):
+        return EnginePermissionDenied(
+            "permission denied on the Docker socket: add this user to the docker group "
+            "(usermod -aG docker USER, then log in again) or run as root"
+        )
+    if "No such file" in text or "FileNotFoundError" in text:
+        return EngineUnavailable("the Docker socket does not exist: is the Docker Engine installed and running?")
+    return EngineUnavailable(f"the Docker Engine does not answer ({text.splitlines()[0][:200]})")
+
+
+class DockerPilots:
+    """Pilots of one Plancton instance on one Docker Engine.
+
+    Args:
+        instance: the instance name; its label selects the pilots.
+        base_url: the engine's address; by default ``DOCKER_HOST`` or the local socket.
+    """
+
+    def __init__(self, instance: str, base_url: str | None = None) -> None:
+        self.instance = instance
+        self.base_url = base_url
+        self.api_calls = 0
+        self._client: docker.APIClient | None = None
+        self._lock = threading.Lock()
+        self._events: Any = None
+
+    def _api(self) -> docker.APIClient:
+        with self._lock:
+            if self._client is None:
+                settings = docker.utils.kwargs_from_env()
+                if self.base_url:
+                    settings["base_url"] = self.base_url
+                self.api_calls += 1  # the version negotiation is a request too
+                self._client = docker.APIClient(version="auto", timeout=API_TIMEOUT_SECONDS, **settings)
+            return self._client
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Translate library errors of one engine request into Plancton's own."""
+        try:
+            yield
+        except docker.errors.NotFound as error:
+            raise PilotError(f"{action}: not found ({error.explanation})") from error
+        except docker.errors.APIError as error:
+            if error.status_code is not None and error.status_code >= 500 and "connect" in str(error).lower():
+                raise EngineUnavailable(f"{action}: {error.explanation}") from error
+            raise PilotError(f"{action}: {error.explanation or error}") from error
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+            self._forget_client()
+            raise _describe_connection_error(error) from error
+        except docker.errors.DockerException as error:
+            self._forget_client()
+            raise _describe_connection_error(error) from error
+
+    def _call(self, action: str, request: Callable[[docker.APIClient], T]) -> T:
+        with self._translated(action):
+            client = self._api()
+            with self._lock:
+                self.api_calls += 1
+            return request(client)
+
+    def _forget_client(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def engine_info(self) -> EngineInfo:
+        """Return the engine's version and cgroup setup.
+
+        Raises:
+            EngineUnavailable: the engine cannot be reached (EnginePermissionDenied: not allowed).
+        """
+        info = self._call("docker info", lambda api: api.info())
+        return EngineInfo(
+            version=str(info.get("ServerVersion", "?")),
+            cgroup_driver=str(info.get("CgroupDriver", "cgroupfs")),
+            cgroup_version=int(info.get("CgroupVersion", "1") or 1),
+        )
+
+    def list(self) -> list[Pilot]:
+        """Return every pilot of this instance, in any state, with one engine request."""
+        filters = {"label": [instance_label(self.instance)]}
+        entries = self._call("list pilots", lambda api: api.containers(all=True, filters=filters))
+        return [_pilot_from_listing(entry) for entry in entries]
+
+    def create_and_start(self, spec: ContainerSpec) -> str:
+        """Create and start a pilot; return its id. A pilot that cannot start is removed.
+
+        Raises:
+            PilotError: the engine refused to create or start it.
+        """
+
+        def create(api: docker.APIClient) -> str:
+            host_config = api.create_host_config(**spec.host_config)
+            created = api.create_container(
+                image=spec.image,
+                command=spec.command,
+                name=spec.name,
+                hostname=spec.hostname,
+                user=spec.user or "",
+                labels=spec.labels,
+                environment=spec.environment,
+                host_config=host_config,
+            )
+            return str(created["Id"])
+
+        container = self._call(f"create pilot {spec.name}", create)
+        try:
+            self._call(f"start pilot {spec.name}", lambda api: api.start(container))
+        except PilotError:
+            self.remove(container)
+            raise
+        return container
+
+    def stop(self, container: str, vacate_seconds: float, paused: bool = False) -> None:
+        """Stop a pilot: SIGTERM, then SIGKILL after ``vacate_seconds``. Gone already is fine."""
+        if paused:
+            self._ignoring_gone(f"unpause {container[:12]}", lambda api: api.unpause(container))
+        self._ignoring_gone(f"stop {container[:12]}", lambda api: api.stop(container, timeout=round(vacate_seconds)))
+
+    def kill(self, container: str, paused: bool = False) -> None:
+        """Kill a pilot at once with SIGKILL. Gone already is fine."""
+        self._ignoring_gone(f"kill {container[:12]}", lambda api: api.kill(container))
+        if paused:
+            self._ignoring_gone(f"unpause {container[:12]}", lambda api: api.unpause(container))
+
+    def remove(self, container: str) -> None:
+        """Remove a pilot and its anonymous volumes, stopping it first if needed."""
+        self._ignoring_gone(f"remove {container[:12]}", lambda api: api.remove_container(container, v=True, force=True))
+
+    def pause(self, container: str) -> None:
+        """Freeze every process of a pilot (its work is kept)."""
+        self._call(f"pause {container[:12]}", lambda api: api.pause(container))
+
+    def unpause(self, container: str) -> None:
+        """Thaw a paused pilot."""
+        self._call(f"unpause {container[:12]}", lambda api: api.unpause(container))
+
+    def _ignoring_gone(self, action: str, request: Callable[[docker.APIClient], Any]) -> None:
+        try:
+            self._call(action, request)
+        except PilotError as error:
+            if "not found" not in str(error).lower() and "is not paused" not in str(error).lower():
+                raise
+
+    def image_present(self, reference: str) -> bool:
+        """Return whether the image is in the engine's local store."""
+        try:
+            self._call(f"inspect image {reference}", lambda api: api.inspect_image(reference))
+        except PilotError as error:
+            if "not found" in str(error).lower() or "no such image" in str(error).lower():
+                return False
+            raise
+        return True
+
+    def pull(self, reference: str) -> None:
+        """Pull an image from its registry.
+
+        Raises:
+            PilotError: the pull failed (registry unreachable, unknown image...).
+        """
+        repository, _, tag = (
+            reference.rpartition(":") if ":" in reference.rsplit("/", maxsplit=1)[-1] else (reference, "", "")
+        )
+
+        def pull(api: docker.APIClient) -> None:
+            for line in api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+                if "error" in line:
+                    raise PilotError(f"pull {reference}: {line['error']}")
+
+        self._call(f"pull {reference}", pull)
+
+    def watch_events(self, on_event: Callable[[str, str], None]) -> None:
+        """Call ``on_event(action, container id)`` for each event of this instance's pilots.
+
+        Blocks until the stream ends or :meth:`close_events` is called.
+
+        Raises:
+            EngineUnavailable: the engine cannot be reached or the stream broke.
+        """
+        filters = {"type": ["container"], "event": list(EVENT_ACTIONS), "label": [instance_label(self.instance)]}
+        with self._translated("watch events"):
+            stream = self._api().events(decode=True, filters=filters)
+            with self._lock:
+                self.api_calls += 1
+                self._events = stream
+            try:
+                for event in stream:
+                    on_event(str(event.get("Action", "")), str(event.get("id", "")))
+            finally:
+                with self._lock:
+                    self._events = None
+
+    def close_events(self) -> None:
+        """End a running :meth:`watch_events` (safe to call from another thread)."""
+        with self._lock:
+            stream = self._events
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:
+                log.debug("closing the event stream failed", exc_info=True)

@@ -1,0 +1,321 @@
+"""The pure decision core: given what was sensed, return what to do and why.
+
+:func:`decide` takes a host sample, the pilots, the configuration, the mode, the time and the
+policy's own memory of earlier loops, and returns a :class:`Plan` with a new memory. It does
+no input or output and reads no clock; the daemon carries the plan out.
+
+Graded response to the host's owner:
+1. pilots always run at the lowest CPU weight (the kernel's job, not this module's);
+2. owner busy for ``pause_delay``: pause the youngest pilots until the rest fit in the CPU
+   the owner leaves;
+3. paused for ``grace_kill`` with the owner still busy: stop them (SIGTERM, then SIGKILL);
+4. start pilots again only after ``grace_spawn`` of owner idleness.
+Memory below ``mem_floor`` (or under pressure) kills the youngest pilots at once.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+
+from plancton.config import Config
+from plancton.modes import Mode
+
+#: A container created but not started for this long is given up and removed.
+CREATED_GRACE_SECONDS = 30.0
+LIVE_STATES = frozenset({"running", "paused", "restarting", "created"})
+FINISHED_STATES = frozenset({"exited", "dead"})
+
+
+@dataclass(frozen=True)
+class HostSample:
+    """The host as measured over the last interval; CPU figures are in cores."""
+
+    ncpus: int
+    busy_cores: float
+    pilots_cores: float
+    available_bytes: int
+    cpu_pressure: float | None = None
+    memory_pressure: float | None = None
+
+    @property
+    def owner_cores(self) -> float:
+        """CPU used by everything but the pilots: the owner's load, net of the pilots."""
+        return max(0.0, self.busy_cores - self.pilots_cores)
+
+    @property
+    def owner_percent(self) -> float:
+        """The owner's load as a percent of the whole host's CPU."""
+        return 100.0 * self.owner_cores / max(1, self.ncpus)
+
+
+@dataclass(frozen=True)
+class PilotView:
+    """What the policy needs to know of one pilot container."""
+
+    id: str
+    state: str
+    age: float
+    image: str = ""
+    stopping: bool = False
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the policy remembers between loops."""
+
+    owner_busy: bool = False
+    owner_since: float = -math.inf
+    reclaim_ended: float = -math.inf
+    paused_since: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class StartHistory:
+    """Recent pilot starts and the back-off after failures, kept by the daemon."""
+
+    recent_starts: tuple[float, ...] = ()
+    backoff_until: float = -math.inf
+    spawn_now: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do in this loop, and why."""
+
+    start: int = 0
+    pause: tuple[str, ...] = ()
+    unpause: tuple[str, ...] = ()
+    stop: tuple[tuple[str, str], ...] = ()
+    kill: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
+    exit_daemon: bool = False
+
+
+@dataclass(frozen=True)
+class _Situation:
+    """The inputs of one decision, bundled for the helpers of :func:`decide`."""
+
+    sample: HostSample
+    config: Config
+    mode: Mode
+    now: float
+    memory: Memory
+    history: StartHistory
+
+
+@dataclass
+class _Draft:
+    """A plan under construction inside :func:`decide`."""
+
+    start: int = 0
+    pause: list[str] = field(default_factory=list)
+    unpause: list[str] = field(default_factory=list)
+    stop: list[tuple[str, str]] = field(default_factory=list)
+    kill: list[tuple[str, str]] = field(default_factory=list)
+    remove: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    exit_daemon: bool = False
+
+    def leaving(self) -> set[str]:
+        return {pilot for pilot, _ in self.stop + self.kill}
+
+    def freeze(self) -> Plan:
+        return Plan(
+            start=self.start,
+            pause=tuple(self.pause),
+            unpause=tuple(self.unpause),
+            stop=tuple(self.stop),
+            kill=tuple(self.kill),
+            remove=tuple(self.remove),
+            reasons=tuple(self.reasons),
+            exit_daemon=self.exit_daemon,
+        )
+
+
+def decide(
+    sample: HostSample,
+    pilots: list[PilotView],
+    config: Config,
+    mode: Mode,
+    now: float,
+    memory: Memory,
+    history: StartHistory = StartHistory(),
+) -> tuple[Plan, Memory]:
+    """Given the sensed state, return the plan of this loop and the memory for the next.
+
+    Args:
+        sample: the host's CPU and memory over the last interval.
+        pilots: this instance's pilot containers, in any state.
+        config: the configuration in force.
+        mode: the daemon's mode.
+        now: a monotonic time in seconds.
+        memory: the memory returned by the previous call (``Memory()`` at first).
+        history: recent starts and back-off, to bound the start rate.
+    """
+    draft = _Draft()
+    memory = _update_owner(memory, sample, config, now)
+    _remove_finished(pilots, draft)
+    live = [pilot for pilot in pilots if pilot.state in LIVE_STATES and not pilot.stopping]
+    live = [pilot for pilot in live if pilot.id not in draft.remove]
+    memory = _forget_gone_pauses(memory, live, now)
+
+    if mode is Mode.FORCE_STOP:
+        draft.stop += [(pilot.id, "force-stop") for pilot in _youngest_first(live)]
+        draft.reasons.append(f"force-stop: stopping {len(live)} pilots, starting none")
+        return draft.freeze(), memory
+    if _relieve_memory(sample, live, config, draft):
+        return draft.freeze(), memory
+    _expire(live, config, draft)
+    situation = _Situation(sample, config, mode, now, memory, history)
+    remaining = [pilot for pilot in live if pilot.id not in draft.leaving()]
+    _follow_owner(situation, remaining, draft)
+    remaining = [pilot for pilot in remaining if pilot.id not in draft.leaving()]
+    _spawn(situation, remaining, draft)
+    if mode is Mode.DRAIN_STOP and not pilots:
+        draft.exit_daemon = True
+        draft.reasons.append("drain-stop: no pilot left, the daemon exits")
+    memory = _record_pauses(memory, draft, now)
+    return draft.freeze(), memory
+
+
+def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float) -> Memory:
+    """Hysteresis: busy at owner_busy_percent (or CPU pressure), idle again below owner_idle_percent."""
+    percent = sample.owner_percent
+    pressured = (
+        sample.cpu_pressure is not None
+        and sample.cpu_pressure >= config.cpu_pressure_percent
+        and percent >= config.owner_idle_percent
+    )
+    if not memory.owner_busy and (percent >= config.owner_busy_percent or pressured):
+        return replace(memory, owner_busy=True, owner_since=now)
+    if memory.owner_busy and percent < config.owner_idle_percent:
+        # only a busy spell long enough to act on starts grace_spawn: a spike does not
+        acted = now - memory.owner_since >= config.pause_delay
+        return replace(memory, owner_busy=False, owner_since=now, reclaim_ended=now if acted else memory.reclaim_ended)
+    return memory
+
+
+def _remove_finished(pilots: list[PilotView], draft: _Draft) -> None:
+    for pilot in pilots:
+        never_started = pilot.state == "created" and pilot.age > CREATED_GRACE_SECONDS
+        if pilot.state in FINISHED_STATES or (never_started and not pilot.stopping):
+            draft.remove.append(pilot.id)
+    if draft.remove:
+        draft.reasons.append(f"removing {len(draft.remove)} finished pilots")
+
+
+def _youngest_first(pilots: list[PilotView]) -> list[PilotView]:
+    return sorted(pilots, key=lambda pilot: (pilot.age, pilot.id))
+
+
+def _relieve_memory(sample: HostSample, live: list[PilotView], config: Config, draft: _Draft) -> bool:
+    """Kill the youngest pilots at once when memory is short; return whether it was."""
+    shortfall = config.mem_floor - sample.available_bytes
+    pressured = sample.memory_pressure is not None and sample.memory_pressure >= config.memory_pressure_percent
+    if shortfall <= 0 and not pressured:
+        return False
+    per_pilot = config.max_dock_mem or shortfall
+    count = max(1, math.ceil(shortfall / per_pilot)) if shortfall > 0 else 1
+    victims = _youngest_first(live)[:count]
+    draft.kill += [(pilot.id, "memory") for pilot in victims]
+    why = (
+        f"available memory {sample.available_bytes // 2**20} MiB below mem_floor {config.mem_floor // 2**20} MiB"
+        if shortfall > 0
+        else f"memory pressure {sample.memory_pressure:.0f}%"
+    )
+    draft.reasons.append(f"{why}: killing {len(victims)} youngest pilots, starting none")
+    return True
+
+
+def _expire(live: list[PilotView], config: Config, draft: _Draft) -> None:
+    expired = [pilot for pilot in live if pilot.state == "running" and pilot.age > config.max_ttl]
+    draft.stop += [(pilot.id, "ttl") for pilot in expired]
+    if expired:
+        draft.reasons.append(f"{len(expired)} pilots older than max_ttl {config.max_ttl:g} s: stopping them")
+    if config.replace_on_image_change:
+        outdated = [p for p in live if p.image and p.image != config.docker_image and p not in expired]
+        draft.stop += [(pilot.id, "image changed") for pilot in outdated]
+        if outdated:
+            draft.reasons.append(f"{len(outdated)} pilots run an older image: stopping them")
+
+
+def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
+    """Pause, resume or stop pilots as the owner's load asks."""
+    sample, config, now, memory = situation.sample, situation.config, situation.now, situation.memory
+    running = [pilot for pilot in live if pilot.state == "running"]
+    paused = [pilot for pilot in live if pilot.state == "paused"]
+    owner = f"owner at {sample.owner_percent:.0f}% of host CPU (pilots excluded)"
+    in_state = now - memory.owner_since
+    if memory.owner_busy and in_state >= config.pause_delay:
+        room = max(0.0, sample.ncpus - sample.owner_cores)
+        keep = math.floor(room / config.cpus_per_dock + 1e-9)
+        to_pause = _youngest_first(running)[: max(0, len(running) - keep)]
+        draft.pause += [pilot.id for pilot in to_pause]
+        if to_pause:
+            draft.reasons.append(f"{owner}, busy {in_state:.0f} s: pausing {len(to_pause)} youngest pilots")
+        paused_since = dict(memory.paused_since)
+        overdue = [p for p in paused if now - paused_since.get(p.id, now) >= config.grace_kill]
+        draft.stop += [(pilot.id, "owner reclaim") for pilot in overdue]
+        if overdue:
+            draft.reasons.append(f"owner busy past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots")
+    elif memory.owner_busy:
+        draft.reasons.append(f"{owner}: pausing pilots if it stays busy {config.pause_delay:g} s")
+    elif paused:
+        room = max(0, _pool_room(config, live) + len(paused))
+        to_resume = sorted(paused, key=lambda pilot: (-pilot.age, pilot.id))[:room]
+        draft.unpause += [pilot.id for pilot in to_resume]
+        draft.reasons.append(f"{owner}, idle again: resuming {len(to_resume)} paused pilots")
+
+
+def _pool_room(config: Config, live: list[PilotView]) -> int:
+    return config.pool_size - len(live)
+
+
+def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
+    config = situation.config
+    hold = _spawn_hold(situation, live, draft)
+    if hold:
+        draft.reasons.append(f"starting none: {hold}")
+        return
+    wanted = min(config.docks_per_loop, _pool_room(config, live))
+    if wanted <= 0:
+        draft.reasons.append(f"pool full: {len(live)} of max_docks {config.pool_size} pilots")
+        return
+    recent = sum(1 for started in situation.history.recent_starts if situation.now - started < 60.0)
+    draft.start = max(0, min(wanted, config.max_starts_per_minute - recent))
+    if draft.start < wanted:
+        draft.reasons.append(f"start rate at max_starts_per_minute {config.max_starts_per_minute}")
+    if draft.start:
+        draft.reasons.append(f"owner idle: starting {draft.start} pilots ({len(live)} of {config.pool_size} live)")
+
+
+def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> str | None:
+    """Return why no pilot may start now, or None when they may."""
+    config, now, memory, history = situation.config, situation.now, situation.memory, situation.history
+    if situation.mode is not Mode.ACTIVE:
+        return f"{situation.mode.value} ({len(live)} pilots left)"
+    if memory.owner_busy:
+        return "owner busy"
+    if draft.unpause or any(pilot.state == "paused" for pilot in live):
+        return "paused pilots resume first"
+    idle_for = now - memory.reclaim_ended
+    if idle_for < config.grace_spawn and not history.spawn_now:
+        return f"owner idle again only {idle_for:.0f} s of grace_spawn {config.grace_spawn:g} s"
+    if now < history.backoff_until:
+        return f"backing off after failed starts for {history.backoff_until - now:.0f} s"
+    if situation.sample.available_bytes <= config.mem_floor:
+        return "available memory at mem_floor"
+    return None
+
+
+def _forget_gone_pauses(memory: Memory, live: list[PilotView], now: float) -> Memory:
+    """Keep pause times of paused pilots only; one paused by an earlier daemon counts from now."""
+    known = dict(memory.paused_since)
+    kept = tuple((p.id, known.get(p.id, now)) for p in live if p.state == "paused")
+    return replace(memory, paused_since=kept)
+
+
+def _record_pauses(memory: Memory, draft: _Draft, now: float) -> Memory:
+    resumed = set(draft.unpause)
+    kept = tuple(item for item in memory.paused_since if item[0] not in resumed)
+    return replace(memory, paused_since=kept + tuple((pilot, now) for pilot in draft.pause))

@@ -1,0 +1,82 @@
+"""Pure translation of the configuration into the container that Docker creates for a pilot."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from plancton.config import Config
+
+LABEL_INSTANCE = "org.plancton.instance"
+LABEL_CREATED = "org.plancton.created"
+LABEL_REVISION = "org.plancton.config-revision"
+CPU_PERIOD_US = 100_000
+#: Per-pilot CPU weight inside the pilots' parent cgroup (the lowest Docker accepts).
+PILOT_CPU_SHARES = 2
+#: Pilots are the kernel's first choice when memory runs out, never the owner's processes.
+PILOT_OOM_SCORE_ADJ = 1000
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything Docker needs to create one pilot."""
+
+    image: str
+    command: list[str]
+    name: str
+    hostname: str
+    user: str | None
+    labels: dict[str, str]
+    environment: dict[str, str]
+    host_config: dict[str, Any] = field(default_factory=dict)
+
+
+def instance_label(instance: str) -> str:
+    """Return the ``key=value`` label filter that selects an instance's pilots."""
+    return f"{LABEL_INSTANCE}={instance}"
+
+
+def read_only_by_default(bind: str) -> str:
+    """Given host:container[:mode], return it with ``ro`` added unless it says rw or ro."""
+    parts = bind.split(":")
+    modes = parts[2].split(",") if len(parts) > 2 else []
+    if "rw" not in modes and "ro" not in modes:
+        modes.append("ro")
+    return ":".join([*parts[:2], ",".join(modes)])
+
+
+def container_spec(config: Config, cgroup_parent: str, host_name: str, token: str, created: float) -> ContainerSpec:
+    """Given the config, the pilots' cgroup parent, the host's name, a unique token and the
+    wall-clock creation time, return the container to create.
+    """
+    short_host = host_name.split(".", maxsplit=1)[0][:40] or "host"
+    host_config: dict[str, Any] = {
+        "cpu_period": CPU_PERIOD_US,
+        "cpu_quota": max(1000, round(config.cpus_per_dock * CPU_PERIOD_US)),
+        "cpu_shares": PILOT_CPU_SHARES,
+        "pids_limit": config.pids_limit,
+        "binds": [read_only_by_default(bind) for bind in config.binds],
+        "devices": list(config.devices),
+        "cap_add": [cap[1:] for cap in config.capabilities if cap.startswith("+")],
+        "cap_drop": [cap[1:] for cap in config.capabilities if cap.startswith("-")],
+        "security_opt": ["no-new-privileges:true", *config.security_opts],
+        "privileged": config.docker_privileged,
+        "network_mode": config.network_mode,
+        "cgroup_parent": cgroup_parent,
+        "oom_score_adj": PILOT_OOM_SCORE_ADJ,
+    }
+    if config.max_dock_mem:
+        host_config["mem_limit"] = config.max_dock_mem
+        host_config["memswap_limit"] = config.max_dock_mem + config.max_dock_swap
+    return ContainerSpec(
+        image=config.docker_image,
+        command=list(config.docker_cmd),
+        name=f"{config.instance}-{token}",
+        hostname=f"{short_host}-{config.instance}-{token}"[:63],
+        user=config.user_group,
+        labels={
+            LABEL_INSTANCE: config.instance,
+            LABEL_CREATED: f"{created:.3f}",
+            LABEL_REVISION: config.revision,
+        },
+        environment={"PLANCTON_INSTANCE": config.instance, "PLANCTON_HOST": host_name, **dict(config.environment)},
+        host_config=host_config,
+    )

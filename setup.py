@@ -1,0 +1,38 @@
+"""Installation of Plancton: the package, its two commands and its default files."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"', Path("plancton/__init__.py").read_text()).group(1)
+
+setup(
+    name="plancton",
+    version=VERSION,
+    description="A daemon that runs disposable pilot containers on a host's spare CPU",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="GPL-3.0-or-later",
+    python_requires=">=3.11",
+    packages=find_packages(include=["plancton", "plancton.*"]),
+    scripts=["bin/planctonctl", "bin/plancton-bootstrap"],
+    data_files=[("share/plancton", ["etc/config.yaml", "etc/plancton.service"])],
+    install_requires=[
+        "docker>=7.0,<8",
+        "PyYAML>=6.0,<7",
+        "python-daemon>=3.0,<4",
+        "influxdb>=5.3,<6",
+        "psutil>=5.9,<8",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "hypothesis>=6.100,<7", "ruff>=0.6,<1", "mypy>=1.10,<3",
+                 "types-PyYAML", "types-psutil", "types-requests"],
+        "bench": ["matplotlib>=3.7,<4"],
+    },
+    classifiers=[
+        "License :: OSI Approved :: GNU General Public License v3 or later (GPLv3+)",
+        "Operating System :: POSIX :: Linux",
+        "Programming Language :: Python :: 3",
+    ],
+)

@@ -1,0 +1,120 @@
+"""Fixtures shared by the test suite: a real Docker Engine, the busybox image, a unique
+Plancton instance whose containers are removed afterwards, and a way to run planctonctl.
+"""
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import docker
+import pytest
+
+from plancton.spec import instance_label
+from tests import services
+
+#: Where tests/run installed Plancton; its planctonctl is the one users run.
+VENV = os.environ.get("PLANCTON_TEST_VENV", os.path.dirname(os.path.dirname(sys.executable)))
+
+
+def venv_command(name: str) -> str:
+    """Return the path of a command installed in the test environment."""
+    path = os.path.join(VENV, "bin", name)
+    return path if os.path.exists(path) else shutil.which(name) or name
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[None]:
+    """A real Docker Engine: the running one, or a dockerd started (and stopped) here."""
+    started = None
+    if not services.docker_answers():
+        if os.geteuid() != 0:
+            pytest.fail("no Docker Engine answers and only root can start dockerd")
+        log_dir = tempfile.mkdtemp(prefix="plancton-dockerd-")
+        started = services.start_dockerd(log_dir)
+    services.ensure_busybox_image()
+    yield
+    if started is not None:
+        started.stop()
+
+
+@pytest.fixture
+def docker_api(docker_engine: None) -> Iterator[docker.APIClient]:
+    """A low-level Docker client for assertions."""
+    client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=60)
+    yield client
+    client.close()
+
+
+def remove_instance_containers(instance: str) -> None:
+    """Remove every container labelled for this instance."""
+    client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=60)
+    try:
+        for entry in client.containers(all=True, filters={"label": [instance_label(instance)]}):
+            client.remove_container(entry["Id"], force=True, v=True)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def instance(docker_engine: None) -> Iterator[str]:
+    """A fresh instance name; its containers are removed after the test."""
+    name = f"t{secrets.token_hex(4)}"
+    yield name
+    remove_instance_containers(name)
+
+
+@dataclass
+class Installation:
+    """A Plancton installation in temporary folders, driven through planctonctl."""
+
+    root: str
+    instance: str
+
+    @property
+    def confdir(self) -> str:
+        return os.path.join(self.root, "conf")
+
+    @property
+    def rundir(self) -> str:
+        return os.path.join(self.root, "run")
+
+    @property
+    def logdir(self) -> str:
+        return os.path.join(self.root, "log")
+
+    @property
+    def config_file(self) -> str:
+        return os.path.join(self.confdir, "config.yaml")
+
+    def write_config(self, text: str) -> None:
+        """Write config.yaml: the given YAML after this installation's instance name."""
+        os.makedirs(self.confdir, exist_ok=True)
+        with open(self.config_file, "w", encoding="utf-8") as handle:
+            handle.write(f"instance: {self.instance}\n{text}")
+
+    def ctl(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run planctonctl on this installation and return the finished process."""
+        command = [venv_command("planctonctl"), "--confdir", self.confdir, "--rundir", self.rundir]
+        command += ["--logdir", self.logdir, *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check, cwd="/")
+
+    def log(self) -> str:
+        """Return the daemon's log so far."""
+        try:
+            with open(os.path.join(self.logdir, "plancton.log"), encoding="utf-8") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+
+@pytest.fixture
+def installation(instance: str, tmp_path: "os.PathLike[str]") -> Iterator[Installation]:
+    """A Plancton installation in a temporary folder; its daemon is stopped afterwards."""
+    setup = Installation(root=str(tmp_path), instance=instance)
+    yield setup
+    setup.ctl("stop", "--timeout", "20")
