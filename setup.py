@@ -26,8 +26,16 @@ setup(
         "psutil>=5.9,<8",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.2,<3", "hypothesis>=6.100,<7", "ruff>=0.6,<1", "mypy>=1.10,<3",
-                 "types-PyYAML", "types-psutil", "types-requests"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-timeout>=2.2,<3",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6,<1",
+            "mypy>=1.10,<3",
+            "types-PyYAML",
+            "types-psutil",
+            "types-requests",
+        ],
         "bench": ["matplotlib>=3.7,<4"],
     },
     classifiers=[
