@@ -1,0 +1,309 @@
+"""Unit and property tests of the pure decision core (no Docker, no clock, no files)."""
+
+import dataclasses
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plancton.config import Config, HostFacts, parse
+from plancton.modes import Mode
+from plancton.policy import HostSample, Memory, PilotView, Plan, StartHistory, decide
+
+GIB = 1024**3
+
+
+def make_config(**values: object) -> Config:
+    """Return a validated config with these keys changed (max_docks resolved for 4 CPUs)."""
+    config, _ = parse(values, HostFacts(ncpus=4, ram_bytes=16 * GIB, swap_bytes=0))
+    return config
+
+
+def idle_host(ncpus: int = 4, pilots_cores: float = 0.0, owner_cores: float = 0.0, **extra: object) -> HostSample:
+    """A host whose owner uses ``owner_cores`` while the pilots use ``pilots_cores``."""
+    values: dict[str, object] = {
+        "ncpus": ncpus,
+        "busy_cores": pilots_cores + owner_cores,
+        "pilots_cores": pilots_cores,
+        "available_bytes": 12 * GIB,
+    }
+    values.update(extra)
+    return HostSample(**values)  # type: ignore[arg-type]
+
+
+def running(count: int, first_age: float = 100.0, state: str = "running") -> list[PilotView]:
+    """Pilots p0..pN-1, p0 the oldest."""
+    return [PilotView(id=f"p{index}", state=state, age=first_age - index) for index in range(count)]
+
+
+def once(
+    sample: HostSample,
+    pilots: list[PilotView],
+    config: Config,
+    mode: Mode = Mode.ACTIVE,
+    now: float = 1000.0,
+    memory: Memory | None = None,
+    history: StartHistory | None = None,
+) -> tuple[Plan, Memory]:
+    return decide(sample, pilots, config, mode, now, memory or Memory(), history or StartHistory())
+
+
+def test_idle_host_fills_the_pool_up_to_docks_per_loop() -> None:
+    plan, _ = once(idle_host(), [], make_config(max_docks=6, docks_per_loop=4))
+    assert plan.start == 4
+    plan, _ = once(idle_host(), running(4), make_config(max_docks=6, docks_per_loop=4))
+    assert plan.start == 2
+    plan, _ = once(idle_host(), running(6), make_config(max_docks=6))
+    assert plan.start == 0
+    assert any("pool full" in reason for reason in plan.reasons)
+
+
+def test_default_pool_starts_one_pilot_on_a_two_core_host() -> None:
+    config, _ = parse({}, HostFacts(ncpus=2, ram_bytes=8 * GIB, swap_bytes=0))
+    assert config.pool_size == 1
+    plan, _ = once(idle_host(ncpus=2), [], config)
+    assert plan.start == 1
+
+
+def test_busy_pilots_are_not_the_owner() -> None:
+    """Pilots at 100% on every core: the owner is idle, nothing is paused or stopped."""
+    config = make_config(max_docks=4)
+    plan, memory = once(idle_host(ncpus=4, pilots_cores=4.0), running(4), config)
+    assert not memory.owner_busy
+    assert plan.pause == () and plan.stop == () and plan.kill == ()
+
+
+def test_owner_load_is_net_of_pilots() -> None:
+    sample = idle_host(ncpus=4, pilots_cores=3.0, owner_cores=1.0)
+    assert sample.owner_cores == 1.0
+    assert sample.owner_percent == 25.0
+    assert HostSample(ncpus=2, busy_cores=0.5, pilots_cores=0.9, available_bytes=GIB).owner_cores == 0.0
+
+
+def test_owner_busy_pauses_youngest_after_pause_delay_then_stops_after_grace_kill() -> None:
+    config = make_config(max_docks=4, pause_delay=5, grace_kill=60, cpus_per_dock=1)
+    pilots = running(4)
+    busy = idle_host(ncpus=4, pilots_cores=0.2, owner_cores=3.8)
+    plan, memory = once(busy, pilots, config, now=0.0)
+    assert memory.owner_busy and plan.pause == ()
+    assert plan.start == 0
+    plan, memory = once(busy, pilots, config, now=5.0, memory=memory)
+    # 0.2 cores left for 1-CPU pilots: every pilot is paused, youngest first
+    assert plan.pause == ("p3", "p2", "p1", "p0")
+    paused = running(4, state="paused")
+    plan, memory = once(busy, paused, config, now=30.0, memory=memory)
+    assert plan.stop == ()
+    plan, memory = once(busy, paused, config, now=65.0, memory=memory)
+    assert {pilot for pilot, _ in plan.stop} == {"p0", "p1", "p2", "p3"}
+    assert {reason for _, reason in plan.stop} == {"owner reclaim"}
+
+
+def test_partial_owner_load_pauses_only_what_does_not_fit() -> None:
+    config = make_config(max_docks=4, pause_delay=0, owner_busy_percent=40, owner_idle_percent=20)
+    sample = idle_host(ncpus=4, pilots_cores=2.0, owner_cores=2.0)
+    plan, _ = once(sample, running(4), config)
+    assert plan.pause == ("p3", "p2")
+
+
+def test_owner_idle_again_within_grace_kill_resumes_paused_pilots() -> None:
+    config = make_config(max_docks=2, pause_delay=0, grace_kill=60)
+    busy = idle_host(ncpus=2, owner_cores=2.0)
+    _, memory = once(busy, running(2), config, now=0.0)
+    plan, memory = once(busy, running(2), config, now=1.0, memory=memory)
+    assert plan.pause == ("p1", "p0")
+    plan, memory = once(idle_host(ncpus=2), running(2, state="paused"), config, now=20.0, memory=memory)
+    assert plan.unpause == ("p0", "p1")
+    assert plan.stop == () and plan.start == 0
+
+
+def test_no_spawn_inside_grace_spawn_after_the_owner_was_busy() -> None:
+    config = make_config(max_docks=2, pause_delay=5, grace_spawn=60)
+    busy = idle_host(ncpus=2, owner_cores=2.0)
+    _, memory = once(busy, [], config, now=0.0)
+    plan, memory = once(idle_host(ncpus=2), [], config, now=10.0, memory=memory)
+    assert plan.start == 0
+    plan, memory = once(idle_host(ncpus=2), [], config, now=69.0, memory=memory)
+    assert plan.start == 0
+    assert any("grace_spawn" in reason for reason in plan.reasons)
+    plan, _ = once(idle_host(ncpus=2), [], config, now=70.5, memory=memory)
+    assert plan.start == 2
+
+
+def test_a_short_spike_does_not_start_grace_spawn() -> None:
+    config = make_config(max_docks=2, pause_delay=5, grace_spawn=60)
+    _, memory = once(idle_host(ncpus=2, owner_cores=2.0), [], config, now=0.0)
+    plan, _ = once(idle_host(ncpus=2), [], config, now=1.0, memory=memory)
+    assert plan.start == 2
+
+
+def test_force_start_skips_grace_spawn() -> None:
+    config = make_config(max_docks=2, pause_delay=0, grace_spawn=600)
+    _, memory = once(idle_host(ncpus=2, owner_cores=2.0), [], config, now=0.0)
+    plan, memory = once(idle_host(ncpus=2), [], config, now=1.0, memory=memory)
+    assert plan.start == 0
+    plan, _ = once(idle_host(ncpus=2), [], config, now=2.0, memory=memory, history=StartHistory(spawn_now=True))
+    assert plan.start == 2
+
+
+def test_drain_and_force_stop() -> None:
+    config = make_config(max_docks=4)
+    plan, _ = once(idle_host(), running(2), config, mode=Mode.DRAINING)
+    assert plan.start == 0 and plan.stop == () and not plan.exit_daemon
+    plan, _ = once(idle_host(), running(2), config, mode=Mode.FORCE_STOP)
+    assert plan.start == 0
+    assert plan.stop == (("p1", "force-stop"), ("p0", "force-stop"))
+    plan, _ = once(idle_host(), running(1), config, mode=Mode.DRAIN_STOP)
+    assert not plan.exit_daemon and plan.start == 0
+    plan, _ = once(idle_host(), [], config, mode=Mode.DRAIN_STOP)
+    assert plan.exit_daemon
+
+
+def test_memory_floor_kills_enough_youngest_pilots_in_one_step() -> None:
+    config = make_config(max_docks=6, mem_floor="2G", max_dock_mem="1G")
+    short = idle_host(available_bytes=int(0.5 * GIB))
+    plan, _ = once(short, running(6), config)
+    # 1.5 GiB short with 1 GiB pilots: two pilots go at once, the two youngest
+    assert plan.kill == (("p5", "memory"), ("p4", "memory"))
+    assert plan.start == 0
+
+
+def test_memory_pressure_kills_the_youngest_pilot() -> None:
+    config = make_config(max_docks=3, memory_pressure_percent=30)
+    plan, _ = once(idle_host(memory_pressure=45.0), running(3), config)
+    assert plan.kill == (("p2", "memory"),)
+
+
+def test_ttl_stops_only_old_pilots() -> None:
+    config = make_config(max_docks=2, max_ttl=50)
+    pilots = [PilotView("old", "running", 51.0), PilotView("young", "running", 10.0)]
+    plan, _ = once(idle_host(), pilots, config)
+    assert plan.stop == (("old", "ttl"),)
+    assert plan.start == 1  # the pool is refilled around the leaving pilot
+
+
+def test_finished_and_stuck_pilots_are_removed() -> None:
+    pilots = [
+        PilotView("done", "exited", 5.0),
+        PilotView("dead", "dead", 5.0),
+        PilotView("stuck", "created", 31.0),
+        PilotView("fresh", "created", 1.0),
+    ]
+    plan, _ = once(idle_host(), pilots, make_config(max_docks=2))
+    assert set(plan.remove) == {"done", "dead", "stuck"}
+    assert plan.start == 1
+
+
+def test_backoff_and_start_rate_hold_spawns() -> None:
+    config = make_config(max_docks=4, max_starts_per_minute=3)
+    plan, _ = once(idle_host(), [], config, now=100.0, history=StartHistory(backoff_until=110.0))
+    assert plan.start == 0
+    assert any("backing off" in reason for reason in plan.reasons)
+    plan, _ = once(idle_host(), [], config, now=100.0, history=StartHistory(recent_starts=(30.0, 90.0)))
+    # one start within the last minute leaves room for two of the three allowed
+    assert plan.start == 2
+
+
+def test_image_change_replaces_only_when_asked() -> None:
+    pilots = [PilotView("a", "running", 10.0, image="old:1")]
+    plan, _ = once(idle_host(), pilots, make_config(max_docks=1, docker_image="new:2"))
+    assert plan.stop == ()
+    plan, _ = once(idle_host(), pilots, make_config(max_docks=1, docker_image="new:2", replace_on_image_change=True))
+    assert plan.stop == (("a", "image changed"),)
+
+
+def test_pilots_already_stopping_are_not_counted_or_acted_on() -> None:
+    pilots = [PilotView("leaving", "running", 10.0, stopping=True)]
+    plan, _ = once(idle_host(), pilots, make_config(max_docks=1), mode=Mode.FORCE_STOP)
+    assert plan.stop == ()
+
+
+# -- properties ---------------------------------------------------------------------------
+
+STATES = st.sampled_from(["running", "paused", "created", "exited", "dead", "restarting"])
+pilot_lists = st.lists(
+    st.builds(PilotView, id=st.uuids().map(str), state=STATES, age=st.floats(0, 1e5), stopping=st.booleans()),
+    max_size=30,
+    unique_by=lambda pilot: pilot.id,
+)
+samples = st.builds(
+    HostSample,
+    ncpus=st.integers(1, 64),
+    busy_cores=st.floats(0, 64),
+    pilots_cores=st.floats(0, 64),
+    available_bytes=st.integers(0, 64 * GIB),
+    cpu_pressure=st.none() | st.floats(0, 100),
+    memory_pressure=st.none() | st.floats(0, 100),
+)
+configs = st.builds(
+    make_config,
+    max_docks=st.integers(0, 40),
+    docks_per_loop=st.integers(1, 50),
+    grace_spawn=st.floats(0, 600),
+    pause_delay=st.floats(0, 60),
+    grace_kill=st.floats(0, 600),
+    mem_floor=st.integers(0, 4 * GIB),
+)
+memories = st.builds(
+    Memory, owner_busy=st.booleans(), owner_since=st.floats(-1e4, 1e4), reclaim_ended=st.floats(-1e4, 1e4)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(samples, pilot_lists, configs, st.sampled_from(list(Mode)), st.floats(0, 1e5), memories)
+def test_plan_invariants(
+    sample: HostSample, pilots: list[PilotView], config: Config, mode: Mode, now: float, memory: Memory
+) -> None:
+    plan, _ = decide(sample, pilots, config, mode, now, memory, StartHistory())
+    live = [p for p in pilots if p.state in {"running", "paused", "restarting", "created"} and not p.stopping]
+    live = [p for p in live if p.id not in plan.remove]
+    leaving = {pilot for pilot, _ in plan.stop + plan.kill}
+    # never more than max_docks
+    assert len(live) - len(leaving) + plan.start <= max(config.pool_size, len(live) - len(leaving))
+    assert plan.start <= config.docks_per_loop
+    # never a spawn outside active mode, with a busy owner, or under the memory floor
+    if mode is not Mode.ACTIVE or memory.owner_busy or sample.available_bytes <= config.mem_floor:
+        assert plan.start == 0
+    # every action names a known pilot, and no pilot gets two actions
+    known = {p.id for p in pilots}
+    acted = list(plan.pause) + list(plan.unpause) + [p for p, _ in plan.stop + plan.kill]
+    assert set(acted) <= known and set(plan.remove) <= known
+    assert len(acted) == len(set(acted))
+    assert not set(acted) & {p.id for p in pilots if p.stopping}
+    assert plan.reasons  # a user can always see why
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 100), min_size=2, max_size=60), st.floats(1, 20))
+def test_no_flapping_around_a_threshold(loads: list[float], spacing: float) -> None:
+    """Whatever the owner's load does, a pilot is paused at most once per pause_delay and
+    resumed at most once per pause_delay: no pause/resume churn."""
+    config = make_config(max_docks=1, pause_delay=10, grace_kill=1e6, owner_busy_percent=40, owner_idle_percent=20)
+    memory, state, now = Memory(), "running", 0.0
+    changes: list[float] = []
+    for load in loads:
+        sample = idle_host(ncpus=1, owner_cores=load / 100)
+        plan, memory = decide(sample, [PilotView("p", state, 100.0)], config, Mode.ACTIVE, now, memory, StartHistory())
+        if plan.pause or plan.unpause:
+            state = "paused" if plan.pause else "running"
+            changes.append(now)
+        now += spacing
+    # a pause needs pause_delay of continuous busy state, so between two pauses lies at least pause_delay
+    pauses = changes[0::2]
+    assert all(later - earlier >= config.pause_delay for earlier, later in zip(pauses, pauses[1:], strict=False))
+
+
+def test_load_hovering_between_thresholds_changes_nothing() -> None:
+    """Load oscillating between the idle and busy thresholds never pauses or resumes."""
+    config = make_config(max_docks=2, pause_delay=0, owner_busy_percent=40, owner_idle_percent=20)
+    memory = Memory()
+    for step, percent in enumerate([25, 39, 21, 35, 30, 38] * 5):
+        sample = idle_host(ncpus=2, owner_cores=2 * percent / 100)
+        plan, memory = once(sample, running(2), config, now=float(step), memory=memory)
+        assert plan.pause == () and plan.unpause == () and plan.stop == ()
+
+
+def test_reasons_explain_the_owner() -> None:
+    config = make_config(max_docks=1, pause_delay=30)
+    plan, _ = once(idle_host(ncpus=1, owner_cores=1.0), running(1), config)
+    assert any("owner at 100%" in reason for reason in plan.reasons)
+    assert math.isfinite(dataclasses.asdict(plan)["start"])
