@@ -252,7 +252,7 @@ memories = st.builds(
 def test_plan_invariants(
     sample: HostSample, pilots: list[PilotView], config: Config, mode: Mode, now: float, memory: Memory
 ) -> None:
-    plan, _ = decide(sample, pilots, config, mode, now, memory, StartHistory())
+    plan, after = decide(sample, pilots, config, mode, now, memory, StartHistory())
     live = [p for p in pilots if p.state in {"running", "paused", "restarting", "created"} and not p.stopping]
     live = [p for p in live if p.id not in plan.remove]
     leaving = {pilot for pilot, _ in plan.stop + plan.kill}
@@ -260,7 +260,7 @@ def test_plan_invariants(
     assert len(live) - len(leaving) + plan.start <= max(config.pool_size, len(live) - len(leaving))
     assert plan.start <= config.docks_per_loop
     # never a spawn outside active mode, with a busy owner, or under the memory floor
-    if mode is not Mode.ACTIVE or memory.owner_busy or sample.available_bytes <= config.mem_floor:
+    if mode is not Mode.ACTIVE or after.owner_busy or sample.available_bytes <= config.mem_floor:
         assert plan.start == 0
     # every action names a known pilot, and no pilot gets two actions
     known = {p.id for p in pilots}
