@@ -144,11 +144,20 @@ class Daemon:
                 plan = self.iterate()
                 notify("READY=1\nWATCHDOG=1" if self.loops == 1 else "WATCHDOG=1")
                 if plan is not None and plan.exit_daemon:
+                    self._finish_drain_stop()
                     break
                 self.wake.wait(self._next_wait())
         finally:
             self.shutdown()
         return 0
+
+    def _finish_drain_stop(self) -> None:
+        """Drain-stop is done: the next start should be an ordinary one, so reset the mode."""
+        log.info("drain-stop complete: no pilot left; the daemon exits and the mode is reset to active")
+        try:
+            write_mode(self.paths.rundir, Mode.ACTIVE)
+        except OSError as error:
+            log.error("cannot reset the mode in %s: %s", self.paths.rundir, error.strerror)
 
     def _next_wait(self) -> float:
         if self.engine_error is None:

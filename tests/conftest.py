@@ -2,13 +2,15 @@
 Plancton instance whose containers are removed afterwards, and a way to run planctonctl.
 """
 
+import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import docker
@@ -16,6 +18,10 @@ import pytest
 
 from plancton.spec import instance_label
 from tests import services
+
+#: Policy keys for tests that must not depend on the load of a shared machine: the owner
+#: never counts as busy, pilots start at once and the loop turns fast.
+STEADY_POLICY = "owner_busy_percent: 100\nowner_idle_percent: 99\ngrace_spawn: 0\nmain_sleep: 0.5\n"
 
 #: Where tests/run installed Plancton; its planctonctl is the one users run.
 VENV = os.environ.get("PLANCTON_TEST_VENV", os.path.dirname(os.path.dirname(sys.executable)))
@@ -25,6 +31,21 @@ def venv_command(name: str) -> str:
     """Return the path of a command installed in the test environment."""
     path = os.path.join(VENV, "bin", name)
     return path if os.path.exists(path) else shutil.which(name) or name
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
+    """Poll until ``predicate`` returns something true and return it; fail after ``timeout``.
+
+    The bound only keeps a broken test from hanging; it measures nothing.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
@@ -102,6 +123,18 @@ class Installation:
         command = [venv_command("planctonctl"), "--confdir", self.confdir, "--rundir", self.rundir]
         command += ["--logdir", self.logdir, *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check, cwd="/")
+
+    def state(self) -> dict[str, object]:
+        """Return the state.json that the daemon writes each loop (empty before the first)."""
+        try:
+            with open(os.path.join(self.rundir, "state.json"), encoding="utf-8") as handle:
+                return dict(json.load(handle))
+        except (OSError, ValueError):
+            return {}
+
+    def status(self) -> dict[str, object]:
+        """Return ``planctonctl status --json`` as a dict."""
+        return dict(json.loads(self.ctl("status", "--json").stdout))
 
     def log(self) -> str:
         """Return the daemon's log so far."""
