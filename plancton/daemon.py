@@ -25,7 +25,7 @@ from plancton.cgroups import PilotCgroup
 from plancton.errors import ConfigError, EngineUnavailable, PilotError
 from plancton.host import HostSensor, host_facts
 from plancton.images import ImageKeeper
-from plancton.modes import read_mode, take_spawn_now, write_private_file
+from plancton.modes import Mode, read_mode, take_spawn_now, write_mode, write_private_file
 from plancton.paths import Paths
 from plancton.pilots import DockerPilots, Pilot
 from plancton.policy import HostSample, Memory, PilotView, Plan, decide
