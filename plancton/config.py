@@ -1,20 +1,22 @@
-"""Configuration: every key with its type, default and meaning, and the loader that validates
-a YAML file into an immutable :class:`Config`.
+"""Configuration: every key with its type, default, range and meaning, and the loader that
+validates a YAML file into an immutable :class:`Config`.
 
-The keys live in one place, the fields of :class:`Config`; each field's metadata holds the
-parser of its YAML value and a one-line description. :func:`load` reports every problem of a
-file at once and never evaluates anything but the arithmetic of ``max_docks`` (through
-:mod:`plancton.expression`).
+The keys live in one place, the fields of :class:`Config`: the type is the field's, the
+default its default, and its metadata holds the parser of the YAML value (which enforces
+the allowed range) and a one-line description. :func:`load` reads a file with YAML's safe
+loader only, reports every problem of the file at once, and never evaluates anything but
+the arithmetic of ``max_docks`` (through :mod:`plancton.expression`).
 """
 
 import dataclasses
 import difflib
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -22,86 +24,171 @@ from plancton import units
 from plancton.errors import ConfigError, ExpressionError
 from plancton.expression import evaluate
 
-MAX_FILE_BYTES = 1024 * 1024
+#: A configuration is a few kilobytes; anything much larger is a mistake (and slow to parse).
+MAX_FILE_BYTES = 256 * 1024
 DEFAULT_REVISION = "defaults"
+#: Most pilots any ``max_docks`` may ask for.
+MAX_POOL_SIZE = 10000
+#: A file written less than this long ago may be half-written: the daemon looks again later.
+SETTLE_SECONDS = 1.0
 
 _IMAGE = r"[a-z0-9]+(?:[._/:-][A-Za-z0-9_.-]+)*(?:@sha256:[0-9a-f]{64})?"
 _IDENTITY = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?"
 _BIND = r"/[^:\x00]*:/[^:\x00]*(?::(?:ro|rw|z|Z)(?:,(?:ro|rw|z|Z))*)?"
 _DEVICE = r"/dev/[^:\x00]+(?::/dev/[^:\x00]+)?(?::[rwm]{1,3})?"
 _CAPABILITY = r"[+-](?:CAP_)?[A-Z_]+"
-_INFLUXDB_URL = r"(?:https?|insecure_https)://(?:[^:@/\s]+(?::[^@/\s]*)?@)?[^:@/\s]+:\d{1,5}#\S+"
+#: scheme://[user[:password]@]host:port#database
+INFLUXDB_URL = re.compile(
+    r"(?P<scheme>https?|insecure_https)://(?:(?P<user>[^:@/\s]+)(?::(?P<password>[^@/\s]*))?@)?"
+    r"(?P<host>[^:@/\s]+):(?P<port>\d{1,5})#(?P<database>\S+)"
+)
+_INFLUXDB_EXAMPLE = '"https://user:password@host:8086#database"'
+_HOURS, _DAYS = 3600.0, 86400.0
 
 #: Binds that hand a pilot the host: refused unless ``allow_dangerous_binds`` is true.
 DANGEROUS_BIND_SOURCES = ("/", "/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run")
 
 
-def key(parse: Callable[[Any], Any], description: str) -> dict[str, Any]:
-    """Return the field metadata that makes a dataclass field a configuration key."""
-    return {"parse": parse, "description": description}
+def key(parse: Callable[[Any], Any], description: str, show: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Return the field metadata that makes a dataclass field a configuration key.
+
+    Args:
+        parse: turns the YAML value into the field's type, raising ValueError (with what was
+            expected) for a wrong type or a value out of range.
+        description: one line saying what the key does.
+        show: turns the value into what ``planctonctl config`` prints (plain YAML); by
+            default tuples become lists and whole numbers lose their ".0".
+    """
+    return {"parse": parse, "description": description, "show": show or _plain}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def mask_credentials(url: str) -> str:
+    """Given an InfluxDB URL (valid or not), return it with any password replaced by ``****``."""
+    match = INFLUXDB_URL.fullmatch(url)
+    if match is None:
+        # not a valid URL: hide everything that could be a password, to be safe
+        return re.sub(r"(://[^:@/\s]*:)\S*@", r"\1****@", url)
+    if match.group("password") is None:
+        return url
+    start, end = match.span("password")
+    return f"{url[:start]}****{url[end:]}"
+
+
+def _parse_influxdb_urls(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if items is None:
+        return ()
+    expected = f"expected a URL such as {_INFLUXDB_EXAMPLE} or a list of them"
+    if not isinstance(items, list):
+        raise ValueError(f"{expected}, got {type(value).__name__}")
+    for item in items:
+        match = INFLUXDB_URL.fullmatch(item) if isinstance(item, str) else None
+        if match is None or not 1 <= int(match.group("port")) <= 65535:
+            got = units.shown(mask_credentials(item) if isinstance(item, str) else item)
+            raise ValueError(f"{expected}, got {got}")
+    return tuple(items)
 
 
 def _parse_max_docks(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise ValueError(f'expected a whole number or an expression such as "ncpus - 2", got {value!r}')
-    if isinstance(value, int) and value < 0:
-        raise ValueError(f"expected a whole number of at least 0, got {value!r}")
+        raise ValueError(f'expected a whole number or an expression such as "ncpus - 2", got {units.shown(value)}')
+    if isinstance(value, int) and not 0 <= value <= MAX_POOL_SIZE:
+        raise ValueError(f"expected a whole number from 0 to {MAX_POOL_SIZE}, got {value}")
     return str(value)
+
+
+def _parse_user_group(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return units.matching(_IDENTITY, "1000:1000")(value)
+
+
+def _show_environment(value: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return dict(value)
+
+
+def _show_size(value: int) -> str | int:
+    return units.format_size(value) if value else 0
 
 
 @dataclass(frozen=True)
 class Config:
     """The validated configuration of one Plancton instance (read-only)."""
 
+    # -- this instance ---------------------------------------------------------------------
     instance: str = field(
         default="plancton",
         metadata=key(
             units.matching(r"[a-z][a-z0-9_]{0,30}", "plancton"),
-            "Name of this Plancton instance; its pilots carry it as a label",
-        ),
-    )
-    influxdb_url: tuple[str, ...] = field(
-        default=(),
-        metadata=key(
-            units.each(units.matching(_INFLUXDB_URL, "https://user:pass@host:8086#database")),
-            "InfluxDB targets: scheme://[user:password@]host:port#database (http, https, insecure_https)",
+            "Name of this Plancton instance; its pilots carry it as a label (fixed while it runs)",
         ),
     )
     updateconfig: float = field(
         default=60.0,
-        metadata=key(units.parse_duration, "Seconds between two checks of this file for changes"),
-    )
-    image_expiration: float = field(
-        default=43200.0,
-        metadata=key(units.parse_duration, "With pull_policy always: seconds before the image is pulled again"),
-    )
-    pull_policy: str = field(
-        default="if-not-present",
         metadata=key(
-            units.one_of("always", "if-not-present", "never"),
-            "always: pull at start and every image_expiration; if-not-present: pull when missing; never",
+            units.duration_in_range(0.1, _DAYS),
+            "Seconds between two checks of this file for changes (made at each loop)",
         ),
     )
     main_sleep: float = field(
         default=5.0,
-        metadata=key(units.parse_duration, "Seconds between two loops (an exiting pilot also wakes the loop)"),
+        metadata=key(
+            units.duration_in_range(0.1, _HOURS),
+            "Seconds between two loops (an exiting pilot also wakes the loop)",
+        ),
     )
-    grace_kill: float = field(
-        default=120.0,
-        metadata=key(units.parse_duration, "Seconds a pilot stays paused for a busy owner before it is stopped"),
+    log_level: str = field(
+        default="INFO",
+        metadata=key(units.one_of("DEBUG", "INFO", "WARNING", "ERROR"), "Least severe log level recorded"),
     )
-    grace_spawn: float = field(
-        default=60.0,
-        metadata=key(units.parse_duration, "Seconds the owner must be idle again before new pilots start"),
+    influxdb_url: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            _parse_influxdb_urls,
+            "InfluxDB targets: scheme://[user:password@]host:port#database (http, https, insecure_https)",
+            show=lambda urls: [mask_credentials(url) for url in urls],
+        ),
     )
-    pause_delay: float = field(
-        default=5.0,
-        metadata=key(units.parse_duration, "Seconds the owner must be busy before pilots are paused"),
+    # -- the pool ----------------------------------------------------------------------------
+    max_docks: str = field(
+        default="max(1, ncpus - 2)",
+        metadata=key(
+            _parse_max_docks,
+            "Most pilots at once: a number or an expression over ncpus, ram_bytes, swap_bytes, "
+            "max_dock_mem, max_dock_swap with + - * / // % ( ) min max floor ceil",
+        ),
+    )
+    docks_per_loop: int = field(
+        default=4,
+        metadata=key(units.number_in_range(1, 1000, integer=True), "Most pilots started in one loop"),
+    )
+    max_starts_per_minute: int = field(
+        default=60,
+        metadata=key(units.number_in_range(1, 10000, integer=True), "Most pilot starts in any minute"),
+    )
+    max_ttl: float = field(
+        default=12 * _HOURS,
+        metadata=key(
+            units.duration_in_range(1, 365 * _DAYS),
+            "Seconds after which a running pilot is stopped and replaced",
+        ),
     )
     vacate_time: float = field(
         default=30.0,
-        metadata=key(units.parse_duration, "Seconds between SIGTERM and SIGKILL when a pilot is stopped"),
+        metadata=key(
+            units.duration_in_range(0, _HOURS),
+            "Seconds between SIGTERM and SIGKILL when a pilot is stopped",
+        ),
     )
+    # -- giving the host back to its owner ----------------------------------------------------
     owner_busy_percent: float = field(
         default=40.0,
         metadata=key(
@@ -123,6 +210,35 @@ class Config:
             "CPU pressure (some avg10) that, with the owner above owner_idle_percent, makes it busy at once",
         ),
     )
+    pause_delay: float = field(
+        default=5.0,
+        metadata=key(
+            units.duration_in_range(0, 365 * _DAYS),
+            "Seconds the owner must be busy before pilots are paused",
+        ),
+    )
+    grace_kill: float = field(
+        default=120.0,
+        metadata=key(
+            units.duration_in_range(0, 365 * _DAYS),
+            "Seconds a pilot stays paused for a busy owner before it is stopped",
+        ),
+    )
+    grace_spawn: float = field(
+        default=60.0,
+        metadata=key(
+            units.duration_in_range(0, 365 * _DAYS),
+            "Seconds the owner must be idle again, after a busy spell, before new pilots start",
+        ),
+    )
+    mem_floor: int = field(
+        default=512 * 1024**2,
+        metadata=key(
+            units.size_in_range(0),
+            "Available host memory below which the youngest pilots are stopped at once",
+            show=_show_size,
+        ),
+    )
     memory_pressure_percent: float = field(
         default=30.0,
         metadata=key(
@@ -130,37 +246,28 @@ class Config:
             "Memory pressure (full avg10) at which the youngest pilot is stopped at once",
         ),
     )
-    mem_floor: int = field(
-        default=512 * 1024**2,
-        metadata=key(units.parse_size, "Available host memory below which the youngest pilots are stopped at once"),
-    )
-    cpus_per_dock: float = field(
-        default=1.0,
-        metadata=key(units.number_in_range(0.01, 1024), "CPUs each pilot may use (CFS quota)"),
-    )
-    max_docks: str = field(
-        default="max(1, ncpus - 2)",
-        metadata=key(
-            _parse_max_docks,
-            "Most pilots at once: a number or an expression over ncpus, ram_bytes, swap_bytes, "
-            "max_dock_mem, max_dock_swap with + - * / // % min max floor ceil",
-        ),
-    )
-    docks_per_loop: int = field(
-        default=4,
-        metadata=key(units.number_in_range(1, 1000, integer=True), "Most pilots started in one loop"),
-    )
-    max_starts_per_minute: int = field(
-        default=60,
-        metadata=key(units.number_in_range(1, 10000, integer=True), "Most pilot starts in any minute"),
-    )
-    max_ttl: float = field(
-        default=43200.0,
-        metadata=key(units.parse_duration, "Seconds after which a running pilot is stopped and replaced"),
-    )
+    # -- what each pilot runs ------------------------------------------------------------------
     docker_image: str = field(
         default="busybox:latest",
         metadata=key(units.matching(_IMAGE, "busybox:latest"), "Image of the pilots, repository[:tag]"),
+    )
+    pull_policy: str = field(
+        default="if-not-present",
+        metadata=key(
+            units.one_of("always", "if-not-present", "never"),
+            "always: pull at start and every image_expiration; if-not-present: pull when missing; never",
+        ),
+    )
+    image_expiration: float = field(
+        default=12 * _HOURS,
+        metadata=key(
+            units.duration_in_range(1, 365 * _DAYS),
+            "With pull_policy always: seconds before the image is pulled again",
+        ),
+    )
+    replace_on_image_change: bool = field(
+        default=False,
+        metadata=key(units.parse_bool, "Stop running pilots of an older image when docker_image changes"),
     )
     docker_cmd: tuple[str, ...] = field(
         default=("sleep", "60"),
@@ -169,28 +276,36 @@ class Config:
             "Command of the pilots: a list of arguments, or text split like a shell would (never run by one)",
         ),
     )
-    docker_privileged: bool = field(
-        default=False,
-        metadata=key(units.parse_bool, "Run pilots privileged (dangerous; a warning is logged at each start)"),
+    environment: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=key(
+            units.parse_environment, "Extra environment variables of the pilots, NAME: value", show=_show_environment
+        ),
+    )
+    user_group: str | None = field(
+        default="65534:65534",
+        metadata=key(_parse_user_group, 'User and group the pilot command runs as, "uid:gid" (null: the image\'s own)'),
+    )
+    # -- what each pilot may use ---------------------------------------------------------------
+    cpus_per_dock: float = field(
+        default=1.0,
+        metadata=key(units.number_in_range(0.01, 1024), "CPUs each pilot may use (CFS quota)"),
     )
     max_dock_mem: int = field(
         default=2 * 1024**3,
-        metadata=key(units.parse_size, "RAM cap of each pilot"),
+        metadata=key(units.size_in_range(0), "RAM cap of each pilot (0: no cap)", show=_show_size),
     )
     max_dock_swap: int = field(
         default=0,
-        metadata=key(units.parse_size, "Swap each pilot may use on top of its RAM cap"),
+        metadata=key(units.size_in_range(0), "Swap each pilot may use on top of its RAM cap", show=_show_size),
     )
     pids_limit: int = field(
         default=1024,
         metadata=key(units.number_in_range(16, 4194304, integer=True), "Most processes in each pilot"),
     )
-    user_group: str | None = field(
-        default="65534:65534",
-        metadata=key(
-            lambda value: None if value in (None, "") else units.matching(_IDENTITY, "1000:1000")(value),
-            'User and group the pilot command runs as, "uid:gid" (null: the image\'s own)',
-        ),
+    network_mode: str = field(
+        default="bridge",
+        metadata=key(units.matching(r"bridge|host|none|container:[\w.-]+|[\w.-]+", "bridge"), "Network of the pilots"),
     )
     binds: tuple[str, ...] = field(
         default=(),
@@ -198,6 +313,10 @@ class Config:
             units.each(units.matching(_BIND, "/cvmfs:/cvmfs")),
             "Host folders in the pilots, host:container[:mode]; read-only unless the mode says rw",
         ),
+    )
+    allow_dangerous_binds: bool = field(
+        default=False,
+        metadata=key(units.parse_bool, "Allow binds of /, /run or the Docker socket into pilots"),
     )
     devices: tuple[str, ...] = field(
         default=(),
@@ -214,25 +333,9 @@ class Config:
             "Extra security options (no-new-privileges is always set)",
         ),
     )
-    network_mode: str = field(
-        default="bridge",
-        metadata=key(units.matching(r"bridge|host|none|container:[\w.-]+|[\w.-]+", "bridge"), "Network of the pilots"),
-    )
-    environment: tuple[tuple[str, str], ...] = field(
-        default=(),
-        metadata=key(units.parse_environment, "Extra environment variables of the pilots, NAME: value"),
-    )
-    replace_on_image_change: bool = field(
+    docker_privileged: bool = field(
         default=False,
-        metadata=key(units.parse_bool, "Stop running pilots of an older image when docker_image changes"),
-    )
-    allow_dangerous_binds: bool = field(
-        default=False,
-        metadata=key(units.parse_bool, "Allow binds of /, /run or the Docker socket into pilots"),
-    )
-    log_level: str = field(
-        default="INFO",
-        metadata=key(units.one_of("DEBUG", "INFO", "WARNING", "ERROR"), "Least severe log level recorded"),
+        metadata=key(units.parse_bool, "Run pilots privileged (dangerous; a warning is logged at each start)"),
     )
 
     # Not keys: facts of this load.
@@ -249,6 +352,15 @@ class HostFacts:
     ncpus: int
     ram_bytes: int
     swap_bytes: int
+
+
+class Fingerprint(NamedTuple):
+    """What changes when a file does: its stat fields and a digest of its content."""
+
+    mtime_ns: int
+    size: int
+    inode: int
+    digest: str
 
 
 KEYS: dict[str, dataclasses.Field[Any]] = {
@@ -268,15 +380,18 @@ def load(path: str, facts: HostFacts) -> tuple[Config, list[str]]:
     mean" where one is close).
 
     Raises:
-        ConfigError: the file cannot be read or parsed, or any value is invalid; the error
+        ConfigError: the file cannot be read (unreadable, a directory, too large) or parsed
+            (not YAML, not a mapping), or any value is invalid; the error names the file and
             lists every problem at once.
     """
-    raw, revision = _read_mapping(path)
-    return parse(raw, facts, source=path, revision=revision)
+    content = read_file(path)
+    if content is None:
+        return parse({}, facts, source=path)
+    return parse(parse_yaml(content, path), facts, source=path, revision=revision_of(content))
 
 
 def parse(
-    raw: dict[str, Any], facts: HostFacts, source: str = "configuration", revision: str = DEFAULT_REVISION
+    raw: dict[Any, Any], facts: HostFacts, source: str = "configuration", revision: str = DEFAULT_REVISION
 ) -> tuple[Config, list[str]]:
     """Given a mapping of keys to raw values, return the validated config and its warnings.
 
@@ -288,7 +403,7 @@ def parse(
     values: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in KEYS:
-            warnings.append(_unknown_key(str(name), source))
+            warnings.append(_unknown_key(name))
             continue
         try:
             values[name] = KEYS[name].metadata["parse"](value)
@@ -299,17 +414,19 @@ def parse(
     try:
         config = dataclasses.replace(config, pool_size=pool_size(config, facts))
     except ExpressionError as error:
-        problems.append(f"max_docks: {error}, got {config.max_docks!r}")
+        problems.append(f"max_docks: {error}, got {units.shown(config.max_docks)}")
     if problems:
-        raise ConfigError(problems, source)
-    return config, warnings
+        # the unknown keys are listed too: one of them may be the intended spelling of a key
+        raise ConfigError(problems + warnings, source)
+    return config, [f"{source}: {warning}" for warning in warnings]
 
 
 def pool_size(config: Config, facts: HostFacts) -> int:
-    """Given a config and the host's facts, return how many pilots ``max_docks`` allows (>= 0).
+    """Given a config and the host's facts, return how many pilots ``max_docks`` allows.
 
     Raises:
-        ExpressionError: the expression is not allowed or cannot be evaluated.
+        ExpressionError: the expression is not allowed, cannot be evaluated, or asks for more
+            than :data:`MAX_POOL_SIZE` pilots.
     """
     names = {
         "ncpus": float(facts.ncpus),
@@ -318,7 +435,10 @@ def pool_size(config: Config, facts: HostFacts) -> int:
         "max_dock_mem": float(config.max_dock_mem),
         "max_dock_swap": float(config.max_dock_swap),
     }
-    return max(0, int(evaluate(config.max_docks, names)))
+    size = max(0, int(evaluate(config.max_docks, names)))
+    if size > MAX_POOL_SIZE:
+        raise ExpressionError(f"expected at most {MAX_POOL_SIZE} pilots on this host, the expression gives {size}")
+    return size
 
 
 def _cross_checks(config: Config) -> list[str]:
@@ -343,43 +463,134 @@ def _cross_checks(config: Config) -> list[str]:
     return problems
 
 
-def _unknown_key(name: str, source: str) -> str:
-    close = difflib.get_close_matches(name, KEYS, n=1)
+def _unknown_key(name: Any) -> str:
+    close = difflib.get_close_matches(str(name)[:100], KEYS, n=1)
     hint = f' (did you mean "{close[0]}"?)' if close else ""
-    return f"{source}: unknown key {name!r} ignored{hint}"
+    return f"unknown key {units.shown(name)} ignored{hint}"
 
 
-def _read_mapping(path: str) -> tuple[dict[str, Any], str]:
-    """Given a path, return its YAML mapping and content revision (defaults when missing)."""
+# -- reading the file -----------------------------------------------------------------------
+
+
+def read_file(path: str) -> bytes | None:
+    """Given a path, return the file's content, or None when there is no such file.
+
+    The file is opened without blocking (a FIFO in its place cannot hang the daemon) and
+    checked to be a regular file of at most :data:`MAX_FILE_BYTES` before it is read.
+
+    Raises:
+        ConfigError: the file is a directory or not a regular file, is too large, is a
+            broken symbolic link, or cannot be read.
+    """
     try:
-        info = os.stat(path)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except FileNotFoundError:
-        return {}, DEFAULT_REVISION
-    except OSError as error:
-        raise ConfigError([f"cannot read the file ({error.strerror})"], path) from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ConfigError(["is a directory; expected a YAML file"], path)
-    if info.st_size > MAX_FILE_BYTES:
-        raise ConfigError([f"is {info.st_size} bytes; a configuration is at most {MAX_FILE_BYTES}"], path)
-    try:
-        with open(path, "rb") as handle:
-            content = handle.read(MAX_FILE_BYTES + 1)
+        if os.path.lexists(path):
+            raise ConfigError(["is a symbolic link to a file that does not exist"], path) from None
+        return None
     except OSError as error:
         raise ConfigError([f"cannot read the file ({error.strerror}); check its permissions"], path) from None
+    with open(descriptor, "rb", closefd=True) as handle:
+        info = os.fstat(descriptor)
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(["is a directory; expected a YAML file"], path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(["is not a regular file (a FIFO, socket or device); expected a YAML file"], path)
+        if info.st_size > MAX_FILE_BYTES:
+            raise ConfigError([f"is {info.st_size} bytes; a configuration is at most {MAX_FILE_BYTES}"], path)
+        try:
+            content = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as error:
+            raise ConfigError([f"cannot read the file ({error.strerror})"], path) from None
     if len(content) > MAX_FILE_BYTES:
-        raise ConfigError([f"is larger than {MAX_FILE_BYTES} bytes"], path)
-    revision = hashlib.sha256(content).hexdigest()[:12]
+        raise ConfigError([f"is larger than {MAX_FILE_BYTES} bytes; a configuration is at most that"], path)
+    return content
+
+
+def revision_of(content: bytes) -> str:
+    """Given a file's content, return its revision: the start of its SHA-256 digest."""
+    return hashlib.sha256(content).hexdigest()[:12]
+
+
+def fingerprint(path: str) -> Fingerprint | None:
+    """Given a path, return its :class:`Fingerprint` (digest empty when the content cannot be
+    read), or None when nothing is there. Never raises.
+    """
     try:
-        data = yaml.safe_load(content.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(["is not UTF-8 text"], path) from None
+        info = os.stat(path)
+    except OSError:
+        return None
+    try:
+        content = read_file(path)
+    except ConfigError:
+        content = None
+    digest = hashlib.sha256(content).hexdigest() if content is not None else ""
+    return Fingerprint(info.st_mtime_ns, info.st_size, info.st_ino, digest)
+
+
+def settling(current: Fingerprint | None, now: float) -> bool:
+    """Given a file's fingerprint and the wall-clock time, return whether it was written so
+    recently (within :data:`SETTLE_SECONDS`) that it may still be half-written.
+    """
+    return current is not None and 0 <= now - current.mtime_ns / 1e9 < SETTLE_SECONDS
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """YAML's safe loader (no Python objects, ever) that also refuses duplicate keys.
+
+    The pure-Python loader, not libyaml's: deep nesting makes it raise RecursionError,
+    where libyaml's recursive composer overflows the C stack and kills the process.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            identity = (key_node.tag, key_node.value)
+            if identity in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {units.shown(key_node.value)} (first at line {seen[identity]})",
+                    key_node.start_mark,
+                )
+            seen[identity] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(content: bytes, path: str) -> dict[Any, Any]:
+    """Given a file's content, return its YAML mapping (empty for an empty document).
+
+    Raises:
+        ConfigError: naming ``path``: not UTF-8, not valid YAML (with its line and column),
+            a tag that the safe loader refuses (such as ``!!python/object``), a duplicate key,
+            or a document that is not a mapping.
+    """
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError([f"is not UTF-8 text (byte {error.start + 1})"], path) from None
+    try:
+        # a subclass of the safe loader: tags such as !!python/object are errors, never run
+        data = yaml.load(text, Loader=_StrictSafeLoader)
     except yaml.YAMLError as error:
         raise ConfigError([_yaml_problem(error)], path) from None
+    except (ValueError, TypeError, OverflowError) as error:
+        # PyYAML lets some values through its own errors, such as a date of month 13
+        raise ConfigError([f"invalid YAML value: {error}"], path) from None
+    except RecursionError:
+        raise ConfigError(["invalid YAML: nested too deeply"], path) from None
     if data is None:
-        return {}, revision
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError([f"expected a mapping of keys to values, got {type(data).__name__}"], path)
-    return data, revision
+        raise ConfigError([f"expected a mapping of keys to values, got {_kind(data)}"], path)
+    return data
+
+
+def _kind(data: Any) -> str:
+    kinds = {list: "a list", str: "text", int: "a number", float: "a number", bool: "true or false"}
+    return kinds.get(type(data), type(data).__name__)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:
@@ -390,16 +601,15 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
+# -- showing a configuration ------------------------------------------------------------------
+
+
 def describe(config: Config) -> list[tuple[str, Any, str]]:
-    """Given a config, return (key, value, origin) for every key; origin is "file" or "default"."""
-    return [(name, getattr(config, name), "file" if name in config.from_file else "default") for name in KEYS]
-
-
-def mask_credentials(url: str) -> str:
-    """Given an InfluxDB URL, return it with any password replaced by ``****``."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or "@" not in rest:
-        return url
-    credentials, _, location = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:****@{location}"
+    """Given a config, return (key, value, origin) for every key, in the order of
+    :class:`Config`; the value is plain YAML data with passwords masked, and the origin is
+    "file" or "default".
+    """
+    return [
+        (name, item.metadata["show"](getattr(config, name)), "file" if name in config.from_file else "default")
+        for name, item in KEYS.items()
+    ]

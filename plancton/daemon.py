@@ -379,51 +379,61 @@ class Daemon:
 
     # -- configuration ----------------------------------------------------------------------
 
-    def _stat_config(self) -> tuple[int, int, int] | None:
-        try:
-            info = os.stat(self.paths.config_file)
-        except OSError:
-            return None
-        return (info.st_mtime_ns, info.st_size, info.st_ino)
+    def _stat_config(self) -> configuration.Fingerprint | None:
+        return configuration.fingerprint(self.paths.config_file)
 
     def _check_config(self) -> None:
+        """Every ``updateconfig`` seconds, reload when the file's modification time or content
+        changed; a file written within the last second is looked at again at the next loop,
+        so that a half-written file is never applied.
+        """
         if self.clock() - self._config_checked < self.config.updateconfig:
             return
-        self._config_checked = self.clock()
         current = self._stat_config()
-        if current != self._config_stat:
+        if current == self._config_stat:
+            self._config_checked = self.clock()
+        elif not configuration.settling(current, time.time()):
+            self._config_checked = self.clock()
             self.reload()
 
     def reload(self) -> bool:
         """Load the configuration file again; apply it if valid, else keep the old one.
 
-        Returns whether a new configuration is now in force.
+        Nothing here may end the daemon: any failure is logged and the last good
+        configuration stays in force. Returns whether a new configuration is now in force.
         """
         self._config_stat = self._stat_config()
+        old = self.config
+        rejected = f"configuration {self.paths.config_file} rejected, keeping revision {old.revision}"
         try:
             new, warnings = configuration.load(self.paths.config_file, host_facts())
         except ConfigError as error:
-            log.error("configuration rejected, keeping revision %s: %s", self.config.revision, error.describe())
+            log.error("%s: %s", rejected, error.describe())
+            return False
+        except Exception:
+            log.exception("%s: unexpected error while loading it", rejected)
             return False
         for warning in warnings:
             log.warning("%s", warning)
-        if new.instance != self.config.instance:
+        if new.instance != old.instance:
             log.error(
-                "configuration rejected, keeping revision %s: instance cannot change from %s to %s "
-                "while running; restart the daemon to rename it",
-                self.config.revision,
-                self.config.instance,
+                "%s: instance cannot change from %s to %s while running; restart the daemon to rename it",
+                rejected,
+                old.instance,
                 new.instance,
             )
             return False
-        if new.revision == self.config.revision:
+        if new.revision == old.revision:
             log.info("configuration unchanged (revision %s)", new.revision)
             return False
-        changed = [name for name in configuration.KEYS if getattr(new, name) != getattr(self.config, name)]
-        log.info("configuration revision %s applied (changed: %s)", new.revision, ", ".join(changed) or "nothing")
+        changed = [name for name in configuration.KEYS if getattr(new, name) != getattr(old, name)]
         self.config = new
-        logsetup.set_level(new.log_level)
-        self.reporter.configure(new)
+        log.info("configuration revision %s applied (changed: %s)", new.revision, ", ".join(changed) or "nothing")
+        try:
+            logsetup.set_level(new.log_level)
+            self.reporter.configure(new)
+        except Exception:
+            log.exception("applying configuration revision %s to logging and reporting failed", new.revision)
         return True
 
     # -- events -----------------------------------------------------------------------------

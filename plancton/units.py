@@ -2,59 +2,132 @@
 
 Each parser takes the raw value from YAML and returns the typed value, or raises
 ``ValueError`` whose message says what was expected and what was given, for example
-``expected a size such as 2000000000 or "2G", got 'lots'``.
+``expected a size such as 2000000000 or "2G", got "lots"``.
 """
 
+import json
+import math
 import re
+import reprlib
 import shlex
 from collections.abc import Callable
 from typing import Any
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The largest size any key accepts (1 PiB): beyond it a value is surely a typo.
+MAX_SIZE = 1024**5
+_SIZE_EXAMPLE = 'a size such as 2000000000 or "2G"'
+_DURATION_EXAMPLE = 'seconds such as 30 or "5m"'
+
+# Error messages quote what was given; a value from a hostile file may be huge or deeply
+# nested (YAML aliases), so it is shown cut short.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 60, 60
+_MAX_SHOWN = 80
+
+
+def shown(value: Any) -> str:
+    """Given any value read from YAML, return it quoted for a message, cut to a short length.
+
+    Text is shown in double quotes as YAML writes it (``"lots"``); other values as Python
+    shows them, with long or nested ones elided.
+    """
+    if isinstance(value, str):
+        text = json.dumps(value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "...", ensure_ascii=False)
+    else:
+        text = _SHORT.repr(value)
+    return text if len(text) <= _MAX_SHOWN + 8 else text[:_MAX_SHOWN] + "..."
 
 
 def _got(value: Any) -> str:
-    return f"got {value!r}"
+    return f"got {shown(value)}"
+
+
+def format_size(size: int) -> str:
+    """Given bytes, return them in the largest binary unit that divides them ("2G"), or as
+    a plain number when none does.
+    """
+    for unit, power in sorted(_POWERS.items(), key=lambda item: -item[1]):
+        if power and size and size % 1024**power == 0:
+            return f"{size // 1024**power}{unit.upper()}"
+    return str(size)
 
 
 def parse_size(value: Any) -> int:
-    """Given bytes as an integer or text such as "2G", "512MiB" or "1.5GB", return bytes.
+    """Given bytes as a whole number or text such as "2G", "512MiB" or "1.5GB", return bytes.
 
-    A bare unit letter (K, M, G, T) and the IEC forms (KiB, MiB...) are powers of 1024, as
-    Docker reads them; KB, MB, GB, TB are powers of 1000.
+    A bare unit letter (K, M, G, T, P) and the IEC forms (KiB, MiB...) are powers of 1024, as
+    Docker reads them; KB, MB, GB, TB, PB are powers of 1000. Raises ValueError for anything
+    else, for a negative size, and for one above :data:`MAX_SIZE`.
     """
-    expected = 'expected a size such as 2000000000 or "2G"'
     if isinstance(value, bool):
-        raise ValueError(f"{expected}, {_got(value)}")
+        raise ValueError(f"expected {_SIZE_EXAMPLE}, {_got(value)}")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
     if isinstance(value, int):
-        if value < 0:
-            raise ValueError(f"{expected} (not negative), {_got(value)}")
-        return value
-    match = _SIZE.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"{expected}, {_got(value)}")
-    number, prefix, suffix = match.groups()
-    base = 1000 if suffix.lower() == "b" and prefix else 1024
-    return int(float(number) * base ** _POWERS[prefix.lower()])
+        size = value
+    else:
+        match = _SIZE.match(value) if isinstance(value, str) else None
+        if match is None:
+            raise ValueError(f"expected {_SIZE_EXAMPLE}, {_got(value)}")
+        number, prefix, suffix = match.groups()
+        base = 1000 if suffix.lower().endswith("b") and "i" not in suffix.lower() and prefix else 1024
+        multiplier = base ** _POWERS[prefix.lower()]
+        # whole numbers stay exact; a fraction or exponent goes through a (bounded) float
+        scaled = int(number) * multiplier if number.isdigit() else float(number) * multiplier
+        if scaled > MAX_SIZE:
+            raise ValueError(f"expected {_SIZE_EXAMPLE} of at most {format_size(MAX_SIZE)}, {_got(value)}")
+        size = int(scaled)
+    if size < 0:
+        raise ValueError(f"expected {_SIZE_EXAMPLE} (not negative), {_got(value)}")
+    if size > MAX_SIZE:
+        raise ValueError(f"expected {_SIZE_EXAMPLE} of at most {format_size(MAX_SIZE)}, {_got(value)}")
+    return size
 
 
 def parse_duration(value: Any) -> float:
-    """Given seconds as a number or text such as "30s", "5m", "2h" or "1d", return seconds."""
-    expected = 'expected seconds such as 30 or "5m"'
+    """Given seconds as a number or text such as "30s", "5m", "2h" or "1d", return seconds.
+
+    Raises ValueError for anything else, including negative, infinite and NaN values.
+    """
     if isinstance(value, bool):
-        raise ValueError(f"{expected}, {_got(value)}")
+        raise ValueError(f"expected {_DURATION_EXAMPLE}, {_got(value)}")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{expected} (not negative), {_got(value)}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"expected {_DURATION_EXAMPLE} (finite, not negative), {_got(value)}")
         return float(value)
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
-        raise ValueError(f"{expected}, {_got(value)}")
+        raise ValueError(f"expected {_DURATION_EXAMPLE}, {_got(value)}")
     number, unit = match.groups()
     return float(number) * _DURATION_UNITS[(unit or "s").lower()]
+
+
+def size_in_range(low: int, high: int = MAX_SIZE) -> Callable[[Any], int]:
+    """Return a parser of a size (see :func:`parse_size`) from low to high bytes inclusive."""
+
+    def parse(value: Any) -> int:
+        size = parse_size(value)
+        if not low <= size <= high:
+            raise ValueError(f"expected a size from {format_size(low)} to {format_size(high)}, {_got(value)}")
+        return size
+
+    return parse
+
+
+def duration_in_range(low: float, high: float) -> Callable[[Any], float]:
+    """Return a parser of a duration (see :func:`parse_duration`) from low to high seconds inclusive."""
+
+    def parse(value: Any) -> float:
+        seconds = parse_duration(value)
+        if not low <= seconds <= high:
+            raise ValueError(f"expected seconds from {low:g} to {high:g}, {_got(value)}")
+        return seconds
+
+    return parse
 
 
 def parse_bool(value: Any) -> bool:
@@ -62,20 +135,6 @@ def parse_bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, {_got(value)}")
     return value
-
-
-def parse_text(value: Any) -> str:
-    """Given non-empty text, return it."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected non-empty text, {_got(value)}")
-    return value
-
-
-def parse_optional_text(value: Any) -> str | None:
-    """Given text or null, return it (empty text counts as null)."""
-    if value is None or value == "":
-        return None
-    return parse_text(value)
 
 
 def parse_text_list(value: Any) -> tuple[str, ...]:
@@ -100,7 +159,7 @@ def parse_command(value: Any) -> tuple[str, ...]:
         try:
             arguments = shlex.split(value)
         except ValueError as error:
-            raise ValueError(f'expected a command such as "sleep 60", got {value!r} ({error})') from None
+            raise ValueError(f'expected a command such as "sleep 60", {_got(value)} ({error})') from None
     else:
         arguments = list(parse_text_list(value))
     if not arguments:
@@ -117,7 +176,7 @@ def parse_environment(value: Any) -> tuple[tuple[str, str], ...]:
     pairs = []
     for name, item in value.items():
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise ValueError(f"expected variable names such as MY_VAR, got {name!r}")
+            raise ValueError(f"expected variable names such as MY_VAR, got {shown(name)}")
         if isinstance(item, dict | list) or item is None:
             raise ValueError(f"expected a plain value for {name}, {_got(item)}")
         pairs.append((name, str(item).lower() if isinstance(item, bool) else str(item)))
@@ -130,9 +189,7 @@ def number_in_range(low: float, high: float, integer: bool = False) -> Callable[
 
     def parse(value: Any) -> float:
         wrong_type = isinstance(value, bool) or not isinstance(value, int | float)
-        if wrong_type or (integer and not isinstance(value, int)):
-            raise ValueError(f"expected {kind} from {low:g} to {high:g}, {_got(value)}")
-        if not low <= value <= high:
+        if wrong_type or (integer and not isinstance(value, int)) or not low <= value <= high:
             raise ValueError(f"expected {kind} from {low:g} to {high:g}, {_got(value)}")
         return float(value) if not integer else int(value)
 
@@ -143,9 +200,9 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     """Return a parser accepting exactly one of the given words."""
 
     def parse(value: Any) -> str:
-        if value not in choices:
+        if not isinstance(value, str) or value not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}, {_got(value)}")
-        return str(value)
+        return value
 
     return parse
 
@@ -156,7 +213,7 @@ def matching(pattern: str, example: str) -> Callable[[Any], str]:
 
     def parse(value: Any) -> str:
         if not isinstance(value, str) or not compiled.fullmatch(value):
-            raise ValueError(f"expected text such as {example!r}, {_got(value)}")
+            raise ValueError(f"expected text such as {shown(example)}, {_got(value)}")
         return value
 
     return parse
