@@ -90,8 +90,13 @@ class Point:
 
 
 def _escape(text: str, keep: str = "") -> str:
-    """Escape a measurement, tag key or value, or field key (newlines become spaces)."""
-    text = text.replace("\\", "\\\\").replace("\n", " ")
+    """Escape a measurement, tag key or value, or field key for line protocol 1.x.
+
+    There a backslash escapes only a comma, space or equals sign and is otherwise kept as
+    it is, so a backslash before one of those cannot be written: backslashes become slashes.
+    Newlines become spaces.
+    """
+    text = text.replace("\\", "/").replace("\n", " ")
     for special in ", =":
         if special not in keep:
             text = text.replace(special, f"\\{special}")
