@@ -25,11 +25,12 @@ from plancton import config as configuration
 from plancton.daemon import Daemon
 from plancton.errors import AlreadyRunning, ConfigError, EnginePermissionDenied, EngineUnavailable, PlanctonError
 from plancton.host import host_facts
+from plancton.metrics import InfluxReporter
 from plancton.modes import Mode, read_mode, request_spawn_now, write_mode
 from plancton.paths import Paths, prepare, resolve
 from plancton.pidfile import PidFile, read_pid, running_pid
 from plancton.pilots import DockerPilots
-from plancton.reporting import NullReporter, Reporter
+from plancton.reporting import Reporter
 
 log = logging.getLogger("plancton")
 
@@ -164,8 +165,10 @@ def check_engine(config: configuration.Config) -> None:
 
 
 def make_reporter(config: configuration.Config) -> Reporter:
-    """Return the reporter for the configuration's monitoring targets."""
-    return NullReporter()
+    """Return the reporter for the configuration's monitoring targets: the InfluxDB sender,
+    which the daemon configures at start and on each reload (it does nothing without targets).
+    """
+    return InfluxReporter()
 
 
 def run_daemon(paths: Paths, config: configuration.Config, foreground: bool) -> int:
