@@ -108,6 +108,9 @@ def _parse_max_docks(value: Any) -> str:
 def _parse_user_group(value: Any) -> str | None:
     if value is None or value == "":
         return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML reads 1000 as a number, and even 1000:50 (as 60050, in base 60)
+        raise ValueError(f'expected text such as "1000:1000" in quotes, got the number {value}')
     return units.matching(_IDENTITY, "1000:1000")(value)
 
 
@@ -490,7 +493,7 @@ def read_file(path: str) -> bytes | None:
         return None
     except OSError as error:
         raise ConfigError([f"cannot read the file ({error.strerror}); check its permissions"], path) from None
-    with open(descriptor, "rb", closefd=True) as handle:
+    try:
         info = os.fstat(descriptor)
         if stat.S_ISDIR(info.st_mode):
             raise ConfigError(["is a directory; expected a YAML file"], path)
@@ -498,13 +501,26 @@ def read_file(path: str) -> bytes | None:
             raise ConfigError(["is not a regular file (a FIFO, socket or device); expected a YAML file"], path)
         if info.st_size > MAX_FILE_BYTES:
             raise ConfigError([f"is {info.st_size} bytes; a configuration is at most {MAX_FILE_BYTES}"], path)
-        try:
-            content = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as error:
-            raise ConfigError([f"cannot read the file ({error.strerror})"], path) from None
+        content = _read_at_most(descriptor, MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise ConfigError([f"cannot read the file ({error.strerror})"], path) from None
+    finally:
+        os.close(descriptor)
     if len(content) > MAX_FILE_BYTES:
         raise ConfigError([f"is larger than {MAX_FILE_BYTES} bytes; a configuration is at most that"], path)
     return content
+
+
+def _read_at_most(descriptor: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = os.read(descriptor, limit - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def revision_of(content: bytes) -> str:

@@ -404,23 +404,36 @@ def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
-    """Print the effective configuration with the origin of each value."""
-    config = load_config(paths.config_file)
-    say(f"# {paths.config_file} (revision {config.revision}); max_docks resolves to {config.pool_size}")
+    """Print the effective configuration as YAML: every key with its value and whether it comes
+    from the file or is the default; passwords are masked. Exit 1 when the file is invalid.
+    """
+    running = status_data(paths)["config_revision"]
+    try:
+        config = load_config(paths.config_file)
+    except ConfigError:
+        if running is not None:
+            complain(f"the running daemon keeps its last valid configuration (revision {running})")
+        raise
+    say(f"# {paths.config_file} (revision {config.revision}); max_docks resolves to {config.pool_size} on this host")
+    if running not in (None, config.revision):
+        say(f"# the running daemon still uses revision {running}: reload it (planctonctl reload) to apply this")
     for name, value, origin in configuration.describe(config):
-        shown = [configuration.mask_credentials(url) for url in value] if name == "influxdb_url" else value
-        say(f"{name}: {json.dumps(shown)}  # {origin}")
+        say(f"{name}: {json.dumps(value, ensure_ascii=False)}  # {origin}")
     return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace, paths: Paths) -> int:
-    """Validate a configuration file; exit 0 when valid, 1 when not."""
+    """Validate a configuration file without touching the daemon; exit 0 when valid, 1 when not.
+
+    Every problem is printed at once; unknown keys are warnings and do not fail the check.
+    """
     path = args.file or paths.config_file
-    if args.file and not os.path.exists(path):
+    if args.file and not os.path.lexists(path):
         complain(f"{path}: no such file")
         return EXIT_FAILURE
     config = load_config(path)
-    say(f"{path}: valid (revision {config.revision}; max_docks resolves to {config.pool_size})")
+    defaults = "" if os.path.lexists(path) else "no such file, so the defaults apply; "
+    say(f"{path}: valid ({defaults}revision {config.revision}; max_docks resolves to {config.pool_size})")
     return EXIT_OK
 
 

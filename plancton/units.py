@@ -8,7 +8,6 @@ Each parser takes the raw value from YAML and returns the typed value, or raises
 import json
 import math
 import re
-import reprlib
 import shlex
 from collections.abc import Callable
 from typing import Any
@@ -22,24 +21,39 @@ MAX_SIZE = 1024**5
 _SIZE_EXAMPLE = 'a size such as 2000000000 or "2G"'
 _DURATION_EXAMPLE = 'seconds such as 30 or "5m"'
 
-# Error messages quote what was given; a value from a hostile file may be huge or deeply
-# nested (YAML aliases), so it is shown cut short.
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 3, 4, 4, 60, 60
 _MAX_SHOWN = 80
+_MAX_ITEMS = 4
+_MAX_LEVELS = 3
 
 
 def shown(value: Any) -> str:
-    """Given any value read from YAML, return it quoted for a message, cut to a short length.
+    """Given any value read from YAML, return it as YAML would write it, for a message:
+    ``"lots"``, ``true``, ``null``, ``[1, 2]``.
 
-    Text is shown in double quotes as YAML writes it (``"lots"``); other values as Python
-    shows them, with long or nested ones elided.
+    A value from a hostile file may be huge, or nested and shared many times over through
+    YAML aliases, so only a few items and levels are shown, and the text is cut short.
     """
-    if isinstance(value, str):
-        text = json.dumps(value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "...", ensure_ascii=False)
-    else:
-        text = _SHORT.repr(value)
+    text = _render(value, _MAX_LEVELS)
     return text if len(text) <= _MAX_SHOWN + 8 else text[:_MAX_SHOWN] + "..."
+
+
+def _render(value: Any, levels: int) -> str:
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= _MAX_SHOWN else value[:_MAX_SHOWN] + "...", ensure_ascii=False)
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, list | dict):
+        if not levels:
+            return "[...]" if isinstance(value, list) else "{...}"
+        items = list(value.items())[:_MAX_ITEMS] if isinstance(value, dict) else value[:_MAX_ITEMS]
+        if isinstance(value, dict):
+            parts = [f"{_render(name, levels - 1)}: {_render(item, levels - 1)}" for name, item in items]
+        else:
+            parts = [_render(item, levels - 1) for item in items]
+        parts += ["..."] if len(value) > _MAX_ITEMS else []
+        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        return f"{opening}{', '.join(parts)}{closing}"
+    return repr(value)[:_MAX_SHOWN]
 
 
 def _got(value: Any) -> str:
@@ -155,15 +169,18 @@ def parse_command(value: Any) -> tuple[str, ...]:
     """Given a list of arguments, or text split into arguments as a shell would (without ever
     running one), return the arguments.
     """
+    expected = 'expected a command such as "sleep 60" or ["sleep", "60"]'
     if isinstance(value, str):
         try:
             arguments = shlex.split(value)
         except ValueError as error:
-            raise ValueError(f'expected a command such as "sleep 60", {_got(value)} ({error})') from None
+            raise ValueError(f"{expected}, {_got(value)} ({error})") from None
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        arguments = value
     else:
-        arguments = list(parse_text_list(value))
+        raise ValueError(f"{expected}, {_got(value)}")
     if not arguments:
-        raise ValueError(f'expected a command such as "sleep 60", {_got(value)}')
+        raise ValueError(f"{expected}, {_got(value)}")
     return tuple(arguments)
 
 
@@ -186,11 +203,12 @@ def parse_environment(value: Any) -> tuple[tuple[str, str], ...]:
 def number_in_range(low: float, high: float, integer: bool = False) -> Callable[[Any], float]:
     """Return a parser of a number (an integer when asked) between low and high inclusive."""
     kind = "a whole number" if integer else "a number"
+    bounds = f"from {low:g} to {high:g}" if not integer else f"from {int(low)} to {int(high)}"
 
     def parse(value: Any) -> float:
         wrong_type = isinstance(value, bool) or not isinstance(value, int | float)
         if wrong_type or (integer and not isinstance(value, int)) or not low <= value <= high:
-            raise ValueError(f"expected {kind} from {low:g} to {high:g}, {_got(value)}")
+            raise ValueError(f"expected {kind} {bounds}, {_got(value)}")
         return float(value) if not integer else int(value)
 
     return parse
