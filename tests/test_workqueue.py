@@ -1,0 +1,236 @@
+"""End to end with a real engine: cctools Work Queue workers in Plancton's pilots, started
+through planctonctl from the example configuration, complete a real workload; no task is
+lost when the pilots are stopped by force-stop or by an owner reclaiming the host.
+"""
+
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.workqueue_manager import (
+    EXAMPLE,
+    LIVE_STATES,
+    Manager,
+    OwnerLoad,
+    bindings_problem,
+    build_image,
+    remove_image,
+    worker_command,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.workqueue]
+
+#: Policy for the owner-load test: the owner's busy loops use the whole host (~100%); the
+#: owner counts as idle again below 85%, so the load of other processes on a shared test
+#: machine rarely holds the pilots back once the loops end.
+OWNER_POLICY = {
+    "owner_busy_percent": 95,
+    "owner_idle_percent": 85,
+    "cpu_pressure_percent": 100,
+    "pause_delay": 1,
+    "grace_kill": 2,
+    "grace_spawn": 0,
+    "main_sleep": 0.5,
+}
+POOL = 2
+
+
+@pytest.fixture(scope="module")
+def worker_image(docker_engine: None) -> Iterator[str]:
+    """The example's pilot image, built by its build-image script under a unique name."""
+    problem = bindings_problem()
+    if problem:
+        pytest.fail(problem)
+    reference = f"plancton-workqueue-test-{secrets.token_hex(4)}:latest"
+    build_image(reference)
+    yield reference
+    remove_image(reference)
+
+
+@pytest.fixture
+def managers(tmp_path: "os.PathLike[str]") -> Iterator[Callable[..., Manager]]:
+    """Start example managers in the test's folder; each is stopped by its pid afterwards."""
+    started: list[Manager] = []
+
+    def start(**options: Any) -> Manager:
+        manager = Manager.start(str(tmp_path), **options)
+        started.append(manager)
+        return manager
+
+    yield start
+    for manager in started:
+        manager.stop()
+
+
+@pytest.fixture
+def owner_load() -> Iterator[OwnerLoad]:
+    """The owner's CPU load; its busy loops are stopped afterwards."""
+    load = OwnerLoad()
+    yield load
+    load.stop()
+
+
+def example_config(image: str, port: int, idle_timeout: float, **overrides: Any) -> str:
+    """Return the example configuration for this test: its own image, manager port, worker
+    idle timeout, a pool of ``POOL`` pilots and the given keys (the instance comes from the
+    installation)."""
+    with open(os.path.join(EXAMPLE, "config.yaml"), encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    del config["instance"]
+    config["docker_image"] = image
+    config["docker_cmd"] = worker_command(config["docker_cmd"], port, idle_timeout)
+    config["max_docks"] = POOL
+    config["vacate_time"] = 5
+    config.update(overrides)
+    return yaml.safe_dump(config)
+
+
+def started_manager(start: Callable[..., Manager], **options: Any) -> tuple[Manager, int]:
+    """Start a manager and return it with its port."""
+    manager = start(**options)
+    port = wait_until(manager.port, timeout=60, what="the manager to listen")
+    assert isinstance(port, int)
+    return manager, port
+
+
+def live_pilots(installation: Installation) -> list[dict[str, Any]]:
+    """Return the pilots that planctonctl status shows alive."""
+    pilots = installation.status()["pilots"]
+    assert isinstance(pilots, list)
+    return [pilot for pilot in pilots if pilot["state"] in LIVE_STATES]
+
+
+def exit_codes(installation: Installation) -> dict[str, str]:
+    """Return, by pilot name, the exit code that the daemon logged when it removed the pilot."""
+    found = re.findall(r"pilot (\S+) exited with code (\S+) after", installation.log())
+    return dict(found)
+
+
+def loop_count(installation: Installation) -> int:
+    """Return how many loops the daemon has run."""
+    loops = installation.state().get("loops", 0)
+    assert isinstance(loops, int)
+    return loops
+
+
+def pilot_counts_over_loops(installation: Installation, loops: int, timeout: float = 60.0) -> list[int]:
+    """Return the numbers of live pilots that status shows while the daemon runs ``loops`` more
+    loops (the bound only keeps a stuck daemon from hanging the test)."""
+    last = loop_count(installation) + loops
+    deadline = time.monotonic() + timeout
+    counts = []
+    while loop_count(installation) < last:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the daemon did not run {loops} loops in {timeout:.0f} s")
+        counts.append(len(live_pilots(installation)))
+    return counts
+
+
+def assert_every_task_once_and_right(manager: Manager, tasks: int) -> list[dict[str, Any]]:
+    """Check the manager's report: each task completed exactly once, with the right output."""
+    done = manager.done()
+    tags = [event["tag"] for event in done]
+    assert sorted(tags) == [f"task-{index:04d}" for index in range(tasks)], manager.output()[-3000:]
+    wrong = [event for event in done if not event["ok"]]
+    assert not wrong, f"tasks with a wrong output: {wrong}"
+    return done
+
+
+def test_pilots_complete_a_workload_and_idle_pilots_are_replaced_up_to_max_docks(
+    installation: Installation, worker_image: str, managers: Callable[..., Manager]
+) -> None:
+    tasks = 24
+    manager, port = started_manager(managers, tasks=tasks, sleep=1, linger=300)
+    steady = yaml.safe_load(STEADY_POLICY)
+    installation.write_config(example_config(worker_image, port, idle_timeout=6, **steady))
+    started = installation.ctl("start")
+    assert started.returncode == 0, started.stderr
+
+    wait_until(lambda: len(manager.done()) >= tasks, timeout=180, what=f"{tasks} tasks to complete")
+    assert_every_task_once_and_right(manager, tasks)
+    connected = [event["workers"] for event in manager.events("state")]
+    # the only workers that know this manager's port are Plancton's pilots, never more than max_docks
+    assert max(connected) >= 1 and max(connected) <= POOL
+    assert "work_queue_worker --cores=1" in installation.log()
+
+    # with no work left, each worker exits after its idle timeout; the pool is kept full
+    workload_pilots = {pilot["name"] for pilot in live_pilots(installation)}
+    assert workload_pilots
+
+    def replaced() -> set[str] | None:
+        names = {pilot["name"] for pilot in live_pilots(installation)}
+        return names if len(names) == POOL and not names & workload_pilots else None
+
+    second = wait_until(replaced, timeout=120, what="idle pilots to exit and be replaced")
+    assert isinstance(second, set)
+    codes = exit_codes(installation)
+    assert all(codes.get(name) == "0" for name in workload_pilots), codes
+    assert "stopping pilot" not in installation.log()  # they left on their own
+
+    # with max_docks 1, idle pilots that exit are replaced by one pilot only
+    installation.write_config(example_config(worker_image, port, idle_timeout=6, **{**steady, "max_docks": 1}))
+    assert installation.ctl("reload").returncode == 0
+
+    def shrunk() -> bool:
+        codes = exit_codes(installation)
+        pilots = live_pilots(installation)
+        second_gone = all(codes.get(name) == "0" for name in second)
+        return second_gone and len(pilots) == 1 and pilots[0]["name"] not in second
+
+    wait_until(shrunk, timeout=120, what="the second pilots to idle out and one pilot to replace them")
+    # and it stays one pilot over the next loops
+    counts = pilot_counts_over_loops(installation, 6)
+    assert counts and max(counts) <= 1, counts
+
+
+@pytest.mark.parametrize("reclaim", ["force-stop", "owner load"])
+def test_no_task_is_lost_when_the_pilots_are_stopped(
+    reclaim: str,
+    installation: Installation,
+    worker_image: str,
+    managers: Callable[..., Manager],
+    owner_load: OwnerLoad,
+) -> None:
+    tasks = 20
+    manager, port = started_manager(managers, tasks=tasks, sleep=3)
+    policy = yaml.safe_load(STEADY_POLICY) if reclaim == "force-stop" else OWNER_POLICY
+    installation.write_config(example_config(worker_image, port, idle_timeout=60, **policy))
+    assert installation.ctl("start").returncode == 0
+
+    wait_until(lambda: len(manager.done()) >= 2, timeout=120, what="the first tasks to complete")
+    if reclaim == "force-stop":
+        assert installation.ctl("force-stop").returncode == 0
+    else:
+        owner_load.start(cores=os.cpu_count() or 1)
+
+    def workers_gone() -> bool:
+        return not live_pilots(installation) and manager.latest_state().get("workers") == 0
+
+    wait_until(workers_gone, timeout=120, what="every pilot to stop and the manager to see its workers leave")
+    assert len(manager.done()) < tasks  # work was still queued when the pilots went
+    log = installation.log()
+    if reclaim == "force-stop":
+        assert "(force-stop)" in log
+    else:
+        assert "paused pilot" in log and "(owner reclaim)" in log
+
+    if reclaim == "force-stop":
+        assert installation.ctl("resume").returncode == 0
+    else:
+        owner_load.stop()
+    assert manager.process.wait(timeout=240) == 0, manager.output()[-3000:]
+
+    done = assert_every_task_once_and_right(manager, tasks)
+    summary = manager.summary()
+    assert summary is not None
+    assert summary["completed"] == summary["correct"] == tasks
+    assert summary["workers_lost"] >= 1
+    # the tasks of the stopped workers ran again on the new pilots
+    assert max(event["attempts"] for event in done) >= 2

@@ -1,0 +1,166 @@
+"""Real cctools Work Queue for the tests and benchmarks: the example manager, the example
+pilot image, host workers and an owner's CPU load, each started and stopped by its pid.
+
+The manager is ``examples/workqueue/manager.py``, run by Debian's interpreter because the
+Work Queue bindings (package ``python3-workqueue``) live in its dist-packages, outside the
+test virtualenv. It reports what happens as JSON lines, read here from its output file.
+"""
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+
+from tests import services
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLE = os.path.join(REPOSITORY, "examples", "workqueue")
+MANAGER = os.path.join(EXAMPLE, "manager.py")
+BUILD_IMAGE = os.path.join(EXAMPLE, "build-image")
+SYSTEM_PYTHON = "/usr/bin/python3"
+WORKER = "work_queue_worker"
+#: Live container states: a pilot in one of these holds (or may soon hold) a worker.
+LIVE_STATES = frozenset({"created", "running", "paused", "restarting"})
+
+
+def bindings_problem() -> str | None:
+    """Return why the example manager cannot run here, or None when it can."""
+    try:
+        found = subprocess.run([SYSTEM_PYTHON, "-c", "import work_queue"], check=False, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"{SYSTEM_PYTHON} cannot run: {error}"
+    if found.returncode != 0:
+        return "the Work Queue Python bindings are missing: apt-get install python3-workqueue"
+    return None
+
+
+def build_image(reference: str, self_contained: bool = False) -> None:
+    """Build the example pilot image with the example's own build-image script.
+
+    Raises:
+        subprocess.CalledProcessError: the script failed (its output is in the error).
+    """
+    options = ["--self-contained"] if self_contained else []
+    subprocess.run([BUILD_IMAGE, *options, reference], check=True, capture_output=True, text=True, timeout=300)
+
+
+def remove_image(reference: str) -> None:
+    """Remove an image built by :func:`build_image`; a missing one is fine."""
+    client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=60)
+    try:
+        client.remove_image(reference, force=True)
+    except docker.errors.NotFound:
+        pass
+    finally:
+        client.close()
+
+
+@dataclass
+class Manager:
+    """A running example manager and the events it has written so far."""
+
+    process: subprocess.Popen[bytes]
+    events_path: str
+
+    @classmethod
+    def start(cls, folder: str, tasks: int, sleep: float, hash_mib: int = 0, linger: float = 0.0) -> "Manager":
+        """Start a manager on a free port that submits ``tasks`` tasks; its events go to a file
+        in ``folder``."""
+        events_path = os.path.join(folder, f"manager-{time.monotonic_ns()}.jsonl")
+        command = [SYSTEM_PYTHON, MANAGER, "--port", "0", "--tasks", str(tasks), "--sleep", str(sleep)]
+        command += ["--hash-mib", str(hash_mib), "--linger", str(linger), "--timeout", "900"]
+        with open(events_path, "wb") as output:
+            process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=folder)
+        return cls(process, events_path)
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Return the events written so far (of one kind, or all); a partial last line waits."""
+        try:
+            with open(self.events_path, encoding="utf-8") as handle:
+                lines = handle.read().split("\n")[:-1]
+        except FileNotFoundError:
+            return []
+        parsed = []
+        for line in lines:
+            try:
+                parsed.append(json.loads(line))
+            except ValueError:
+                continue  # anything else on the manager's output (a warning) is not an event
+        return [event for event in parsed if kind is None or event["event"] == kind]
+
+    def output(self) -> str:
+        """Return everything the manager wrote, for failure messages."""
+        with open(self.events_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def port(self) -> int | None:
+        """Return the port the manager listens on, once it said so."""
+        listening = self.events("listening")
+        return int(listening[0]["port"]) if listening else None
+
+    def done(self) -> list[dict[str, Any]]:
+        """Return the ``done`` events: one per completed task."""
+        return self.events("done")
+
+    def latest_state(self) -> dict[str, Any]:
+        """Return the latest ``state`` event (empty before the first)."""
+        states = self.events("state")
+        return states[-1] if states else {}
+
+    def summary(self) -> dict[str, Any] | None:
+        """Return the ``summary`` event, once the manager wrote it."""
+        summaries = self.events("summary")
+        return summaries[0] if summaries else None
+
+    def stop(self) -> None:
+        """Stop the manager by its pid (SIGTERM, SIGKILL if it lingers)."""
+        services.StartedProcess(self.process, self.events_path).stop(timeout=20)
+
+
+def worker_command(example: list[str], port: int, idle_timeout: float) -> list[str]:
+    """Given the example's docker_cmd, return it with another manager port and idle timeout."""
+    command = [f"--timeout={idle_timeout:g}" if item.startswith("--timeout=") else item for item in example]
+    return [*command[:-1], str(port)]
+
+
+@dataclass
+class HostWorkers:
+    """Work Queue workers started directly on the host (the baseline without Plancton)."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, count: int, port: int, cores: int, idle_timeout: float) -> None:
+        """Start ``count`` workers for the manager on 127.0.0.1:``port``."""
+        command = [WORKER, f"--cores={cores}", f"--timeout={idle_timeout:g}", "127.0.0.1", str(port)]
+        for _ in range(count):
+            self.processes.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
+            )
+
+    def stop(self) -> None:
+        """Stop every worker by its pid."""
+        for process in self.processes:
+            services.StartedProcess(process, os.devnull).stop(timeout=20)
+        self.processes.clear()
+
+
+@dataclass
+class OwnerLoad:
+    """Busy loops standing for the host's owner at work, one per core asked for."""
+
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, cores: int) -> None:
+        """Start ``cores`` processes that each keep one core busy."""
+        for _ in range(cores):
+            self.processes.append(subprocess.Popen(["/bin/sh", "-c", "while :; do :; done"]))
+
+    def stop(self) -> None:
+        """Stop every busy loop by its pid."""
+        for process in self.processes:
+            services.StartedProcess(process, os.devnull).stop(timeout=20)
+        self.processes.clear()
