@@ -16,8 +16,8 @@ setup(
     license="GPL-3.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["plancton", "plancton.*"]),
-    scripts=["bin/planctonctl"],
-    data_files=[("share/plancton", ["etc/config.yaml"])],
+    scripts=["bin/planctonctl", "bin/plancton-bootstrap"],
+    data_files=[("share/plancton", ["etc/config.yaml", "etc/plancton.service"])],
     install_requires=[
         "docker>=7.0,<8",
         "PyYAML>=6.0,<7",
