@@ -8,6 +8,7 @@ milliseconds, whatever Plancton does. Its CPU accounting gives the pilots' own C
 the owner's load can be measured net of the pilots.
 """
 
+import errno
 import os
 from dataclasses import dataclass
 
@@ -44,26 +45,29 @@ class PilotCgroup:
         return os.path.join(self.root, controller, relative)
 
     def set_lowest_weight(self) -> str | None:
-        """Create the parent cgroup with the lowest CPU weight; return a warning if it cannot."""
-        if self.version == 2:
-            settings = [("cpu", "cpu.weight", V2_LOWEST_WEIGHT), ("cpu", "cpu.idle", "1")]
-        else:
-            settings = [("cpu", "cpu.shares", V1_LOWEST_SHARES), ("cpu", "cpu.idle", "1")]
-        for controller, name, value in settings:
-            folder = self._folder(controller)
-            path = os.path.join(folder, name)
-            try:
-                os.makedirs(folder, exist_ok=True)
-                if name == "cpu.idle" and not os.path.exists(path):
-                    continue  # cpu.idle came with Linux 5.15; the weight alone is enough
-                with open(path, "w", encoding="ascii") as handle:
-                    handle.write(value)
-            except OSError as error:
-                return (
-                    f"cannot give the pilots the lowest CPU weight ({path}: {error.strerror}); "
-                    "they still run with cpu shares 2 each, but as a group compete with the owner "
-                    "at the default weight: run Plancton as root to fix this"
-                )
+        """Create the parent cgroup with the lowest CPU weight; return a warning if it cannot.
+
+        ``cpu.idle`` (Linux 5.15+, both versions) puts the whole group under SCHED_IDLE: it
+        then runs only on CPU time no one else wants. Without it, the lowest weight.
+        """
+        folder = self._folder("cpu")
+        weight = ("cpu.weight", V2_LOWEST_WEIGHT) if self.version == 2 else ("cpu.shares", V1_LOWEST_SHARES)
+        try:
+            os.makedirs(folder, exist_ok=True)
+            if _write_if_present(os.path.join(folder, "cpu.idle"), "1"):
+                return None
+            _write(os.path.join(folder, weight[0]), weight[1])
+        except OSError as error:
+            fix = (
+                "run Plancton as root to fix this"
+                if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+                else "check the cgroup setup"
+            )
+            return (
+                f"cannot give the pilots the lowest CPU weight ({error.filename}: {error.strerror}); "
+                f"they still run with cpu shares 2 each, but as a group compete with the owner at the "
+                f"default weight: {fix}"
+            )
         return None
 
     def cpu_seconds(self) -> float | None:
@@ -80,3 +84,19 @@ class PilotCgroup:
                 return int(handle.read()) / 1e9
         except (OSError, ValueError):
             return None
+
+
+def _write(path: str, value: str) -> None:
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(value)
+
+
+def _write_if_present(path: str, value: str) -> bool:
+    """Write a cgroup setting the kernel may not have; return whether it took effect."""
+    if not os.path.exists(path):
+        return False
+    try:
+        _write(path, value)
+    except OSError:
+        return False
+    return True

@@ -6,6 +6,7 @@ replacement starts within a second instead of at the next ``main_sleep``. Slow a
 in thread pools so that the loop never waits for a pilot's vacate time.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -110,6 +111,7 @@ class Daemon:
         self._first_seen: dict[str, float] = {}
         self._pilots: dict[str, Pilot] = {}
         self._in_flight: set[str] = set()
+        self._died: dict[str, int | None] = {}
         self._stopped_by_us: set[str] = set()
         self._starting = 0
         self._lock = threading.Lock()
@@ -233,6 +235,7 @@ class Daemon:
     def _views(self, pilots: list[Pilot], now: float) -> list[PilotView]:
         """Return what the policy sees of the pilots, ages from a monotonic clock."""
         wall = time.time()
+        pilots = self._apply_deaths(pilots)
         self._pilots = {pilot.id: pilot for pilot in pilots}
         # a pilot first seen now (adopted or just created) is dated once from its wall-clock
         # creation time; afterwards clock jumps cannot change its age
@@ -256,6 +259,19 @@ class Daemon:
             PilotView(id=f"starting-{index}", state="created", age=0.0, stopping=False) for index in range(starting)
         ]
         return views
+
+    def _apply_deaths(self, pilots: list[Pilot]) -> list[Pilot]:
+        """Mark pilots that Docker reported dead as exited, even if the listing lags behind."""
+        with self._lock:
+            died = self._died
+            self._died = {}
+        alive = {"running", "restarting", "paused"}
+        return [
+            dataclasses.replace(pilot, state="exited", exit_code=died[pilot.id])
+            if pilot.id in died and pilot.state in alive
+            else pilot
+            for pilot in pilots
+        ]
 
     def _follow_mode(self) -> None:
         mode = read_mode(self.paths.rundir)
@@ -453,7 +469,11 @@ class Daemon:
             delay = min(delay * 2, MAX_ENGINE_RETRY_SECONDS)
             self.wake.set()
 
-    def _on_event(self, action: str, container: str) -> None:
+    def _on_event(self, action: str, container: str, exit_code: int | None) -> None:
+        if action == "die":
+            # the engine's listing may still say "running" for a moment after this event
+            with self._lock:
+                self._died[container] = exit_code
         if action in WAKING_EVENTS:
             self.wake.set()
 

@@ -10,6 +10,7 @@ from plancton.config import HostFacts
 from plancton.policy import HostSample
 
 PRESSURE_FOLDER = "/proc/pressure"
+MIN_SAMPLE_SECONDS = 0.5
 
 
 def host_facts() -> HostFacts:
@@ -47,9 +48,19 @@ class HostSensor:
         self._last_times = psutil.cpu_times()._asdict()
         self._last_pilots = cgroup.cpu_seconds()
         self._last_clock = time.monotonic()
+        self._last_sample: HostSample | None = None
 
     def sample(self) -> HostSample:
-        """Return the host's CPU use since the last sample, and its memory now."""
+        """Return the host's CPU use since the last sample, and its memory now.
+
+        CPU figures over a very short interval are noise, so a sample asked for sooner than
+        ``MIN_SAMPLE_SECONDS`` after the previous one repeats it (the first one waits).
+        """
+        elapsed = time.monotonic() - self._last_clock
+        if elapsed < MIN_SAMPLE_SECONDS:
+            if self._last_sample is not None:
+                return self._last_sample
+            time.sleep(MIN_SAMPLE_SECONDS - elapsed)
         times = psutil.cpu_times()._asdict()
         pilots = self.cgroup.cpu_seconds()
         clock = time.monotonic()
@@ -59,7 +70,7 @@ class HostSensor:
         if pilots is not None and self._last_pilots is not None and elapsed > 0:
             pilots_cores = max(0.0, pilots - self._last_pilots) / elapsed
         self._last_times, self._last_pilots, self._last_clock = times, pilots, clock
-        return HostSample(
+        self._last_sample = HostSample(
             ncpus=self.ncpus,
             busy_cores=busy_cores,
             pilots_cores=min(pilots_cores, float(self.ncpus)),
@@ -67,6 +78,7 @@ class HostSensor:
             cpu_pressure=read_pressure("cpu", "some"),
             memory_pressure=read_pressure("memory", "full"),
         )
+        return self._last_sample
 
     @staticmethod
     def _busy_fraction(before: dict[str, float], after: dict[str, float]) -> float:

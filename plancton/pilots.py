@@ -72,6 +72,13 @@ def _pilot_from_listing(entry: dict[str, Any]) -> Pilot:
     )
 
 
+def _integer(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
+
+
 def _describe_connection_error(error: BaseException) -> EngineUnavailable:
     text = str(error)
     if "Permission denied" in text or isinstance(error.__context__, PermissionError):
@@ -247,8 +254,9 @@ class DockerPilots:
 
         self._call(f"pull {reference}", pull)
 
-    def watch_events(self, on_event: Callable[[str, str], None]) -> None:
-        """Call ``on_event(action, container id)`` for each event of this instance's pilots.
+    def watch_events(self, on_event: Callable[[str, str, int | None], None]) -> None:
+        """Call ``on_event(action, container id, exit code)`` for each event of this instance's
+        pilots (the exit code comes with "die" events only).
 
         Blocks until the stream ends or :meth:`close_events` is called.
 
@@ -263,7 +271,9 @@ class DockerPilots:
                 self._events = stream
             try:
                 for event in stream:
-                    on_event(str(event.get("Action", "")), str(event.get("id", "")))
+                    attributes = (event.get("Actor") or {}).get("Attributes") or {}
+                    code = attributes.get("exitCode")
+                    on_event(str(event.get("Action", "")), str(event.get("id", "")), _integer(code))
             finally:
                 with self._lock:
                     self._events = None

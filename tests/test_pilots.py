@@ -1,0 +1,186 @@
+"""Pilot containers against the real engine: caps, labels, replacement, TTL, images, and
+nothing foreign ever touched."""
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+
+import docker
+import pytest
+
+from plancton.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION, instance_label
+from tests.conftest import STEADY_POLICY, Installation, wait_until
+
+pytestmark = pytest.mark.docker
+MIB = 1024**2
+
+
+def pilots(api: docker.APIClient, instance: str, state: str | None = "running") -> list[dict[str, object]]:
+    """Return this instance's containers (in one state, or all)."""
+    entries = api.containers(all=True, filters={"label": [instance_label(instance)]})
+    return [entry for entry in entries if state is None or entry["State"] == state]
+
+
+def test_host_config_matches_the_configuration(installation: Installation, docker_api: docker.APIClient) -> None:
+    installation.write_config(
+        STEADY_POLICY
+        + """max_docks: 1
+docker_cmd: ["sleep", "300"]
+cpus_per_dock: 0.5
+max_dock_mem: 64M
+max_dock_swap: 32M
+pids_limit: 100
+user_group: "1000:1000"
+binds: ["/usr:/host-usr", "/var/tmp:/scratch:rw"]
+devices: ["/dev/zero"]
+capabilities: ["+NET_ADMIN", "-CHOWN"]
+environment: {TASK_QUEUE: alice, SLOTS: 2}
+"""
+    )
+    assert installation.ctl("start").returncode == 0
+    entries = wait_until(lambda: pilots(docker_api, installation.instance), what="a pilot")
+    assert isinstance(entries, list)
+    details = docker_api.inspect_container(entries[0]["Id"])
+    host = details["HostConfig"]
+    assert (host["CpuQuota"], host["CpuPeriod"]) == (50_000, 100_000)
+    assert host["Memory"] == 64 * MIB
+    assert host["MemorySwap"] == 96 * MIB
+    assert host["PidsLimit"] == 100
+    assert sorted(host["Binds"]) == ["/usr:/host-usr:ro", "/var/tmp:/scratch:rw"]
+    assert [device["PathOnHost"] for device in host["Devices"]] == ["/dev/zero"]
+    assert host["CapAdd"] == ["NET_ADMIN"] and host["CapDrop"] == ["CHOWN"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["Privileged"] is False
+    assert host["CpuShares"] == 2 and host["CgroupParent"] == f"/{installation.instance}"
+    config = details["Config"]
+    assert config["User"] == "1000:1000"
+    assert config["Cmd"] == ["sleep", "300"]
+    assert {"TASK_QUEUE=alice", "SLOTS=2"} <= set(config["Env"])
+    assert config["Labels"][LABEL_INSTANCE] == installation.instance
+    assert float(config["Labels"][LABEL_CREATED]) > 0 and config["Labels"][LABEL_REVISION]
+    assert config["Hostname"].startswith(socket.gethostname().split(".")[0][:40])
+    assert config["Hostname"].endswith(details["Name"].lstrip("/").split("-")[-1])
+
+
+@pytest.fixture
+def owners_container(docker_api: docker.APIClient, instance: str) -> Iterator[str]:
+    """The owner's own container, named like a pilot but without Plancton's label."""
+    name = f"plancton-worker-{instance}"
+    created = docker_api.create_container("busybox:latest", ["sleep", "600"], name=name)
+    docker_api.start(created["Id"])
+    yield created["Id"]
+    docker_api.remove_container(created["Id"], force=True)
+
+
+def test_the_owners_container_survives_every_action(
+    installation: Installation, docker_api: docker.APIClient, owners_container: str
+) -> None:
+    installation.write_config(STEADY_POLICY + "max_docks: 2\ndocker_cmd: sleep 300\nmax_ttl: 3\nvacate_time: 1\n")
+    assert installation.ctl("start").returncode == 0
+    # the pool fills to max_docks: the owner's container is not counted
+    wait_until(lambda: len(pilots(docker_api, installation.instance)) == 2, what="two pilots")
+    wait_until(lambda: "(ttl)" in installation.log(), what="a TTL stop")
+    for verb in ("drain", "force-stop", "resume", "force-stop"):
+        assert installation.ctl(verb).returncode == 0
+    wait_until(lambda: not pilots(docker_api, installation.instance, None), what="every pilot gone")
+    assert installation.ctl("stop").returncode == 0
+    assert docker_api.inspect_container(owners_container)["State"]["Running"] is True
+
+
+def test_a_killed_pilot_is_replaced(
+    installation: Installation, docker_api: docker.APIClient, record_property: Callable[[str, object], None]
+) -> None:
+    # a long main_sleep: only the Docker event can make the replacement quick
+    installation.write_config(STEADY_POLICY.replace("main_sleep: 0.5", "main_sleep: 60") + "max_docks: 1\n")
+    assert installation.ctl("start").returncode == 0
+    first = wait_until(lambda: pilots(docker_api, installation.instance), what="a pilot")
+    assert isinstance(first, list)
+    killed_at = time.monotonic()
+    docker_api.kill(first[0]["Id"])
+    replacement = wait_until(
+        lambda: [p for p in pilots(docker_api, installation.instance) if p["Id"] != first[0]["Id"]],
+        timeout=30,
+        what="a replacement pilot",
+    )
+    latency = time.monotonic() - killed_at
+    record_property("replacement_seconds", round(latency, 3))
+    print(f"replacement latency {latency:.3f} s (bench/ measures it properly)")
+    assert isinstance(replacement, list) and len(replacement) == 1
+    wait_until(lambda: "with code 137" in installation.log(), what="the exit code in the log")
+    assert not pilots(docker_api, installation.instance, "exited")
+
+
+def test_exited_pilots_are_removed_with_their_exit_code(
+    installation: Installation, docker_api: docker.APIClient
+) -> None:
+    installation.write_config(STEADY_POLICY + 'max_docks: 1\ndocker_cmd: ["sh", "-c", "sleep 4; exit 3"]\n')
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: "exited with code 3 after" in installation.log(), what="the exit in the log")
+    wait_until(lambda: pilots(docker_api, installation.instance), what="the replacement")
+    assert not pilots(docker_api, installation.instance, "exited")
+
+
+def test_ttl_expiry_stops_and_replaces(installation: Installation, docker_api: docker.APIClient) -> None:
+    installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\nmax_ttl: 2\nvacate_time: 1\n")
+    assert installation.ctl("start").returncode == 0
+    first = wait_until(lambda: pilots(docker_api, installation.instance), what="a pilot")
+    assert isinstance(first, list)
+    wait_until(lambda: "(ttl)" in installation.log(), what="the TTL stop")
+    wait_until(
+        lambda: [p for p in pilots(docker_api, installation.instance) if p["Id"] != first[0]["Id"]],
+        what="a fresh pilot after the TTL",
+    )
+
+
+def test_a_pilot_that_cannot_start_backs_off(installation: Installation, docker_api: docker.APIClient) -> None:
+    installation.write_config(STEADY_POLICY + 'max_docks: 2\ndocker_cmd: ["/no/such/program"]\n')
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: "backing off" in installation.log(), what="the back-off in the log")
+    loops = installation.state()["loops"]
+    assert isinstance(loops, int)
+    time.sleep(3)
+    log = installation.log()
+    assert "cannot start a pilot" in log and "no/such/program" in log
+    # failed containers are removed, and the back-off bounds the attempts
+    assert not pilots(docker_api, installation.instance, None)
+    assert log.count("cannot start a pilot") <= 6
+    assert installation.ctl("status").returncode == 0
+
+
+def test_pilots_that_exit_instantly_are_throttled(installation: Installation) -> None:
+    installation.write_config(STEADY_POLICY + 'max_docks: 2\ndocker_cmd: ["true"]\n')
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: "keep exiting within seconds" in installation.log(), what="the throttle in the log")
+    started = installation.log().count("started pilot")
+    time.sleep(3)
+    # in back-off, hardly any new start (5 s after the third quick exit, doubling after)
+    assert installation.log().count("started pilot") <= started + 2
+
+
+def test_missing_image_with_pull_policy_never(installation: Installation, docker_api: docker.APIClient) -> None:
+    installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_image: plancton-absent:1\npull_policy: never\n")
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: installation.state().get("loops", 0) >= 4, what="a few loops")
+    log = installation.log()
+    assert log.count("image plancton-absent:1 is not available") == 1  # once per retry period
+    assert not pilots(docker_api, installation.instance, None)
+
+
+def test_local_image_is_used_when_the_pull_fails(installation: Installation, docker_api: docker.APIClient) -> None:
+    """No registry is reachable here: pull_policy always keeps using the local busybox."""
+    installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\npull_policy: always\n")
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: pilots(docker_api, installation.instance), timeout=120, what="a pilot from the local image")
+    wait_until(lambda: "using the local image" in installation.log(), timeout=120, what="the failed pull in the log")
+
+
+def test_one_list_call_per_loop_whatever_the_pool_size(
+    installation: Installation, docker_api: docker.APIClient
+) -> None:
+    installation.write_config(STEADY_POLICY + "max_docks: 6\ndocks_per_loop: 6\ndocker_cmd: sleep 300\n")
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: len(pilots(docker_api, installation.instance)) == 6, what="six pilots")
+    loops = installation.state()["loops"]
+    assert isinstance(loops, int)
+    wait_until(lambda: installation.state()["loops"] >= loops + 3, what="three steady loops")  # type: ignore[operator]
+    assert installation.state()["api_calls_last_loop"] == 1
