@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plancton import config as configuration
 from plancton.config import KEYS, Config, HostFacts, load, parse
@@ -318,6 +320,32 @@ def test_broken_files_are_errors_naming_the_file_and_the_problem(path: str) -> N
     assert "s3cret" not in message
     assert not os.path.exists("/tmp/plancton-yaml-must-not-run")
     assert not os.path.exists("/tmp/plancton-expression-must-not-run")
+
+
+YAML_CHARACTERS = "abn:-[]{}!&*#|>'\"%@`,?~ \n\t0123456789.eE+_/"
+
+
+@settings(max_examples=300)
+@given(st.text(alphabet=YAML_CHARACTERS, max_size=80) | st.binary(max_size=80))
+def test_any_content_gives_a_config_or_a_config_error(content: str | bytes) -> None:
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    try:
+        config, _ = parse(configuration.parse_yaml(data, "fuzz.yaml"), FACTS, source="fuzz.yaml")
+    except ConfigError as error:
+        assert error.problems and error.source == "fuzz.yaml"
+    else:
+        assert isinstance(config, Config)
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(list(KEYS)), st.text(alphabet=YAML_CHARACTERS, max_size=40))
+def test_any_value_of_any_key_gives_a_config_or_an_error_naming_the_key(name: str, value: str) -> None:
+    try:
+        raw = configuration.parse_yaml(f"{name}: {value}\n".encode(), "fuzz.yaml")
+        parse(raw, FACTS, source="fuzz.yaml")
+    except ConfigError as error:
+        assert error.problems
+        assert error.problems[0].startswith(("invalid YAML", "expected a mapping", f"{name}: ", "owner_idle_percent: "))
 
 
 def _load_error(path: Path | str) -> str:

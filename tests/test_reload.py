@@ -74,6 +74,8 @@ def test_a_valid_change_applies_to_new_pilots_on_reload(
     installation.write_config(BY_RELOAD + f"max_docks: 2\ndocker_cmd: sleep 301\ndocker_image: {second_image}\n")
     wait_for_loops(installation, 3)
     assert pilots(docker_api, installation.instance) == first  # not applied before the reload
+    pending = installation.ctl("config")
+    assert f"# the running daemon still uses revision {old_revision}: reload it" in pending.stdout
 
     reloaded = installation.ctl("reload")
     assert reloaded.returncode == 0, reloaded.stderr
@@ -99,6 +101,9 @@ def test_an_invalid_change_is_rejected_and_the_daemon_runs_on(
     assert f"configuration {installation.config_file} rejected, keeping revision {good_revision}" in log
     assert 'max_dock_mem: expected a size such as 2000000000 or "2G", got "lots"' in log
     assert 'vacate_time: expected seconds such as 30 or "5m", got "never"' in log
+    shown = installation.ctl("config")
+    assert shown.returncode == 1
+    assert f"the running daemon keeps its last valid configuration (revision {good_revision})" in shown.stderr
 
     with open(installation.config_file, "w", encoding="utf-8") as handle:
         handle.write("max_docks: !!python/object/apply:os.system ['touch /tmp/plancton-reload-must-not-run']\n")
@@ -130,7 +135,7 @@ def test_a_changed_file_is_noticed_without_a_reload(installation: Installation, 
     # an invalid file is rejected once, not at every check
     installation.write_config(automatic + "max_docks: lots\n")
     wait_until(lambda: "rejected" in installation.log(), what="the rejection in the log")
-    wait_for_loops(installation, 8)
+    wait_for_loops(installation, 6)
     assert installation.log().count("rejected") == 1
     assert installation.status()["running"] is True
     assert len(pilots(docker_api, installation.instance)) == 2
