@@ -1,0 +1,169 @@
+"""The install script run on this machine as its first real user would: a dry run, the
+install itself (the daemon then runs as the plancton user and starts pilots), a second run
+that changes nothing, and --uninstall, then --uninstall --purge.
+
+The tests share one installation and run in the order written; they need root and a
+machine where Plancton is not installed yet (CI's fresh one).
+"""
+
+import filecmp
+import grp
+import json
+import os
+import pwd
+import subprocess
+from collections.abc import Iterator
+
+import docker
+import psutil
+import pytest
+
+from plancton.spec import instance_label
+from tests.conftest import STEADY_POLICY, wait_until
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROGRAM = "/opt/plancton/venv/bin/planctonctl"
+CONFIG = "/etc/plancton/config.yaml"
+CRON_FILE = "/etc/cron.d/plancton"
+UNIT_FILE = "/etc/systemd/system/plancton.service"
+LOG_FILE = "/var/log/plancton/plancton.log"
+INSTANCE = "plancton"  # the default configuration's
+TRACES = ("/opt/plancton", "/etc/plancton", "/var/log/plancton", "/run/plancton", CRON_FILE, UNIT_FILE)
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the install script runs as root"),
+]
+
+
+def install(*options: str) -> subprocess.CompletedProcess[str]:
+    """Run ./install as root from the checkout, in the environment a fresh login gives."""
+    environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+    environment |= {name: value for name, value in os.environ.items() if name.startswith("PIP_")}
+    return subprocess.run(
+        [os.path.join(CHECKOUT, "install"), *options],
+        env=environment,
+        cwd=CHECKOUT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def user_exists(name: str = "plancton") -> bool:
+    return name in {entry.pw_name for entry in pwd.getpwall()}
+
+
+def planctonctl(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed planctonctl as root, with root mode's default folders."""
+    return subprocess.run([PROGRAM, *args], capture_output=True, text=True, timeout=120, check=False, cwd="/")
+
+
+def daemon_pid() -> int | None:
+    """Return the pid of the installed daemon, as root's planctonctl status finds it."""
+    done = planctonctl("status", "--json")
+    return json.loads(done.stdout)["pid"] if done.returncode == 0 else None
+
+
+def pilots(client: docker.APIClient) -> set[str]:
+    return {entry["Id"] for entry in client.containers(all=True, filters={"label": [instance_label(INSTANCE)]})}
+
+
+@pytest.fixture(scope="module")
+def fresh_machine(docker_engine: None) -> Iterator[set[str]]:
+    """A machine without Plancton; yields the default instance's containers that were there
+    before, and afterwards uninstalls and removes the containers the installed daemon made.
+    """
+    leftovers = [path for path in TRACES if os.path.lexists(path)] + (["user plancton"] if user_exists() else [])
+    if leftovers:
+        pytest.fail(f"Plancton is installed here already ({', '.join(leftovers)}): ./install --uninstall --purge")
+    client = docker.APIClient(version="auto", timeout=60)
+    before = pilots(client)
+    yield before
+    install("--uninstall", "--purge")
+    for container in pilots(client) - before:
+        client.remove_container(container, force=True, v=True)
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def installed(fresh_machine: set[str]) -> subprocess.CompletedProcess[str]:
+    """Plancton installed by ./install, as its first real user runs it."""
+    done = install()
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_dry_run_changes_nothing(fresh_machine: set[str]) -> None:
+    done = install("--dry-run")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "would: creating the system user plancton in the group docker" in done.stdout
+    assert "would: installing Plancton" in done.stdout
+    assert "would: writing the default configuration /etc/plancton/config.yaml" in done.stdout
+    assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+
+
+def test_install_runs_the_daemon_as_the_plancton_user(
+    installed: subprocess.CompletedProcess[str], fresh_machine: set[str], docker_api: docker.APIClient
+) -> None:
+    account = pwd.getpwnam("plancton")
+    assert account.pw_uid < 1000  # a system user
+    assert "plancton" in grp.getgrnam("docker").gr_mem
+    with open("/opt/plancton/venv/pyvenv.cfg", encoding="utf-8") as handle:
+        assert "home = /usr/bin\n" in handle.read()  # the distribution's interpreter
+    assert filecmp.cmp(CONFIG, os.path.join(CHECKOUT, "etc", "config.yaml"), shallow=False)
+
+    if os.path.isdir("/run/systemd/system"):
+        assert subprocess.run(["systemctl", "is-enabled", "plancton"], check=False).returncode == 0
+    else:
+        with open(CRON_FILE, encoding="utf-8") as handle:
+            assert "@reboot root" in handle.read()
+
+    pid = daemon_pid()
+    assert pid is not None, planctonctl("status").stdout
+    assert psutil.Process(pid).username() == "plancton"
+    assert os.stat(LOG_FILE).st_uid == account.pw_uid
+
+    # An administrator tunes the configuration: on this shared machine the owner is busy,
+    # so lend the CPU whatever the load; root's planctonctl reaches the plancton daemon.
+    with open(CONFIG, "a", encoding="utf-8") as handle:
+        handle.write(STEADY_POLICY)
+    assert planctonctl("reload").returncode == 0
+    wait_until(lambda: pilots(docker_api) - fresh_machine, 180, "a pilot of the installed daemon")
+    assert any(pilot["state"] == "running" for pilot in json.loads(planctonctl("status", "--json").stdout)["pilots"])
+
+
+def test_second_run_changes_nothing(installed: subprocess.CompletedProcess[str]) -> None:
+    pid = daemon_pid()
+    with open(CONFIG, encoding="utf-8") as handle:
+        config = handle.read()
+
+    again = install()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "nothing to change" in again.stdout
+    preview = install("--dry-run")
+    assert preview.returncode == 0 and "dry run: 0 change(s)" in preview.stdout, preview.stdout
+
+    assert daemon_pid() == pid
+    with open(CONFIG, encoding="utf-8") as handle:
+        assert handle.read() == config  # the administrator's changes are kept
+
+
+def test_uninstall_keeps_the_configuration_and_purge_removes_it(installed: subprocess.CompletedProcess[str]) -> None:
+    pid = daemon_pid()
+    assert pid is not None
+    preview = install("--uninstall", "--dry-run")
+    assert preview.returncode == 0 and "would: stopping the daemon" in preview.stdout
+    assert daemon_pid() == pid
+
+    removed = install("--uninstall")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not os.path.exists("/opt/plancton") and not os.path.exists(CRON_FILE)
+    assert os.path.exists(CONFIG) and user_exists()
+
+    purged = install("--uninstall", "--purge")
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+    assert "nothing to remove" in install("--uninstall").stdout
