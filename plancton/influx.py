@@ -30,9 +30,19 @@ _URL = re.compile(
 
 class InfluxError(PlanctonError):
     """Points could not be written to an InfluxDB target; ``retry`` says whether they may be
-    kept and sent again later (False: the server refused these points themselves)."""
+    kept and sent again later (False: the server refused these points themselves).
+
+    Args:
+        where: the target's URL, password masked.
+        detail: what went wrong, on one line.
+    """
 
     retry = True
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.where = where
+        self.detail = detail
 
 
 class InfluxUnavailable(InfluxError):
@@ -151,9 +161,9 @@ class InfluxConnection:
             request()
         except requests.RequestException as error:
             # the message of a requests error names the host and port, never the password
-            raise InfluxUnavailable(f"{where}: {_short(error)}") from None
+            raise InfluxUnavailable(where, _short(error)) from None
         except InfluxDBServerError as error:
-            raise InfluxUnavailable(f"{where}: server error {_short(error)}") from None
+            raise InfluxUnavailable(where, f"server error {_short(error)}") from None
         except InfluxDBClientError as error:
             raise _client_error(where, error) from None
 
@@ -162,12 +172,12 @@ def _client_error(where: str, error: InfluxDBClientError) -> InfluxError:
     """Given a 4xx answer, return the Plancton exception that says what to do about it."""
     message = _short(error)
     if error.code in (401, 403):
-        return InfluxDenied(f"{where}: {message} (HTTP {error.code}); check the user, password and permissions")
+        return InfluxDenied(where, f"{message} (HTTP {error.code}); check the user, password and permissions")
     if error.code == 404 and "database not found" in message:
-        return DatabaseMissing(f"{where}: {message}")
+        return DatabaseMissing(where, message)
     if error.code in (400, 413, 422):
-        return InfluxRejected(f"{where}: points refused: {message} (HTTP {error.code})")
-    return InfluxUnavailable(f"{where}: {message} (HTTP {error.code})")
+        return InfluxRejected(where, f"points refused: {message} (HTTP {error.code})")
+    return InfluxUnavailable(where, f"{message} (HTTP {error.code})")
 
 
 def _short(error: Exception) -> str:

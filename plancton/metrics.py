@@ -267,7 +267,7 @@ class Complaints:
             return
         self._failing, self._logged_at = kind, now
         kept = f"{waiting} points kept for a retry" if error.retry else "these points are dropped"
-        log.warning("InfluxDB %s; %s (said at most every %.0f s)", error, kept, self.period)
+        log.warning("InfluxDB %s; %s (logged again at most every %.0f s while it lasts)", error, kept, self.period)
 
     def recovered(self, where: str) -> None:
         """Record a success; log it when the target was failing."""
@@ -293,6 +293,7 @@ class TargetSender:
         self.settings = settings
         self.buffer = PointBuffer(settings.capacity)
         self.sent = 0
+        self.in_flight = 0
         self.complaints = Complaints(settings.complaint_period_seconds, clock)
         self._creation_tried = False
         self._connection = influx.InfluxConnection(target, settings.timeout_seconds)
@@ -306,9 +307,13 @@ class TargetSender:
         self.buffer.put(lines)
         self._wake.set()
 
+    def pending(self) -> int:
+        """Return how many points wait to be sent, the one request under way included."""
+        return len(self.buffer) + self.in_flight
+
     def stats(self) -> SenderStats:
         """Return this target's counters now."""
-        return SenderStats(sent=self.sent, dropped=self.buffer.dropped, buffered=len(self.buffer))
+        return SenderStats(sent=self.sent, dropped=self.buffer.dropped, buffered=self.pending())
 
     def close(self) -> None:
         """Ask the thread to send what it holds once more (unless the target is failing) and end."""
@@ -347,25 +352,30 @@ class TargetSender:
     def _send_buffered(self, connection: influx.InfluxConnection) -> bool:
         """Send every buffered point; return False when the target failed (points kept)."""
         while batch := self.buffer.take(BATCH_POINTS):
+            self.in_flight = len(batch)
             try:
                 connection.write(batch)
-            except DatabaseMissing as error:
-                self.buffer.put_back(batch)
-                if not self._create_database(connection, error):
-                    return False
-                continue
             except InfluxError as error:
-                if error.retry:
-                    self.buffer.put_back(batch)
-                else:
-                    self.buffer.discard(len(batch))
-                self.complaints.failed(error, len(self.buffer))
-                if error.retry:
+                if not self._after_failure(connection, batch, error):
                     return False
                 continue
+            finally:
+                self.in_flight = 0
             self.sent += len(batch)
             self.complaints.recovered(self.target.masked)
         return True
+
+    def _after_failure(self, connection: influx.InfluxConnection, batch: list[str], error: InfluxError) -> bool:
+        """Keep (or drop) a batch that failed; return whether to go on sending at once."""
+        if not error.retry:
+            self.buffer.discard(len(batch))
+            self.complaints.failed(error, len(self.buffer))
+            return True
+        self.buffer.put_back(batch)
+        if isinstance(error, DatabaseMissing):
+            return self._create_database(connection, error)
+        self.complaints.failed(error, len(self.buffer))
+        return False
 
     def _create_database(self, connection: influx.InfluxConnection, missing: DatabaseMissing) -> bool:
         """Create the missing database, once; return whether it now exists."""
@@ -377,7 +387,8 @@ class TargetSender:
         except InfluxError as error:
             # a server that went away may allow it later; a refusal will not change
             self._creation_tried = not isinstance(error, InfluxUnavailable)
-            self.complaints.failed(DatabaseMissing(f"{missing}, and creating it failed: {error}"), len(self.buffer))
+            detail = f"{missing.detail}, and creating it failed: {error.detail}"
+            self.complaints.failed(DatabaseMissing(missing.where, detail), len(self.buffer))
             return False
         self._creation_tried = True
         log.info("InfluxDB %s: created the database %s", self.target.masked, self.target.database)
@@ -432,8 +443,8 @@ class InfluxReporter:
             sender.close()
         deadline = time.monotonic() + CLOSE_SECONDS
         for sender in senders:
-            if not sender.join(deadline - time.monotonic()) or len(sender.buffer):
-                log.warning("InfluxDB %s: %d points not sent at shutdown", sender.target.masked, len(sender.buffer))
+            if not sender.join(deadline - time.monotonic()) or sender.pending():
+                log.warning("InfluxDB %s: %d points not sent at shutdown", sender.target.masked, sender.pending())
 
     def _configure(self, config: Config) -> None:
         wanted = dict.fromkeys(config.influxdb_url)

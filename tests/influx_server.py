@@ -12,9 +12,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import requests
 import urllib3
 
@@ -24,6 +26,8 @@ INFLUXD = "influxd"
 START_TIMEOUT_SECONDS = 60.0
 ADMIN_USER, ADMIN_PASSWORD = "admin", "admin-secret-1"
 WRITER_USER, WRITER_PASSWORD = "writer", "writer-secret-2"
+#: The database that an auth-enabled server from :func:`server_fixture` lets the writer write to.
+WRITER_DATABASE = "plancton"
 
 # the test servers use a self-signed certificate on purpose
 urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -153,8 +157,13 @@ bind-address = "127.0.0.1:{free_port()}"
         return body["results"]
 
     def series(self, text: str, database: str) -> list[dict[str, Any]]:
-        """Return the series of one SELECT or SHOW statement."""
-        return list(self.query(text, database)[0].get("series", []))
+        """Return the series of one SELECT or SHOW statement (none while the database is missing)."""
+        try:
+            return list(self.query(text, database)[0].get("series", []))
+        except RuntimeError as error:
+            if f"database not found: {database}" in str(error):
+                return []
+            raise
 
     def rows(self, measurement: str, database: str, where: str = "") -> list[dict[str, Any]]:
         """Return every point of a measurement as a dict of column to value."""
@@ -218,3 +227,20 @@ class SilentServer:
         self.listener.close()
         for connection in self.accepted:
             connection.close()
+
+
+def server_fixture(auth: bool = False, tls: bool = False) -> Any:
+    """Return a module-scoped pytest fixture giving a started influxd, removed afterwards;
+    with auth, the admin, :data:`WRITER_DATABASE` and its write-only user exist."""
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[InfluxServer]:
+        started = start_influxd(auth=auth, tls=tls)
+        try:
+            if auth:
+                started.setup_users(WRITER_DATABASE)
+            yield started
+        finally:
+            remove(started)
+
+    return server

@@ -193,7 +193,7 @@ class FakeClock:
 def test_same_failure_is_logged_once_per_period(caplog: pytest.LogCaptureFixture) -> None:
     clock = FakeClock()
     complaints = Complaints(period=300, clock=clock)
-    denied = InfluxDenied("http://u:****@db:8086#x: authorization failed (HTTP 401)")
+    denied = InfluxDenied("http://u:****@db:8086#x", "authorization failed (HTTP 401)")
     with caplog.at_level(logging.INFO, logger="plancton.metrics"):
         for _ in range(20):
             complaints.failed(denied, 5)
@@ -208,8 +208,8 @@ def test_a_different_failure_and_the_recovery_are_logged_at_once(caplog: pytest.
     complaints = Complaints(period=300, clock=FakeClock())
     with caplog.at_level(logging.INFO, logger="plancton.metrics"):
         complaints.recovered("db")
-        complaints.failed(InfluxUnavailable("db: timed out"), 1)
-        complaints.failed(InfluxRejected("db: points refused"), 1)
+        complaints.failed(InfluxUnavailable("db", "timed out"), 1)
+        complaints.failed(InfluxRejected("db", "points refused"), 1)
         complaints.recovered("db")
         complaints.recovered("db")
     messages = [record.getMessage() for record in caplog.records]
