@@ -12,7 +12,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 from influxdb import InfluxDBClient
@@ -67,13 +67,13 @@ class InfluxRejected(InfluxError):
 class InfluxTarget:
     """One InfluxDB database to send points to, parsed from an ``influxdb_url``."""
 
-    url: str
+    url: str = field(repr=False)  # holds the password: never shown
     scheme: str
     host: str
     port: int
     database: str
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @property
     def masked(self) -> str:

@@ -228,6 +228,7 @@ def test_url_is_parsed_and_masked() -> None:
     assert target.database == "plancton"
     assert target.tls and not target.verify_certificate
     assert target.masked == "insecure_https://writer:****@influx.example.org:8086#plancton"
+    assert "s3cr:et" not in repr(target)
     plain = parse_target("http://db:8086#m")
     assert (plain.user, plain.password, plain.tls) == (None, None, False)
     assert parse_target("https://db:8086#m").verify_certificate
