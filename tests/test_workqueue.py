@@ -27,18 +27,22 @@ from tests.workqueue_manager import (
 
 pytestmark = [pytest.mark.docker, pytest.mark.workqueue]
 
-#: Policy for the owner-load test: the owner's busy loops use the whole host (~100%); the
-#: owner counts as idle again below 85%, so the load of other processes on a shared test
-#: machine rarely holds the pilots back once the loops end.
+#: Policy for the owner-load test: the owner's busy loops leave no idle CPU, so the owner counts
+#: as busy; any idle CPU at all (below 98% busy) counts as idle again, so that the load of other
+#: processes on a shared test machine seldom holds the pilots back once the loops end. Should
+#: that load alone reach 99%, pilots are reclaimed earlier: the test holds either way.
 OWNER_POLICY = {
-    "owner_busy_percent": 95,
-    "owner_idle_percent": 85,
+    "owner_busy_percent": 99,
+    "owner_idle_percent": 98,
     "cpu_pressure_percent": 100,
     "pause_delay": 1,
     "grace_kill": 2,
     "grace_spawn": 0,
     "main_sleep": 0.5,
 }
+#: Policy for the other tests: pilots start at once and are never paused for the load of other
+#: processes on a shared test machine.
+STEADY = {**yaml.safe_load(STEADY_POLICY), "pause_delay": 3600}
 POOL = 2
 
 
@@ -148,8 +152,7 @@ def test_pilots_complete_a_workload_and_idle_pilots_are_replaced_up_to_max_docks
 ) -> None:
     tasks = 24
     manager, port = started_manager(managers, tasks=tasks, sleep=1, linger=300)
-    steady = yaml.safe_load(STEADY_POLICY)
-    installation.write_config(example_config(worker_image, port, idle_timeout=6, **steady))
+    installation.write_config(example_config(worker_image, port, idle_timeout=4, **STEADY))
     started = installation.ctl("start")
     assert started.returncode == 0, started.stderr
 
@@ -157,35 +160,25 @@ def test_pilots_complete_a_workload_and_idle_pilots_are_replaced_up_to_max_docks
     assert_every_task_once_and_right(manager, tasks)
     connected = [event["workers"] for event in manager.events("state")]
     # the only workers that know this manager's port are Plancton's pilots, never more than max_docks
-    assert max(connected) >= 1 and max(connected) <= POOL
-    assert "work_queue_worker --cores=1" in installation.log()
-
-    # with no work left, each worker exits after its idle timeout; the pool is kept full
+    assert 1 <= max(connected) <= POOL
+    assert f"work_queue_worker --cores=1 --memory=2048 --timeout=4 127.0.0.1 {port})" in installation.log()
     workload_pilots = {pilot["name"] for pilot in live_pilots(installation)}
     assert workload_pilots
 
-    def replaced() -> set[str] | None:
-        names = {pilot["name"] for pilot in live_pilots(installation)}
-        return names if len(names) == POOL and not names & workload_pilots else None
-
-    second = wait_until(replaced, timeout=120, what="idle pilots to exit and be replaced")
-    assert isinstance(second, set)
-    codes = exit_codes(installation)
-    assert all(codes.get(name) == "0" for name in workload_pilots), codes
-    assert "stopping pilot" not in installation.log()  # they left on their own
-
-    # with max_docks 1, idle pilots that exit are replaced by one pilot only
-    installation.write_config(example_config(worker_image, port, idle_timeout=6, **{**steady, "max_docks": 1}))
+    # with no work left each worker exits after its idle timeout; with max_docks now 1, the
+    # pilots that leave are replaced by one pilot only
+    installation.write_config(example_config(worker_image, port, idle_timeout=4, **{**STEADY, "max_docks": 1}))
     assert installation.ctl("reload").returncode == 0
 
-    def shrunk() -> bool:
+    def replaced_by_one() -> bool:
         codes = exit_codes(installation)
         pilots = live_pilots(installation)
-        second_gone = all(codes.get(name) == "0" for name in second)
-        return second_gone and len(pilots) == 1 and pilots[0]["name"] not in second
+        idled_out = all(codes.get(name) == "0" for name in workload_pilots)
+        return idled_out and len(pilots) == 1 and pilots[0]["name"] not in workload_pilots
 
-    wait_until(shrunk, timeout=120, what="the second pilots to idle out and one pilot to replace them")
-    # and it stays one pilot over the next loops
+    wait_until(replaced_by_one, timeout=120, what="the idle pilots to exit and one pilot to replace them")
+    assert "stopping pilot" not in installation.log()  # they left on their own
+    # and it stays one pilot over the next loops, as replacements idle out in turn
     counts = pilot_counts_over_loops(installation, 6)
     assert counts and max(counts) <= 1, counts
 
@@ -199,8 +192,8 @@ def test_no_task_is_lost_when_the_pilots_are_stopped(
     owner_load: OwnerLoad,
 ) -> None:
     tasks = 20
-    manager, port = started_manager(managers, tasks=tasks, sleep=3)
-    policy = yaml.safe_load(STEADY_POLICY) if reclaim == "force-stop" else OWNER_POLICY
+    manager, port = started_manager(managers, tasks=tasks, sleep=2)
+    policy = STEADY if reclaim == "force-stop" else OWNER_POLICY
     installation.write_config(example_config(worker_image, port, idle_timeout=60, **policy))
     assert installation.ctl("start").returncode == 0
 

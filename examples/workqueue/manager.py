@@ -22,7 +22,7 @@ epoch):
   one of them changes;
 - ``done``: a task completed: ``tag``, ``ok`` (exit 0 and the right digests), ``attempts``
   (dispatches, more than 1 when a worker was lost), ``dispatched`` (when the final attempt
-  was sent to its worker), ``host`` (the worker's host name);
+  was sent to its worker) and, when not ``ok``, the start of the ``output`` it returned;
 - ``summary``: ``tasks``, ``completed``, ``correct``, ``workers_joined``, ``workers_lost``,
   ``workers_idled_out``, ``seconds`` (first dispatch to last result), ``wall_seconds``
   (manager start to last result) and ``tasks_per_minute`` (over ``seconds``).
@@ -48,7 +48,8 @@ import work_queue  # type: ignore[import-not-found]
 
 MIB = 1024 * 1024
 PAYLOAD_BYTES = 4096
-POLL_SECONDS = 0.1
+#: Longest wait for a result; the ``state`` events are at most this late.
+WAIT_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         deadline = time.monotonic() + args.timeout
         last_state: dict[str, int] = {}
         while completed < len(expected) and not stop["signal"] and time.monotonic() < deadline:
-            task = queue.wait(0)
-            if task is None:
-                time.sleep(POLL_SECONDS)
-            else:
+            task = queue.wait(WAIT_SECONDS)
+            if task is not None:
                 completed += 1
                 ok = check(task, expected[task.id])
                 correct += ok
@@ -171,7 +170,6 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                     ok=ok,
                     attempts=task._task.try_count,
                     dispatched=dispatched,
-                    host=task.hostname,
                     output=read_text(expected[task.id].output_path)[:200] if not ok else "",
                 )
             state = state_of(queue, completed)
@@ -180,7 +178,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                 last_state = state
         linger_until = time.monotonic() + args.linger
         while not stop["signal"] and time.monotonic() < linger_until:
-            queue.wait(1)
+            queue.wait(WAIT_SECONDS)
             state = state_of(queue, completed)
             if state != last_state:
                 emit(out, "state", **state)

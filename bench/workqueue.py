@@ -1,0 +1,318 @@
+"""Work Queue through Plancton's pilots: throughput against the same workers on the host, and
+the time from ``planctonctl resume`` to the first task running again.
+
+Run as root from the repository (Debian's ``coop-computing-tools`` and ``python3-workqueue``
+installed, the Docker Engine running)::
+
+    PYTHONPATH=. /opt/plancton-test/venv/bin/python bench/workqueue.py [--tasks 40] [--hash-mib 200]
+
+Throughput: the example manager (``examples/workqueue/manager.py``) submits ``--tasks`` tasks
+that each hash ``--hash-mib`` MiB; ``--workers`` workers with one core each run them, either
+started directly on the host or as Plancton's pilots from the example configuration
+(``max_docks`` = ``--workers``, ``cpus_per_dock`` 1). The legs alternate ``--rounds`` times
+so that a change of the machine's load hits both alike; tasks per minute count from the first
+dispatch to the last result, as the manager reports them.
+
+Resume: with pilots working through sleeping tasks, ``planctonctl force-stop`` stops every
+pilot; once the manager has seen every worker leave, ``planctonctl resume`` runs, and the
+figure is the time from just before that command to the dispatch of the first task (from the
+manager's own timestamp), split at the daemon's "started pilot" log line.
+
+Everything the run makes (daemon, pilots, image, manager, workers) is stopped or removed at
+the end. Results go to stdout as a table and as JSON.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import docker
+import yaml
+
+from plancton.spec import instance_label
+from tests import services
+from tests.workqueue_manager import (
+    EXAMPLE,
+    LIVE_STATES,
+    REPOSITORY,
+    HostWorkers,
+    Manager,
+    bindings_problem,
+    build_image,
+    remove_image,
+    worker_command,
+)
+
+PLANCTONCTL = os.path.join(os.path.dirname(sys.executable), "planctonctl")
+#: The owner never counts as busy and pilots are never paused: this measures the pilots alone.
+POLICY = {
+    "owner_busy_percent": 100,
+    "owner_idle_percent": 99,
+    "cpu_pressure_percent": 100,
+    "pause_delay": 3600,
+    "grace_spawn": 0,
+    "main_sleep": 1,
+    "vacate_time": 5,
+}
+WAIT_TIMEOUT_SECONDS = 600.0
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO plancton\.daemon: started pilot ")
+
+
+class BenchFailure(Exception):
+    """Something the benchmark waits for did not happen in time."""
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT_TIMEOUT_SECONDS) -> Any:
+    """Poll until ``predicate`` returns something true and return it.
+
+    Raises:
+        BenchFailure: it did not within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise BenchFailure(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class Installation:
+    """A Plancton installation in a temporary folder, driven through planctonctl."""
+
+    def __init__(self, root: str, instance: str, image: str) -> None:
+        self.root = root
+        self.instance = instance
+        self.image = image
+        # planctonctl runs this checkout's Plancton
+        search_path = [REPOSITORY, os.environ.get("PYTHONPATH", "")]
+        self.environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, search_path)))
+
+    def ctl(self, *args: str) -> str:
+        """Run planctonctl on this installation; return its output.
+
+        Raises:
+            BenchFailure: the command failed.
+        """
+        folders = ["--confdir", f"{self.root}/conf", "--rundir", f"{self.root}/run", "--logdir", f"{self.root}/log"]
+        done = subprocess.run(
+            [PLANCTONCTL, *folders, *args],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=self.environment,
+        )
+        if done.returncode not in (0, 3):
+            raise BenchFailure(f"planctonctl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def configure(self, port: int, workers: int) -> None:
+        """Write the example configuration for a manager on ``port`` and ``workers`` pilots."""
+        with open(os.path.join(EXAMPLE, "config.yaml"), encoding="utf-8") as handle:
+            config = yaml.safe_load(handle)
+        config.update(POLICY, instance=self.instance, docker_image=self.image, max_docks=workers, cpus_per_dock=1)
+        config["docker_cmd"] = worker_command(config["docker_cmd"], port, idle_timeout=60)
+        os.makedirs(f"{self.root}/conf", exist_ok=True)
+        with open(f"{self.root}/conf/config.yaml", "w", encoding="utf-8") as handle:
+            yaml.safe_dump(config, handle)
+
+    def live_pilots(self) -> int:
+        """Return how many pilots status shows alive."""
+        pilots = json.loads(self.ctl("status", "--json"))["pilots"]
+        return sum(1 for pilot in pilots if pilot["state"] in LIVE_STATES)
+
+    def started_pilot_times(self) -> list[float]:
+        """Return the times (epoch seconds) of the daemon's "started pilot" log lines."""
+        try:
+            with open(f"{self.root}/log/plancton.log", encoding="utf-8") as handle:
+                lines = handle.read().splitlines()
+        except FileNotFoundError:
+            return []
+        times = []
+        for line in lines:
+            match = LOG_TIME.match(line)
+            if match:
+                stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
+                times.append(stamp.timestamp())
+        return times
+
+    def stop(self) -> None:
+        """Stop the daemon and remove its pilots."""
+        self.ctl("stop", "--timeout", "20")
+        client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=120)
+        try:
+            for entry in client.containers(all=True, filters={"label": [instance_label(self.instance)]}):
+                client.remove_container(entry["Id"], force=True, v=True)
+        finally:
+            client.close()
+
+
+@contextmanager
+def manager_run(folder: str, **options: Any) -> Iterator[tuple[Manager, int]]:
+    """Start an example manager; yield it with its port; stop it at the end."""
+    manager = Manager.start(folder, **options)
+    try:
+        port = wait_for(manager.port, "the manager to listen", timeout=60)
+        yield manager, port
+    finally:
+        manager.stop()
+
+
+def finished_summary(manager: Manager) -> dict[str, Any]:
+    """Wait for the manager to finish; return its summary.
+
+    Raises:
+        BenchFailure: it did not finish in time, or a task came back wrong.
+    """
+    try:
+        manager.process.wait(timeout=WAIT_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        raise BenchFailure("the manager did not finish its tasks in time") from None
+    summary = manager.summary()
+    if manager.process.returncode != 0 or summary is None:
+        raise BenchFailure(f"the manager failed:\n{manager.output()[-2000:]}")
+    return summary
+
+
+def throughput_on_host(folder: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run the workload on workers started directly on the host; return the manager's summary."""
+    workers = HostWorkers()
+    with manager_run(folder, tasks=args.tasks, sleep=0, hash_mib=args.hash_mib) as (manager, port):
+        try:
+            workers.start(args.workers, port, cores=1, idle_timeout=60)
+            return finished_summary(manager)
+        finally:
+            workers.stop()
+
+
+def throughput_in_pilots(folder: str, args: argparse.Namespace, image: str) -> dict[str, Any]:
+    """Run the workload on Plancton's pilots; return the manager's summary."""
+    plancton = Installation(tempfile.mkdtemp(dir=folder), f"bwq{secrets.token_hex(4)}", image)
+    with manager_run(folder, tasks=args.tasks, sleep=0, hash_mib=args.hash_mib) as (manager, port):
+        try:
+            plancton.configure(port, args.workers)
+            plancton.ctl("start")
+            return finished_summary(manager)
+        finally:
+            plancton.stop()
+
+
+def resume_latencies(folder: str, args: argparse.Namespace, image: str) -> list[dict[str, float]]:
+    """Force-stop and resume the pilots ``args.resumes`` times; return, for each, the seconds
+    from the resume command to the first pilot started and to the first task dispatched."""
+    plancton = Installation(tempfile.mkdtemp(dir=folder), f"bwq{secrets.token_hex(4)}", image)
+    with manager_run(folder, tasks=100 * args.workers * args.resumes, sleep=1) as (manager, port):
+        try:
+            plancton.configure(port, args.workers)
+            plancton.ctl("start")
+            measured = [one_resume(plancton, manager) for _ in range(args.resumes)]
+        finally:
+            plancton.stop()
+    return measured
+
+
+def one_resume(plancton: Installation, manager: Manager) -> dict[str, float]:
+    """With pilots running tasks, force-stop them, resume, and return the seconds from the
+    resume command to the first pilot started and to the first task dispatched."""
+    wait_for(lambda: manager.latest_state().get("running", 0) > 0, "tasks to run")
+    plancton.ctl("force-stop")
+    wait_for(lambda: plancton.live_pilots() == 0, "the pilots to stop")
+    wait_for(lambda: manager.latest_state().get("workers") == 0, "the manager to see the workers leave")
+    resumed = time.time()
+    plancton.ctl("resume")
+    dispatched = wait_for(lambda: first_dispatch_after(manager, resumed), "a task dispatched")
+    # the log's times have millisecond resolution
+    started = wait_for(lambda: [t for t in plancton.started_pilot_times() if t >= resumed - 0.001], "a pilot")
+    return {"to_pilot_started": min(started) - resumed, "to_task_running": dispatched - resumed}
+
+
+def first_dispatch_after(manager: Manager, since: float) -> float | None:
+    """Return the earliest dispatch time after ``since`` among completed tasks, or None."""
+    times = [event["dispatched"] for event in manager.done() if event["dispatched"] >= since]
+    return min(times) if times else None
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every measurement; return the results."""
+    problem = bindings_problem()
+    if problem:
+        raise BenchFailure(problem)
+    image = f"plancton-workqueue-bench-{secrets.token_hex(4)}:latest"
+    folder = tempfile.mkdtemp(prefix="plancton-bench-wq-")
+    build_image(image)
+    try:
+        host, pilots = [], []
+        for _ in range(args.rounds):
+            host.append(throughput_on_host(folder, args))
+            pilots.append(throughput_in_pilots(folder, args, image))
+        resumes = resume_latencies(folder, args, image)
+    finally:
+        remove_image(image)
+        shutil.rmtree(folder, ignore_errors=True)
+    host_rate = statistics.median(summary["tasks_per_minute"] for summary in host)
+    pilot_rate = statistics.median(summary["tasks_per_minute"] for summary in pilots)
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
+        "load_average_at_end": os.getloadavg(),
+        "settings": vars(args),
+        "tasks_per_minute_host": host_rate,
+        "tasks_per_minute_pilots": pilot_rate,
+        "ratio_pilots_to_host": pilot_rate / host_rate,
+        "resume_to_pilot_started_seconds": [item["to_pilot_started"] for item in resumes],
+        "resume_to_task_running_seconds": [item["to_task_running"] for item in resumes],
+        "raw": {"host": host, "pilots": pilots},
+    }
+
+
+def report(results: dict[str, Any]) -> None:
+    """Print the figures as a table, then the whole results as JSON."""
+    running = results["resume_to_task_running_seconds"]
+    started = results["resume_to_pilot_started_seconds"]
+    rows = [
+        ("tasks per minute, workers on the host", f"{results['tasks_per_minute_host']:.1f}"),
+        ("tasks per minute, Plancton's pilots", f"{results['tasks_per_minute_pilots']:.1f}"),
+        ("ratio pilots / host", f"{results['ratio_pilots_to_host']:.3f}"),
+        ("resume to first pilot started (median, s)", f"{statistics.median(started):.2f}"),
+        ("resume to first task running (median, s)", f"{statistics.median(running):.2f}"),
+        ("resume to first task running (min-max, s)", f"{min(running):.2f}-{max(running):.2f}"),
+    ]
+    for what, value in rows:
+        print(f"{what:<45} {value}")
+    print(json.dumps(results, indent=1))
+
+
+def main(argv: list[str]) -> int:
+    """Run the benchmark with the given arguments; return the exit status."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--tasks", type=int, default=40, help="tasks per throughput leg (default 40)")
+    parser.add_argument("--hash-mib", type=int, default=200, help="MiB each task hashes (default 200)")
+    parser.add_argument("--workers", type=int, default=2, help="workers, and max_docks (default 2)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of host and pilot legs (default 2)")
+    parser.add_argument("--resumes", type=int, default=3, help="force-stop/resume repetitions (default 3)")
+    args = parser.parse_args(argv)
+    try:
+        report(run(args))
+    except BenchFailure as error:
+        print(f"bench/workqueue.py: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
