@@ -457,8 +457,9 @@ def _cross_checks(config: Config) -> list[str]:
         )
     if not config.allow_dangerous_binds:
         for bind in config.binds:
-            source = os.path.normpath(bind.split(":", 1)[0])
-            if source in DANGEROUS_BIND_SOURCES:
+            source = "/" + os.path.normpath(bind.split(":", 1)[0]).lstrip("/")
+            # a symlink on the host may lead to the socket as well
+            if {source, os.path.realpath(source)} & set(DANGEROUS_BIND_SOURCES):
                 problems.append(
                     f"binds: {source} would hand the host to the pilots; "
                     "set allow_dangerous_binds: true if that is really wanted"

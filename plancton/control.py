@@ -334,6 +334,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "config_file": paths.config_file,
         "config_revision": state.get("config_revision") if current else None,
         "engine_error": state.get("engine_error") if current else None,
+        "log_error": state.get("log_error") if current else None,
         "why": state.get("why", []) if current else [],
         "pilots": pilots,
         "log_file": paths.log_file,
@@ -366,6 +367,8 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     say(f"config {data['config_file']} (revision {data['config_revision']}); log {data['log_file']}")
     if data["engine_error"]:
         say(f"Docker Engine unavailable: {data['engine_error']}")
+    if data["log_error"]:
+        say(f"log: {data['log_error']}")
     for reason in data["why"]:
         say(f"why: {reason}")
     say(f"{len(data['pilots'])} pilots")

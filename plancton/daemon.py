@@ -507,6 +507,7 @@ class Daemon:
             "config_file": self.paths.config_file,
             "config_revision": self.config.revision,
             "engine_error": self.engine_error,
+            "log_error": logsetup.write_problem(),
             "why": list(self.last_plan.reasons),
             "loops": self.loops,
             "api_calls_last_loop": report.api_calls if report else 0,

@@ -25,11 +25,20 @@ class ResilientFileHandler(logging.handlers.RotatingFileHandler):
     def __init__(self, path: str) -> None:
         super().__init__(path, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, delay=True)
         self.failed_writes = 0
+        self.last_error: str | None = None
         self._last_report = -WRITE_ERROR_REPORT_SECONDS
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; a success after failures clears the reported problem."""
+        failures = self.failed_writes
+        super().emit(record)
+        if self.failed_writes == failures:
+            self.last_error = None
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
         self.failed_writes += 1
         error = sys.exc_info()[1]
+        self.last_error = f"cannot write the log {self.baseFilename}: {error}"
         now = time.monotonic()
         if now - self._last_report < WRITE_ERROR_REPORT_SECONDS:
             return
@@ -78,3 +87,11 @@ def configure(log_file: str | None, foreground: bool, level: str = "INFO") -> No
 def set_level(level: str) -> None:
     """Change the least severe level recorded (the configuration's log_level)."""
     logging.getLogger().setLevel(getattr(logging, level, logging.INFO))
+
+
+def write_problem() -> str | None:
+    """Return why the log file cannot be written now, or None when it can."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, ResilientFileHandler) and handler.last_error:
+            return f"{handler.last_error} ({handler.failed_writes} records lost)"
+    return None
