@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import pytest
@@ -124,7 +125,7 @@ class Installation:
         command += ["--logdir", self.logdir, *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check, cwd="/")
 
-    def state(self) -> dict[str, object]:
+    def state(self) -> dict[str, Any]:
         """Return the state.json that the daemon writes each loop (empty before the first)."""
         try:
             with open(os.path.join(self.rundir, "state.json"), encoding="utf-8") as handle:
@@ -132,7 +133,7 @@ class Installation:
         except (OSError, ValueError):
             return {}
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         """Return ``planctonctl status --json`` as a dict."""
         return dict(json.loads(self.ctl("status", "--json").stdout))
 

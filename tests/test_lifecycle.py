@@ -61,7 +61,7 @@ def test_start_status_stop_and_adoption(installation: Installation, docker_api: 
     wait_until(lambda: installation.state().get("loops", 0) >= 3, what="three loops of the new daemon")
     # the new daemon adopts the running pilots and starts no extra one
     assert pilot_ids(docker_api, installation.instance) == before
-    assert len(installation.status()["pilots"]) == 2  # type: ignore[arg-type]
+    assert len(installation.status()["pilots"]) == 2
 
 
 def test_status_json_when_not_running(installation: Installation) -> None:

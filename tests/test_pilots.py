@@ -182,5 +182,5 @@ def test_one_list_call_per_loop_whatever_the_pool_size(
     wait_until(lambda: len(pilots(docker_api, installation.instance)) == 6, what="six pilots")
     loops = installation.state()["loops"]
     assert isinstance(loops, int)
-    wait_until(lambda: installation.state()["loops"] >= loops + 3, what="three steady loops")  # type: ignore[operator]
+    wait_until(lambda: installation.state()["loops"] >= loops + 3, what="three steady loops")
     assert installation.state()["api_calls_last_loop"] == 1

@@ -73,7 +73,7 @@ def test_busy_pilots_are_left_alone_while_the_owner_is_idle(
     wait_until(lambda: full_pool(docker_api, installation.instance), what="a full pool of burning pilots")
     loops = installation.state()["loops"]
     assert isinstance(loops, int)
-    wait_until(lambda: installation.state()["loops"] >= loops + 10, what="ten loops")  # type: ignore[operator]
+    wait_until(lambda: installation.state()["loops"] >= loops + 10, what="ten loops")
     sample = installation.state()["sample"]
     assert isinstance(sample, dict)
     # the pilots' own CPU is measured from their cgroup and not taken for the owner's
@@ -90,7 +90,7 @@ def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
     wait_until(lambda: full_pool(docker_api, installation.instance), what="a full pool of burning pilots")
     start_owner(owner)
     wait_until(lambda: set(states(docker_api, installation.instance)) == {"paused"}, what="every pilot paused")
-    assert any("pausing" in reason for reason in installation.status()["why"])  # type: ignore[union-attr]
+    assert any("pausing" in reason for reason in installation.status()["why"])
     paused = states(docker_api, installation.instance)
     stop_owner(owner)
     wait_until(lambda: full_pool(docker_api, installation.instance), what="the same pilots resumed")
@@ -109,7 +109,7 @@ def test_owner_busy_past_grace_kill_stops_pilots_and_grace_spawn_holds_new_ones(
     assert "(owner reclaim)" in installation.log()
     stop_owner(owner)
     idle_since = time.monotonic()
-    wait_until(lambda: any("grace_spawn" in r for r in installation.status()["why"]), what="grace_spawn hold")  # type: ignore[union-attr]
+    wait_until(lambda: any("grace_spawn" in r for r in installation.status()["why"]), what="grace_spawn hold")
     wait_until(lambda: full_pool(docker_api, installation.instance), what="new pilots after grace_spawn")
     assert time.monotonic() - idle_since >= 4 - 1  # not before grace_spawn (less one sample interval)
 
