@@ -11,6 +11,7 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -21,14 +22,15 @@ import pytest
 from plancton.spec import instance_label
 from tests.conftest import STEADY_POLICY, wait_until
 
-CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROGRAM = "/opt/plancton/venv/bin/planctonctl"
+SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOT_SOURCES = (".git", "__pycache__", "*.egg-info", "build", "dist", ".*_cache", ".hypothesis", ".venv")
+PROGRAM = "/usr/local/bin/planctonctl"  # a link into /opt/plancton/venv, on root's PATH
 CONFIG = "/etc/plancton/config.yaml"
 CRON_FILE = "/etc/cron.d/plancton"
 UNIT_FILE = "/etc/systemd/system/plancton.service"
 LOG_FILE = "/var/log/plancton/plancton.log"
 INSTANCE = "plancton"  # the default configuration's
-TRACES = ("/opt/plancton", "/etc/plancton", "/var/log/plancton", "/run/plancton", CRON_FILE, UNIT_FILE)
+TRACES = ("/opt/plancton", "/etc/plancton", "/var/log/plancton", "/run/plancton", CRON_FILE, UNIT_FILE, PROGRAM)
 
 pytestmark = [
     pytest.mark.docker,
@@ -36,14 +38,14 @@ pytestmark = [
 ]
 
 
-def install(*options: str) -> subprocess.CompletedProcess[str]:
-    """Run ./install as root from the checkout, in the environment a fresh login gives."""
+def install(checkout: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """Run ./install as root from a checkout, in the environment a fresh login gives."""
     environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
     environment |= {name: value for name, value in os.environ.items() if name.startswith("PIP_")}
     return subprocess.run(
-        [os.path.join(CHECKOUT, "install"), *options],
+        [os.path.join(checkout, "install"), *options],
         env=environment,
-        cwd=CHECKOUT,
+        cwd=checkout,
         capture_output=True,
         text=True,
         timeout=600,
@@ -66,12 +68,28 @@ def daemon_pid() -> int | None:
     return json.loads(done.stdout)["pid"] if done.returncode == 0 else None
 
 
+def running_pilot_in_status() -> bool:
+    """Return whether root's planctonctl status lists a running pilot."""
+    status = json.loads(planctonctl("status", "--json").stdout)
+    return any(pilot["state"] == "running" for pilot in status["pilots"])
+
+
 def pilots(client: docker.APIClient) -> set[str]:
     return {entry["Id"] for entry in client.containers(all=True, filters={"label": [instance_label(INSTANCE)]})}
 
 
 @pytest.fixture(scope="module")
-def fresh_machine(docker_engine: None) -> Iterator[set[str]]:
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A copy of the checkout under test, as a user would have it, that stays the same while
+    the tests run (the working tree may change meanwhile; install would then upgrade).
+    """
+    copy = os.path.join(tmp_path_factory.mktemp("install"), "plancton")
+    shutil.copytree(SOURCE, copy, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    return copy
+
+
+@pytest.fixture(scope="module")
+def fresh_machine(checkout: str, docker_engine: None) -> Iterator[set[str]]:
     """A machine without Plancton; yields the default instance's containers that were there
     before, and afterwards uninstalls and removes the containers the installed daemon made.
     """
@@ -81,22 +99,22 @@ def fresh_machine(docker_engine: None) -> Iterator[set[str]]:
     client = docker.APIClient(version="auto", timeout=60)
     before = pilots(client)
     yield before
-    install("--uninstall", "--purge")
+    install(checkout, "--uninstall", "--purge")
     for container in pilots(client) - before:
         client.remove_container(container, force=True, v=True)
     client.close()
 
 
 @pytest.fixture(scope="module")
-def installed(fresh_machine: set[str]) -> subprocess.CompletedProcess[str]:
+def installed(checkout: str, fresh_machine: set[str]) -> subprocess.CompletedProcess[str]:
     """Plancton installed by ./install, as its first real user runs it."""
-    done = install()
+    done = install(checkout)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
 
-def test_dry_run_changes_nothing(fresh_machine: set[str]) -> None:
-    done = install("--dry-run")
+def test_dry_run_changes_nothing(checkout: str, fresh_machine: set[str]) -> None:
+    done = install(checkout, "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "would: creating the system user plancton in the group docker" in done.stdout
     assert "would: installing Plancton" in done.stdout
@@ -105,14 +123,15 @@ def test_dry_run_changes_nothing(fresh_machine: set[str]) -> None:
 
 
 def test_install_runs_the_daemon_as_the_plancton_user(
-    installed: subprocess.CompletedProcess[str], fresh_machine: set[str], docker_api: docker.APIClient
+    checkout: str, installed: subprocess.CompletedProcess[str], fresh_machine: set[str], docker_api: docker.APIClient
 ) -> None:
     account = pwd.getpwnam("plancton")
     assert account.pw_uid < 1000  # a system user
     assert "plancton" in grp.getgrnam("docker").gr_mem
+    assert os.path.realpath(PROGRAM) == "/opt/plancton/venv/bin/planctonctl"
     with open("/opt/plancton/venv/pyvenv.cfg", encoding="utf-8") as handle:
         assert "home = /usr/bin\n" in handle.read()  # the distribution's interpreter
-    assert filecmp.cmp(CONFIG, os.path.join(CHECKOUT, "etc", "config.yaml"), shallow=False)
+    assert filecmp.cmp(CONFIG, os.path.join(checkout, "etc", "config.yaml"), shallow=False)
 
     if os.path.isdir("/run/systemd/system"):
         assert subprocess.run(["systemctl", "is-enabled", "plancton"], check=False).returncode == 0
@@ -131,18 +150,18 @@ def test_install_runs_the_daemon_as_the_plancton_user(
         handle.write(STEADY_POLICY)
     assert planctonctl("reload").returncode == 0
     wait_until(lambda: pilots(docker_api) - fresh_machine, 180, "a pilot of the installed daemon")
-    assert any(pilot["state"] == "running" for pilot in json.loads(planctonctl("status", "--json").stdout)["pilots"])
+    wait_until(running_pilot_in_status, 60, "planctonctl status showing the running pilot")
 
 
-def test_second_run_changes_nothing(installed: subprocess.CompletedProcess[str]) -> None:
+def test_second_run_changes_nothing(checkout: str, installed: subprocess.CompletedProcess[str]) -> None:
     pid = daemon_pid()
     with open(CONFIG, encoding="utf-8") as handle:
         config = handle.read()
 
-    again = install()
+    again = install(checkout)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "nothing to change" in again.stdout
-    preview = install("--dry-run")
+    assert "nothing to change" in again.stdout, again.stdout
+    preview = install(checkout, "--dry-run")
     assert preview.returncode == 0 and "dry run: 0 change(s)" in preview.stdout, preview.stdout
 
     assert daemon_pid() == pid
@@ -150,20 +169,22 @@ def test_second_run_changes_nothing(installed: subprocess.CompletedProcess[str])
         assert handle.read() == config  # the administrator's changes are kept
 
 
-def test_uninstall_keeps_the_configuration_and_purge_removes_it(installed: subprocess.CompletedProcess[str]) -> None:
+def test_uninstall_keeps_the_configuration_and_purge_removes_it(
+    checkout: str, installed: subprocess.CompletedProcess[str]
+) -> None:
     pid = daemon_pid()
     assert pid is not None
-    preview = install("--uninstall", "--dry-run")
+    preview = install(checkout, "--uninstall", "--dry-run")
     assert preview.returncode == 0 and "would: stopping the daemon" in preview.stdout
     assert daemon_pid() == pid
 
-    removed = install("--uninstall")
+    removed = install(checkout, "--uninstall")
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not os.path.exists("/opt/plancton") and not os.path.exists(CRON_FILE)
     assert os.path.exists(CONFIG) and user_exists()
 
-    purged = install("--uninstall", "--purge")
+    purged = install(checkout, "--uninstall", "--purge")
     assert purged.returncode == 0, purged.stdout + purged.stderr
     assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
-    assert "nothing to remove" in install("--uninstall").stdout
+    assert "nothing to remove" in install(checkout, "--uninstall").stdout
