@@ -181,7 +181,7 @@ def test_uninstall_keeps_the_configuration_and_purge_removes_it(
     removed = install(checkout, "--uninstall")
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert not os.path.exists("/opt/plancton") and not os.path.exists(CRON_FILE)
+    assert not [path for path in ("/opt/plancton", CRON_FILE, PROGRAM) if os.path.lexists(path)]
     assert os.path.exists(CONFIG) and user_exists()
 
     purged = install(checkout, "--uninstall", "--purge")
