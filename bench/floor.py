@@ -1,0 +1,51 @@
+"""The engine's floor: the least Docker SDK code that keeps a pool of fresh containers.
+
+:func:`create_and_start` is what any tool must do for a fresh container; :func:`replace_forever`
+is the minimal replacer that the refill benchmark holds Plancton against: it waits for a
+``die`` event, removes that container, and creates and starts a new one. Run as a process of
+its own, like the daemon: ``python -m bench.floor CONTAINER_JSON COUNT``.
+"""
+
+import json
+import sys
+from typing import Any
+
+import docker
+
+
+def create_and_start(api: docker.APIClient, container: dict[str, Any], **host_options: Any) -> str:
+    """Given a client and a container (image, command, user, labels, host_config), create and
+    start it; return its id. ``host_options`` add to its host configuration.
+    """
+    host_config = api.create_host_config(**container["host_config"], **host_options)
+    created = api.create_container(
+        image=container["image"],
+        command=container["command"],
+        user=container["user"],
+        labels=container["labels"],
+        host_config=host_config,
+    )
+    api.start(created["Id"])
+    return str(created["Id"])
+
+
+def replace_forever(api: docker.APIClient, container: dict[str, Any], count: int) -> None:
+    """Start ``count`` containers, then replace each one that dies by a fresh one, forever."""
+    label_filter = [f"{key}={value}" for key, value in container["labels"].items()]
+    events = api.events(decode=True, filters={"type": ["container"], "event": ["die"], "label": label_filter})
+    for _ in range(count):
+        create_and_start(api, container)
+    for event in events:
+        api.remove_container(event["id"], force=True)
+        create_and_start(api, container)
+
+
+def main(argv: list[str]) -> int:
+    """Run the replacer with the container description and pool size on the command line."""
+    container, count = json.loads(argv[0]), int(argv[1])
+    replace_forever(docker.APIClient(version="auto"), container, count)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

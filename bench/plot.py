@@ -1,0 +1,51 @@
+"""The picture of the reclaim and harvest scenarios: CPU of the owner, the pilots and the rest
+of the host, and the number of pilots, over time (matplotlib, a benchmark-only extra).
+"""
+
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: draw to a file
+
+import matplotlib.pyplot as plt
+
+TITLES = {
+    "reclaim": "Reclaim: the owner starts a fixed amount of work while pilots burn every core",
+    "harvest": "Harvest: the owner idle, busy, then idle again",
+}
+
+
+def draw(timelines: dict[str, dict[str, Any]], path: str) -> None:
+    """Given the timelines of the scenarios (see :func:`bench.reclaim.timeline`), draw one panel
+    per scenario into a PNG file at ``path``.
+    """
+    names = [name for name in TITLES if name in timelines]
+    figure, axes = plt.subplots(len(names), 1, figsize=(11, 3.8 * len(names)), squeeze=False)
+    for axis, name in zip(axes[:, 0], names, strict=True):
+        _panel(axis, timelines[name], TITLES[name])
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _panel(axis: Any, series: dict[str, Any], title: str) -> None:
+    times = series["t"]
+    axis.plot(times, series["owner"], color="tab:red", label="owner CPU (cores)")
+    axis.plot(times, series["pilots"], color="tab:blue", label="pilots' CPU (cores)")
+    axis.plot(times, series["other"], color="tab:gray", linewidth=0.8, alpha=0.7, label="rest of the host (cores)")
+    axis.set_ylabel("CPU (cores)")
+    axis.set_xlabel("seconds")
+    axis.set_ylim(bottom=0)
+    axis.set_title(title, fontsize=10)
+    for label, when in series.get("marks", {}).items():
+        axis.axvline(when, color="black", linestyle=":", linewidth=0.8)
+        axis.annotate(label, (when, axis.get_ylim()[1]), fontsize=8, rotation=90, va="top", ha="right")
+    counts = axis.twinx()
+    counts.step(times, series["running"], where="post", color="tab:green", label="running pilots")
+    counts.step(times, series["paused"], where="post", color="tab:olive", linestyle="--", label="paused pilots")
+    counts.set_ylabel("pilots")
+    counts.set_ylim(0, max([*series["running"], *series["paused"], 1]) + 1)
+    lines, labels = axis.get_legend_handles_labels()
+    more_lines, more_labels = counts.get_legend_handles_labels()
+    axis.legend(lines + more_lines, labels + more_labels, loc="upper right", fontsize=8, framealpha=0.8)

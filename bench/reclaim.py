@@ -1,0 +1,373 @@
+"""Reclaim and harvest: CPU-burning pilots on every core, and an owner who wants them back.
+
+Both scenarios run Plancton with as many pilots as cores (cpus_per_dock 1), each burning CPU
+with a shell loop that exits on SIGTERM, and the default owner thresholds (busy at 40% of the
+host, idle below 20%). The timers are shortened so that a run takes minutes: main_sleep 1 s,
+pause_delay 0 (pause at the first loop that sees the owner), grace_kill 2 s, grace_spawn 5 s.
+
+The owner is ``ncpus`` Python processes that burn CPU: for a fixed amount of work (reclaim), or
+for a fixed time (harvest). The pilots' CPU comes from their parent cgroup, the host's from
+/proc/stat and the owner's from its processes, all read every 50 ms.
+
+Reclaim alternates the owner alone (no daemon, no pilot) and the owner with the pilots
+burning, and reports the owner's slowdown, how soon the pilots' CPU share fell under 10% and
+how soon they were stopped. Harvest keeps the owner idle, busy, then idle again, and reports
+the share of the pilots' CPU ceiling (max_docks x cpus_per_dock) they used while the owner was
+idle, and how soon they were back after the owner stopped.
+"""
+
+import itertools
+import math
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psutil
+
+from bench.harness import (
+    Bench,
+    BenchError,
+    CpuReading,
+    CpuSampler,
+    Event,
+    Figure,
+    Plancton,
+    ScenarioResult,
+    Stats,
+    action_of,
+    at_least,
+    at_most,
+    cores,
+    host_busy_seconds,
+    pilot_seconds_between,
+    running_over_time,
+)
+from plancton.config import default_value
+
+NCPUS = psutil.cpu_count() or 1
+SETTINGS: dict[str, Any] = {
+    "max_docks": NCPUS,
+    "cpus_per_dock": 1,
+    "docker_cmd": ["sh", "-c", "trap 'exit 0' TERM; while :; do :; done"],
+    "main_sleep": 1,
+    "pause_delay": 0,
+    "grace_kill": 2,
+    "grace_spawn": 5,
+    "vacate_time": 2,
+}
+#: With --shared-host: the other users of the machine must not count as the owner, whose
+#: processes take the whole host; Plancton's defaults are 40% and 20%.
+SHARED_HOST_THRESHOLDS = {"owner_busy_percent": 99, "owner_idle_percent": 98, "cpu_pressure_percent": 100}
+CEILING_CORES = SETTINGS["max_docks"] * SETTINGS["cpus_per_dock"]
+BACKGROUND_SECONDS = 2.0
+OWNER_WORK = "import sys\nx = 0\nfor i in range(int(sys.argv[1])):\n    x ^= i\n"
+OWNER_FOR = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
+CALIBRATION_ITERATIONS = 3_000_000
+SHARE_LIMIT = 0.10
+TARGET_SLOWDOWN = 1.05
+TARGET_SHARE_SECONDS = 1.0
+TARGET_HARVEST = 0.90
+TIMELINE_STEP = 0.1
+DEFAULT_IDLE_PERCENT = float(default_value("owner_idle_percent"))
+
+
+class Owner:
+    """The host's owner: one CPU-burning process per core, started by the benchmark."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+
+    def _burn(self, code: str, argument: str, sampler: CpuSampler | None) -> tuple[float, float]:
+        began = time.time()
+        workers = [self.bench.spawn([sys.executable, "-c", code, argument]) for _ in range(NCPUS)]
+        if sampler is not None:
+            for worker in workers:
+                sampler.add_owner(worker.pid)
+        for worker in workers:
+            worker.wait()
+            self.bench.stop_process(worker)
+        return began, time.time()
+
+    def work(self, iterations: int, sampler: CpuSampler | None = None) -> tuple[float, float]:
+        """Burn every core for a fixed amount of work; return when it began and ended."""
+        return self._burn(OWNER_WORK, str(iterations), sampler)
+
+    def busy_for(self, seconds: float, sampler: CpuSampler | None = None) -> tuple[float, float]:
+        """Burn every core for a fixed time; return when it began and ended."""
+        return self._burn(OWNER_FOR, f"{seconds:.3f}", sampler)
+
+    def iterations_for(self, seconds: float) -> int:
+        """Return the amount of work that keeps the owner busy about ``seconds`` on this host."""
+        began, ended = self.work(CALIBRATION_ITERATIONS)
+        return max(1, round(CALIBRATION_ITERATIONS * seconds / max(0.05, ended - began)))
+
+
+def settings_for(bench: Bench) -> dict[str, Any]:
+    """Return the daemon's settings: :data:`SETTINGS`, with :data:`SHARED_HOST_THRESHOLDS`
+    when the run was told that the host has other users.
+
+    Raises:
+        BenchError: the host is too busy for Plancton's default thresholds, so the pilots
+            would never start (the message suggests --shared-host).
+    """
+    if bench.shared_host:
+        return {**SETTINGS, **SHARED_HOST_THRESHOLDS}
+    before = host_busy_seconds()
+    time.sleep(BACKGROUND_SECONDS)
+    background = 100 * (host_busy_seconds() - before) / (BACKGROUND_SECONDS * NCPUS)
+    if background >= DEFAULT_IDLE_PERCENT:
+        raise BenchError(
+            f"the host is busy without the benchmark ({background:.0f}% of its CPU, the owner counts as idle "
+            f"only below {DEFAULT_IDLE_PERCENT:g}%): run on a quiet host, or with --shared-host"
+        )
+    return dict(SETTINGS)
+
+
+# -- analysis -----------------------------------------------------------------------------
+
+
+def first_share_below(readings: Sequence[CpuReading], since: float, limit: float) -> float:
+    """Return the seconds from ``since`` to the end of the first sampling interval in which
+    the pilots used less than ``limit`` of the host's CPU (nan when none did).
+    """
+    for before, after in itertools.pairwise(readings):
+        if after.time < since:
+            continue
+        if cores(before, after)[0] / NCPUS < limit:
+            return after.time - since
+    return math.nan
+
+
+def share_between(readings: Sequence[CpuReading], start: float, end: float) -> float:
+    """Return the pilots' mean share of the host's CPU between two times."""
+    return pilot_seconds_between(readings, start, end) / (NCPUS * max(1e-9, end - start))
+
+
+def last_of_pilots(events: Sequence[Event], action: str, pilots: set[str]) -> float | None:
+    """Return when the last of the given pilots had an action (None unless all had it)."""
+    times: dict[str, float] = {}
+    for event in events:
+        if event.action == action and event.container in pilots:
+            times.setdefault(event.container, event.time)
+    return max(times.values()) if len(times) == len(pilots) and pilots else None
+
+
+def timeline(
+    readings: Sequence[CpuReading], events: Sequence[Event], origin: float, marks: dict[str, float]
+) -> dict[str, Any]:
+    """Return CPU use (in cores) and pilot counts every :data:`TIMELINE_STEP` seconds, for
+    results.json and the plot; times are seconds from ``origin``.
+    """
+    series: dict[str, Any] = {"t": [], "owner": [], "pilots": [], "other": [], "running": [], "paused": []}
+    counts = running_over_time(events)
+    previous = readings[0] if readings else None
+    for reading in readings[1:]:
+        assert previous is not None
+        if reading.time - previous.time < TIMELINE_STEP:
+            continue
+        pilots, owner, host = cores(previous, reading)
+        running, paused = 0, 0
+        for when, running_now, paused_now in counts:
+            if when > reading.time:
+                break
+            running, paused = running_now, paused_now
+        series["t"].append(round(reading.time - origin, 2))
+        series["owner"].append(round(owner, 3))
+        series["pilots"].append(round(pilots, 3))
+        series["other"].append(round(max(0.0, host - pilots - owner), 3))
+        series["running"].append(running)
+        series["paused"].append(paused)
+        previous = reading
+    series["marks"] = {name: round(value - origin, 2) for name, value in marks.items()}
+    return series
+
+
+def _wait_pilots(bench: Bench, plancton: Plancton, since: float) -> list[Event]:
+    """Wait for the pilots to start; return their start events.
+
+    Raises:
+        BenchError: they did not start, with the daemon's reasons.
+    """
+    try:
+        return bench.events.wait(action_of(plancton.name, "start"), since, count=NCPUS, timeout=60)
+    except BenchError as error:
+        why = "; ".join(plancton.state().get("why", []))
+        raise BenchError(f"{error}: the pilots did not start ({why})") from None
+
+
+# -- reclaim ------------------------------------------------------------------------------
+
+
+def _owner_alone(bench: Bench, owner: Owner, iterations: int, cgroup_of: Plancton) -> float:
+    with CpuSampler(cgroup_of.cgroup) as sampler:
+        began, ended = owner.work(iterations, sampler)
+    return ended - began
+
+
+def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Plancton) -> dict[str, Any]:
+    """Start the daemon, let its pilots burn, run the owner; return what happened."""
+    launched = time.time()
+    plancton.foreground()
+    try:
+        started = _wait_pilots(bench, plancton, launched)
+        pilots = {event.container for event in started}
+        with CpuSampler(plancton.cgroup) as sampler:
+            time.sleep(1.0)
+            began, ended = owner.work(iterations, sampler)
+            time.sleep(0.3)
+    finally:
+        plancton.stop()
+        plancton.remove_pilots()
+    events = bench.events.matching(action_of(plancton.name, "start", "die", "pause", "unpause"), launched)
+    stopped = last_of_pilots([event for event in events if event.time <= ended], "die", pilots)
+    paused = last_of_pilots([event for event in events if event.time >= began], "pause", pilots)
+    return {
+        "owner_seconds": ended - began,
+        "pilots_share_before": share_between(sampler.readings, began - 0.9, began),
+        "pilots_share_during": share_between(sampler.readings, began, ended),
+        "share_below_limit_after": first_share_below(sampler.readings, began, SHARE_LIMIT),
+        "paused_after": None if paused is None else paused - began,
+        "stopped_after": None if stopped is None else stopped - began,
+        "timeline": timeline(sampler.readings, events, began - 1.0, {"owner starts": began, "owner ends": ended}),
+    }
+
+
+def run_reclaim(bench: Bench) -> ScenarioResult:
+    """Measure the owner's slowdown with pilots present and how fast the pilots give way."""
+    pairs = 2 if bench.quick else 3
+    owner = Owner(bench)
+    # the owner must stay busy past grace_kill and two loops, so that stopping is seen
+    iterations = owner.iterations_for(6.0)
+    settings = settings_for(bench)
+    result = ScenarioResult(
+        "reclaim", settings={"plancton": settings, "pairs": pairs, "owner_iterations_per_core": iterations}
+    )
+    plancton = bench.plancton("reclaim", settings)
+    alone: list[float] = []
+    runs: list[dict[str, Any]] = []
+    for pair in range(pairs):
+        for with_pilots in (pair % 2 == 1, pair % 2 == 0):
+            if with_pilots:
+                runs.append(_owner_with_pilots(bench, owner, iterations, plancton))
+            else:
+                alone.append(_owner_alone(bench, owner, iterations, plancton))
+    present = [run["owner_seconds"] for run in runs]
+    slowdown = Stats.of([mine / base for mine, base in zip(present, alone, strict=True)])
+    below = [run["share_below_limit_after"] for run in runs]
+    stopped = [math.nan if run["stopped_after"] is None else run["stopped_after"] for run in runs]
+    stop_limit = SETTINGS["grace_kill"] + SETTINGS["main_sleep"]
+    result.figures = [
+        Figure("owner alone", "s", Stats.of(alone)),
+        Figure("owner with pilots present", "s", Stats.of(present)),
+        Figure(
+            "owner slowdown (paired)",
+            "x",
+            slowdown,
+            target=f"<= {TARGET_SLOWDOWN}x",
+            met=at_most(slowdown.median, TARGET_SLOWDOWN),
+        ),
+        Figure("pilots' CPU share before the owner", "%", Stats.of([100 * r["pilots_share_before"] for r in runs])),
+        Figure("pilots' CPU share while the owner runs", "%", Stats.of([100 * r["pilots_share_during"] for r in runs])),
+        Figure(
+            "owner start to pilots' CPU < 10%",
+            "s",
+            Stats.of(below),
+            target=f"<= {TARGET_SHARE_SECONDS} s",
+            met=all(at_most(value, TARGET_SHARE_SECONDS) for value in below),
+        ),
+        Figure(
+            "owner start to pilots paused",
+            "s",
+            Stats.of([math.nan if r["paused_after"] is None else r["paused_after"] for r in runs]),
+        ),
+        Figure(
+            "owner start to pilots stopped",
+            "s",
+            Stats.of(stopped),
+            target=f"<= grace_kill + one loop = {stop_limit:g} s",
+            met=all(at_most(value, stop_limit) for value in stopped),
+        ),
+    ]
+    result.raw = {
+        "owner_alone_seconds": alone,
+        "runs": [{key: value for key, value in run.items() if key != "timeline"} for run in runs],
+        "timeline": runs[-1]["timeline"],
+    }
+    return result
+
+
+# -- harvest ------------------------------------------------------------------------------
+
+
+def _back_after(events: Sequence[Event], since: float) -> float | None:
+    """Return when all max_docks pilots were running again after ``since`` (None if never)."""
+    for when, running, _ in running_over_time(events):
+        if when >= since and running >= SETTINGS["max_docks"]:
+            return when
+    return None
+
+
+def run_harvest(bench: Bench) -> ScenarioResult:
+    """Measure the idle CPU the pilots harvest around a busy spell of the owner."""
+    idle, busy = (12.0, 10.0) if bench.quick else (30.0, 30.0)
+    settings = settings_for(bench)
+    result = ScenarioResult("harvest", settings={"plancton": settings, "idle_seconds": idle, "busy_seconds": busy})
+    plancton = bench.plancton("harvest", settings)
+    owner = Owner(bench)
+    launched = time.time()
+    plancton.foreground()
+    try:
+        _wait_pilots(bench, plancton, launched)
+        with CpuSampler(plancton.cgroup) as sampler:
+            time.sleep(0.5)
+            origin = time.time()
+            time.sleep(idle)
+            began, ended = owner.busy_for(busy, sampler)
+            time.sleep(idle)
+            finished = time.time()
+    finally:
+        plancton.stop()
+        plancton.remove_pilots()
+    readings = sampler.readings
+    events = bench.events.matching(action_of(plancton.name, "start", "die", "pause", "unpause"), launched)
+    back = _back_after(events, ended)
+    if back is None or back >= finished:
+        raise BenchError(f"the pilots were not back within {idle:g} s of idleness after the owner stopped")
+    first_idle = pilot_seconds_between(readings, origin, began)
+    second_idle = pilot_seconds_between(readings, back, finished)
+    allowed = (began - origin) + (finished - back)
+    harvested = (first_idle + second_idle) / (CEILING_CORES * allowed)
+    all_idle = (first_idle + pilot_seconds_between(readings, ended, finished)) / (
+        CEILING_CORES * ((began - origin) + (finished - ended))
+    )
+    back_limit = SETTINGS["grace_spawn"] + SETTINGS["main_sleep"]
+    dead = [event.time for event in events if event.action == "die" and began <= event.time <= ended]
+    result.figures = [
+        Figure(
+            "idle CPU harvested / ceiling, pilots allowed",
+            "%",
+            value=100 * harvested,
+            target=f">= {100 * TARGET_HARVEST:.0f}%",
+            met=at_least(harvested, TARGET_HARVEST),
+        ),
+        Figure("first idle phase", "%", value=100 * first_idle / (CEILING_CORES * (began - origin))),
+        Figure(
+            "second idle phase, once pilots are back",
+            "%",
+            value=100 * second_idle / (CEILING_CORES * (finished - back)),
+        ),
+        Figure("all idle time, grace_spawn included", "%", value=100 * all_idle),
+        Figure("pilots' CPU share while the owner is busy", "%", value=100 * share_between(readings, began, ended)),
+        Figure("owner start to pilots stopped", "s", value=max(dead) - began if dead else math.nan),
+        Figure(
+            "owner end to pilots back",
+            "s",
+            value=back - ended,
+            target=f"<= grace_spawn + one loop = {back_limit:g} s",
+            met=at_most(back - ended, back_limit),
+        ),
+    ]
+    marks = {"owner starts": began, "owner ends": ended, "pilots back": back}
+    result.raw = {"timeline": timeline(readings, events, origin, marks), "ceiling_cores": CEILING_CORES}
+    return result
