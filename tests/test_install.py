@@ -169,6 +169,22 @@ def test_second_run_changes_nothing(checkout: str, installed: subprocess.Complet
         assert handle.read() == config  # the administrator's changes are kept
 
 
+def test_invalid_configuration_stops_the_script(checkout: str, installed: subprocess.CompletedProcess[str]) -> None:
+    pid = daemon_pid()
+    with open(CONFIG, encoding="utf-8") as handle:
+        config = handle.read()
+    try:
+        with open(CONFIG, "a", encoding="utf-8") as handle:
+            handle.write("max_dock_mem: lots\n")
+        done = install(checkout)
+    finally:
+        with open(CONFIG, "w", encoding="utf-8") as handle:
+            handle.write(config)
+    assert done.returncode == 1
+    assert "max_dock_mem" in done.stderr and "config.yaml is invalid" in done.stderr, done.stderr
+    assert daemon_pid() == pid
+
+
 def test_uninstall_keeps_the_configuration_and_purge_removes_it(
     checkout: str, installed: subprocess.CompletedProcess[str]
 ) -> None:
