@@ -77,6 +77,7 @@ class Daemon:
         engine: the Docker adapter for this instance.
         reporter: where loop reports and pilot events go.
         clock: a monotonic clock, for every timer.
+        wall: the wall clock, only to date what Docker dates (pilots' creation) and for display.
     """
 
     def __init__(
@@ -86,12 +87,14 @@ class Daemon:
         engine: DockerPilots,
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.paths = paths
         self.config = config
         self.engine = engine
         self.reporter: Reporter = reporter or NullReporter()
         self.clock = clock
+        self.wall = wall
         self.host_name = socket.gethostname()
         self.wake = threading.Event()
         self.signals = SignalReceiver(self.wake)
@@ -100,7 +103,7 @@ class Daemon:
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
         self.started_at = clock()
-        self.started_wall = time.time()
+        self.started_wall = wall()
         self.cgroup: PilotCgroup | None = None
         self.sensor: HostSensor | None = None
         self.last_plan = Plan()
@@ -234,7 +237,7 @@ class Daemon:
 
     def _views(self, pilots: list[Pilot], now: float) -> list[PilotView]:
         """Return what the policy sees of the pilots, ages from a monotonic clock."""
-        wall = time.time()
+        wall = self.wall()
         pilots = self._apply_deaths(pilots)
         self._pilots = {pilot.id: pilot for pilot in pilots}
         # a pilot first seen now (adopted or just created) is dated once from its wall-clock
@@ -330,7 +333,7 @@ class Daemon:
         config = self.config
         try:
             assert self.cgroup is not None
-            spec = container_spec(config, self.cgroup.docker_parent, self.host_name, secrets.token_hex(4), time.time())
+            spec = container_spec(config, self.cgroup.docker_parent, self.host_name, secrets.token_hex(4), self.wall())
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
             if "no such image" in str(error).lower():
@@ -352,7 +355,7 @@ class Daemon:
         self.engine.remove(container)
         if pilot is None:
             return
-        runtime = max(0.0, time.time() - pilot.created)
+        runtime = max(0.0, self.wall() - pilot.created)
         ours = container in self._stopped_by_us
         self._stopped_by_us.discard(container)
         log.info("pilot %s %s with code %s after %.0f s: removed", pilot.name, pilot.state, pilot.exit_code, runtime)
@@ -408,7 +411,7 @@ class Daemon:
         current = self._stat_config()
         if current == self._config_stat:
             self._config_checked = self.clock()
-        elif not configuration.settling(current, time.time()):
+        elif not configuration.settling(current, self.wall()):
             self._config_checked = self.clock()
             self.reload()
 
@@ -502,7 +505,7 @@ class Daemon:
             "pid": os.getpid(),
             "instance": self.config.instance,
             "started_at": self.started_wall,
-            "updated_at": time.time(),
+            "updated_at": self.wall(),
             "mode": self.mode.value,
             "config_file": self.paths.config_file,
             "config_revision": self.config.revision,
@@ -532,6 +535,7 @@ class Daemon:
         self.engine.close_events()
         self._quick.shutdown(wait=True, cancel_futures=True)
         self._slow.shutdown(wait=True, cancel_futures=True)
-        self._events_thread.join(timeout=5)
+        if self._events_thread.is_alive():
+            self._events_thread.join(timeout=5)
         self.reporter.close()
         log.info("Plancton stopped; %d pilots left running", len(self._pilots))

@@ -1,0 +1,122 @@
+"""Faults the daemon must ride out: being killed mid-loop, a full log disk, clock jumps, and
+a second instance on the same host."""
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from plancton import config as configuration
+from plancton.daemon import Daemon
+from plancton.paths import resolve
+from plancton.pilots import DockerPilots, Pilot
+from plancton.spec import instance_label
+from tests.conftest import STEADY_POLICY, Installation, remove_instance_containers, wait_until
+
+pytestmark = pytest.mark.docker
+
+
+def running_ids(api: docker.APIClient, instance: str) -> set[str]:
+    entries = api.containers(filters={"label": [instance_label(instance)]})
+    return {entry["Id"] for entry in entries}
+
+
+def every_container(api: docker.APIClient, instance: str) -> list[dict[str, str]]:
+    return list(api.containers(all=True, filters={"label": [instance_label(instance)]}))
+
+
+def test_sigkill_mid_loop_leaves_no_duplicate_or_orphan(
+    installation: Installation, docker_api: docker.APIClient
+) -> None:
+    installation.write_config(STEADY_POLICY + "max_docks: 3\ndocks_per_loop: 3\ndocker_cmd: sleep 300\n")
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: len(running_ids(docker_api, installation.instance)) == 3, what="three pilots")
+    before = running_ids(docker_api, installation.instance)
+    for _ in range(3):
+        pid = installation.status()["pid"]
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: installation.ctl("status").returncode == 3, what="the daemon gone")
+        assert installation.ctl("start").returncode == 0
+        wait_until(lambda: installation.state().get("loops", 0) >= 3, what="three loops after the restart")
+        assert running_ids(docker_api, installation.instance) == before
+        assert len(every_container(docker_api, installation.instance)) == 3
+
+    assert installation.ctl("force-stop").returncode == 0
+    os.kill(installation.status()["pid"], signal.SIGKILL)
+    assert installation.ctl("start").returncode == 0
+    assert installation.status()["mode"] == "force-stop"
+    wait_until(lambda: not every_container(docker_api, installation.instance), what="force-stop after the restart")
+
+
+@pytest.fixture
+def full_log_disk(installation: Installation) -> Iterator[str]:
+    """A 256 KiB file system mounted on the log folder."""
+    os.makedirs(installation.logdir)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", installation.logdir], check=True)
+    yield installation.logdir
+    subprocess.run(["umount", "-l", installation.logdir], check=False)
+
+
+def test_a_full_log_disk_does_not_stop_the_daemon(
+    installation: Installation, docker_api: docker.APIClient, full_log_disk: str
+) -> None:
+    installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\n")
+    filler = os.path.join(full_log_disk, "filler")
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True, check=False)
+    assert installation.ctl("start").returncode == 0
+    first = wait_until(lambda: running_ids(docker_api, installation.instance), what="a pilot")
+    assert isinstance(first, set)
+    docker_api.kill(next(iter(first)))
+    # the pilot is replaced although nothing can be logged, and status says where writing failed
+    wait_until(lambda: running_ids(docker_api, installation.instance) - first, what="a replacement pilot")
+    status = wait_until(lambda: (result := installation.ctl("status")).stdout.count("log: cannot write") and result)
+    assert isinstance(status, subprocess.CompletedProcess)
+    assert "plancton.log" in status.stdout and "No space left" in status.stdout
+    os.unlink(filler)
+    wait_until(lambda: "log: cannot write" not in installation.ctl("status").stdout, what="the log writable again")
+
+
+def test_pilot_ages_ignore_wall_clock_jumps(tmp_path: "os.PathLike[str]") -> None:
+    """TTL and grace timers run on the monotonic clock: a pilot's age is dated once from
+    Docker's wall-clock creation time and never again."""
+    monotonic, wall = [1000.0], [1_800_000_000.0]
+    config, _ = configuration.parse({"max_ttl": 60}, configuration.HostFacts(2, 2**33, 0))
+    paths = resolve(True, str(tmp_path), str(tmp_path), str(tmp_path), None)
+    daemon = Daemon(paths, config, DockerPilots("clock"), clock=lambda: monotonic[0], wall=lambda: wall[0])
+    pilot = Pilot(id="a", name="clock-a", state="running", created=wall[0] - 10, image="busybox:latest")
+    assert daemon._views([pilot], monotonic[0])[0].age == pytest.approx(10)
+    for jump in (86_400.0, -2 * 86_400.0):
+        wall[0] += jump
+        monotonic[0] += 5
+        assert daemon._views([pilot], monotonic[0])[0].age == pytest.approx(15 if jump > 0 else 20)
+    daemon.shutdown()
+
+
+@pytest.fixture
+def second(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[Installation]:
+    setup = Installation(root=str(tmp_path_factory.mktemp("second")), instance="tsecond")
+    yield setup
+    setup.ctl("stop", "--timeout", "20")
+    remove_instance_containers(setup.instance)
+
+
+def test_two_instances_share_a_host(
+    installation: Installation, second: Installation, docker_api: docker.APIClient
+) -> None:
+    installation.write_config(
+        STEADY_POLICY + "max_docks: 2\ndocks_per_loop: 2\ndocker_cmd: sleep 300\nvacate_time: 1\n"
+    )
+    second.write_config(STEADY_POLICY + "max_docks: 3\ndocks_per_loop: 3\ndocker_cmd: sleep 300\nvacate_time: 1\n")
+    assert installation.ctl("start").returncode == 0
+    assert second.ctl("start").returncode == 0
+    wait_until(lambda: len(running_ids(docker_api, installation.instance)) == 2, what="the first instance's pool")
+    wait_until(lambda: len(running_ids(docker_api, second.instance)) == 3, what="the second instance's pool")
+    others = running_ids(docker_api, second.instance)
+    assert installation.ctl("force-stop").returncode == 0
+    wait_until(lambda: not every_container(docker_api, installation.instance), what="the first pool stopped")
+    assert installation.ctl("stop").returncode == 0
+    assert running_ids(docker_api, second.instance) == others
+    assert len(second.status()["pilots"]) == 3
