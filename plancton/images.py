@@ -42,7 +42,9 @@ class ImageKeeper:
         if self._pulling is not None and self._pulling.is_alive():
             return self._present.get(reference, False)
         now = self.clock()
-        if reference not in self._present:
+        if not self._present.get(reference):
+            # a missing image is looked for again each time pilots should start: one loaded
+            # by hand (docker load, docker import) is used at once
             self._present[reference] = self.engine.image_present(reference)
         present = self._present[reference]
         if self._pull_due(reference, policy, expiration, present, now):

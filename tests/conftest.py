@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
+import psutil
 import pytest
 
 from plancton.spec import instance_label
@@ -49,23 +51,52 @@ def wait_until(predicate: Callable[[], object], timeout: float = 60.0, what: str
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[None]:
-    """A real Docker Engine: the running one, or a dockerd started (and stopped) here."""
-    started = None
-    if not services.docker_answers():
+class Engine:
+    """The Docker Engine of the test session, which fault tests may kill and start again."""
+
+    def __init__(self) -> None:
+        self.log_dir = tempfile.mkdtemp(prefix="plancton-dockerd-")
+        self.started: services.StartedProcess | None = None
+
+    def ensure(self) -> None:
+        """Start dockerd unless an engine answers already."""
+        if services.docker_answers():
+            return
         if os.geteuid() != 0:
             pytest.fail("no Docker Engine answers and only root can start dockerd")
-        log_dir = tempfile.mkdtemp(prefix="plancton-dockerd-")
-        started = services.start_dockerd(log_dir)
+        self.started = services.start_dockerd(self.log_dir)
+
+    def kill(self, number: int = signal.SIGKILL) -> None:
+        """Kill the running dockerd, whoever started it, and wait until it is gone."""
+        for process in psutil.process_iter(["name"]):
+            if process.info["name"] == "dockerd":
+                process.send_signal(number)
+                process.wait(60)
+        self.started = None
+
+    def stop(self) -> None:
+        """Stop the dockerd this session started, if any."""
+        if self.started is not None:
+            self.started.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Engine]:
+    """A real Docker Engine: the running one, or a dockerd started (and stopped) here."""
+    engine = Engine()
+    engine.ensure()
     services.ensure_busybox_image()
-    yield
-    if started is not None:
-        started.stop()
+    yield engine
+    engine.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that stop the shared Docker Engine last."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
 @pytest.fixture
-def docker_api(docker_engine: None) -> Iterator[docker.APIClient]:
+def docker_api(docker_engine: Engine) -> Iterator[docker.APIClient]:
     """A low-level Docker client for assertions."""
     client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=60)
     yield client
@@ -83,7 +114,7 @@ def remove_instance_containers(instance: str) -> None:
 
 
 @pytest.fixture
-def instance(docker_engine: None) -> Iterator[str]:
+def instance(docker_engine: Engine) -> Iterator[str]:
     """A fresh instance name; its containers are removed after the test."""
     name = f"t{secrets.token_hex(4)}"
     yield name

@@ -14,7 +14,7 @@ from plancton.daemon import Daemon
 from plancton.paths import resolve
 from plancton.pilots import DockerPilots, Pilot
 from plancton.spec import instance_label
-from tests.conftest import STEADY_POLICY, Installation, remove_instance_containers, wait_until
+from tests.conftest import STEADY_POLICY, Engine, Installation, remove_instance_containers, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -96,7 +96,7 @@ def test_pilot_ages_ignore_wall_clock_jumps(tmp_path: "os.PathLike[str]") -> Non
 
 
 @pytest.fixture
-def second(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iterator[Installation]:
+def second(tmp_path_factory: pytest.TempPathFactory, docker_engine: Engine) -> Iterator[Installation]:
     setup = Installation(root=str(tmp_path_factory.mktemp("second")), instance="tsecond")
     yield setup
     setup.ctl("stop", "--timeout", "20")

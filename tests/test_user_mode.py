@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests.conftest import STEADY_POLICY, remove_instance_containers, venv_command, wait_until
+from tests.conftest import STEADY_POLICY, Engine, remove_instance_containers, venv_command, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -34,7 +34,7 @@ def as_user(user: pwd.struct_passwd, *args: str, timeout: float = 120) -> subpro
 
 
 @pytest.fixture
-def docker_user(docker_engine: None) -> Iterator[pwd.struct_passwd]:
+def docker_user(docker_engine: Engine) -> Iterator[pwd.struct_passwd]:
     user = make_user("plancton-tester", ["docker"])
     yield user
     as_user(user, "stop", "--timeout", "20")
@@ -43,7 +43,7 @@ def docker_user(docker_engine: None) -> Iterator[pwd.struct_passwd]:
 
 
 @pytest.fixture
-def outsider(docker_engine: None) -> Iterator[pwd.struct_passwd]:
+def outsider(docker_engine: Engine) -> Iterator[pwd.struct_passwd]:
     user = make_user("plancton-outsider", [])
     yield user
     subprocess.run(["userdel", "-r", user.pw_name], capture_output=True, check=False)
