@@ -127,19 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     began = datetime.datetime.now(datetime.UTC)
     results, facts, interrupted = run(args, selected)
+    print(table(results))
+    if interrupted:
+        print(f"bench: interrupted: {args.results} left as it was", file=sys.stderr)
+        return EXIT_INTERRUPTED
     document = {
         "date": began.isoformat(timespec="seconds"),
         "command": " ".join(["bench/run", *(argv if argv is not None else sys.argv[1:])]),
         "quick": args.quick,
         "shared_host": args.shared_host,
-        "interrupted": interrupted,
         "machine": facts,
         "scenarios": {result.name: result.as_dict() for result in results},
     }
     with open(args.results, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1)
         handle.write("\n")
-    print(table(results))
     timelines = {result.name: result.raw["timeline"] for result in results if "timeline" in result.raw}
     if timelines:
         from bench import plot  # noqa: PLC0415 - matplotlib only when there is something to draw
@@ -147,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
         plot.draw(timelines, args.plot)
         print(f"bench: plot in {args.plot}", file=sys.stderr)
     print(f"bench: results in {args.results}", file=sys.stderr)
-    if interrupted:
-        return EXIT_INTERRUPTED
     return 1 if any(result.error for result in results) else 0
 
 

@@ -21,7 +21,6 @@ from bench.harness import (
     Plancton,
     ScenarioResult,
     Stats,
-    action_of,
     action_of_baseline,
     at_most,
 )
@@ -38,7 +37,7 @@ def _plancton_fill(bench: Bench, plancton: Plancton) -> float:
     """Resume a drained daemon; return the seconds until its 20 pilots run; drain and empty it."""
     plancton.ctl("resume")
     resumed = plancton.mode_changed_at()
-    started = bench.events.wait(action_of(plancton.name, "start"), resumed, count=PILOTS, timeout=180)
+    started = plancton.wait_started(resumed, PILOTS, timeout=180)
     elapsed = max(event.time for event in started) - resumed
     plancton.ctl("drain")
     plancton.remove_pilots()
@@ -51,9 +50,10 @@ def _sdk_fill(bench: Bench) -> float:
     began = time.time()
     for _ in range(PILOTS):
         create_and_start(bench.api, container)
-    started = bench.events.wait(action_of_baseline(bench.baseline_tag("fill"), "start"), began, count=PILOTS)
+    tag = bench.baseline_tag("fill")
+    started = bench.events.wait(action_of_baseline(tag, "start"), began, PILOTS, what="baseline starts")
     elapsed = max(event.time for event in started) - began
-    bench.remove_containers(f"{BENCH_LABEL}={bench.baseline_tag('fill')}")
+    bench.remove_containers(f"{BENCH_LABEL}={tag}")
     return elapsed
 
 

@@ -235,11 +235,18 @@ class EventLog:
         with self._changed:
             return [event for event in self._events if since <= event.time <= until and match(event)]
 
-    def wait(self, match: Callable[[Event], bool], since: float, count: int = 1, timeout: float = 60.0) -> list[Event]:
+    def wait(
+        self,
+        match: Callable[[Event], bool],
+        since: float,
+        count: int = 1,
+        timeout: float = 60.0,
+        what: str = "events",
+    ) -> list[Event]:
         """Wait until ``count`` matching events happened at or after ``since``; return them.
 
         Raises:
-            BenchError: they did not happen within ``timeout`` seconds.
+            BenchError: they did not happen within ``timeout`` seconds (naming ``what``).
         """
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -249,7 +256,7 @@ class EventLog:
                     return found[:count]
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
-                    raise BenchError(f"waited {timeout:.0f} s for {count} events, saw {len(found)}")
+                    raise BenchError(f"waited {timeout:.0f} s for {count} {what}, saw {len(found)}")
                 self._changed.wait(min(left, 1.0))
 
     def close(self) -> None:
@@ -455,6 +462,18 @@ class Plancton:
         with output:
             self.process = self.bench.spawn(command, stdout=output, stderr=subprocess.STDOUT)
         self.wait_loops(1, READY_TIMEOUT_SECONDS)
+
+    def wait_started(self, since: float, count: int, timeout: float = 60.0) -> list[Event]:
+        """Wait until ``count`` pilots started at or after ``since``; return their start events.
+
+        Raises:
+            BenchError: they did not, with the daemon's own reasons.
+        """
+        try:
+            return self.bench.events.wait(action_of(self.name, "start"), since, count, timeout, "pilot starts")
+        except BenchError as error:
+            why = "; ".join(self.state().get("why", [])) or self.log()
+            raise BenchError(f"{self.name}: {error} ({why})") from None
 
     def state(self) -> dict[str, Any]:
         """Return the state the running daemon last wrote ({} before its first)."""

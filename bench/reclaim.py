@@ -183,19 +183,6 @@ def timeline(
     return series
 
 
-def _wait_pilots(bench: Bench, plancton: Plancton, since: float) -> list[Event]:
-    """Wait for the pilots to start; return their start events.
-
-    Raises:
-        BenchError: they did not start, with the daemon's reasons.
-    """
-    try:
-        return bench.events.wait(action_of(plancton.name, "start"), since, count=NCPUS, timeout=60)
-    except BenchError as error:
-        why = "; ".join(plancton.state().get("why", []))
-        raise BenchError(f"{error}: the pilots did not start ({why})") from None
-
-
 # -- reclaim ------------------------------------------------------------------------------
 
 
@@ -210,7 +197,7 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
     launched = time.time()
     plancton.foreground()
     try:
-        started = _wait_pilots(bench, plancton, launched)
+        started = plancton.wait_started(launched, NCPUS)
         pilots = {event.container for event in started}
         with CpuSampler(plancton.cgroup) as sampler:
             time.sleep(1.0)
@@ -318,7 +305,7 @@ def run_harvest(bench: Bench) -> ScenarioResult:
     launched = time.time()
     plancton.foreground()
     try:
-        _wait_pilots(bench, plancton, launched)
+        plancton.wait_started(launched, NCPUS)
         with CpuSampler(plancton.cgroup) as sampler:
             time.sleep(0.5)
             origin = time.time()

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from bench.floor import create_and_start
 from bench.harness import (
+    BENCH_LABEL,
     IDLE_OWNER,
     Bench,
     BenchError,
@@ -88,32 +89,34 @@ def run(bench: Bench) -> ScenarioResult:
     settings = {"max_docks": POOL, "docker_cmd": list(COMMAND), **IDLE_OWNER}
     result = ScenarioResult("refill", settings={"plancton": settings, "pool": POOL, "repetitions": repetitions})
     plancton = bench.plancton("refill", settings)
-    plancton.foreground()
     ours_started = action_of(plancton.name, "start")
     ours_gone = action_of(plancton.name, "destroy")
     floor_tag = bench.baseline_tag("floor")
     floor_started = action_of_baseline(floor_tag, "start")
     floor_gone = action_of_baseline(floor_tag, "destroy")
-    container = json.dumps(bench.pilot_like("floor", COMMAND))
-    floor = bench.spawn([sys.executable, "-m", "bench.floor", container, str(POOL)])
-    bench.events.wait(ours_started, 0.0, count=POOL)
-    bench.events.wait(floor_started, 0.0, count=POOL)
-
     times: dict[str, list[float]] = {"plancton": [], "floor": [], "restart policy": []}
     turns: list[tuple[str, Callable[[], float]]] = [
         ("plancton", lambda: _kill_oldest(bench, ours_started, ours_gone)),
         ("floor", lambda: _kill_oldest(bench, floor_started, floor_gone)),
         ("restart policy", lambda: _restart_policy_once(bench)),
     ]
+    floor = None
     try:
+        plancton.foreground()
+        container = json.dumps(bench.pilot_like("floor", COMMAND))
+        floor = bench.spawn([sys.executable, "-m", "bench.floor", container, str(POOL)])
+        plancton.wait_started(0.0, POOL)
+        bench.events.wait(floor_started, 0.0, POOL, what="starts of the floor's containers")
         for repetition in range(repetitions):
             shift = repetition % len(turns)
             for name, measure in turns[shift:] + turns[:shift]:
                 times[name].append(measure())
     finally:
         plancton.stop()
-        bench.stop_process(floor)
+        if floor is not None:
+            bench.stop_process(floor)
         plancton.remove_pilots()
+        bench.remove_containers(f"{BENCH_LABEL}={floor_tag}")
 
     ours, floor_stats = Stats.of(times["plancton"]), Stats.of(times["floor"])
     ratios = Stats.of([mine / base for mine, base in zip(times["plancton"], times["floor"], strict=True)])
