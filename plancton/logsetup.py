@@ -70,7 +70,9 @@ def configure(log_file: str | None, foreground: bool, level: str = "INFO") -> No
         stream = logging.StreamHandler(sys.stderr)
         stream.setFormatter(logging.Formatter(LOG_FORMAT))
         handlers.append(stream)
-    if os.path.exists(SYSLOG_SOCKET):
+    # under systemd, stderr already goes to the journal: syslog would record everything twice
+    to_journal = foreground and "JOURNAL_STREAM" in os.environ
+    if os.path.exists(SYSLOG_SOCKET) and not to_journal:
         try:
             syslog = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
             syslog.setFormatter(logging.Formatter(SYSLOG_FORMAT))

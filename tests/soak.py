@@ -1,0 +1,186 @@
+"""A soak run of the daemon (not part of the test command): pilots of random lifetimes, a
+random owner load, a reload every minute and a Docker Engine restart every ten minutes.
+
+Run as root on a machine whose Docker Engine the run may restart::
+
+    PYTHONPATH=. /opt/plancton-test/venv/bin/python -m tests.soak --minutes 30
+
+It prints (and writes with --output) pilots started, exits handled, kills, the daemon's RSS
+and open file descriptors at start and end, and the orphan containers left, and exits 1 when
+RSS grew by more than 10%, descriptors grew, or any container was orphaned.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import docker
+import psutil
+
+from plancton.spec import instance_label
+from tests import services
+
+INSTANCE = "soak"
+BURN = [sys.executable, "-c", "while True: pass"]
+CONFIG = """instance: soak
+main_sleep: 1
+max_docks: {max_docks}
+docks_per_loop: 4
+cpus_per_dock: 0.5
+max_dock_mem: 64M
+grace_spawn: 10
+pause_delay: 3
+grace_kill: 20
+vacate_time: 2
+docker_cmd: ["sh", "-c", "sleep $(( RANDOM % 20 + 1 ))"]
+"""
+
+
+def ctl(folder: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run planctonctl on the soak's folders."""
+    command = [shutil.which("planctonctl") or "planctonctl", "--confdir", folder, "--rundir", folder]
+    return subprocess.run([*command, "--logdir", folder, *args], capture_output=True, text=True, check=False)
+
+
+def daemon_figures(folder: str) -> dict[str, float]:
+    """Return the daemon's resident memory (MB) and open file descriptors."""
+    with open(os.path.join(folder, "plancton.pid"), encoding="ascii") as handle:
+        process = psutil.Process(int(handle.read()))
+    return {"rss_mb": process.memory_info().rss / 2**20, "fds": process.num_fds()}
+
+
+def our_containers() -> list[dict[str, Any]]:
+    client = docker.APIClient(version="auto", timeout=60)
+    try:
+        return list(client.containers(all=True, filters={"label": [instance_label(INSTANCE)]}))
+    finally:
+        client.close()
+
+
+def restart_engine(log_dir: str) -> services.StartedProcess:
+    """Stop every dockerd and start a new one."""
+    for process in psutil.process_iter(["name"]):
+        if process.info["name"] == "dockerd":
+            process.terminate()
+            process.wait(120)
+    return services.start_dockerd(log_dir)
+
+
+def soak(minutes: float, seed: int) -> dict[str, Any]:
+    """Run the soak and return its figures."""
+    random.seed(seed)
+    folder = tempfile.mkdtemp(prefix="plancton-soak-")
+    os.chmod(folder, 0o700)
+    engine: services.StartedProcess | None = None
+    if not services.docker_answers():
+        engine = services.start_dockerd(folder)
+    services.ensure_busybox_image()
+    owner: list[subprocess.Popen[bytes]] = []
+    restarts = reloads = 0
+    config_path = os.path.join(folder, "config.yaml")
+    with open(config_path, "w", encoding="utf-8") as handle:
+        handle.write(CONFIG.format(max_docks=4))
+    try:
+        if ctl(folder, "start").returncode != 0:
+            raise RuntimeError(f"the daemon did not start; see {folder}/plancton.log")
+        time.sleep(60 if minutes >= 5 else 10)  # warm-up before the reference figures
+        start = daemon_figures(folder)
+        began = time.monotonic()
+        deadline = began + minutes * 60
+        restart_every = min(600.0, minutes * 60 / 2)
+        next_reload, next_restart, next_owner = began + 60, began + restart_every, began
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if now >= next_owner:
+                for burner in owner:
+                    burner.kill()
+                    burner.wait()
+                owner = [subprocess.Popen(BURN) for _ in range(random.choice([0, 0, 1, 2]))]
+                next_owner = now + random.uniform(5, 40)
+            if now >= next_reload:
+                with open(config_path, "w", encoding="utf-8") as handle:
+                    handle.write(CONFIG.format(max_docks=random.choice([3, 4, 5])))
+                ctl(folder, "reload")
+                reloads += 1
+                next_reload = now + 60
+            if now >= next_restart:
+                engine = restart_engine(folder)
+                restarts += 1
+                next_restart = now + restart_every
+            time.sleep(1)
+        for burner in owner:
+            burner.kill()
+            burner.wait()
+        owner = []
+        end = daemon_figures(folder)
+        ctl(folder, "force-stop")
+        settle = time.monotonic() + 120
+        while our_containers() and time.monotonic() < settle:
+            time.sleep(1)
+        orphans = len(our_containers())
+        status = ctl(folder, "status").returncode
+        ctl(folder, "stop")
+        with open(os.path.join(folder, "plancton.log"), encoding="utf-8", errors="replace") as handle:
+            log = handle.read()
+        return {
+            "minutes": minutes,
+            "seed": seed,
+            "pilots_started": log.count("started pilot"),
+            "exits_handled": log.count(" exited with code "),
+            "kills": log.count("stopping pilot") + log.count("killing pilot"),
+            "pauses": log.count("paused pilot"),
+            "reloads": reloads,
+            "engine_restarts": restarts,
+            "rss_mb_start": round(start["rss_mb"], 1),
+            "rss_mb_end": round(end["rss_mb"], 1),
+            "fds_start": start["fds"],
+            "fds_end": end["fds"],
+            "orphan_containers": orphans,
+            "daemon_running_at_end": status == 0,
+            "errors_logged": log.count(" ERROR "),
+        }
+    finally:
+        for burner in owner:
+            burner.kill()
+        ctl(folder, "stop")
+        client = docker.APIClient(version="auto", timeout=60)
+        for entry in client.containers(all=True, filters={"label": [instance_label(INSTANCE)]}):
+            client.remove_container(entry["Id"], force=True)
+        client.close()
+        if engine is not None:
+            engine.stop()
+
+
+def main() -> int:
+    """Run the soak from the command line; exit 1 when a figure shows a leak or an orphan."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--output", help="write the figures as JSON here")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(1))
+    figures = soak(args.minutes, args.seed)
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            handle.write(text + "\n")
+    healthy = (
+        figures["rss_mb_end"] <= 1.1 * figures["rss_mb_start"]
+        and figures["fds_end"] <= figures["fds_start"]
+        and figures["orphan_containers"] == 0
+        and figures["daemon_running_at_end"]
+    )
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
