@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 
 from plancton import config as configuration
-from plancton.control import _add_location_options, location_arguments, paths_from
+from plancton.control import add_location_options, location_arguments, paths_from
 from plancton.control import main as planctonctl
 from plancton.errors import ConfigError, PlanctonError
 from plancton.host import host_facts
@@ -386,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--update", action="store_true", help="pull the latest commit, validate it and reload the daemon"
     )
     action.add_argument("--dryrun", action="store_true", help="install an empty configuration (every key's default)")
-    _add_location_options(parser, None)
+    add_location_options(parser, None)
     return parser
 
 

@@ -64,7 +64,8 @@ def complain(message: str) -> None:
 # -- argument parsing ---------------------------------------------------------------------
 
 
-def _add_location_options(parser: argparse.ArgumentParser, default: Any) -> None:
+def add_location_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Add --user, --confdir, --rundir, --logdir and --pidfile to a parser, with this default."""
     parser.add_argument("--user", action="store_true", default=default, help="user mode: folders under ~/.plancton")
     for name, what in (
         ("confdir", "folder of config.yaml"),
@@ -82,13 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Control the Plancton daemon, which runs pilot containers on spare CPU.",
     )
     parser.add_argument("--version", action="version", version=f"planctonctl (Plancton) {__version__}")
-    _add_location_options(parser, None)
+    add_location_options(parser, None)
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     verbs.required = True
 
     def verb(name: str, summary: str, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
         sub = verbs.add_parser(name, help=summary, description=summary, aliases=list(aliases))
-        _add_location_options(sub, argparse.SUPPRESS)
+        add_location_options(sub, argparse.SUPPRESS)
         return sub
 
     verb("start", "start the daemon in the background").add_argument(
