@@ -4,6 +4,7 @@ Plancton instance whose containers are removed afterwards, and a way to run plan
 
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -119,6 +120,30 @@ def instance(docker_engine: Engine) -> Iterator[str]:
     name = f"t{secrets.token_hex(4)}"
     yield name
     remove_instance_containers(name)
+
+
+def make_user(name: str, groups: list[str]) -> pwd.struct_passwd:
+    """Create a local user with a home folder (replacing a leftover one of that name)."""
+    subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
+    command = ["useradd", "--create-home", "--shell", "/bin/sh"]
+    command += ["--groups", ",".join(groups)] if groups else []
+    subprocess.run([*command, name], check=True, capture_output=True)
+    return pwd.getpwnam(name)
+
+
+def run_as(user: pwd.struct_passwd, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a command as this user, with its own HOME, and return the finished process."""
+    environment = ["env", f"HOME={user.pw_dir}", f"USER={user.pw_name}", "LC_ALL=C.UTF-8"]
+    if "PYTHONPATH" in os.environ:  # the working tree under test, when it is not installed
+        environment.append(f"PYTHONPATH={os.environ['PYTHONPATH']}")
+    return subprocess.run(
+        ["runuser", "-u", user.pw_name, "--", *environment, *command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd="/",
+    )
 
 
 @dataclass

@@ -23,7 +23,7 @@ from plancton.config import load
 from plancton.errors import PlanctonError
 from plancton.host import host_facts
 from plancton.spec import instance_label
-from tests.conftest import STEADY_POLICY, venv_command, wait_until
+from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -116,17 +116,7 @@ class NodeUser:
 
     def run(self, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a command as this user, with its own HOME, and return the finished process."""
-        environment = ["env", f"HOME={self.account.pw_dir}", f"USER={self.account.pw_name}", "LC_ALL=C.UTF-8"]
-        if "PYTHONPATH" in os.environ:  # the working tree under test, when it is not installed
-            environment.append(f"PYTHONPATH={os.environ['PYTHONPATH']}")
-        return subprocess.run(
-            ["runuser", "-u", self.account.pw_name, "--", *environment, *command],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            cwd="/",
-        )
+        return run_as(self.account, *command, timeout=timeout)
 
     def bootstrap(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run plancton-bootstrap as this user."""
@@ -180,11 +170,7 @@ class NodeUser:
 def node(docker_engine: None) -> Iterator[NodeUser]:
     """A fresh user in the docker group; its daemon, crontab and home go afterwards."""
     name = "plancton-node"
-    subprocess.run(["userdel", "--remove", name], capture_output=True, check=False)
-    subprocess.run(
-        ["useradd", "--create-home", "--shell", "/bin/sh", "--groups", "docker", name], check=True, capture_output=True
-    )
-    user = NodeUser(pwd.getpwnam(name))
+    user = NodeUser(make_user(name, ["docker"]))
     yield user
     user.planctonctl("stop", "--timeout", "20")
     subprocess.run(["crontab", "-r", "-u", name], capture_output=True, check=False)

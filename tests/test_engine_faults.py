@@ -11,8 +11,8 @@ import pytest
 
 from plancton.spec import instance_label
 from tests import services
-from tests.conftest import STEADY_POLICY, Engine, Installation, remove_instance_containers, wait_until
-from tests.test_user_mode import as_user, make_user
+from tests.conftest import STEADY_POLICY, Engine, Installation, make_user, remove_instance_containers, wait_until
+from tests.test_user_mode import as_user
 
 pytestmark = [pytest.mark.docker, pytest.mark.disruptive]
 FAULT_IMAGE = "plancton-fault:1"

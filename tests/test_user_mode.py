@@ -10,27 +10,22 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests.conftest import STEADY_POLICY, Engine, remove_instance_containers, venv_command, wait_until
+from tests.conftest import (
+    STEADY_POLICY,
+    Engine,
+    make_user,
+    remove_instance_containers,
+    run_as,
+    venv_command,
+    wait_until,
+)
 
 pytestmark = pytest.mark.docker
 
 
-def make_user(name: str, groups: list[str]) -> pwd.struct_passwd:
-    """Create a local user with a home folder (replacing a leftover one)."""
-    subprocess.run(["userdel", "-r", name], capture_output=True, check=False)
-    command = ["useradd", "--create-home", "--shell", "/bin/sh"]
-    command += ["--groups", ",".join(groups)] if groups else []
-    subprocess.run([*command, name], check=True, capture_output=True)
-    return pwd.getpwnam(name)
-
-
 def as_user(user: pwd.struct_passwd, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """Run planctonctl as this user, with its own HOME, and return the finished process."""
-    environment = ["env", f"HOME={user.pw_dir}", f"USER={user.pw_name}"]
-    if "PYTHONPATH" in os.environ:
-        environment.append(f"PYTHONPATH={os.environ['PYTHONPATH']}")
-    command = ["runuser", "-u", user.pw_name, "--", *environment, venv_command("planctonctl"), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, cwd="/")
+    """Run planctonctl as this user and return the finished process."""
+    return run_as(user, venv_command("planctonctl"), *args, timeout=timeout)
 
 
 @pytest.fixture
