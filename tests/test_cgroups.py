@@ -1,0 +1,90 @@
+"""The pilots' parent cgroup on both cgroup versions and both Docker drivers, on cgroup
+file trees laid out like the kernel's, and the host sensor on this host."""
+
+import os
+
+import pytest
+
+from plancton.cgroups import PilotCgroup
+from plancton.host import HostSensor, read_pressure
+
+
+def make_tree(root: str, files: dict[str, str]) -> None:
+    for relative, content in files.items():
+        path = os.path.join(root, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="ascii") as handle:
+            handle.write(content)
+
+
+def read(root: str, relative: str) -> str:
+    with open(os.path.join(root, relative), encoding="ascii") as handle:
+        return handle.read()
+
+
+@pytest.mark.parametrize(
+    ("driver", "version", "folder"),
+    [
+        ("cgroupfs", 1, "cpu/plancton"),
+        ("systemd", 1, "cpu/plancton.slice"),
+        ("cgroupfs", 2, "plancton"),
+        ("systemd", 2, "plancton.slice"),
+    ],
+)
+def test_parent_names_and_lowest_weight(driver: str, version: int, folder: str, tmp_path: "os.PathLike[str]") -> None:
+    root = str(tmp_path)
+    weight = "cpu.weight" if version == 2 else "cpu.shares"
+    make_tree(root, {f"{folder}/{weight}": "100"})
+    cgroup = PilotCgroup("plancton", driver, version, root)
+    assert cgroup.docker_parent == ("plancton.slice" if driver == "systemd" else "/plancton")
+    assert cgroup.set_lowest_weight() is None
+    assert read(root, f"{folder}/{weight}") == ("1" if version == 2 else "2")
+
+
+def test_cpu_idle_is_preferred_where_the_kernel_has_it(tmp_path: "os.PathLike[str]") -> None:
+    root = str(tmp_path)
+    make_tree(root, {"plancton/cpu.idle": "0", "plancton/cpu.weight": "100"})
+    assert PilotCgroup("plancton", "cgroupfs", 2, root).set_lowest_weight() is None
+    assert read(root, "plancton/cpu.idle") == "1"
+    assert read(root, "plancton/cpu.weight") == "100"  # SCHED_IDLE makes the weight moot
+
+
+def test_cpu_accounting_of_both_versions(tmp_path: "os.PathLike[str]") -> None:
+    root = str(tmp_path)
+    make_tree(root, {"cpuacct/plancton/cpuacct.usage": "2500000000\n"})
+    assert PilotCgroup("plancton", "cgroupfs", 1, root).cpu_seconds() == pytest.approx(2.5)
+    make_tree(root, {"plancton/cpu.stat": "usage_usec 1500000\nuser_usec 1000000\nsystem_usec 500000\n"})
+    assert PilotCgroup("plancton", "cgroupfs", 2, root).cpu_seconds() == pytest.approx(1.5)
+    assert PilotCgroup("absent", "cgroupfs", 2, root).cpu_seconds() is None
+
+
+def test_unwritable_cgroup_gives_a_warning_not_an_error(tmp_path: "os.PathLike[str]") -> None:
+    root = os.path.join(tmp_path, "not-a-folder")
+    with open(root, "w", encoding="ascii") as handle:
+        handle.write("")
+    warning = PilotCgroup("plancton", "cgroupfs", 1, root).set_lowest_weight()
+    assert warning is not None and "lowest CPU weight" in warning
+
+
+def test_pressure_files(tmp_path: "os.PathLike[str]") -> None:
+    folder = str(tmp_path)
+    make_tree(
+        folder,
+        {
+            "cpu": "some avg10=12.50 avg60=3.00 avg300=1.00 total=123\nfull avg10=0.00 avg60=0 avg300=0 total=0\n",
+            "memory": "some avg10=1.00 avg60=0.00 avg300=0.00 total=1\nfull avg10=40.25 avg60=0.00 avg300=0 total=9\n",
+        },
+    )
+    assert read_pressure("cpu", "some", folder) == 12.5
+    assert read_pressure("memory", "full", folder) == 40.25
+    assert read_pressure("io", "some", folder) is None
+
+
+def test_host_sensor_on_this_host() -> None:
+    sensor = HostSensor(PilotCgroup("plancton-sensor-test", root="/nonexistent"))
+    sample = sensor.sample()
+    assert sample.ncpus == os.cpu_count()
+    assert 0.0 <= sample.busy_cores <= sample.ncpus
+    assert sample.pilots_cores == 0.0  # no accounting readable: no pilot CPU invented
+    assert sample.available_bytes > 0
+    assert sensor.sample() is sample  # asked again at once: the same sample, not noise
