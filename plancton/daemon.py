@@ -459,14 +459,17 @@ class Daemon:
 
     def _watch_events(self) -> None:
         delay = 1.0
+        since: int | None = None
         while not self._stopping.is_set():
             try:
-                self.engine.watch_events(self._on_event)
+                self.engine.watch_events(self._on_event, since)
                 delay = 1.0
             except (EngineUnavailable, PilotError) as error:
                 log.debug("event stream unavailable: %s", error)
             except Exception:
                 log.exception("event stream failed")
+            # the next stream replays what happens while this one is down
+            since = int(self.wall()) - 1
             if self._stopping.wait(delay):
                 return
             delay = min(delay * 2, MAX_ENGINE_RETRY_SECONDS)

@@ -107,14 +107,17 @@ class DockerPilots:
         self._lock = threading.Lock()
         self._events: Any = None
 
+    def _new_client(self, timeout: float | None) -> docker.APIClient:
+        settings = docker.utils.kwargs_from_env()
+        if self.base_url:
+            settings["base_url"] = self.base_url
+        self.api_calls += 1  # the version negotiation is a request too
+        return docker.APIClient(version="auto", timeout=timeout, **settings)
+
     def _api(self) -> docker.APIClient:
         with self._lock:
             if self._client is None:
-                settings = docker.utils.kwargs_from_env()
-                if self.base_url:
-                    settings["base_url"] = self.base_url
-                self.api_calls += 1  # the version negotiation is a request too
-                self._client = docker.APIClient(version="auto", timeout=API_TIMEOUT_SECONDS, **settings)
+                self._client = self._new_client(API_TIMEOUT_SECONDS)
             return self._client
 
     @contextmanager
@@ -254,9 +257,10 @@ class DockerPilots:
 
         self._call(f"pull {reference}", pull)
 
-    def watch_events(self, on_event: Callable[[str, str, int | None], None]) -> None:
+    def watch_events(self, on_event: Callable[[str, str, int | None], None], since: int | None = None) -> None:
         """Call ``on_event(action, container id, exit code)`` for each event of this instance's
-        pilots (the exit code comes with "die" events only).
+        pilots (the exit code comes with "die" events only), from ``since`` (Unix seconds; the
+        engine replays what happened since then) or from now.
 
         Blocks until the stream ends or :meth:`close_events` is called.
 
@@ -265,11 +269,13 @@ class DockerPilots:
         """
         filters = {"type": ["container"], "event": list(EVENT_ACTIONS), "label": [instance_label(self.instance)]}
         with self._translated("watch events"):
-            stream = self._api().events(decode=True, filters=filters)
-            with self._lock:
-                self.api_calls += 1
-                self._events = stream
+            # a client of its own without a read timeout: a quiet stream is not a broken one
+            client = self._new_client(None)
             try:
+                stream = client.events(decode=True, filters=filters, since=since)
+                with self._lock:
+                    self.api_calls += 1
+                    self._events = stream
                 for event in stream:
                     attributes = (event.get("Actor") or {}).get("Attributes") or {}
                     code = attributes.get("exitCode")
@@ -277,6 +283,7 @@ class DockerPilots:
             finally:
                 with self._lock:
                     self._events = None
+                client.close()
 
     def close_events(self) -> None:
         """End a running :meth:`watch_events` (safe to call from another thread)."""
