@@ -7,11 +7,13 @@ installed, the Docker Engine running)::
     PYTHONPATH=. /opt/plancton-test/venv/bin/python bench/workqueue.py [--tasks 40] [--hash-mib 200]
 
 Throughput: the example manager (``examples/workqueue/manager.py``) submits ``--tasks`` tasks
-that each hash ``--hash-mib`` MiB; ``--workers`` workers with one core each run them, either
-started directly on the host or as Plancton's pilots from the example configuration
-(``max_docks`` = ``--workers``, ``cpus_per_dock`` 1). The legs alternate ``--rounds`` times
-so that a change of the machine's load hits both alike; tasks per minute count from the first
-dispatch to the last result, as the manager reports them.
+that each hash ``--hash-mib`` MiB; ``--workers`` workers with one core each run them, started
+directly on the host (at niceness 0, and at 19 as a low-priority reference) or as Plancton's
+pilots from the example configuration (``max_docks`` = ``--workers``, ``cpus_per_dock`` 1).
+Pilots run at the lowest CPU weight, so on a busy host they get less CPU than host workers by
+design; the nice 19 leg shows how much of a gap that alone makes. The legs alternate
+``--rounds`` times so that a change of the machine's load hits all alike; tasks per minute
+count from the first dispatch to the last result, as the manager reports them.
 
 Resume: with pilots working through sleeping tasks, ``planctonctl force-stop`` stops every
 pilot; once the manager has seen every worker leave, ``planctonctl resume`` runs, and the
@@ -189,15 +191,21 @@ def finished_summary(manager: Manager) -> dict[str, Any]:
     return summary
 
 
-def throughput_on_host(folder: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Run the workload on workers started directly on the host; return the manager's summary."""
+def throughput_on_host(folder: str, args: argparse.Namespace, niceness: int = 0) -> dict[str, Any]:
+    """Run the workload on workers started directly on the host at a niceness; return the
+    manager's summary."""
     workers = HostWorkers()
     with manager_run(folder, tasks=args.tasks, sleep=0, hash_mib=args.hash_mib) as (manager, port):
         try:
-            workers.start(args.workers, port, cores=1, idle_timeout=60)
-            return finished_summary(manager)
+            workers.start(args.workers, port, cores=1, idle_timeout=60, niceness=niceness)
+            return with_load(finished_summary(manager))
         finally:
             workers.stop()
+
+
+def with_load(summary: dict[str, Any]) -> dict[str, Any]:
+    """Return a manager's summary with the host's load average at its end."""
+    return {**summary, "load_average_1min": os.getloadavg()[0]}
 
 
 def throughput_in_pilots(folder: str, args: argparse.Namespace, image: str) -> dict[str, Any]:
@@ -207,7 +215,7 @@ def throughput_in_pilots(folder: str, args: argparse.Namespace, image: str) -> d
         try:
             plancton.configure(port, args.workers)
             plancton.ctl("start")
-            return finished_summary(manager)
+            return with_load(finished_summary(manager))
         finally:
             plancton.stop()
 
@@ -254,29 +262,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchFailure(problem)
     image = f"plancton-workqueue-bench-{secrets.token_hex(4)}:latest"
     folder = tempfile.mkdtemp(prefix="plancton-bench-wq-")
-    build_image(image)
     try:
-        host, pilots = [], []
+        build_image(image)
+        legs: dict[str, list[dict[str, Any]]] = {"host": [], "host_nice_19": [], "pilots": []}
         for _ in range(args.rounds):
-            host.append(throughput_on_host(folder, args))
-            pilots.append(throughput_in_pilots(folder, args, image))
+            legs["host"].append(throughput_on_host(folder, args))
+            legs["host_nice_19"].append(throughput_on_host(folder, args, niceness=19))
+            legs["pilots"].append(throughput_in_pilots(folder, args, image))
         resumes = resume_latencies(folder, args, image)
     finally:
         remove_image(image)
         shutil.rmtree(folder, ignore_errors=True)
-    host_rate = statistics.median(summary["tasks_per_minute"] for summary in host)
-    pilot_rate = statistics.median(summary["tasks_per_minute"] for summary in pilots)
+    rates = {leg: statistics.median(summary["tasks_per_minute"] for summary in runs) for leg, runs in legs.items()}
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": f"{platform.node()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "load_average_at_end": os.getloadavg(),
         "settings": vars(args),
-        "tasks_per_minute_host": host_rate,
-        "tasks_per_minute_pilots": pilot_rate,
-        "ratio_pilots_to_host": pilot_rate / host_rate,
+        "tasks_per_minute_host": rates["host"],
+        "tasks_per_minute_host_nice_19": rates["host_nice_19"],
+        "tasks_per_minute_pilots": rates["pilots"],
+        "ratio_pilots_to_host": rates["pilots"] / rates["host"],
+        "ratio_pilots_to_host_nice_19": rates["pilots"] / rates["host_nice_19"],
         "resume_to_pilot_started_seconds": [item["to_pilot_started"] for item in resumes],
         "resume_to_task_running_seconds": [item["to_task_running"] for item in resumes],
-        "raw": {"host": host, "pilots": pilots},
+        "raw": legs,
     }
 
 
@@ -286,22 +296,24 @@ def report(results: dict[str, Any]) -> None:
     started = results["resume_to_pilot_started_seconds"]
     rows = [
         ("tasks per minute, workers on the host", f"{results['tasks_per_minute_host']:.1f}"),
+        ("tasks per minute, workers on the host, nice 19", f"{results['tasks_per_minute_host_nice_19']:.1f}"),
         ("tasks per minute, Plancton's pilots", f"{results['tasks_per_minute_pilots']:.1f}"),
         ("ratio pilots / host", f"{results['ratio_pilots_to_host']:.3f}"),
+        ("ratio pilots / host at nice 19", f"{results['ratio_pilots_to_host_nice_19']:.3f}"),
         ("resume to first pilot started (median, s)", f"{statistics.median(started):.2f}"),
         ("resume to first task running (median, s)", f"{statistics.median(running):.2f}"),
         ("resume to first task running (min-max, s)", f"{min(running):.2f}-{max(running):.2f}"),
     ]
     for what, value in rows:
-        print(f"{what:<45} {value}")
+        print(f"{what:<48} {value}")
     print(json.dumps(results, indent=1))
 
 
 def main(argv: list[str]) -> int:
     """Run the benchmark with the given arguments; return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--tasks", type=int, default=40, help="tasks per throughput leg (default 40)")
-    parser.add_argument("--hash-mib", type=int, default=200, help="MiB each task hashes (default 200)")
+    parser.add_argument("--tasks", type=int, default=30, help="tasks per throughput leg (default 30)")
+    parser.add_argument("--hash-mib", type=int, default=100, help="MiB each task hashes (default 100)")
     parser.add_argument("--workers", type=int, default=2, help="workers, and max_docks (default 2)")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of host and pilot legs (default 2)")
     parser.add_argument("--resumes", type=int, default=3, help="force-stop/resume repetitions (default 3)")

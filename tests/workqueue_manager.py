@@ -133,9 +133,10 @@ class HostWorkers:
 
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def start(self, count: int, port: int, cores: int, idle_timeout: float) -> None:
-        """Start ``count`` workers for the manager on 127.0.0.1:``port``."""
-        command = [WORKER, f"--cores={cores}", f"--timeout={idle_timeout:g}", "127.0.0.1", str(port)]
+    def start(self, count: int, port: int, cores: int, idle_timeout: float, niceness: int = 0) -> None:
+        """Start ``count`` workers for the manager on 127.0.0.1:``port``, at a niceness."""
+        command = ["nice", "-n", str(niceness), WORKER, f"--cores={cores}", f"--timeout={idle_timeout:g}"]
+        command += ["127.0.0.1", str(port)]
         for _ in range(count):
             self.processes.append(
                 subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp")
