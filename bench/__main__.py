@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--shared-host",
         action="store_true",
-        help="the host has other users: reclaim and harvest count the owner busy only at 99%% of the host",
+        help="the host has other users: reclaim and harvest count the owner busy at 90%% of the host (idle below 60%%)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemons' folders and logs (in /tmp)")
     parser.add_argument("--results", metavar="FILE", default=DEFAULT_RESULTS, help="where to write the results")

@@ -21,7 +21,7 @@ def draw(timelines: dict[str, dict[str, Any]], path: str) -> None:
     per scenario into a PNG file at ``path``.
     """
     names = [name for name in TITLES if name in timelines]
-    figure, axes = plt.subplots(len(names), 1, figsize=(11, 3.8 * len(names)), squeeze=False)
+    figure, axes = plt.subplots(len(names), 1, figsize=(11, 4.2 * len(names)), squeeze=False)
     for axis, name in zip(axes[:, 0], names, strict=True):
         _panel(axis, timelines[name], TITLES[name])
     figure.tight_layout()
@@ -40,7 +40,7 @@ def _panel(axis: Any, series: dict[str, Any], title: str) -> None:
     axis.set_title(title, fontsize=10)
     for label, when in series.get("marks", {}).items():
         axis.axvline(when, color="black", linestyle=":", linewidth=0.8)
-        axis.annotate(label, (when, axis.get_ylim()[1]), fontsize=8, rotation=90, va="top", ha="right")
+        axis.annotate(label, (when, axis.get_ylim()[1]), fontsize=8, rotation=90, va="top", ha="left")
     counts = axis.twinx()
     counts.step(times, series["running"], where="post", color="tab:green", label="running pilots")
     counts.step(times, series["paused"], where="post", color="tab:olive", linestyle="--", label="paused pilots")
@@ -48,4 +48,12 @@ def _panel(axis: Any, series: dict[str, Any], title: str) -> None:
     counts.set_ylim(0, max([*series["running"], *series["paused"], 1]) + 1)
     lines, labels = axis.get_legend_handles_labels()
     more_lines, more_labels = counts.get_legend_handles_labels()
-    axis.legend(lines + more_lines, labels + more_labels, loc="upper right", fontsize=8, framealpha=0.8)
+    axis.legend(
+        lines + more_lines,
+        labels + more_labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=5,
+        fontsize=8,
+        frameon=False,
+    )
