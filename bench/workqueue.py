@@ -11,7 +11,8 @@ that each hash ``--hash-mib`` MiB; ``--workers`` workers with one core each run 
 directly on the host (at niceness 0, and at 19 as a low-priority reference) or as Plancton's
 pilots from the example configuration (``max_docks`` = ``--workers``, ``cpus_per_dock`` 1).
 Pilots run at the lowest CPU weight, so on a busy host they get less CPU than host workers by
-design; the nice 19 leg shows how much of a gap that alone makes. The legs alternate
+design; the nice 19 leg is the usual low priority for comparison (with the kernel's autogroup
+scheduling, niceness only yields to processes of the same session). The legs alternate
 ``--rounds`` times so that a change of the machine's load hits all alike; tasks per minute
 count from the first dispatch to the last result, as the manager reports them.
 
