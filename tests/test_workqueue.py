@@ -58,6 +58,15 @@ def worker_image(docker_engine: None) -> Iterator[str]:
     remove_image(reference)
 
 
+@pytest.fixture(scope="module")
+def self_contained_image(docker_engine: None) -> Iterator[str]:
+    """The example's self-contained pilot image (worker and libraries inside, no binds)."""
+    reference = f"plancton-workqueue-test-{secrets.token_hex(4)}:self-contained"
+    build_image(reference, self_contained=True)
+    yield reference
+    remove_image(reference)
+
+
 @pytest.fixture
 def managers(tmp_path: "os.PathLike[str]") -> Iterator[Callable[..., Manager]]:
     """Start example managers in the test's folder; each is stopped by its pid afterwards."""
@@ -227,3 +236,16 @@ def test_no_task_is_lost_when_the_pilots_are_stopped(
     assert summary["workers_lost"] >= 1
     # the tasks of the stopped workers ran again on the new pilots
     assert max(event["attempts"] for event in done) >= 2
+
+
+def test_the_self_contained_image_needs_no_bind(
+    installation: Installation, self_contained_image: str, managers: Callable[..., Manager]
+) -> None:
+    tasks = 4
+    manager, port = started_manager(managers, tasks=tasks, sleep=0, hash_mib=1)
+    config = example_config(self_contained_image, port, idle_timeout=30, binds=[], max_docks=1, **STEADY)
+    installation.write_config(config)
+    assert installation.ctl("start").returncode == 0
+    # busybox's sha256sum and head, inside the image, do the tasks' work
+    assert manager.process.wait(timeout=120) == 0, manager.output()[-3000:]
+    assert_every_task_once_and_right(manager, tasks)
