@@ -43,8 +43,15 @@ READY_TIMEOUT_SECONDS = 60.0
 REMOVE_THREADS = 8
 #: Settings for scenarios that measure the pilot machinery on a host whose owner is idle
 #: (refill, fill, overhead): on a shared machine the owner never is, and the benchmark's own
-#: Docker requests load dockerd, so these count the owner busy only when it takes the whole host.
-IDLE_OWNER = {"owner_busy_percent": 100, "owner_idle_percent": 99, "cpu_pressure_percent": 100}
+#: Docker requests load dockerd, so these count the owner busy only while it takes the whole
+#: host, never pause pilots for it, and start pilots again as soon as it is not.
+IDLE_OWNER = {
+    "owner_busy_percent": 100,
+    "owner_idle_percent": 99,
+    "cpu_pressure_percent": 100,
+    "pause_delay": "1d",
+    "grace_spawn": 0,
+}
 #: Runs the daemon with another number of concurrent create/start requests, to measure it.
 CONCURRENCY_LAUNCHER = (
     "import sys\n"
@@ -111,7 +118,7 @@ class Stats:
 
 @dataclass(frozen=True)
 class Figure:
-    """One line of the results: a measured figure, and its target where the issue sets one.
+    """One line of the results: a measured figure, and the target it is held to, if any.
 
     ``stats`` holds repeated measurements; ``value`` a single one. ``met`` is None for a
     figure without a target.
@@ -126,6 +133,8 @@ class Figure:
 
     def shown(self) -> str:
         """Return the figure as the table shows it: median [min-max] unit."""
+        if self.stats is not None and self.stats.count == 0:
+            return "not measured"
         if self.stats is not None:
             spread = f" [{_number(self.stats.low)}-{_number(self.stats.high)}]" if self.stats.count > 1 else ""
             return f"{_number(self.stats.median)}{spread} {self.unit}".strip()
