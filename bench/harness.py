@@ -11,6 +11,7 @@ import glob
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -518,6 +519,15 @@ class Plancton:
                 return " | ".join(handle.read().splitlines()[-lines:])
         except OSError:
             return ""
+
+    def errors_logged(self) -> list[str]:
+        """Return the error lines of the daemon's log so far, container ids shortened."""
+        try:
+            with open(os.path.join(self.logdir, "plancton.log"), encoding="utf-8", errors="replace") as handle:
+                lines = [line.split(" ERROR ", 1)[1].strip() for line in handle if " ERROR " in line]
+        except OSError:
+            return []
+        return [re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1", line) for line in lines]
 
     def mode_changed_at(self) -> float:
         """Return when planctonctl last wrote the mode: the moment a mode verb took effect."""
