@@ -24,8 +24,9 @@ from plancton.spec import instance_label
 from tests import services
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
-#: never counts as busy, pilots start at once and the loop turns fast.
-STEADY_POLICY = "owner_busy_percent: 100\nowner_idle_percent: 99\ngrace_spawn: 0\nmain_sleep: 0.5\n"
+#: counts as busy only at 100% of the host, pilots are never paused for it, start at once,
+#: and the loop turns fast.
+STEADY_POLICY = "owner_busy_percent: 100\nowner_idle_percent: 99\npause_delay: 1h\ngrace_spawn: 0\nmain_sleep: 0.5\n"
 
 #: Where tests/run installed Plancton; its planctonctl is the one users run.
 VENV = os.environ.get("PLANCTON_TEST_VENV", os.path.dirname(os.path.dirname(sys.executable)))

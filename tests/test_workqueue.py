@@ -42,7 +42,7 @@ OWNER_POLICY = {
 }
 #: Policy for the other tests: pilots start at once and are never paused for the load of other
 #: processes on a shared test machine.
-STEADY = {**yaml.safe_load(STEADY_POLICY), "pause_delay": 3600}
+STEADY = yaml.safe_load(STEADY_POLICY)
 POOL = 2
 
 
