@@ -20,7 +20,7 @@ import docker.errors
 import psutil
 
 from bench import fill, overhead, reclaim, refill
-from bench.harness import REPO, Bench, BenchError, ScenarioResult, deferred_signals
+from bench.harness import REPO, Bench, BenchError, Figure, ScenarioResult, deferred_signals
 
 SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "refill": refill.run,
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the host has other users: reclaim and harvest count the owner busy at 90%% of the host (idle below 60%%)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the daemons' folders and logs (in /tmp)")
+    parser.add_argument("--show", action="store_true", help="only print the table of the results file, run nothing")
+    parser.add_argument("--markdown", action="store_true", help="with --show: print the table as Markdown")
     parser.add_argument("--results", metavar="FILE", default=DEFAULT_RESULTS, help="where to write the results")
     parser.add_argument("--plot", metavar="FILE", default=DEFAULT_PLOT, help="where to draw reclaim and harvest")
     return parser
@@ -69,15 +71,21 @@ def machine(bench: Bench) -> dict[str, Any]:
     }
 
 
-def table(results: list[ScenarioResult]) -> str:
-    """Return the results as a plain-text table: one line per figure."""
-    rows = [("scenario", "figure", "median [min-max]", "target", "")]
-    for result in results:
-        if result.error:
-            rows.append((result.name, "error", result.error[:80], "", "FAILED"))
-        for figure in result.figures:
+def table(document: dict[str, Any], markdown: bool = False) -> str:
+    """Given results as results.json holds them, return a table with one line per figure:
+    aligned plain text, or Markdown.
+    """
+    rows = [("scenario", "figure", "median [min-max]", "target", "verdict")]
+    for name, scenario in document["scenarios"].items():
+        if scenario["error"]:
+            rows.append((name, "error", scenario["error"], "", "FAILED"))
+        for data in scenario["figures"]:
+            figure = Figure.from_dict(data)
             verdict = {True: "met", False: "MISSED", None: ""}[figure.met]
-            rows.append((result.name, figure.what, figure.shown(), figure.target, verdict))
+            rows.append((name, figure.what, figure.shown(), figure.target, verdict))
+    if markdown:
+        lines = ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+        return "\n".join([lines[0], "|" + "---|" * len(rows[0]), *lines[1:]])
     widths = [max(len(row[column]) for row in rows) for column in range(5)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
@@ -124,11 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"bench: unknown scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
+    if args.show:
+        with open(args.results, encoding="utf-8") as handle:
+            print(table(json.load(handle), args.markdown))
+        return 0
     signal.signal(signal.SIGTERM, _raise_interrupt)
     began = datetime.datetime.now(datetime.UTC)
     results, facts, interrupted = run(args, selected)
-    print(table(results))
     if interrupted:
+        print(table({"scenarios": {result.name: result.as_dict() for result in results}}))
         print(f"bench: interrupted: {args.results} left as it was", file=sys.stderr)
         return EXIT_INTERRUPTED
     document = {
@@ -139,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": facts,
         "scenarios": {result.name: result.as_dict() for result in results},
     }
+    print(table(document))
     with open(args.results, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1)
         handle.write("\n")

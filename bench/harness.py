@@ -143,6 +143,14 @@ class Figure:
             return "not measured"
         return f"{_number(self.value)} {self.unit}".strip()
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Figure":
+        """Given a figure as results.json holds it, return the figure."""
+        stats = None
+        if "median" in data:
+            stats = Stats(data["median"], data["min"], data["max"], data["p95"], data["n"])
+        return cls(data["what"], data["unit"], stats, data.get("value"), data.get("target", ""), data.get("met"))
+
     def as_dict(self) -> dict[str, Any]:
         """Return the figure for results.json."""
         data: dict[str, Any] = {"what": self.what, "unit": self.unit, "target": self.target, "met": self.met}
