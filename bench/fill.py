@@ -110,6 +110,6 @@ def run(bench: Bench) -> ScenarioResult:
             )
         )
     best = min(medians, key=lambda concurrency: medians[concurrency])
-    result.figures.append(Figure("fastest number of concurrent starts", "", value=float(best)))
+    result.figures.append(Figure("fastest number of concurrent starts", "at once", value=float(best)))
     result.raw = {"seconds": times, "daemon_start_concurrency": START_CONCURRENCY}
     return result

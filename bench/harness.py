@@ -164,6 +164,8 @@ class Figure:
 def _number(value: float) -> str:
     if math.isnan(value):
         return "nan"
+    if value == round(value):
+        return f"{value:.0f}"
     if abs(value) >= 100:
         return f"{value:.0f}"
     if abs(value) >= 10:
