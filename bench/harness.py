@@ -297,22 +297,38 @@ def action_of_baseline(tag: str, *actions: str) -> Callable[[Event], bool]:
     return lambda event: event.action in actions and event.attributes.get(BENCH_LABEL) == tag
 
 
+def _follow_state(states: dict[str, str], event: Event) -> bool:
+    """Apply one event to the states of a container group; return whether it changed one."""
+    if event.action in ("start", "unpause"):
+        states[event.container] = "running"
+    elif event.action == "pause":
+        states[event.container] = "paused"
+    elif event.action in ("die", "destroy"):
+        states.pop(event.container, None)
+    else:
+        return False
+    return True
+
+
 def running_over_time(events: Sequence[Event]) -> list[tuple[float, int, int]]:
     """Given a container group's events in order, return (time, running, paused) after each."""
     states: dict[str, str] = {}
     series = []
     for event in events:
-        if event.action in ("start", "unpause"):
-            states[event.container] = "running"
-        elif event.action == "pause":
-            states[event.container] = "paused"
-        elif event.action in ("die", "destroy"):
-            states.pop(event.container, None)
-        else:
-            continue
-        values = list(states.values())
-        series.append((event.time, values.count("running"), values.count("paused")))
+        if _follow_state(states, event):
+            values = list(states.values())
+            series.append((event.time, values.count("running"), values.count("paused")))
     return series
+
+
+def running_at(events: Sequence[Event], when: float) -> set[str]:
+    """Given a container group's events in order, return the containers running at a time."""
+    states: dict[str, str] = {}
+    for event in events:
+        if event.time > when:
+            break
+        _follow_state(states, event)
+    return {container for container, state in states.items() if state == "running"}
 
 
 # -- CPU sampling -------------------------------------------------------------------------

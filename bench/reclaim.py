@@ -41,6 +41,7 @@ from bench.harness import (
     cores,
     host_busy_seconds,
     pilot_seconds_between,
+    running_at,
     running_over_time,
 )
 from plancton.config import default_value
@@ -71,6 +72,8 @@ TARGET_SLOWDOWN = 1.05
 TARGET_SHARE_SECONDS = 1.0
 TARGET_HARVEST = 0.90
 TIMELINE_STEP = 0.1
+SETTLE_SECONDS = 1.5
+SETTLE_TIMEOUT_SECONDS = 30.0
 DEFAULT_IDLE_PERCENT = float(default_value("owner_idle_percent"))
 
 
@@ -194,21 +197,42 @@ def _owner_alone(bench: Bench, owner: Owner, iterations: int, cgroup_of: Plancto
     return ended - began
 
 
+def _pilot_events(bench: Bench, plancton: Plancton, since: float) -> list[Event]:
+    return bench.events.matching(action_of(plancton.name, "start", "die", "pause", "unpause"), since)
+
+
+def _wait_burning(bench: Bench, plancton: Plancton, since: float) -> None:
+    """Wait until every pilot has been running, none paused, for :data:`SETTLE_SECONDS`: at
+    start-up the daemon may take dockerd's work of creating them for a busy owner.
+
+    Raises:
+        BenchError: that did not happen within :data:`SETTLE_TIMEOUT_SECONDS`.
+    """
+    plancton.wait_started(since, NCPUS)
+    deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        series = running_over_time(_pilot_events(bench, plancton, since))
+        if series and series[-1][1:] == (NCPUS, 0) and time.time() - series[-1][0] >= SETTLE_SECONDS:
+            return
+        time.sleep(0.1)
+    why = "; ".join(plancton.state().get("why", []))
+    raise BenchError(f"the {NCPUS} pilots did not keep running for {SETTLE_SECONDS:g} s ({why})")
+
+
 def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Plancton) -> dict[str, Any]:
     """Start the daemon, let its pilots burn, run the owner; return what happened."""
     launched = time.time()
     plancton.foreground()
     try:
-        started = plancton.wait_started(launched, NCPUS)
-        pilots = {event.container for event in started}
         with CpuSampler(plancton.cgroup) as sampler:
-            time.sleep(1.0)
+            _wait_burning(bench, plancton, launched)
             began, ended = owner.work(iterations, sampler)
             time.sleep(0.3)
     finally:
         plancton.stop()
         plancton.remove_pilots()
-    events = bench.events.matching(action_of(plancton.name, "start", "die", "pause", "unpause"), launched)
+    events = _pilot_events(bench, plancton, launched)
+    pilots = running_at(events, began)
     stopped = last_of_pilots([event for event in events if event.time <= ended], "die", pilots)
     paused = last_of_pilots([event for event in events if event.time >= began], "pause", pilots)
     return {
@@ -218,7 +242,9 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
         "share_below_limit_after": first_share_below(sampler.readings, began, SHARE_LIMIT),
         "paused_after": None if paused is None else paused - began,
         "stopped_after": None if stopped is None else stopped - began,
-        "timeline": timeline(sampler.readings, events, began - 1.0, {"owner starts": began, "owner ends": ended}),
+        "timeline": timeline(
+            sampler.between(began - 1.0, math.inf), events, began - 1.0, {"owner starts": began, "owner ends": ended}
+        ),
     }
 
 
@@ -309,9 +335,8 @@ def run_harvest(bench: Bench) -> ScenarioResult:
     launched = time.time()
     plancton.foreground()
     try:
-        plancton.wait_started(launched, NCPUS)
         with CpuSampler(plancton.cgroup) as sampler:
-            time.sleep(0.5)
+            _wait_burning(bench, plancton, launched)
             origin = time.time()
             time.sleep(idle)
             began, ended = owner.busy_for(busy, sampler)
@@ -321,7 +346,7 @@ def run_harvest(bench: Bench) -> ScenarioResult:
         plancton.stop()
         plancton.remove_pilots()
     readings = sampler.readings
-    events = bench.events.matching(action_of(plancton.name, "start", "die", "pause", "unpause"), launched)
+    events = _pilot_events(bench, plancton, launched)
     back = _back_after(events, ended)
     if back is None or back >= finished:
         raise BenchError(f"the pilots were not back within {idle:g} s of idleness after the owner stopped")
@@ -364,7 +389,7 @@ def run_harvest(bench: Bench) -> ScenarioResult:
     marks = {"owner starts": began, "owner ends": ended, "pilots back": back}
     result.raw = {
         "daemon_errors": sorted(set(errors))[:10],
-        "timeline": timeline(readings, events, origin, marks),
+        "timeline": timeline(sampler.between(origin, math.inf), events, origin, marks),
         "ceiling_cores": CEILING_CORES,
     }
     return result
