@@ -101,6 +101,7 @@ class Stats:
     high: float
     p95: float
     count: int
+    missing: int = 0
 
     @classmethod
     def of(cls, values: Sequence[float]) -> "Stats":
@@ -108,13 +109,23 @@ class Stats:
         which the figure could not be measured, and is left out (``count`` says how many were).
         """
         measured = [value for value in values if not math.isnan(value)]
+        missing = len(values) - len(measured)
         if not measured:
-            return cls(math.nan, math.nan, math.nan, math.nan, 0)
-        return cls(percentile(measured, 0.5), min(measured), max(measured), percentile(measured, 0.95), len(measured))
+            return cls(math.nan, math.nan, math.nan, math.nan, 0, missing)
+        return cls(
+            percentile(measured, 0.5), min(measured), max(measured), percentile(measured, 0.95), len(measured), missing
+        )
 
     def as_dict(self) -> dict[str, float]:
         """Return the statistics for results.json."""
-        return {"median": self.median, "min": self.low, "max": self.high, "p95": self.p95, "n": self.count}
+        return {
+            "median": self.median,
+            "min": self.low,
+            "max": self.high,
+            "p95": self.p95,
+            "n": self.count,
+            "not_measured": self.missing,
+        }
 
 
 @dataclass(frozen=True)
@@ -138,7 +149,8 @@ class Figure:
             return "not measured"
         if self.stats is not None:
             spread = f" [{_number(self.stats.low)}-{_number(self.stats.high)}]" if self.stats.count > 1 else ""
-            return f"{_number(self.stats.median)}{spread} {self.unit}".strip()
+            missing = f" ({self.stats.missing} of {self.stats.count + self.stats.missing} not measured)"
+            return f"{_number(self.stats.median)}{spread} {self.unit}".strip() + (missing if self.stats.missing else "")
         if self.value is None or math.isnan(self.value):
             return "not measured"
         return f"{_number(self.value)} {self.unit}".strip()
@@ -148,7 +160,7 @@ class Figure:
         """Given a figure as results.json holds it, return the figure."""
         stats = None
         if "median" in data:
-            stats = Stats(data["median"], data["min"], data["max"], data["p95"], data["n"])
+            stats = Stats(data["median"], data["min"], data["max"], data["p95"], data["n"], data.get("not_measured", 0))
         return cls(data["what"], data["unit"], stats, data.get("value"), data.get("target", ""), data.get("met"))
 
     def as_dict(self) -> dict[str, Any]:
