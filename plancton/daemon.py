@@ -390,7 +390,17 @@ class Daemon:
         pilot = self._pilots.get(container)
         name = pilot.name if pilot else container[:12]
         if pause:
-            self.engine.pause(container)
+            try:
+                self.engine.pause(container)
+            except PilotError as error:
+                # a pilot starved by the lowest CPU weight may not reach the freezer in time
+                log.warning(
+                    "pilot %s could not be frozen (%s); it gets no CPU while the owner is busy and counts "
+                    "as paused: it is stopped after grace_kill if the owner stays busy",
+                    name,
+                    error,
+                )
+                return
         else:
             self.engine.unpause(container)
         log.info("%s pilot %s", "paused" if pause else "resumed", name)

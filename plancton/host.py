@@ -49,6 +49,8 @@ class HostSensor:
         self._last_pilots = cgroup.cpu_seconds()
         self._last_clock = time.monotonic()
         self._last_sample: HostSample | None = None
+        self._myself = psutil.Process()
+        self._last_own = self._own_seconds()
 
     def sample(self) -> HostSample:
         """Return the host's CPU use since the last sample, and its memory now.
@@ -63,13 +65,15 @@ class HostSensor:
             time.sleep(MIN_SAMPLE_SECONDS - elapsed)
         times = psutil.cpu_times()._asdict()
         pilots = self.cgroup.cpu_seconds()
+        own = self._own_seconds()
         clock = time.monotonic()
         busy_cores = self._busy_fraction(self._last_times, times) * self.ncpus
         pilots_cores = 0.0
         elapsed = clock - self._last_clock
         if pilots is not None and self._last_pilots is not None and elapsed > 0:
             pilots_cores = max(0.0, pilots - self._last_pilots) / elapsed
-        self._last_times, self._last_pilots, self._last_clock = times, pilots, clock
+        own_cores = max(0.0, own - self._last_own) / elapsed if elapsed > 0 else 0.0
+        self._last_times, self._last_pilots, self._last_clock, self._last_own = times, pilots, clock, own
         self._last_sample = HostSample(
             ncpus=self.ncpus,
             busy_cores=busy_cores,
@@ -77,8 +81,14 @@ class HostSensor:
             available_bytes=psutil.virtual_memory().available,
             cpu_pressure=read_pressure("cpu", "some"),
             memory_pressure=read_pressure("memory", "full"),
+            own_cores=min(own_cores, float(self.ncpus)),
         )
         return self._last_sample
+
+    def _own_seconds(self) -> float:
+        """Plancton's own CPU time so far (all its threads)."""
+        times = self._myself.cpu_times()
+        return float(times.user + times.system)
 
     @staticmethod
     def _busy_fraction(before: dict[str, float], after: dict[str, float]) -> float:

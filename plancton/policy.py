@@ -35,11 +35,12 @@ class HostSample:
     available_bytes: int
     cpu_pressure: float | None = None
     memory_pressure: float | None = None
+    own_cores: float = 0.0
 
     @property
     def owner_cores(self) -> float:
-        """CPU used by everything but the pilots: the owner's load, net of the pilots."""
-        return max(0.0, self.busy_cores - self.pilots_cores)
+        """CPU used by everything but the pilots and Plancton itself: the owner's load."""
+        return max(0.0, self.busy_cores - self.pilots_cores - self.own_cores)
 
     @property
     def owner_percent(self) -> float:
@@ -115,6 +116,7 @@ class _Draft:
     remove: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     exit_daemon: bool = False
+    released: list[str] = field(default_factory=list)  # held pilots that never froze, let go
 
     def leaving(self) -> set[str]:
         return {pilot for pilot, _ in self.stop + self.kill}
@@ -240,31 +242,39 @@ def _expire(live: list[PilotView], config: Config, draft: _Draft) -> None:
 
 
 def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
-    """Pause, resume or stop pilots as the owner's load asks."""
+    """Pause, resume or stop pilots as the owner's load asks.
+
+    A pilot is *held* from the moment it is asked to pause until the owner is idle again,
+    whether or not the engine managed to freeze it: a starved pilot under the lowest CPU
+    weight may refuse to freeze, yet gets no CPU either. Held pilots are stopped after
+    grace_kill and are never asked to pause twice.
+    """
     sample, config, now, memory = situation.sample, situation.config, situation.now, situation.memory
-    running = [pilot for pilot in live if pilot.state == "running"]
-    paused = [pilot for pilot in live if pilot.state == "paused"]
+    held_since = dict(memory.paused_since)
+    held = [pilot for pilot in live if pilot.id in held_since]
+    active = [pilot for pilot in live if pilot.state == "running" and pilot.id not in held_since]
     owner = f"owner at {sample.owner_percent:.0f}% of host CPU (pilots excluded)"
     in_state = now - memory.owner_since
     if memory.owner_busy and in_state >= config.pause_delay:
         room = max(0.0, sample.ncpus - sample.owner_cores)
         keep = math.floor(room / config.cpus_per_dock + 1e-9)
-        to_pause = _youngest_first(running)[: max(0, len(running) - keep)]
+        to_pause = _youngest_first(active)[: max(0, len(active) - keep)]
         draft.pause += [pilot.id for pilot in to_pause]
         if to_pause:
             draft.reasons.append(f"{owner}, busy {in_state:.0f} s: pausing {len(to_pause)} youngest pilots")
-        paused_since = dict(memory.paused_since)
-        overdue = [p for p in paused if now - paused_since.get(p.id, now) >= config.grace_kill]
+        overdue = [pilot for pilot in held if now - held_since[pilot.id] >= config.grace_kill]
         draft.stop += [(pilot.id, "owner reclaim") for pilot in overdue]
         if overdue:
             draft.reasons.append(f"owner busy past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots")
     elif memory.owner_busy:
         draft.reasons.append(f"{owner}: pausing pilots if it stays busy {config.pause_delay:g} s")
-    elif paused:
+    elif held:
+        paused = [pilot for pilot in held if pilot.state == "paused"]
         room = max(0, _pool_room(config, live) + len(paused))
         to_resume = sorted(paused, key=lambda pilot: (-pilot.age, pilot.id))[:room]
         draft.unpause += [pilot.id for pilot in to_resume]
-        draft.reasons.append(f"{owner}, idle again: resuming {len(to_resume)} paused pilots")
+        draft.released += [pilot.id for pilot in held if pilot.state != "paused"]
+        draft.reasons.append(f"{owner}, idle again: resuming {len(held)} held pilots")
 
 
 def _pool_room(config: Config, live: list[PilotView]) -> int:
@@ -292,11 +302,12 @@ def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
 def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> str | None:
     """Return why no pilot may start now, or None when they may."""
     config, now, memory, history = situation.config, situation.now, situation.memory, situation.history
+    held = dict(memory.paused_since)
     if situation.mode is not Mode.ACTIVE:
         return f"{situation.mode.value} ({len(live)} pilots left)"
     if memory.owner_busy:
         return "owner busy"
-    if draft.unpause or any(pilot.state == "paused" for pilot in live):
+    if draft.unpause or draft.released or any(p.state == "paused" or p.id in held for p in live):
         return "paused pilots resume first"
     idle_for = now - memory.reclaim_ended
     if idle_for < config.grace_spawn and not history.spawn_now:
@@ -309,13 +320,13 @@ def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> 
 
 
 def _forget_gone_pauses(memory: Memory, live: list[PilotView], now: float) -> Memory:
-    """Keep pause times of paused pilots only; one paused by an earlier daemon counts from now."""
+    """Keep the hold times of live pilots only; one paused by an earlier daemon counts from now."""
     known = dict(memory.paused_since)
-    kept = tuple((p.id, known.get(p.id, now)) for p in live if p.state == "paused")
+    kept = tuple((p.id, known.get(p.id, now)) for p in live if p.state == "paused" or p.id in known)
     return replace(memory, paused_since=kept)
 
 
 def _record_pauses(memory: Memory, draft: _Draft, now: float) -> Memory:
-    resumed = set(draft.unpause)
+    resumed = set(draft.unpause) | set(draft.released)
     kept = tuple(item for item in memory.paused_since if item[0] not in resumed)
     return replace(memory, paused_since=kept + tuple((pilot, now) for pilot in draft.pause))

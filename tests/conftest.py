@@ -50,7 +50,7 @@ def wait_until(predicate: Callable[[], object], timeout: float = 60.0, what: str
             return result
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(0.2)
 
 
 class Engine:

@@ -76,6 +76,8 @@ def test_a_full_log_disk_does_not_stop_the_daemon(
     assert isinstance(status, subprocess.CompletedProcess)
     assert "plancton.log" in status.stdout and "No space left" in status.stdout
     os.unlink(filler)
+    for container in running_ids(docker_api, installation.instance):
+        docker_api.kill(container)  # something to log
     wait_until(lambda: "log: cannot write" not in installation.ctl("status").stdout, what="the log writable again")
 
 

@@ -91,7 +91,7 @@ def test_a_killed_pilot_is_replaced(
     installation: Installation, docker_api: docker.APIClient, record_property: Callable[[str, object], None]
 ) -> None:
     # a long main_sleep: only the Docker event can make the replacement quick
-    installation.write_config(STEADY_POLICY.replace("main_sleep: 0.5", "main_sleep: 60") + "max_docks: 1\n")
+    installation.write_config(STEADY_POLICY.replace("main_sleep: 0.5", "main_sleep: 30") + "max_docks: 1\n")
     assert installation.ctl("start").returncode == 0
     first = wait_until(lambda: pilots(docker_api, installation.instance), what="a pilot")
     assert isinstance(first, list)

@@ -2,6 +2,7 @@
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -77,6 +78,9 @@ def test_owner_load_is_net_of_pilots() -> None:
     assert sample.owner_cores == 1.0
     assert sample.owner_percent == 25.0
     assert HostSample(ncpus=2, busy_cores=0.5, pilots_cores=0.9, available_bytes=GIB).owner_cores == 0.0
+    # Plancton's own CPU is not the owner's either
+    with_daemon = HostSample(ncpus=2, busy_cores=1.0, pilots_cores=0.3, available_bytes=GIB, own_cores=0.2)
+    assert with_daemon.owner_cores == pytest.approx(0.5)
 
 
 def test_owner_busy_pauses_youngest_after_pause_delay_then_stops_after_grace_kill() -> None:
@@ -107,9 +111,10 @@ def test_partial_owner_load_pauses_only_what_does_not_fit() -> None:
 def test_owner_idle_again_within_grace_kill_resumes_paused_pilots() -> None:
     config = make_config(max_docks=2, pause_delay=0, grace_kill=60)
     busy = idle_host(ncpus=2, owner_cores=2.0)
-    _, memory = once(busy, running(2), config, now=0.0)
-    plan, memory = once(busy, running(2), config, now=1.0, memory=memory)
+    plan, memory = once(busy, running(2), config, now=0.0)
     assert plan.pause == ("p1", "p0")
+    plan, memory = once(busy, running(2, state="paused"), config, now=1.0, memory=memory)
+    assert plan.pause == () and plan.stop == ()
     plan, memory = once(idle_host(ncpus=2), running(2, state="paused"), config, now=20.0, memory=memory)
     assert plan.unpause == ("p0", "p1")
     assert plan.stop == () and plan.start == 0
@@ -289,6 +294,28 @@ def test_no_flapping_around_a_threshold(loads: list[float], spacing: float) -> N
     # a pause needs pause_delay of continuous busy state, so between two pauses lies at least pause_delay
     pauses = changes[0::2]
     assert all(later - earlier >= config.pause_delay for earlier, later in itertools.pairwise(pauses))
+
+
+def test_a_pilot_that_refuses_to_freeze_is_held_and_stopped_after_grace_kill() -> None:
+    """A starved pilot may fail to freeze; it is asked once, then counts as paused."""
+    config = make_config(max_docks=1, pause_delay=0, grace_kill=30)
+    busy = idle_host(ncpus=1, owner_cores=1.0)
+    plan, memory = once(busy, running(1), config, now=0.0)
+    assert plan.pause == ("p0",)
+    plan, memory = once(busy, running(1), config, now=10.0, memory=memory)  # the freeze failed
+    assert plan.pause == () and plan.stop == () and plan.start == 0
+    plan, memory = once(busy, running(1), config, now=31.0, memory=memory)
+    assert plan.stop == (("p0", "owner reclaim"),)
+
+
+def test_a_held_pilot_that_never_froze_is_let_go_when_the_owner_leaves() -> None:
+    config = make_config(max_docks=1, pause_delay=0, grace_kill=30, grace_spawn=0)
+    _, memory = once(idle_host(ncpus=1, owner_cores=1.0), running(1), config, now=0.0)
+    plan, memory = once(idle_host(ncpus=1), running(1), config, now=5.0, memory=memory)
+    assert plan.unpause == () and plan.stop == () and plan.start == 0
+    assert memory.paused_since == ()
+    plan, _ = once(idle_host(ncpus=1), running(1), config, now=6.0, memory=memory)
+    assert plan.pause == () and plan.stop == ()
 
 
 def test_load_hovering_between_thresholds_changes_nothing() -> None:
