@@ -66,14 +66,29 @@ class Engine:
             return
         if os.geteuid() != 0:
             pytest.fail("no Docker Engine answers and only root can start dockerd")
-        self.started = services.start_dockerd(self.log_dir)
+        try:
+            self.started = services.start_dockerd(self.log_dir)
+        except RuntimeError:
+            # after a killed engine, its containerd may take longer to start than dockerd waits
+            self.started = services.start_dockerd(self.log_dir)
 
     def kill(self, number: int = signal.SIGKILL) -> None:
-        """Kill the running dockerd, whoever started it, and wait until it is gone."""
+        """Kill the running dockerd, whoever started it, and wait until it is gone; then end
+        the containerd it managed, as a service manager would, so that a new dockerd can start.
+        """
         for process in psutil.process_iter(["name"]):
             if process.info["name"] == "dockerd":
                 process.send_signal(number)
                 process.wait(60)
+        for process in psutil.process_iter(["name", "cmdline"]):
+            if process.info["name"] == "containerd" and "/var/run/docker/containerd" in " ".join(
+                process.info["cmdline"] or []
+            ):
+                process.terminate()
+                try:
+                    process.wait(30)
+                except psutil.TimeoutExpired:
+                    process.kill()
         self.started = None
 
     def stop(self) -> None:
