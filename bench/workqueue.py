@@ -42,10 +42,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import docker
 import yaml
 
-from plancton.spec import instance_label
 from tests import services
 from tests.workqueue_manager import (
     EXAMPLE,
@@ -84,14 +82,10 @@ def wait_for(predicate: Callable[[], Any], what: str, timeout: float = WAIT_TIME
     Raises:
         BenchFailure: it did not within ``timeout`` seconds.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise BenchFailure(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    try:
+        return services.poll(predicate, timeout, what, interval=0.05)
+    except services.WaitTimeout as error:
+        raise BenchFailure(str(error)) from None
 
 
 class Installation:
@@ -157,12 +151,7 @@ class Installation:
     def stop(self) -> None:
         """Stop the daemon and remove its pilots."""
         self.ctl("stop", "--timeout", "20")
-        client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=120)
-        try:
-            for entry in client.containers(all=True, filters={"label": [instance_label(self.instance)]}):
-                client.remove_container(entry["Id"], force=True, v=True)
-        finally:
-            client.close()
+        services.remove_instance_containers(self.instance)
 
 
 @contextmanager

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,6 @@ import docker
 import psutil
 import pytest
 
-from plancton.spec import instance_label
 from tests import services
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
@@ -39,18 +37,12 @@ def venv_command(name: str) -> str:
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
-    """Poll until ``predicate`` returns something true and return it; fail after ``timeout``.
-
-    The bound only keeps a broken test from hanging; it measures nothing.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
+    """Poll until ``predicate`` returns something true and return it; fail the test after
+    ``timeout`` seconds."""
+    try:
+        return services.poll(predicate, timeout, what)
+    except services.WaitTimeout as error:
+        pytest.fail(str(error))
 
 
 class Engine:
@@ -120,22 +112,12 @@ def docker_api(docker_engine: Engine) -> Iterator[docker.APIClient]:
     client.close()
 
 
-def remove_instance_containers(instance: str) -> None:
-    """Remove every container labelled for this instance."""
-    client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=60)
-    try:
-        for entry in client.containers(all=True, filters={"label": [instance_label(instance)]}):
-            client.remove_container(entry["Id"], force=True, v=True)
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def instance(docker_engine: Engine) -> Iterator[str]:
     """A fresh instance name; its containers are removed after the test."""
     name = f"t{secrets.token_hex(4)}"
     yield name
-    remove_instance_containers(name)
+    services.remove_instance_containers(name)
 
 
 def make_user(name: str, groups: list[str]) -> pwd.struct_passwd:

@@ -9,14 +9,43 @@ import os
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import docker
+
+from plancton.spec import instance_label
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 BUSYBOX = "/bin/busybox"
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "false", "ls", "yes", "kill", "mkdir", "env", "dd", "timeout")
 START_TIMEOUT_SECONDS = 90.0
+
+T = TypeVar("T")
+
+
+class WaitTimeout(Exception):
+    """What :func:`poll` waited for did not happen in time."""
+
+
+def poll(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Call ``predicate`` every ``interval`` seconds until it returns something true; return it.
+
+    The bound only keeps a broken run from hanging; it measures nothing.
+
+    Raises:
+        WaitTimeout: it did not within ``timeout`` seconds (the message names ``what``).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
 
 
 @dataclass
@@ -78,6 +107,34 @@ def start_dockerd(log_dir: str) -> StartedProcess:
         started.stop()
         raise RuntimeError(f"{error}; dockerd log:\n{started.log_text()[-4000:]}") from None
     return started
+
+
+@contextmanager
+def engine_client(timeout: float = 60.0) -> Iterator[docker.APIClient]:
+    """A client of its own for the local engine, closed afterwards (use it where the engine may
+    have restarted since another client connected)."""
+    client = docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", version="auto", timeout=timeout)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def instance_containers(api: docker.APIClient, instance: str, running_only: bool = False) -> list[dict[str, Any]]:
+    """Return the containers that carry a Plancton instance's label (the running ones only, or all)."""
+    return list(api.containers(all=not running_only, filters={"label": [instance_label(instance)]}))
+
+
+def running_ids(api: docker.APIClient, instance: str) -> set[str]:
+    """Return the ids of a Plancton instance's running containers."""
+    return {entry["Id"] for entry in instance_containers(api, instance, running_only=True)}
+
+
+def remove_instance_containers(instance: str) -> None:
+    """Remove every container labelled for a Plancton instance, with their volumes."""
+    with engine_client() as client:
+        for entry in instance_containers(client, instance):
+            client.remove_container(entry["Id"], force=True, v=True)
 
 
 def ensure_busybox_image(reference: str = "busybox:latest") -> None:

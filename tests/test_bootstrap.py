@@ -22,7 +22,7 @@ from plancton import bootstrap
 from plancton.config import load
 from plancton.errors import PlanctonError
 from plancton.host import host_facts
-from plancton.spec import instance_label
+from tests import services
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -201,7 +201,7 @@ def test_bootstrap_then_update_reloads_the_running_daemon(
 
     started = node.planctonctl("start")
     assert started.returncode == 0, started.stderr
-    wait_until(lambda: docker_api.containers(filters={"label": [instance_label(instance)]}), 120, "a pilot")
+    wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot")
     first_revision = node.status()["config_revision"]
 
     node.commit(repository, pilot_config(instance, seconds=61), "longer pilots")

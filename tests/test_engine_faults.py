@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from plancton.spec import instance_label
 from tests import services
-from tests.conftest import STEADY_POLICY, Engine, Installation, make_user, remove_instance_containers, wait_until
+from tests.conftest import STEADY_POLICY, Engine, Installation, make_user, wait_until
 from tests.test_user_mode import as_user
 
 pytestmark = [pytest.mark.docker, pytest.mark.disruptive]
@@ -20,11 +19,8 @@ FAULT_IMAGE = "plancton-fault:1"
 
 def containers(instance: str) -> list[dict[str, str]]:
     """Return this instance's containers, with a fresh client (the engine may have restarted)."""
-    client = docker.APIClient(version="auto", timeout=30)
-    try:
-        return list(client.containers(all=True, filters={"label": [instance_label(instance)]}))
-    finally:
-        client.close()
+    with services.engine_client(30) as client:
+        return services.instance_containers(client, instance)
 
 
 def states(instance: str) -> list[str]:
@@ -50,7 +46,7 @@ def docker_user(docker_engine: Engine) -> Iterator[pwd.struct_passwd]:
     yield user
     os.chmod(services.DOCKER_SOCKET, 0o660)
     as_user(user, "stop", "--timeout", "20")
-    remove_instance_containers("socketfault")
+    services.remove_instance_containers("socketfault")
     subprocess.run(["userdel", "-r", user.pw_name], capture_output=True, check=False)
 
 

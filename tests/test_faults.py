@@ -13,19 +13,10 @@ from plancton import config as configuration
 from plancton.daemon import Daemon
 from plancton.paths import resolve
 from plancton.pilots import DockerPilots, Pilot
-from plancton.spec import instance_label
-from tests.conftest import STEADY_POLICY, Engine, Installation, remove_instance_containers, wait_until
+from tests import services
+from tests.conftest import STEADY_POLICY, Engine, Installation, wait_until
 
 pytestmark = pytest.mark.docker
-
-
-def running_ids(api: docker.APIClient, instance: str) -> set[str]:
-    entries = api.containers(filters={"label": [instance_label(instance)]})
-    return {entry["Id"] for entry in entries}
-
-
-def every_container(api: docker.APIClient, instance: str) -> list[dict[str, str]]:
-    return list(api.containers(all=True, filters={"label": [instance_label(instance)]}))
 
 
 def test_sigkill_mid_loop_leaves_no_duplicate_or_orphan(
@@ -33,22 +24,24 @@ def test_sigkill_mid_loop_leaves_no_duplicate_or_orphan(
 ) -> None:
     installation.write_config(STEADY_POLICY + "max_docks: 3\ndocks_per_loop: 3\ndocker_cmd: sleep 300\n")
     assert installation.ctl("start").returncode == 0
-    wait_until(lambda: len(running_ids(docker_api, installation.instance)) == 3, what="three pilots")
-    before = running_ids(docker_api, installation.instance)
+    wait_until(lambda: len(services.running_ids(docker_api, installation.instance)) == 3, what="three pilots")
+    before = services.running_ids(docker_api, installation.instance)
     for _ in range(3):
         pid = installation.status()["pid"]
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: installation.ctl("status").returncode == 3, what="the daemon gone")
         assert installation.ctl("start").returncode == 0
         wait_until(lambda: installation.state().get("loops", 0) >= 3, what="three loops after the restart")
-        assert running_ids(docker_api, installation.instance) == before
-        assert len(every_container(docker_api, installation.instance)) == 3
+        assert services.running_ids(docker_api, installation.instance) == before
+        assert len(services.instance_containers(docker_api, installation.instance)) == 3
 
     assert installation.ctl("force-stop").returncode == 0
     os.kill(installation.status()["pid"], signal.SIGKILL)
     assert installation.ctl("start").returncode == 0
     assert installation.status()["mode"] == "force-stop"
-    wait_until(lambda: not every_container(docker_api, installation.instance), what="force-stop after the restart")
+    wait_until(
+        lambda: not services.instance_containers(docker_api, installation.instance), what="force-stop after the restart"
+    )
 
 
 @pytest.fixture
@@ -67,16 +60,16 @@ def test_a_full_log_disk_does_not_stop_the_daemon(
     filler = os.path.join(full_log_disk, "filler")
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True, check=False)
     assert installation.ctl("start").returncode == 0
-    first = wait_until(lambda: running_ids(docker_api, installation.instance), what="a pilot")
+    first = wait_until(lambda: services.running_ids(docker_api, installation.instance), what="a pilot")
     assert isinstance(first, set)
     docker_api.kill(next(iter(first)))
     # the pilot is replaced although nothing can be logged, and status says where writing failed
-    wait_until(lambda: running_ids(docker_api, installation.instance) - first, what="a replacement pilot")
+    wait_until(lambda: services.running_ids(docker_api, installation.instance) - first, what="a replacement pilot")
     status = wait_until(lambda: (result := installation.ctl("status")).stdout.count("log: cannot write") and result)
     assert isinstance(status, subprocess.CompletedProcess)
     assert "plancton.log" in status.stdout and "No space left" in status.stdout
     os.unlink(filler)
-    for container in running_ids(docker_api, installation.instance):
+    for container in services.running_ids(docker_api, installation.instance):
         docker_api.kill(container)  # something to log
     wait_until(lambda: "log: cannot write" not in installation.ctl("status").stdout, what="the log writable again")
 
@@ -102,7 +95,7 @@ def second(tmp_path_factory: pytest.TempPathFactory, docker_engine: Engine) -> I
     setup = Installation(root=str(tmp_path_factory.mktemp("second")), instance="tsecond")
     yield setup
     setup.ctl("stop", "--timeout", "20")
-    remove_instance_containers(setup.instance)
+    services.remove_instance_containers(setup.instance)
 
 
 def test_two_instances_share_a_host(
@@ -114,11 +107,15 @@ def test_two_instances_share_a_host(
     second.write_config(STEADY_POLICY + "max_docks: 3\ndocks_per_loop: 3\ndocker_cmd: sleep 300\nvacate_time: 1\n")
     assert installation.ctl("start").returncode == 0
     assert second.ctl("start").returncode == 0
-    wait_until(lambda: len(running_ids(docker_api, installation.instance)) == 2, what="the first instance's pool")
-    wait_until(lambda: len(running_ids(docker_api, second.instance)) == 3, what="the second instance's pool")
-    others = running_ids(docker_api, second.instance)
+    wait_until(
+        lambda: len(services.running_ids(docker_api, installation.instance)) == 2, what="the first instance's pool"
+    )
+    wait_until(lambda: len(services.running_ids(docker_api, second.instance)) == 3, what="the second instance's pool")
+    others = services.running_ids(docker_api, second.instance)
     assert installation.ctl("force-stop").returncode == 0
-    wait_until(lambda: not every_container(docker_api, installation.instance), what="the first pool stopped")
+    wait_until(
+        lambda: not services.instance_containers(docker_api, installation.instance), what="the first pool stopped"
+    )
     assert installation.ctl("stop").returncode == 0
-    assert running_ids(docker_api, second.instance) == others
+    assert services.running_ids(docker_api, second.instance) == others
     assert len(second.status()["pilots"]) == 3

@@ -19,7 +19,7 @@ import docker
 import psutil
 import pytest
 
-from plancton.spec import instance_label
+from tests import services
 from tests.conftest import STEADY_POLICY, wait_until
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,7 +75,7 @@ def running_pilot_in_status() -> bool:
 
 
 def pilots(client: docker.APIClient) -> set[str]:
-    return {entry["Id"] for entry in client.containers(all=True, filters={"label": [instance_label(INSTANCE)]})}
+    return {entry["Id"] for entry in services.instance_containers(client, INSTANCE)}
 
 
 @pytest.fixture(scope="module")

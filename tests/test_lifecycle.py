@@ -10,7 +10,7 @@ import docker
 import psutil
 import pytest
 
-from plancton.spec import instance_label
+from tests import services
 from tests.conftest import STEADY_POLICY, Installation, venv_command, wait_until
 
 pytestmark = pytest.mark.docker
@@ -18,8 +18,7 @@ pytestmark = pytest.mark.docker
 
 def pilot_ids(api: docker.APIClient, instance: str, state: str = "running") -> set[str]:
     """Return the ids of this instance's containers in a state."""
-    entries = api.containers(all=True, filters={"label": [instance_label(instance)]})
-    return {entry["Id"] for entry in entries if entry["State"] == state}
+    return {entry["Id"] for entry in services.instance_containers(api, instance) if entry["State"] == state}
 
 
 def daemons_of(setup: Installation) -> list[psutil.Process]:

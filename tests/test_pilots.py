@@ -1,14 +1,18 @@
 """Pilot containers against the real engine: caps, labels, replacement, TTL, images, and
 nothing foreign ever touched."""
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
 
 import docker
 import pytest
+from docker.constants import DEFAULT_NUM_POOLS
 
-from plancton.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION, instance_label
+from plancton.daemon import START_CONCURRENCY
+from plancton.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION
+from tests import services
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 
 pytestmark = pytest.mark.docker
@@ -17,8 +21,7 @@ MIB = 1024**2
 
 def pilots(api: docker.APIClient, instance: str, state: str | None = "running") -> list[dict[str, object]]:
     """Return this instance's containers (in one state, or all)."""
-    entries = api.containers(all=True, filters={"label": [instance_label(instance)]})
-    return [entry for entry in entries if state is None or entry["State"] == state]
+    return [entry for entry in services.instance_containers(api, instance) if state is None or entry["State"] == state]
 
 
 def test_host_config_matches_the_configuration(installation: Installation, docker_api: docker.APIClient) -> None:
@@ -184,3 +187,21 @@ def test_one_list_call_per_loop_whatever_the_pool_size(
     assert isinstance(loops, int)
     wait_until(lambda: installation.state()["loops"] >= loops + 3, what="three steady loops")
     assert installation.state()["api_calls_last_loop"] == 1
+
+
+def open_sockets(pid: int) -> int:
+    """Return how many sockets the process has open."""
+    folder = f"/proc/{pid}/fd"
+    return sum(os.readlink(os.path.join(folder, fd)).startswith("socket:") for fd in os.listdir(folder))
+
+
+def test_engine_connections_stay_few_however_many_pilots_come_and_go(installation: Installation) -> None:
+    """Each pilot's requests have URLs of their own, and the Docker SDK keeps a connection pool
+    per URL, up to ``DEFAULT_NUM_POOLS`` of them: more pilots than that must not mean more sockets."""
+    installation.write_config(STEADY_POLICY + "max_docks: 6\ndocks_per_loop: 6\ndocker_cmd: sleep 4\n")
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: installation.log().count("started pilot") >= 40, timeout=180, what="40 pilots started")
+    pid = installation.state()["pid"]
+    assert isinstance(pid, int)
+    # the pools, the starts in flight, the event stream and a log socket at most
+    assert open_sockets(pid) <= DEFAULT_NUM_POOLS + START_CONCURRENCY + 2 < 40

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from plancton.spec import instance_label
+from tests import services
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 
 pytestmark = pytest.mark.docker
@@ -19,7 +19,7 @@ BY_RELOAD = STEADY_POLICY + "updateconfig: 1h\n"
 def pilots(api: docker.APIClient, instance: str) -> dict[str, dict[str, object]]:
     """Return this instance's running pilots: id to image and command."""
     found = {}
-    for entry in api.containers(filters={"label": [instance_label(instance)], "status": "running"}):
+    for entry in services.instance_containers(api, instance, running_only=True):
         details = api.inspect_container(entry["Id"])
         found[entry["Id"]] = {"image": details["Config"]["Image"], "command": details["Config"]["Cmd"]}
     return found

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from plancton.spec import instance_label
+from tests import services
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 
 pytestmark = pytest.mark.docker
@@ -36,7 +36,7 @@ def policy(grace_kill: float, grace_spawn: float = 2) -> str:
 
 def states(api: docker.APIClient, instance: str) -> list[str]:
     """Return the states of this instance's containers."""
-    return sorted(entry["State"] for entry in api.containers(all=True, filters={"label": [instance_label(instance)]}))
+    return sorted(entry["State"] for entry in services.instance_containers(api, instance))
 
 
 @pytest.fixture
@@ -59,11 +59,6 @@ def stop_owner(burners: list[subprocess.Popen[bytes]]) -> None:
         burner.kill()
         burner.wait()
     burners.clear()
-
-
-def running_ids(api: docker.APIClient, instance: str) -> set[str]:
-    """Return the ids of this instance's running containers."""
-    return {entry["Id"] for entry in api.containers(filters={"label": [instance_label(instance)]})}
 
 
 def full_pool(api: docker.APIClient, instance: str) -> bool:
@@ -93,9 +88,7 @@ def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
     installation.write_config(policy(grace_kill=600))
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: full_pool(docker_api, installation.instance), what="a full pool of burning pilots")
-    pilots = {
-        entry["Id"] for entry in docker_api.containers(filters={"label": [instance_label(installation.instance)]})
-    }
+    pilots = services.running_ids(docker_api, installation.instance)
     start_owner(owner)
     # every pilot is paused; one starved by the lowest CPU weight may refuse to freeze, and is
     # then held all the same
@@ -108,9 +101,7 @@ def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
     stop_owner(owner)
     wait_until(lambda: any("resuming" in r for r in installation.state()["why"]), what="the owner idle again")
     wait_until(lambda: full_pool(docker_api, installation.instance), what="the same pilots running again")
-    current = {
-        entry["Id"] for entry in docker_api.containers(filters={"label": [instance_label(installation.instance)]})
-    }
+    current = services.running_ids(docker_api, installation.instance)
     assert current == pilots
     assert "stopping pilot" not in installation.log()
 

@@ -3,6 +3,8 @@ symlinks and shared folders, dangerous pilots need an explicit yes, credentials 
 
 import os
 import stat
+from collections.abc import Iterator
+from typing import Any
 
 import docker
 import psutil
@@ -10,7 +12,8 @@ import pytest
 
 from plancton.config import HostFacts, load, parse
 from plancton.errors import ConfigError
-from plancton.spec import container_spec, instance_label
+from plancton.spec import container_spec
+from tests import services
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 
 FACTS = HostFacts(ncpus=2, ram_bytes=8 * 1024**3, swap_bytes=0)
@@ -64,43 +67,46 @@ def test_hostile_yaml_and_expressions_are_rejected(text: str, tmp_path: "os.Path
     assert not os.path.exists("/tmp/plancton-owned")
 
 
+def first_pilot(installation: Installation, docker_api: docker.APIClient) -> dict[str, Any]:
+    """Start the daemon and return the engine's record of its first running pilot."""
+    assert installation.ctl("start").returncode == 0
+    ids = wait_until(lambda: services.running_ids(docker_api, installation.instance), what="a pilot")
+    assert isinstance(ids, set)
+    return dict(docker_api.inspect_container(next(iter(ids))))
+
+
 @pytest.mark.docker
 def test_hostile_command_runs_as_plain_arguments(installation: Installation, docker_api: docker.APIClient) -> None:
     installation.write_config(STEADY_POLICY + 'max_docks: 1\ndocker_cmd: "sleep 300 ; touch /tmp/plancton-owned"\n')
-    assert installation.ctl("start").returncode == 0
-    entries = wait_until(
-        lambda: docker_api.containers(filters={"label": [instance_label(installation.instance)]}), what="a pilot"
-    )
-    assert isinstance(entries, list)
-    command = docker_api.inspect_container(entries[0]["Id"])["Config"]["Cmd"]
+    command = first_pilot(installation, docker_api)["Config"]["Cmd"]
     assert command == ["sleep", "300", ";", "touch", "/tmp/plancton-owned"]
     assert not os.path.exists("/tmp/plancton-owned")
 
 
-@pytest.mark.docker
-def test_a_planted_pidfile_symlink_is_refused(installation: Installation, tmp_path: "os.PathLike[str]") -> None:
-    victim = os.path.join(tmp_path, "victim")
-    with open(victim, "w", encoding="utf-8") as handle:
+@pytest.fixture
+def victim(installation: Installation, tmp_path: "os.PathLike[str]") -> Iterator[str]:
+    """A file of another user's, for symlinks planted in the run folder; afterwards it must be
+    untouched."""
+    path = os.path.join(tmp_path, "victim")
+    with open(path, "w", encoding="utf-8") as handle:
         handle.write("precious\n")
     installation.write_config(STEADY_POLICY + "max_docks: 0\n")
     os.makedirs(installation.rundir, mode=0o700)
-    os.symlink(victim, os.path.join(installation.rundir, "plancton.pid"))
-    result = installation.ctl("foreground", timeout=60)
-    assert result.returncode == 1
-    assert "symlink" in result.stderr and "Traceback" not in result.stderr
-    with open(victim, encoding="utf-8") as handle:
+    yield path
+    with open(path, encoding="utf-8") as handle:
         assert handle.read() == "precious\n"
 
 
 @pytest.mark.docker
-def test_planted_state_and_mode_symlinks_are_replaced_not_followed(
-    installation: Installation, tmp_path: "os.PathLike[str]"
-) -> None:
-    victim = os.path.join(tmp_path, "victim")
-    with open(victim, "w", encoding="utf-8") as handle:
-        handle.write("precious\n")
-    installation.write_config(STEADY_POLICY + "max_docks: 0\n")
-    os.makedirs(installation.rundir, mode=0o700)
+def test_a_planted_pidfile_symlink_is_refused(installation: Installation, victim: str) -> None:
+    os.symlink(victim, os.path.join(installation.rundir, "plancton.pid"))
+    result = installation.ctl("foreground", timeout=60)
+    assert result.returncode == 1
+    assert "symlink" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.docker
+def test_planted_state_and_mode_symlinks_are_replaced_not_followed(installation: Installation, victim: str) -> None:
     for name in ("state.json", "mode"):
         os.symlink(victim, os.path.join(installation.rundir, name))
     assert installation.ctl("drain").returncode == 0
@@ -109,8 +115,6 @@ def test_planted_state_and_mode_symlinks_are_replaced_not_followed(
     for name in ("state.json", "mode"):
         info = os.lstat(os.path.join(installation.rundir, name))
         assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o644
-    with open(victim, encoding="utf-8") as handle:
-        assert handle.read() == "precious\n"
 
 
 @pytest.mark.docker
@@ -126,12 +130,7 @@ def test_a_world_writable_run_folder_is_refused(installation: Installation) -> N
 @pytest.mark.docker
 def test_privileged_only_when_asked_and_then_warned(installation: Installation, docker_api: docker.APIClient) -> None:
     installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\ndocker_privileged: true\n")
-    assert installation.ctl("start").returncode == 0
-    entries = wait_until(
-        lambda: docker_api.containers(filters={"label": [instance_label(installation.instance)]}), what="a pilot"
-    )
-    assert isinstance(entries, list)
-    assert docker_api.inspect_container(entries[0]["Id"])["HostConfig"]["Privileged"] is True
+    assert first_pilot(installation, docker_api)["HostConfig"]["Privileged"] is True
     assert "privileged pilots: docker_privileged is true" in installation.log()
 
 

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import docker
 import pytest
 
+from tests import services
 from tests.conftest import (
     STEADY_POLICY,
     Engine,
     make_user,
-    remove_instance_containers,
     run_as,
     venv_command,
     wait_until,
@@ -33,7 +33,7 @@ def docker_user(docker_engine: Engine) -> Iterator[pwd.struct_passwd]:
     user = make_user("plancton-tester", ["docker"])
     yield user
     as_user(user, "stop", "--timeout", "20")
-    remove_instance_containers("usermode")
+    services.remove_instance_containers("usermode")
     subprocess.run(["userdel", "-r", user.pw_name], capture_output=True, check=False)
 
 
