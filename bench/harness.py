@@ -56,8 +56,8 @@ IDLE_OWNER = {
 #: Runs the daemon with another number of concurrent create/start requests, to measure it.
 CONCURRENCY_LAUNCHER = (
     "import sys\n"
-    "import plancton.daemon\n"
-    "plancton.daemon.START_CONCURRENCY = int(sys.argv[1])\n"
+    "import plancton.actions\n"
+    "plancton.actions.START_CONCURRENCY = int(sys.argv[1])\n"
     "from plancton.control import main\n"
     "sys.exit(main(sys.argv[2:]))\n"
 )

@@ -3,10 +3,12 @@
 Signal handlers only record the signal and wake the loop; the loop acts on it. Docker's
 event stream, watched in a background thread, wakes the loop as soon as a pilot dies, so a
 replacement starts within a second instead of at the next ``main_sleep``. Slow actions run
-in thread pools so that the loop never waits for a pilot's vacate time.
+on worker threads (:mod:`plancton.actions`) so that the loop never waits for a pilot's
+vacate time.
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -16,11 +18,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from types import FrameType
 
-from plancton import __version__, logsetup
+from plancton import __version__, actions, logsetup
 from plancton import config as configuration
 from plancton.cgroups import PilotCgroup
 from plancton.errors import ConfigError, EngineUnavailable, PilotError
@@ -37,9 +38,6 @@ from plancton.starts import StartTracker
 
 log = logging.getLogger(__name__)
 
-#: How many create/start requests run at once (see docs/benchmarks.md for the measurement).
-START_CONCURRENCY = 4
-STOP_CONCURRENCY = 32
 MAX_ENGINE_RETRY_SECONDS = 30.0
 WAKING_EVENTS = frozenset({"die", "destroy", "oom"})
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
@@ -113,13 +111,10 @@ class Daemon:
         self._stopping = threading.Event()
         self._first_seen: dict[str, float] = {}
         self._pilots: dict[str, Pilot] = {}
-        self._in_flight: set[str] = set()
         self._died: dict[str, int | None] = {}
         self._stopped_by_us: set[str] = set()
-        self._starting = 0
         self._lock = threading.Lock()
-        self._quick = ThreadPoolExecutor(START_CONCURRENCY, thread_name_prefix="plancton-act")
-        self._slow = ThreadPoolExecutor(STOP_CONCURRENCY, thread_name_prefix="plancton-stop")
+        self._actions = actions.ActionRunner(actions.START_CONCURRENCY, actions.STOP_CONCURRENCY)
         self._config_stat = self._stat_config()
         self._config_checked = clock()
         self._events_thread = threading.Thread(target=self._watch_events, name="plancton-events", daemon=True)
@@ -245,9 +240,7 @@ class Daemon:
         self._first_seen = {
             pilot.id: self._first_seen.get(pilot.id, now - max(0.0, wall - pilot.created)) for pilot in pilots
         }
-        with self._lock:
-            in_flight = set(self._in_flight)
-            starting = self._starting
+        in_flight, starting = self._actions.under_way()
         views = [
             PilotView(
                 id=pilot.id,
@@ -285,42 +278,22 @@ class Daemon:
     # -- acting -----------------------------------------------------------------------------
 
     def _act(self, plan: Plan) -> None:
+        act = self._actions.act
         for container in plan.remove:
-            self._submit(self._quick, container, self._remove, container)
+            act(container, functools.partial(self._remove, container))
         for container, reason in plan.kill:
-            self._submit(self._slow, container, self._end, container, reason, True)
+            act(container, functools.partial(self._end, container, reason, True), slow=True)
         for container, reason in plan.stop:
-            self._submit(self._slow, container, self._end, container, reason, False)
+            act(container, functools.partial(self._end, container, reason, False), slow=True)
         for container in plan.pause:
-            self._submit(self._quick, container, self._pause, container, True)
+            act(container, functools.partial(self._pause, container, True))
         for container in plan.unpause:
-            self._submit(self._quick, container, self._pause, container, False)
+            act(container, functools.partial(self._pause, container, False))
         if plan.start and self._image_ready():
             if self.config.docker_privileged:
                 log.warning("starting %d privileged pilots: docker_privileged is true", plan.start)
             for _ in range(plan.start):
-                with self._lock:
-                    self._starting += 1
-                self._quick.submit(self._start_one)
-
-    def _submit(self, pool: ThreadPoolExecutor, container: str, action: Callable[..., None], *args: object) -> None:
-        with self._lock:
-            if container in self._in_flight:
-                return
-            self._in_flight.add(container)
-
-        def run() -> None:
-            try:
-                action(*args)
-            except (PilotError, EngineUnavailable) as error:
-                log.error("%s", error)
-            except Exception:
-                log.exception("unexpected error acting on pilot %s", container[:12])
-            finally:
-                with self._lock:
-                    self._in_flight.discard(container)
-
-        pool.submit(run)
+                self._actions.start(self._start_one)
 
     def _image_ready(self) -> bool:
         try:
@@ -346,9 +319,6 @@ class Daemon:
             self.starts.started(self.clock())
             log.info("started pilot %s (%s)", spec.name, " ".join(spec.command))
             self.reporter.pilot_event(PilotEvent("started", spec.name))
-        finally:
-            with self._lock:
-                self._starting -= 1
 
     def _remove(self, container: str) -> None:
         pilot = self._pilots.get(container)
@@ -546,8 +516,7 @@ class Daemon:
         notify("STOPPING=1")
         self._stopping.set()
         self.engine.close_events()
-        self._quick.shutdown(wait=True, cancel_futures=True)
-        self._slow.shutdown(wait=True, cancel_futures=True)
+        self._actions.shutdown()
         if self._events_thread.is_alive():
             self._events_thread.join(timeout=5)
         self.reporter.close()
