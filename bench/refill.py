@@ -44,6 +44,14 @@ TARGET_SECONDS = 0.5
 TARGET_RATIO = 1.5
 
 
+def _kill_process(bench: Bench, container: str) -> float:
+    """SIGKILL a container's main process from the host; return the wall-clock time of the kill."""
+    pid = bench.api.inspect_container(container)["State"]["Pid"]
+    killed_at = time.time()
+    os.kill(pid, signal.SIGKILL)
+    return killed_at
+
+
 def _kill_oldest(bench: Bench, started: Callable[[Event], bool], gone: Callable[[Event], bool]) -> float:
     """SIGKILL the process of the oldest running container of a pool; return the seconds until a
     fresh container of that pool started.
@@ -57,9 +65,7 @@ def _kill_oldest(bench: Bench, started: Callable[[Event], bool], gone: Callable[
         raise BenchError("no running container to kill")
     oldest = min(alive, key=lambda event: event.time)
     time.sleep(max(0.0, oldest.time + MIN_AGE_SECONDS - time.time()))
-    pid = bench.api.inspect_container(oldest.container)["State"]["Pid"]
-    killed_at = time.time()
-    os.kill(pid, signal.SIGKILL)
+    killed_at = _kill_process(bench, oldest.container)
     fresh = bench.events.wait(lambda event: started(event) and event.container != oldest.container, killed_at)[0]
     bench.events.wait(lambda event: gone(event) and event.container == oldest.container, killed_at, timeout=30)
     return fresh.time - killed_at
@@ -75,9 +81,7 @@ def _restart_policy_once(bench: Bench) -> float:
     started = action_of_baseline(bench.baseline_tag(tag), "start")
     first = bench.events.wait(lambda event: started(event) and event.container == container, 0.0)[0]
     time.sleep(max(0.0, first.time + 0.2 - time.time()))
-    pid = api.inspect_container(container)["State"]["Pid"]
-    killed_at = time.time()
-    os.kill(pid, signal.SIGKILL)
+    killed_at = _kill_process(bench, container)
     again = bench.events.wait(lambda event: started(event) and event.container == container, killed_at)[0]
     api.remove_container(container, force=True)
     return again.time - killed_at
