@@ -39,6 +39,8 @@ from plancton.starts import StartTracker
 log = logging.getLogger(__name__)
 
 MAX_ENGINE_RETRY_SECONDS = 30.0
+#: Added to a policy timer's wait, so that the loop wakes just after it falls due, not just before.
+TIMER_SLACK_SECONDS = 0.01
 WAKING_EVENTS = frozenset({"die", "destroy", "oom"})
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
 
@@ -160,9 +162,13 @@ class Daemon:
             log.error("cannot reset the mode in %s: %s", self.paths.rundir, error.strerror)
 
     def _next_wait(self) -> float:
-        if self.engine_error is None:
+        """Return how long to sleep: main_sleep, less when a policy timer falls due sooner, and
+        a growing back-off while the engine is away."""
+        if self.engine_error is not None:
+            return min(self.config.main_sleep, MAX_ENGINE_RETRY_SECONDS, 2.0 ** min(self.engine_failures, 5))
+        if self.last_plan.wake_in is None:
             return self.config.main_sleep
-        return min(self.config.main_sleep, MAX_ENGINE_RETRY_SECONDS, 2.0 ** min(self.engine_failures, 5))
+        return min(self.config.main_sleep, self.last_plan.wake_in + TIMER_SLACK_SECONDS)
 
     def _handle_signals(self) -> bool:
         """Act on recorded signals; return whether the daemon should stop."""

@@ -90,6 +90,10 @@ class Plan:
     remove: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
     exit_daemon: bool = False
+    #: Seconds until one of the policy's timers (pause_delay, grace_kill, grace_spawn, a
+    #: back-off) falls due, when one is running: the daemon decides again then rather than
+    #: after a whole main_sleep.
+    wake_in: float | None = None
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ def decide(
         draft.exit_daemon = True
         draft.reasons.append("drain-stop: no pilot left, the daemon exits")
     memory = _record_pauses(memory, draft, now)
-    return draft.freeze(), memory
+    return replace(draft.freeze(), wake_in=_wake_in(memory, config, history, now)), memory
 
 
 def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float) -> Memory:
@@ -330,3 +334,14 @@ def _record_pauses(memory: Memory, draft: _Draft, now: float) -> Memory:
     resumed = set(draft.unpause) | set(draft.released)
     kept = tuple(item for item in memory.paused_since if item[0] not in resumed)
     return replace(memory, paused_since=kept + tuple((pilot, now) for pilot in draft.pause))
+
+
+def _wake_in(memory: Memory, config: Config, history: StartHistory, now: float) -> float | None:
+    """Return the seconds until the next of the running timers falls due, or None for none."""
+    if memory.owner_busy:
+        due = [memory.owner_since + config.pause_delay]
+        due += [since + config.grace_kill for _, since in memory.paused_since]
+    else:
+        due = [memory.reclaim_ended + config.grace_spawn, history.backoff_until]
+    ahead = [moment - now for moment in due if moment > now]
+    return min(ahead) if ahead else None

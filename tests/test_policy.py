@@ -274,6 +274,8 @@ def test_plan_invariants(
     assert len(acted) == len(set(acted))
     assert not set(acted) & {p.id for p in pilots if p.stopping}
     assert plan.reasons  # a user can always see why
+    # a timer to wake for lies ahead, never behind
+    assert plan.wake_in is None or plan.wake_in > 0
 
 
 @settings(max_examples=200, deadline=None)
@@ -332,3 +334,28 @@ def test_reasons_explain_the_owner() -> None:
     config = make_config(max_docks=1, pause_delay=30)
     plan, _ = once(idle_host(ncpus=1, owner_cores=1.0), running(1), config)
     assert any("owner at 100%" in reason for reason in plan.reasons)
+
+
+def test_the_plan_says_when_the_next_timer_falls_due() -> None:
+    """The daemon sleeps until then rather than a whole main_sleep, so timers run to time."""
+    config = make_config(max_docks=2, pause_delay=5, grace_kill=60, grace_spawn=30, cpus_per_dock=1)
+    busy = idle_host(ncpus=2, owner_cores=2.0)
+    plan, memory = once(busy, running(2), config, now=0.0)
+    assert plan.wake_in == 5.0  # pause_delay
+    plan, memory = once(busy, running(2), config, now=5.0, memory=memory)
+    assert plan.pause == ("p1", "p0") and plan.wake_in == 60.0  # grace_kill
+    plan, memory = once(busy, running(2, state="paused"), config, now=40.0, memory=memory)
+    assert plan.wake_in == 25.0
+    plan, memory = once(busy, running(2, state="paused"), config, now=65.0, memory=memory)
+    assert len(plan.stop) == 2 and plan.wake_in is None
+    plan, memory = once(idle_host(ncpus=2), [], config, now=70.0, memory=memory)
+    assert plan.start == 0 and plan.wake_in == 30.0  # grace_spawn
+    plan, _ = once(idle_host(ncpus=2), [], config, now=100.0, memory=memory)
+    assert plan.start == 2 and plan.wake_in is None
+
+
+def test_a_back_off_is_a_timer_too() -> None:
+    plan, _ = once(idle_host(), [], make_config(max_docks=4), now=100.0, history=StartHistory(backoff_until=107.5))
+    assert plan.start == 0 and plan.wake_in == 7.5
+    plan, _ = once(idle_host(), running(4), make_config(max_docks=4), now=100.0)
+    assert plan.wake_in is None
