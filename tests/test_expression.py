@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plancton.errors import ExpressionError
-from plancton.expression import MAX_DEPTH, evaluate
+from plancton.expression import MAX_DEPTH, MAX_MAGNITUDE, evaluate
 
 NAMES = {"ncpus": 8.0, "ram_bytes": 16.0 * 2**30, "swap_bytes": 0.0, "max_dock_mem": 2.0 * 2**30, "max_dock_swap": 0.0}
 
@@ -104,22 +104,30 @@ def test_any_text_gives_a_finite_number_or_an_expression_error(text: str) -> Non
     assert math.isfinite(value)
 
 
-def _terms(depth: int) -> st.SearchStrategy[tuple[str, float]]:
-    """Arithmetic text over small integers with its value, built alongside."""
-    leaf = st.integers(0, 1000).map(lambda number: (str(number), float(number)))
+def _terms(depth: int) -> st.SearchStrategy[tuple[str, float, float]]:
+    """Arithmetic text over small integers with its value and the largest magnitude of any step
+    on the way, built alongside."""
+    leaf = st.integers(0, 1000).map(lambda number: (str(number), float(number), float(number)))
     if depth == 0:
         return leaf
 
-    def combine(pair: tuple[tuple[str, float], tuple[str, float]], operator: str) -> tuple[str, float]:
-        (left_text, left), (right_text, right) = pair
+    def combine(
+        pair: tuple[tuple[str, float, float], tuple[str, float, float]], operator: str
+    ) -> tuple[str, float, float]:
+        (left_text, left, left_peak), (right_text, right, right_peak) = pair
         value = {"+": left + right, "-": left - right, "*": left * right}[operator]
-        return f"({left_text} {operator} {right_text})", value
+        return f"({left_text} {operator} {right_text})", value, max(left_peak, right_peak, abs(value))
 
     smaller = _terms(depth - 1)
     return leaf | st.builds(combine, st.tuples(smaller, smaller), st.sampled_from(["+", "-", "*"]))
 
 
 @given(_terms(4))
-def test_arithmetic_gives_the_value_of_the_expression(term: tuple[str, float]) -> None:
-    text, value = term
-    assert evaluate(text, NAMES) == value
+def test_arithmetic_gives_the_value_of_the_expression(term: tuple[str, float, float]) -> None:
+    """The value, or a clear refusal when a step on the way passes MAX_MAGNITUDE."""
+    text, value, peak = term
+    if peak > MAX_MAGNITUDE:
+        with pytest.raises(ExpressionError, match="beyond"):
+            evaluate(text, NAMES)
+    else:
+        assert evaluate(text, NAMES) == value
