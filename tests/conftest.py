@@ -2,6 +2,7 @@
 Plancton instance whose containers are removed afterwards, and a way to run planctonctl.
 """
 
+import contextlib
 import json
 import os
 import pwd
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,9 @@ from tests import services
 #: counts as busy only at 100% of the host, pilots are never paused for it, start at once,
 #: and the loop turns fast.
 STEADY_POLICY = "owner_busy_percent: 100\nowner_idle_percent: 99\npause_delay: 1h\ngrace_spawn: 0\nmain_sleep: 0.5\n"
+
+#: The folder of the containerd that dockerd starts and manages itself.
+MANAGED_CONTAINERD = "/var/run/docker/containerd"
 
 #: Where tests/run installed Plancton; its planctonctl is the one users run.
 VENV = os.environ.get("PLANCTON_TEST_VENV", os.path.dirname(os.path.dirname(sys.executable)))
@@ -51,6 +56,7 @@ class Engine:
     def __init__(self) -> None:
         self.log_dir = tempfile.mkdtemp(prefix="plancton-dockerd-")
         self.started: services.StartedProcess | None = None
+        self.began = time.time()
 
     def ensure(self) -> None:
         """Start dockerd unless an engine answers already."""
@@ -73,9 +79,7 @@ class Engine:
                 process.send_signal(number)
                 process.wait(60)
         for process in psutil.process_iter(["name", "cmdline"]):
-            if process.info["name"] == "containerd" and "/var/run/docker/containerd" in " ".join(
-                process.info["cmdline"] or []
-            ):
+            if process.info["name"] == "containerd" and MANAGED_CONTAINERD in " ".join(process.info["cmdline"] or []):
                 process.terminate()
                 try:
                     process.wait(30)
@@ -84,9 +88,21 @@ class Engine:
         self.started = None
 
     def stop(self) -> None:
-        """Stop the dockerd this session started, if any."""
-        if self.started is not None:
-            self.started.stop()
+        """Stop the dockerd this session started, if any, and end the container shims that an
+        engine killed mid-start left behind (the stopped engine stopped every other)."""
+        if self.started is None:
+            return
+        self.started.stop()
+        for shim in psutil.process_iter(["cmdline", "create_time"]):
+            command = " ".join(shim.info["cmdline"] or [])
+            if (
+                "containerd-shim" in command
+                and MANAGED_CONTAINERD in command
+                and shim.info["create_time"] >= self.began
+            ):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    for process in [*shim.children(recursive=True), shim]:
+                        process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -167,8 +167,9 @@ class NodeUser:
 
 
 @pytest.fixture
-def node(docker_engine: None) -> Iterator[NodeUser]:
-    """A fresh user in the docker group; its daemon, crontab and home go afterwards."""
+def node(instance: str) -> Iterator[NodeUser]:
+    """A fresh user in the docker group; its daemon, crontab and home go afterwards (before
+    the instance's containers are removed, so that the daemon cannot start one more)."""
     name = "plancton-node"
     user = NodeUser(make_user(name, ["docker"]))
     yield user
