@@ -38,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLANCTONCTL = os.path.join(REPO, "bin", "planctonctl")
 #: Every container the benchmark makes itself (baselines) carries this label with the run's id.
 BENCH_LABEL = "org.plancton.bench"
-EVENT_ACTIONS = ("create", "start", "die", "pause", "unpause", "destroy")
+EVENT_ACTIONS = ("create", "start", "kill", "die", "pause", "unpause", "destroy")
 API_TIMEOUT_SECONDS = 120
 READY_TIMEOUT_SECONDS = 60.0
 REMOVE_THREADS = 8
