@@ -233,7 +233,9 @@ def test_no_task_is_lost_when_the_pilots_are_stopped(
     summary = manager.summary()
     assert summary is not None
     assert summary["completed"] == summary["correct"] == tasks
-    assert summary["workers_lost"] >= 1
+    # the first pilots left and new ones joined; whether the manager counts a worker stopped
+    # with SIGTERM as "lost" depends on whether it was frozen and could leave cleanly
+    assert summary["workers_joined"] >= 2 * POOL
     # the tasks of the stopped workers ran again on the new pilots
     assert max(event["attempts"] for event in done) >= 2
 
