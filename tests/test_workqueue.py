@@ -217,11 +217,13 @@ def test_no_task_is_lost_when_the_pilots_are_stopped(
 
     wait_until(workers_gone, timeout=120, what="every pilot to stop and the manager to see its workers leave")
     assert len(manager.done()) < tasks  # work was still queued when the pilots went
+    workers_before = max(state.get("workers", 0) for state in manager.events("state"))
     log = installation.log()
     if reclaim == "force-stop":
         assert "(force-stop)" in log
     else:
-        assert "paused pilot" in log and "(owner reclaim)" in log
+        # a pilot starved by the lowest CPU weight may refuse to freeze and is held instead
+        assert ("paused pilot" in log or "could not be frozen" in log) and "(owner reclaim)" in log
 
     if reclaim == "force-stop":
         assert installation.ctl("resume").returncode == 0
@@ -233,9 +235,9 @@ def test_no_task_is_lost_when_the_pilots_are_stopped(
     summary = manager.summary()
     assert summary is not None
     assert summary["completed"] == summary["correct"] == tasks
-    # the first pilots left and new ones joined; whether the manager counts a worker stopped
-    # with SIGTERM as "lost" depends on whether it was frozen and could leave cleanly
-    assert summary["workers_joined"] >= 2 * POOL
+    # new pilots joined once the first had left (whether the manager counts a worker stopped
+    # with SIGTERM as "lost" depends on whether it could leave cleanly, so that is not asked)
+    assert summary["workers_joined"] > workers_before
     # the tasks of the stopped workers ran again on the new pilots
     assert max(event["attempts"] for event in done) >= 2
 
