@@ -12,9 +12,9 @@ for a fixed time (harvest). The pilots' CPU comes from their parent cgroup, the 
 Reclaim alternates the owner alone (no daemon, no pilot) and the owner with the pilots
 burning, and reports the owner's slowdown, how soon the pilots' CPU share fell under 10%, and
 how soon they were asked to stop (the engine's SIGTERM) and gone (up to vacate_time later: a
-pilot starved of CPU is slow to act on its SIGTERM). Harvest keeps the owner idle, busy, then idle again, and reports
-the share of the pilots' CPU ceiling (max_docks x cpus_per_dock) they used while the owner was
-idle, and how soon they were back after the owner stopped.
+pilot starved of CPU is slow to act on its SIGTERM). Harvest keeps the owner idle, busy, then
+idle again, and reports the share of the pilots' CPU ceiling (max_docks x cpus_per_dock) they
+used while the owner was idle, and how soon they were back after the owner stopped.
 """
 
 import itertools
@@ -155,6 +155,12 @@ def _after(runs: Sequence[dict[str, Any]], key: str) -> list[float]:
     return [math.nan if run[key] is None else run[key] for run in runs]
 
 
+def _every_run_within(what: str, seconds: list[float], limit: float, limit_text: str) -> Figure:
+    """Return a figure in seconds whose target every run must meet: at most ``limit``."""
+    met = all(at_most(value, limit) for value in seconds)
+    return Figure(what, "s", Stats.of(seconds), target=f"<= {limit_text}, every run", met=met)
+
+
 def last_of_pilots(events: Sequence[Event], action: str, pilots: set[str]) -> float | None:
     """Return when the last of the given pilots had an action (None unless all had it)."""
     times: dict[str, float] = {}
@@ -293,31 +299,16 @@ def run_reclaim(bench: Bench) -> ScenarioResult:
         ),
         Figure("pilots' CPU share before the owner", "%", Stats.of([100 * r["pilots_share_before"] for r in runs])),
         Figure("pilots' CPU share while the owner runs", "%", Stats.of([100 * r["pilots_share_during"] for r in runs])),
-        Figure(
-            "owner start to pilots' CPU < 10%",
-            "s",
-            Stats.of(below),
-            target=f"<= {TARGET_SHARE_SECONDS} s, every run",
-            met=all(at_most(value, TARGET_SHARE_SECONDS) for value in below),
-        ),
-        Figure(
-            "owner start to pilots paused",
-            "s",
-            Stats.of(_after(runs, "paused_after")),
-        ),
-        Figure(
+        _every_run_within("owner start to pilots' CPU < 10%", below, TARGET_SHARE_SECONDS, f"{TARGET_SHARE_SECONDS} s"),
+        Figure("owner start to pilots paused", "s", Stats.of(_after(runs, "paused_after"))),
+        _every_run_within(
             "owner start to pilots asked to stop (SIGTERM)",
-            "s",
-            Stats.of(asked),
-            target=f"<= grace_kill + one loop = {ask_limit:g} s, every run",
-            met=all(at_most(value, ask_limit) for value in asked),
+            asked,
+            ask_limit,
+            f"grace_kill + one loop = {ask_limit:g} s",
         ),
-        Figure(
-            "owner start to pilots stopped",
-            "s",
-            Stats.of(stopped),
-            target=f"<= that + vacate_time = {stop_limit:g} s, every run",
-            met=all(at_most(value, stop_limit) for value in stopped),
+        _every_run_within(
+            "owner start to pilots stopped", stopped, stop_limit, f"that + vacate_time = {stop_limit:g} s"
         ),
     ]
     errors = plancton.errors_logged()

@@ -85,14 +85,18 @@ def docker_answers() -> bool:
 
 def wait_for_docker(timeout: float = START_TIMEOUT_SECONDS, process: subprocess.Popen[bytes] | None = None) -> None:
     """Wait until the engine answers; raise RuntimeError when it does not in time or died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if docker_answers():
-            return
+            return True
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"dockerd exited with code {process.returncode}")
-        time.sleep(0.2)
-    raise RuntimeError(f"the Docker Engine did not answer within {timeout:.0f} s")
+        return False
+
+    try:
+        poll(answers, timeout, "the Docker Engine")
+    except WaitTimeout:
+        raise RuntimeError(f"the Docker Engine did not answer within {timeout:.0f} s") from None
 
 
 def start_dockerd(log_dir: str) -> StartedProcess:

@@ -62,11 +62,8 @@ def test_socket_permissions_changed_under_the_daemon(docker_user: pwd.struct_pas
     wait_until(lambda: states("socketfault") == ["running"], what="the user's pilot")
     first = containers("socketfault")[0]["Id"]
     os.chmod(services.DOCKER_SOCKET, 0o600)
-    client = docker.APIClient(version="auto")
-    try:
+    with services.engine_client() as client:
         client.kill(first)  # the daemon must act while its user is shut out
-    finally:
-        client.close()
     # a connection made before keeps working; a new one is denied and said so: either way the
     # daemon runs on
     wait_until(
