@@ -24,7 +24,7 @@ from bench.harness import (
     action_of_baseline,
     at_most,
 )
-from plancton.actions import START_CONCURRENCY
+from plancton.daemon.actions import START_CONCURRENCY
 
 PILOTS = 20
 CONCURRENCIES = (1, 2, 4, 8)

@@ -29,9 +29,9 @@ import docker
 import psutil
 import yaml
 
-from plancton.cgroups import PilotCgroup
-from plancton.config import Config
-from plancton.spec import LABEL_INSTANCE, container_spec, instance_label
+from plancton.config.schema import Config
+from plancton.engines.spec import LABEL_INSTANCE, container_spec, instance_label
+from plancton.platform.cgroups import PilotCgroup
 from tests import services
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,9 +56,9 @@ IDLE_OWNER = {
 #: Runs the daemon with another number of concurrent create/start requests, to measure it.
 CONCURRENCY_LAUNCHER = (
     "import sys\n"
-    "import plancton.actions\n"
-    "plancton.actions.START_CONCURRENCY = int(sys.argv[1])\n"
-    "from plancton.control import main\n"
+    "import plancton.daemon.actions\n"
+    "plancton.daemon.actions.START_CONCURRENCY = int(sys.argv[1])\n"
+    "from plancton.cli.planctonctl import main\n"
     "sys.exit(main(sys.argv[2:]))\n"
 )
 

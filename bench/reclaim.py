@@ -45,7 +45,7 @@ from bench.harness import (
     running_at,
     running_over_time,
 )
-from plancton.config import default_value
+from plancton.config.schema import default_value
 
 NCPUS = psutil.cpu_count() or 1
 SETTINGS: dict[str, Any] = {

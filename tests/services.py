@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import docker
 
-from plancton.spec import instance_label
+from plancton.engines.spec import instance_label
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 BUSYBOX = "/bin/busybox"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from plancton.actions import ActionRunner
+from plancton.daemon.actions import ActionRunner
 from plancton.errors import PilotError
 from tests.services import poll
 
@@ -56,7 +56,7 @@ def test_errors_are_logged_and_the_pilot_is_free_again(runner: ActionRunner, cap
     def broken() -> None:
         raise RuntimeError("a bug")
 
-    with caplog.at_level(logging.ERROR, logger="plancton.actions"):
+    with caplog.at_level(logging.ERROR, logger="plancton.daemon.actions"):
         runner.act("pilot-a", refused)
         runner.start(broken)
         poll(lambda: runner.under_way() == (frozenset(), 0), 10, "both actions to end")

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plancton import bootstrap
-from plancton.config import load
+from plancton.cli import bootstrap
+from plancton.config.loader import load
 from plancton.errors import PlanctonError
-from plancton.host import host_facts
+from plancton.platform.host import host_facts
 from tests import services
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
 

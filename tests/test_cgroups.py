@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from plancton.cgroups import PilotCgroup
-from plancton.host import HostSensor, read_pressure
+from plancton.platform.cgroups import PilotCgroup
+from plancton.platform.host import HostSensor, read_pressure
 
 
 def make_tree(root: str, files: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plancton.config import KEYS
+from plancton.config.schema import KEYS
 from tests.conftest import Installation, venv_command
 
 

@@ -15,8 +15,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plancton import config as configuration
-from plancton.config import KEYS, Config, HostFacts, load, parse
+from plancton.config import display, files, influxdb_url, schema
+from plancton.config.loader import load, parse
+from plancton.config.schema import KEYS, Config, HostFacts
 from plancton.errors import ConfigError
 
 GIB = 1024**3
@@ -277,7 +278,7 @@ def test_unknown_keys_are_warnings_with_a_suggestion(tmp_path: Path) -> None:
 
 def test_a_missing_or_empty_file_means_defaults(tmp_path: Path) -> None:
     missing, _ = load(str(tmp_path / "absent.yaml"), FACTS)
-    assert missing.revision == configuration.DEFAULT_REVISION
+    assert missing.revision == schema.DEFAULT_REVISION
     for content in ("", "\n\n", "# only comments\n", "---\n"):
         path = tmp_path / "config.yaml"
         path.write_text(content)
@@ -330,7 +331,7 @@ YAML_CHARACTERS = "abn:-[]{}!&*#|>'\"%@`,?~ \n\t0123456789.eE+_/"
 def test_any_content_gives_a_config_or_a_config_error(content: str | bytes) -> None:
     data = content.encode("utf-8") if isinstance(content, str) else content
     try:
-        config, _ = parse(configuration.parse_yaml(data, "fuzz.yaml"), FACTS, source="fuzz.yaml")
+        config, _ = parse(files.parse_yaml(data, "fuzz.yaml"), FACTS, source="fuzz.yaml")
     except ConfigError as error:
         assert error.problems and error.source == "fuzz.yaml"
     else:
@@ -341,7 +342,7 @@ def test_any_content_gives_a_config_or_a_config_error(content: str | bytes) -> N
 @given(st.sampled_from(list(KEYS)), st.text(alphabet=YAML_CHARACTERS, max_size=40))
 def test_any_value_of_any_key_gives_a_config_or_an_error_naming_the_key(name: str, value: str) -> None:
     try:
-        raw = configuration.parse_yaml(f"{name}: {value}\n".encode(), "fuzz.yaml")
+        raw = files.parse_yaml(f"{name}: {value}\n".encode(), "fuzz.yaml")
         parse(raw, FACTS, source="fuzz.yaml")
     except ConfigError as error:
         assert error.problems
@@ -358,7 +359,7 @@ def test_a_huge_file_is_refused_without_being_read(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     with open(path, "wb") as handle:
         handle.truncate(50 * 1024 * 1024)  # sparse: 50 MB of nothing on disk
-    assert _load_error(path) == f"{path}: is 52428800 bytes; a configuration is at most {configuration.MAX_FILE_BYTES}"
+    assert _load_error(path) == f"{path}: is 52428800 bytes; a configuration is at most {files.MAX_FILE_BYTES}"
 
 
 def test_a_directory_is_refused(tmp_path: Path) -> None:
@@ -391,7 +392,7 @@ def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
 
 
 def test_influxdb_passwords_are_masked() -> None:
-    mask = configuration.mask_credentials
+    mask = influxdb_url.mask_credentials
     assert mask("https://plancton:s3cret@influx:8086#farm") == "https://plancton:****@influx:8086#farm"
     assert mask("http://influx:8086#farm") == "http://influx:8086#farm"
     assert mask("http://reader@influx:8086#farm") == "http://reader@influx:8086#farm"
@@ -405,7 +406,7 @@ def test_influxdb_passwords_are_masked() -> None:
 def test_describe_tells_file_values_from_defaults_with_passwords_masked() -> None:
     raw = {"max_dock_mem": "1G", "influxdb_url": "https://u:s3cret@h:8086#db", "environment": {"A": 1}}
     config, _ = parse(raw, FACTS)
-    described = {name: (value, origin) for name, value, origin in configuration.describe(config)}
+    described = {name: (value, origin) for name, value, origin in display.describe(config)}
     assert list(described) == list(KEYS)
     assert described["max_dock_mem"] == ("1G", "file")
     assert described["influxdb_url"] == (["https://u:****@h:8086#db"], "file")
@@ -419,7 +420,7 @@ def test_describe_tells_file_values_from_defaults_with_passwords_masked() -> Non
 def test_described_values_read_back_as_the_same_configuration() -> None:
     raw = {"max_dock_mem": "1536M", "main_sleep": 0.5, "binds": "/a:/b", "environment": {"X": "y"}, "user_group": None}
     config, _ = parse(raw, FACTS)
-    again, _ = parse({name: value for name, value, _ in configuration.describe(config)}, FACTS)
+    again, _ = parse({name: value for name, value, _ in display.describe(config)}, FACTS)
     assert dataclasses.replace(again, from_file=config.from_file) == config
 
 
@@ -454,31 +455,31 @@ def test_the_shipped_file_as_is_gives_the_defaults() -> None:
 
 def test_the_fingerprint_follows_content_even_with_the_same_time_and_size(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
-    assert configuration.fingerprint(str(path)) is None
+    assert files.fingerprint(str(path)) is None
     path.write_text("max_docks: 1\n")
-    first = configuration.fingerprint(str(path))
-    assert first is not None and first == configuration.fingerprint(str(path))
+    first = files.fingerprint(str(path))
+    assert first is not None and first == files.fingerprint(str(path))
     path.write_text("max_docks: 2\n")
     os.utime(path, ns=(first.mtime_ns, first.mtime_ns))
-    second = configuration.fingerprint(str(path))
+    second = files.fingerprint(str(path))
     assert second is not None and (second.mtime_ns, second.size) == (first.mtime_ns, first.size)
     assert second != first
     os.utime(path, ns=(first.mtime_ns + 10**9, first.mtime_ns + 10**9))
-    assert configuration.fingerprint(str(path)) != second
+    assert files.fingerprint(str(path)) != second
 
 
 def test_the_fingerprint_of_an_unreadable_path_never_raises(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").mkdir()
-    assert configuration.fingerprint(str(tmp_path / "config.yaml")) is not None
+    assert files.fingerprint(str(tmp_path / "config.yaml")) is not None
 
 
 def test_a_file_written_just_now_is_settling(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("max_docks: 1\n")
     now = time.time()
-    current = configuration.fingerprint(str(path))
-    assert configuration.settling(current, now)
-    assert not configuration.settling(current, now + configuration.SETTLE_SECONDS + 1)
+    current = files.fingerprint(str(path))
+    assert files.settling(current, now)
+    assert not files.settling(current, now + files.SETTLE_SECONDS + 1)
     # a modification time in the future (a clock set back) does not hold a reload forever
-    assert not configuration.settling(current, now - 3600)
-    assert not configuration.settling(None, now)
+    assert not files.settling(current, now - 3600)
+    assert not files.settling(None, now)

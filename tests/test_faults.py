@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from plancton import config as configuration
-from plancton.daemon import Daemon
-from plancton.paths import resolve
-from plancton.pilots import DockerPilots, Pilot
+from plancton.config import loader, schema
+from plancton.control.paths import resolve
+from plancton.daemon.loop import Daemon
+from plancton.engines.docker_api import DockerPilots, Pilot
 from tests import services
 from tests.conftest import STEADY_POLICY, Engine, Installation, wait_until
 
@@ -78,7 +78,7 @@ def test_pilot_ages_ignore_wall_clock_jumps(tmp_path: "os.PathLike[str]") -> Non
     """TTL and grace timers run on the monotonic clock: a pilot's age is dated once from
     Docker's wall-clock creation time and never again."""
     monotonic, wall = [1000.0], [1_800_000_000.0]
-    config, _ = configuration.parse({"max_ttl": 60}, configuration.HostFacts(2, 2**33, 0))
+    config, _ = loader.parse({"max_ttl": 60}, schema.HostFacts(2, 2**33, 0))
     paths = resolve(True, str(tmp_path), str(tmp_path), str(tmp_path), None)
     daemon = Daemon(paths, config, DockerPilots("clock"), clock=lambda: monotonic[0], wall=lambda: wall[0])
     pilot = Pilot(id="a", name="clock-a", state="running", created=wall[0] - 10, image="busybox:latest")

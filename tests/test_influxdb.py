@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from plancton import config as configuration
-from plancton.metrics import InfluxReporter, SenderSettings
-from plancton.policy import HostSample
-from plancton.reporting import LoopReport, PilotEvent
+from plancton.config import loader, schema
+from plancton.core.policy import HostSample
+from plancton.metrics.points import InfluxReporter, SenderSettings
+from plancton.metrics.reporting import LoopReport, PilotEvent
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 from tests.influx_server import (
     ADMIN_PASSWORD,
@@ -34,7 +34,7 @@ from tests.influx_server import (
 pytestmark = [pytest.mark.influxdb, pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")]
 
 SCHEMA_DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-FACTS = configuration.HostFacts(ncpus=2, ram_bytes=4 * 2**30, swap_bytes=0)
+FACTS = schema.HostFacts(ncpus=2, ram_bytes=4 * 2**30, swap_bytes=0)
 #: A host name with every character that line protocol must escape in a tag.
 AWKWARD_HOST = 'node 1,rack=2"x'
 #: Retry quickly, so that a test sees many attempts in a few seconds.
@@ -57,8 +57,8 @@ def unique_instance() -> str:
     return f"m{secrets.token_hex(4)}"
 
 
-def config_for(instance: str, urls: list[str]) -> configuration.Config:
-    config, _ = configuration.parse({"instance": instance, "influxdb_url": urls}, FACTS)
+def config_for(instance: str, urls: list[str]) -> schema.Config:
+    config, _ = loader.parse({"instance": instance, "influxdb_url": urls}, FACTS)
     return config
 
 

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plancton import config as configuration
-from plancton.influx import InfluxDenied, InfluxRejected, InfluxUnavailable, parse_target
-from plancton.metrics import (
+from plancton.config import loader, schema
+from plancton.config.influxdb_url import parse_target
+from plancton.core.policy import HostSample
+from plancton.metrics.influx import InfluxDenied, InfluxRejected, InfluxUnavailable
+from plancton.metrics.points import (
     Complaints,
     InfluxReporter,
     Point,
@@ -22,11 +24,10 @@ from plancton.metrics import (
     loop_points,
     sender_point,
 )
-from plancton.policy import HostSample
-from plancton.reporting import LoopReport, PilotEvent
+from plancton.metrics.reporting import LoopReport, PilotEvent
 
 TAGS = {"host": "node1", "instance": "plancton"}
-FACTS = configuration.HostFacts(ncpus=4, ram_bytes=8 * 2**30, swap_bytes=0)
+FACTS = schema.HostFacts(ncpus=4, ram_bytes=8 * 2**30, swap_bytes=0)
 
 
 def report(**changes: object) -> LoopReport:
@@ -194,7 +195,7 @@ def test_same_failure_is_logged_once_per_period(caplog: pytest.LogCaptureFixture
     clock = FakeClock()
     complaints = Complaints(period=300, clock=clock)
     denied = InfluxDenied("http://u:****@db:8086#x", "authorization failed (HTTP 401)")
-    with caplog.at_level(logging.INFO, logger="plancton.metrics"):
+    with caplog.at_level(logging.INFO, logger="plancton.metrics.points"):
         for _ in range(20):
             complaints.failed(denied, 5)
             clock.now += 10
@@ -206,7 +207,7 @@ def test_same_failure_is_logged_once_per_period(caplog: pytest.LogCaptureFixture
 
 def test_a_different_failure_and_the_recovery_are_logged_at_once(caplog: pytest.LogCaptureFixture) -> None:
     complaints = Complaints(period=300, clock=FakeClock())
-    with caplog.at_level(logging.INFO, logger="plancton.metrics"):
+    with caplog.at_level(logging.INFO, logger="plancton.metrics.points"):
         complaints.recovered("db")
         complaints.failed(InfluxUnavailable("db", "timed out"), 1)
         complaints.failed(InfluxRejected("db", "points refused"), 1)
@@ -242,7 +243,7 @@ def test_bad_url_message_hides_the_password() -> None:
 
 def test_reporter_without_targets_accepts_everything() -> None:
     reporter = InfluxReporter(host_name="node1")
-    config, _ = configuration.parse({"instance": "quiet"}, FACTS)
+    config, _ = loader.parse({"instance": "quiet"}, FACTS)
     reporter.configure(config)
     reporter.loop(report())
     reporter.pilot_event(PilotEvent("started", "quiet-1"))

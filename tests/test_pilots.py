@@ -10,8 +10,8 @@ import docker
 import pytest
 from docker.constants import DEFAULT_NUM_POOLS
 
-from plancton.actions import START_CONCURRENCY
-from plancton.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION
+from plancton.daemon.actions import START_CONCURRENCY
+from plancton.engines.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION
 from tests import services
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plancton.config import Config, HostFacts, parse
-from plancton.modes import Mode
-from plancton.policy import HostSample, Memory, PilotView, Plan, StartHistory, decide
+from plancton.config.loader import parse
+from plancton.config.schema import Config, HostFacts
+from plancton.control.modes import Mode
+from plancton.core.policy import HostSample, Memory, PilotView, Plan, StartHistory, decide
 
 GIB = 1024**3
 

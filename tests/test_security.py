@@ -10,9 +10,10 @@ import docker
 import psutil
 import pytest
 
-from plancton.config import HostFacts, load, parse
+from plancton.config.loader import load, parse
+from plancton.config.schema import HostFacts
+from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
-from plancton.spec import container_spec
 from tests import services
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 

@@ -24,8 +24,8 @@ import docker
 import psutil
 import pytest
 
-from plancton.paths import resolve
-from plancton.spec import instance_label
+from plancton.control.paths import resolve
+from plancton.engines.spec import instance_label
 from tests.conftest import STEADY_POLICY, venv_command, wait_until
 from tests.services import DOCKER_SOCKET
 

@@ -3,11 +3,11 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from plancton.config import Config
+from plancton.config.schema import Config
 
 LABEL_INSTANCE = "org.plancton.instance"
 LABEL_CREATED = "org.plancton.created"
-LABEL_REVISION = "org.plancton.config-revision"
+LABEL_REVISION = "org.plancton.config.schema-revision"
 CPU_PERIOD_US = 100_000
 #: Per-pilot CPU weight inside the pilots' parent cgroup (the lowest Docker accepts).
 PILOT_CPU_SHARES = 2

@@ -9,7 +9,7 @@ a pilot that runs longer resets the count.
 import threading
 from collections import deque
 
-from plancton.policy import StartHistory
+from plancton.core.policy import StartHistory
 
 INSTANT_EXIT_SECONDS = 3.0
 FAILURES_BEFORE_BACKOFF = 3

@@ -10,8 +10,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from plancton.engines.docker_api import DockerPilots
 from plancton.errors import EngineUnavailable, PilotError
-from plancton.pilots import DockerPilots
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 60.0

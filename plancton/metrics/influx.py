@@ -9,23 +9,16 @@ client can replace that package here alone. Library errors are translated at thi
 
 import contextlib
 import json
-import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import requests
 from influxdb import InfluxDBClient
 from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
 from urllib3.exceptions import InsecureRequestWarning
 
-from plancton.config import mask_credentials
+from plancton.config.influxdb_url import InfluxTarget
 from plancton.errors import PlanctonError
-
-_URL = re.compile(
-    r"(?P<scheme>https?|insecure_https)://(?:(?P<user>[^:@/\s]+)(?::(?P<password>[^@/\s]*))?@)?"
-    r"(?P<host>[^:@/\s]+):(?P<port>\d{1,5})#(?P<database>\S+)"
-)
 
 
 class InfluxError(PlanctonError):
@@ -61,55 +54,6 @@ class InfluxRejected(InfluxError):
     """The server refused the points themselves (bad line protocol, field type conflict)."""
 
     retry = False
-
-
-@dataclass(frozen=True)
-class InfluxTarget:
-    """One InfluxDB database to send points to, parsed from an ``influxdb_url``."""
-
-    url: str = field(repr=False)  # holds the password: never shown
-    scheme: str
-    host: str
-    port: int
-    database: str
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-
-    @property
-    def masked(self) -> str:
-        """The URL with its password hidden: the only form that may be logged."""
-        return mask_credentials(self.url)
-
-    @property
-    def tls(self) -> bool:
-        """Whether the target is reached over TLS (https or insecure_https)."""
-        return self.scheme != "http"
-
-    @property
-    def verify_certificate(self) -> bool:
-        """Whether the server's certificate is checked (not for insecure_https)."""
-        return self.scheme == "https"
-
-
-def parse_target(url: str) -> InfluxTarget:
-    """Given ``scheme://[user:password@]host:port#database``, return the target.
-
-    Raises:
-        ValueError: the URL does not have that form or its port is out of range (the message
-            shows the URL with its password masked).
-    """
-    match = _URL.fullmatch(url)
-    if match is None or not 0 < int(match["port"]) < 65536:
-        raise ValueError(f"not an InfluxDB URL scheme://[user:password@]host:port#database: {mask_credentials(url)}")
-    return InfluxTarget(
-        url=url,
-        scheme=match["scheme"],
-        host=match["host"],
-        port=int(match["port"]),
-        database=match["database"],
-        user=match["user"],
-        password=match["password"] if match["user"] else None,
-    )
 
 
 class InfluxConnection:

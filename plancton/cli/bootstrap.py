@@ -22,13 +22,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from plancton import config as configuration
-from plancton.control import add_location_options, location_arguments, paths_from
-from plancton.control import main as planctonctl
+from plancton.cli.planctonctl import add_location_options, location_arguments, paths_from
+from plancton.cli.planctonctl import main as planctonctl
+from plancton.config import loader, schema
+from plancton.control.paths import CONFIG_NAME, Paths, resolve
+from plancton.control.pidfile import running_pid
 from plancton.errors import ConfigError, PlanctonError
-from plancton.host import host_facts
-from plancton.paths import CONFIG_NAME, Paths, resolve
-from plancton.pidfile import running_pid
+from plancton.platform.host import host_facts
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -144,7 +144,7 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def validate(path: str, label: str) -> configuration.Config:
+def validate(path: str, label: str) -> schema.Config:
     """Validate a configuration file that ``label`` names for the user; return it.
 
     Raises:
@@ -155,7 +155,7 @@ def validate(path: str, label: str) -> configuration.Config:
     if not os.path.isfile(path):
         raise ConfigError([f"no {CONFIG_NAME} at the top of the repository"], label)
     try:
-        config, warnings = configuration.load(path, host_facts())
+        config, warnings = loader.load(path, host_facts())
     except ConfigError as error:
         raise ConfigError(error.problems, label) from None
     for warning in warnings:
@@ -207,7 +207,7 @@ def put_in_place(new: str, paths: Paths, staging: str) -> None:
         raise
 
 
-def clone(source: Source, paths: Paths, force: bool) -> configuration.Config:
+def clone(source: Source, paths: Paths, force: bool) -> schema.Config:
     """Clone the repository into the config folder once its config.yaml proved valid.
 
     Raises:
@@ -290,7 +290,7 @@ def planctonctl_command() -> list[str]:
     if os.access(beside, os.X_OK):
         return [beside]
     found = shutil.which("planctonctl")
-    return [found] if found else [sys.executable, "-m", "plancton.control"]
+    return [found] if found else [sys.executable, "-m", "plancton.cli.planctonctl"]
 
 
 def systemd_runs() -> bool:

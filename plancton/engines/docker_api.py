@@ -18,8 +18,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from plancton.engines.spec import LABEL_CREATED, ContainerSpec, instance_label
 from plancton.errors import EnginePermissionDenied, EngineUnavailable, PilotError
-from plancton.spec import LABEL_CREATED, ContainerSpec, instance_label
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

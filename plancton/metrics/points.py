@@ -6,7 +6,7 @@ Point building is pure (:func:`loop_points`, :func:`daemon_point`, :func:`event_
 drained by its own background thread (:class:`TargetSender`), every request with a timeout;
 while a database is down its points wait in the buffer, the oldest dropped first when it is
 full, and the count of dropped points is itself sent. :class:`InfluxReporter` is the daemon's
-:class:`~plancton.reporting.Reporter`. docs/metrics.md describes the schema.
+:class:`~plancton.metrics.reporting.Reporter`. docs/metrics.md describes the schema.
 """
 
 import logging
@@ -18,11 +18,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from plancton import influx
-from plancton.config import Config
-from plancton.influx import DatabaseMissing, InfluxError, InfluxTarget, InfluxUnavailable
-from plancton.policy import LIVE_STATES, HostSample
-from plancton.reporting import LoopReport, PilotEvent
+from plancton.config.influxdb_url import InfluxTarget, parse_target
+from plancton.config.schema import Config
+from plancton.core.policy import LIVE_STATES, HostSample
+from plancton.metrics import influx
+from plancton.metrics.influx import DatabaseMissing, InfluxError, InfluxUnavailable
+from plancton.metrics.reporting import LoopReport, PilotEvent
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +457,7 @@ class InfluxReporter:
                 log.info("InfluxDB %s: no longer a target", sender.target.masked)
             for url in [url for url in wanted if url not in self._senders]:
                 try:
-                    target = influx.parse_target(url)
+                    target = parse_target(url)
                 except ValueError as error:
                     log.error("influxdb_url: %s; no metrics go there", error)
                     continue

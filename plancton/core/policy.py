@@ -16,8 +16,8 @@ Memory below ``mem_floor`` (or under pressure) kills the youngest pilots at once
 import math
 from dataclasses import dataclass, field, replace
 
-from plancton.config import Config
-from plancton.modes import Mode
+from plancton.config.schema import Config
+from plancton.control.modes import Mode
 
 #: A container created but not started for this long is given up and removed.
 CREATED_GRACE_SECONDS = 30.0

@@ -20,17 +20,18 @@ from typing import Any
 import daemon as python_daemon
 import psutil
 
-from plancton import __version__, logsetup
-from plancton import config as configuration
-from plancton.daemon import Daemon
+from plancton import __version__
+from plancton.config import display, loader, schema
+from plancton.control.modes import Mode, read_mode, request_spawn_now, write_mode
+from plancton.control.paths import Paths, prepare, resolve
+from plancton.control.pidfile import PidFile, read_pid, running_pid
+from plancton.daemon import logsetup
+from plancton.daemon.loop import Daemon
+from plancton.engines.docker_api import DockerPilots
 from plancton.errors import AlreadyRunning, ConfigError, EnginePermissionDenied, EngineUnavailable, PlanctonError
-from plancton.host import host_facts
-from plancton.metrics import InfluxReporter
-from plancton.modes import Mode, read_mode, request_spawn_now, write_mode
-from plancton.paths import Paths, prepare, resolve
-from plancton.pidfile import PidFile, read_pid, running_pid
-from plancton.pilots import DockerPilots
-from plancton.reporting import Reporter
+from plancton.metrics.points import InfluxReporter
+from plancton.metrics.reporting import Reporter
+from plancton.platform.host import host_facts
 
 log = logging.getLogger("plancton")
 
@@ -139,19 +140,19 @@ def location_arguments(paths: Paths) -> list[str]:
 # -- shared steps -------------------------------------------------------------------------
 
 
-def load_config(path: str) -> configuration.Config:
+def load_config(path: str) -> schema.Config:
     """Load and validate a configuration file, printing its warnings.
 
     Raises:
         ConfigError: the file is invalid.
     """
-    config, warnings = configuration.load(path, host_facts())
+    config, warnings = loader.load(path, host_facts())
     for warning in warnings:
         complain(f"warning: {warning}")
     return config
 
 
-def check_engine(config: configuration.Config) -> None:
+def check_engine(config: schema.Config) -> None:
     """Warn when the Docker Engine does not answer now (the daemon keeps retrying).
 
     Raises:
@@ -165,14 +166,14 @@ def check_engine(config: configuration.Config) -> None:
         complain(f"warning: {error}; the daemon starts anyway and manages pilots once the engine answers")
 
 
-def make_reporter(config: configuration.Config) -> Reporter:
+def make_reporter(config: schema.Config) -> Reporter:
     """Return the reporter for the configuration's monitoring targets: the InfluxDB sender,
     which the daemon configures at start and on each reload (it does nothing without targets).
     """
     return InfluxReporter()
 
 
-def run_daemon(paths: Paths, config: configuration.Config, foreground: bool) -> int:
+def run_daemon(paths: Paths, config: schema.Config, foreground: bool) -> int:
     """Set up logging, take the pidfile and run the loop; return the exit code."""
     logsetup.configure(paths.log_file, foreground=foreground, level=config.log_level)
     pidfile = PidFile(paths.pidfile)
@@ -238,7 +239,7 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
         return EXIT_OK
     config = load_config(paths.config_file)
     check_engine(config)
-    command = [sys.executable, "-m", "plancton.control", *location_arguments(paths), "_daemon"]
+    command = [sys.executable, "-m", "plancton.cli.planctonctl", *location_arguments(paths), "_daemon"]
     launcher = subprocess.run(
         command,
         stdin=subprocess.DEVNULL,
@@ -421,7 +422,7 @@ def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
     say(f"# {paths.config_file} (revision {config.revision}); max_docks resolves to {config.pool_size} on this host")
     if running not in (None, config.revision):
         say(f"# the running daemon still uses revision {running}: reload it (planctonctl reload) to apply this")
-    for name, value, origin in configuration.describe(config):
+    for name, value, origin in display.describe(config):
         say(f"{name}: {json.dumps(value, ensure_ascii=False)}  # {origin}")
     return EXIT_OK
 

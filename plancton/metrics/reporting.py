@@ -1,12 +1,12 @@
 """What the daemon reports after each loop and for each pilot event, and the interface of
-anything that receives those reports (the InfluxDB sender in :mod:`plancton.metrics`).
+anything that receives those reports (the InfluxDB sender in :mod:`plancton.metrics.points`).
 """
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from plancton.config import Config
-from plancton.policy import HostSample
+from plancton.config.schema import Config
+from plancton.core.policy import HostSample
 
 
 @dataclass(frozen=True)

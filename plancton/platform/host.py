@@ -5,9 +5,9 @@ import time
 
 import psutil
 
-from plancton.cgroups import PilotCgroup
-from plancton.config import HostFacts
-from plancton.policy import HostSample
+from plancton.config.schema import HostFacts
+from plancton.core.policy import HostSample
+from plancton.platform.cgroups import PilotCgroup
 
 PRESSURE_FOLDER = "/proc/pressure"
 MIN_SAMPLE_SECONDS = 0.5

@@ -3,7 +3,7 @@
 Signal handlers only record the signal and wake the loop; the loop acts on it. Docker's
 event stream, watched in a background thread, wakes the loop as soon as a pilot dies, so a
 replacement starts within a second instead of at the next ``main_sleep``. Slow actions run
-on worker threads (:mod:`plancton.actions`) so that the loop never waits for a pilot's
+on worker threads (:mod:`plancton.daemon.actions`) so that the loop never waits for a pilot's
 vacate time.
 """
 
@@ -21,20 +21,21 @@ from collections.abc import Callable
 from dataclasses import asdict
 from types import FrameType
 
-from plancton import __version__, actions, logsetup
-from plancton import config as configuration
-from plancton.cgroups import PilotCgroup
+from plancton import __version__
+from plancton.config import files, loader, schema
+from plancton.control.modes import Mode, read_mode, take_spawn_now, write_mode, write_private_file
+from plancton.control.paths import Paths
+from plancton.core.policy import HostSample, Memory, PilotView, Plan, decide
+from plancton.daemon import actions, logsetup
+from plancton.daemon.starts import StartTracker
+from plancton.engines.docker_api import DockerPilots, Pilot
+from plancton.engines.images import ImageKeeper
+from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError, EngineUnavailable, PilotError
-from plancton.host import HostSensor, host_facts
-from plancton.images import ImageKeeper
-from plancton.modes import Mode, read_mode, take_spawn_now, write_mode, write_private_file
-from plancton.paths import Paths
-from plancton.pilots import DockerPilots, Pilot
-from plancton.policy import HostSample, Memory, PilotView, Plan, decide
-from plancton.reporting import LoopReport, NullReporter, PilotEvent, Reporter
-from plancton.sdnotify import notify
-from plancton.spec import container_spec
-from plancton.starts import StartTracker
+from plancton.metrics.reporting import LoopReport, NullReporter, PilotEvent, Reporter
+from plancton.platform.cgroups import PilotCgroup
+from plancton.platform.host import HostSensor, host_facts
+from plancton.platform.sdnotify import notify
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class Daemon:
     def __init__(
         self,
         paths: Paths,
-        config: configuration.Config,
+        config: schema.Config,
         engine: DockerPilots,
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -384,8 +385,8 @@ class Daemon:
 
     # -- configuration ----------------------------------------------------------------------
 
-    def _stat_config(self) -> configuration.Fingerprint | None:
-        return configuration.fingerprint(self.paths.config_file)
+    def _stat_config(self) -> files.Fingerprint | None:
+        return files.fingerprint(self.paths.config_file)
 
     def _check_config(self) -> None:
         """Every ``updateconfig`` seconds, reload when the file's modification time or content
@@ -397,7 +398,7 @@ class Daemon:
         current = self._stat_config()
         if current == self._config_stat:
             self._config_checked = self.clock()
-        elif not configuration.settling(current, self.wall()):
+        elif not files.settling(current, self.wall()):
             self._config_checked = self.clock()
             self.reload()
 
@@ -411,7 +412,7 @@ class Daemon:
         old = self.config
         rejected = f"configuration {self.paths.config_file} rejected, keeping revision {old.revision}"
         try:
-            new, warnings = configuration.load(self.paths.config_file, host_facts())
+            new, warnings = loader.load(self.paths.config_file, host_facts())
         except ConfigError as error:
             log.error("%s: %s", rejected, error.describe())
             return False
@@ -431,7 +432,7 @@ class Daemon:
         if new.revision == old.revision:
             log.info("configuration unchanged (revision %s)", new.revision)
             return False
-        changed = [name for name in configuration.KEYS if getattr(new, name) != getattr(old, name)]
+        changed = [name for name in schema.KEYS if getattr(new, name) != getattr(old, name)]
         self.config = new
         log.info("configuration revision %s applied (changed: %s)", new.revision, ", ".join(changed) or "nothing")
         try:

@@ -1,0 +1,332 @@
+"""The configuration's schema: every key with its type, default, range and meaning.
+
+The keys live in one place, the fields of :class:`Config`: the type is the field's, the
+default its default, and its metadata holds the parser of the YAML value (which enforces
+the allowed range) and a one-line description. :mod:`plancton.config.loader` applies them.
+"""
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from plancton.config import influxdb_url
+from plancton.core import units
+
+DEFAULT_REVISION = "defaults"
+#: Most pilots any ``max_docks`` may ask for.
+MAX_POOL_SIZE = 10000
+
+_IMAGE = r"[a-z0-9]+(?:[._/:-][A-Za-z0-9_.-]+)*(?:@sha256:[0-9a-f]{64})?"
+_IDENTITY = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?"
+_BIND = r"/[^:\x00]*:/[^:\x00]*(?::(?:ro|rw|z|Z)(?:,(?:ro|rw|z|Z))*)?"
+_DEVICE = r"/dev/[^:\x00]+(?::/dev/[^:\x00]+)?(?::[rwm]{1,3})?"
+_CAPABILITY = r"[+-](?:CAP_)?[A-Z_]+"
+_HOURS, _DAYS = 3600.0, 86400.0
+
+
+def key(parse: Callable[[Any], Any], description: str, show: Callable[[Any], Any] | None = None) -> dict[str, Any]:
+    """Return the field metadata that makes a dataclass field a configuration key.
+
+    Args:
+        parse: turns the YAML value into the field's type, raising ValueError (with what was
+            expected) for a wrong type or a value out of range.
+        description: one line saying what the key does.
+        show: turns the value into what ``planctonctl config`` prints (plain YAML); by
+            default tuples become lists and whole numbers lose their ".0".
+    """
+    return {"parse": parse, "description": description, "show": show or _plain}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _parse_influxdb_urls(value: Any) -> tuple[str, ...]:
+    items = [value] if isinstance(value, str) else value
+    if items is None:
+        return ()
+    expected = f"expected a URL such as {influxdb_url.EXAMPLE} or a list of them"
+    if not isinstance(items, list):
+        raise ValueError(f"{expected}, got {type(value).__name__}")
+    for item in items:
+        try:
+            influxdb_url.parse_target(item if isinstance(item, str) else "")
+        except ValueError:
+            got = units.shown(influxdb_url.mask_credentials(item) if isinstance(item, str) else item)
+            raise ValueError(f"{expected}, got {got}") from None
+    return tuple(items)
+
+
+def _parse_max_docks(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f'expected a whole number or an expression such as "ncpus - 2", got {units.shown(value)}')
+    if isinstance(value, int) and not 0 <= value <= MAX_POOL_SIZE:
+        raise ValueError(f"expected a whole number from 0 to {MAX_POOL_SIZE}, got {value}")
+    return str(value)
+
+
+def _parse_user_group(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML reads 1000 as a number, and even 1000:50 (as 60050, in base 60)
+        raise ValueError(f'expected text such as "1000:1000" in quotes, got the number {value}')
+    return units.matching(_IDENTITY, "1000:1000")(value)
+
+
+def _show_environment(value: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    return dict(value)
+
+
+def _show_size(value: int) -> str | int:
+    return units.format_size(value) if value else 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration of one Plancton instance (read-only)."""
+
+    # -- this instance ---------------------------------------------------------------------
+    instance: str = field(
+        default="plancton",
+        metadata=key(
+            units.matching(r"[a-z][a-z0-9_]{0,30}", "plancton"),
+            "Name of this Plancton instance; its pilots carry it as a label (fixed while it runs)",
+        ),
+    )
+    updateconfig: float = field(
+        default=60.0,
+        metadata=key(
+            units.duration_in_range(0.1, _DAYS),
+            "Seconds between two checks of this file for changes (made at each loop)",
+        ),
+    )
+    main_sleep: float = field(
+        default=5.0,
+        metadata=key(
+            units.duration_in_range(0.1, _HOURS),
+            "Seconds between two loops (a pilot exiting or a timer such as grace_kill ending wakes it sooner)",
+        ),
+    )
+    log_level: str = field(
+        default="INFO",
+        metadata=key(units.one_of("DEBUG", "INFO", "WARNING", "ERROR"), "Least severe log level recorded"),
+    )
+    influxdb_url: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            _parse_influxdb_urls,
+            "InfluxDB targets: scheme://[user:password@]host:port#database (http, https, insecure_https)",
+            show=lambda urls: [influxdb_url.mask_credentials(url) for url in urls],
+        ),
+    )
+    # -- the pool ----------------------------------------------------------------------------
+    max_docks: str = field(
+        default="max(1, ncpus - 2)",
+        metadata=key(
+            _parse_max_docks,
+            "Most pilots at once: a number or an expression over ncpus, ram_bytes, swap_bytes, "
+            "max_dock_mem, max_dock_swap with + - * / // % ( ) min max floor ceil",
+        ),
+    )
+    docks_per_loop: int = field(
+        default=4,
+        metadata=key(units.number_in_range(1, 1000, integer=True), "Most pilots started in one loop"),
+    )
+    max_starts_per_minute: int = field(
+        default=60,
+        metadata=key(units.number_in_range(1, 10000, integer=True), "Most pilot starts in any minute"),
+    )
+    max_ttl: float = field(
+        default=12 * _HOURS,
+        metadata=key(
+            units.duration_in_range(1, 365 * _DAYS),
+            "Seconds after which a running pilot is stopped and replaced",
+        ),
+    )
+    vacate_time: float = field(
+        default=30.0,
+        metadata=key(
+            units.duration_in_range(0, _HOURS),
+            "Seconds between SIGTERM and SIGKILL when a pilot is stopped",
+        ),
+    )
+    # -- giving the host back to its owner ----------------------------------------------------
+    owner_busy_percent: float = field(
+        default=40.0,
+        metadata=key(
+            units.number_in_range(1, 100),
+            "Owner CPU use (percent of the host, pilots excluded) at which the owner counts as busy",
+        ),
+    )
+    owner_idle_percent: float = field(
+        default=20.0,
+        metadata=key(
+            units.number_in_range(0, 99),
+            "Owner CPU use below which the owner counts as idle again (lower than owner_busy_percent)",
+        ),
+    )
+    cpu_pressure_percent: float = field(
+        default=50.0,
+        metadata=key(
+            units.number_in_range(1, 100),
+            "CPU pressure (some avg10) that, with the owner above owner_idle_percent, makes it busy at once",
+        ),
+    )
+    pause_delay: float = field(
+        default=5.0,
+        metadata=key(
+            units.duration_in_range(0, 365 * _DAYS),
+            "Seconds the owner must be busy before pilots are paused",
+        ),
+    )
+    grace_kill: float = field(
+        default=120.0,
+        metadata=key(
+            units.duration_in_range(0, 365 * _DAYS),
+            "Seconds a pilot stays paused for a busy owner before it is stopped",
+        ),
+    )
+    grace_spawn: float = field(
+        default=60.0,
+        metadata=key(
+            units.duration_in_range(0, 365 * _DAYS),
+            "Seconds the owner must be idle again, after a busy spell, before new pilots start",
+        ),
+    )
+    mem_floor: int = field(
+        default=512 * 1024**2,
+        metadata=key(
+            units.size_in_range(0),
+            "Available host memory below which the youngest pilots are stopped at once",
+            show=_show_size,
+        ),
+    )
+    memory_pressure_percent: float = field(
+        default=30.0,
+        metadata=key(
+            units.number_in_range(1, 100),
+            "Memory pressure (full avg10) at which the youngest pilot is stopped at once",
+        ),
+    )
+    # -- what each pilot runs ------------------------------------------------------------------
+    docker_image: str = field(
+        default="busybox:latest",
+        metadata=key(units.matching(_IMAGE, "busybox:latest"), "Image of the pilots, repository[:tag]"),
+    )
+    pull_policy: str = field(
+        default="if-not-present",
+        metadata=key(
+            units.one_of("always", "if-not-present", "never"),
+            "always: pull at start and every image_expiration; if-not-present: pull when missing; never",
+        ),
+    )
+    image_expiration: float = field(
+        default=12 * _HOURS,
+        metadata=key(
+            units.duration_in_range(1, 365 * _DAYS),
+            "With pull_policy always: seconds before the image is pulled again",
+        ),
+    )
+    replace_on_image_change: bool = field(
+        default=False,
+        metadata=key(units.parse_bool, "Stop running pilots of an older image when docker_image changes"),
+    )
+    docker_cmd: tuple[str, ...] = field(
+        default=("sleep", "60"),
+        metadata=key(
+            units.parse_command,
+            "Command of the pilots: a list of arguments, or text split like a shell would (never run by one)",
+        ),
+    )
+    environment: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=key(
+            units.parse_environment, "Extra environment variables of the pilots, NAME: value", show=_show_environment
+        ),
+    )
+    user_group: str | None = field(
+        default="65534:65534",
+        metadata=key(_parse_user_group, 'User and group the pilot command runs as, "uid:gid" (null: the image\'s own)'),
+    )
+    # -- what each pilot may use ---------------------------------------------------------------
+    cpus_per_dock: float = field(
+        default=1.0,
+        metadata=key(units.number_in_range(0.01, 1024), "CPUs each pilot may use (CFS quota)"),
+    )
+    max_dock_mem: int = field(
+        default=2 * 1024**3,
+        metadata=key(units.size_in_range(0), "RAM cap of each pilot (0: no cap)", show=_show_size),
+    )
+    max_dock_swap: int = field(
+        default=0,
+        metadata=key(units.size_in_range(0), "Swap each pilot may use on top of its RAM cap", show=_show_size),
+    )
+    pids_limit: int = field(
+        default=1024,
+        metadata=key(units.number_in_range(16, 4194304, integer=True), "Most processes in each pilot"),
+    )
+    network_mode: str = field(
+        default="bridge",
+        metadata=key(units.matching(r"bridge|host|none|container:[\w.-]+|[\w.-]+", "bridge"), "Network of the pilots"),
+    )
+    binds: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            units.each(units.matching(_BIND, "/cvmfs:/cvmfs")),
+            "Host folders in the pilots, host:container[:mode]; read-only unless the mode says rw",
+        ),
+    )
+    allow_dangerous_binds: bool = field(
+        default=False,
+        metadata=key(units.parse_bool, "Allow binds of /, /run or the Docker socket into pilots"),
+    )
+    devices: tuple[str, ...] = field(
+        default=(),
+        metadata=key(units.each(units.matching(_DEVICE, "/dev/fuse")), "Host devices in the pilots"),
+    )
+    capabilities: tuple[str, ...] = field(
+        default=(),
+        metadata=key(units.each(units.matching(_CAPABILITY, "+SYS_ADMIN")), 'Capabilities: "+CAP" adds, "-CAP" drops'),
+    )
+    security_opts: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            units.each(units.matching(r"[a-z-]+[=:].+|no-new-privileges", "apparmor=my-profile")),
+            "Extra security options (no-new-privileges is always set)",
+        ),
+    )
+    docker_privileged: bool = field(
+        default=False,
+        metadata=key(units.parse_bool, "Run pilots privileged (dangerous; a warning is logged at each start)"),
+    )
+
+    # Not keys: facts of this load.
+    pool_size: int = 1
+    revision: str = DEFAULT_REVISION
+    source: str = "defaults"
+    from_file: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """The host figures that ``max_docks`` expressions may use."""
+
+    ncpus: int
+    ram_bytes: int
+    swap_bytes: int
+
+
+KEYS: dict[str, dataclasses.Field[Any]] = {
+    item.name: item for item in dataclasses.fields(Config) if "parse" in item.metadata
+}
+
+
+def default_value(name: str) -> Any:
+    """Given a key's name, return its default value."""
+    return KEYS[name].default

@@ -1,0 +1,3 @@
+"""The daemon: its loop, the roster of pilots, the executor of a plan, the configuration
+watcher, the event thread and the signals it records.
+"""

@@ -1,0 +1,1 @@
+"""What the host says: CPU and memory use, pressure, the pilots' cgroup, systemd notification."""
