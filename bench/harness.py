@@ -8,7 +8,6 @@ so a clock step is unlikely, and every figure is a difference over seconds.
 
 import contextlib
 import glob
-import json
 import math
 import os
 import re
@@ -30,6 +29,8 @@ import psutil
 import yaml
 
 from plancton.config.schema import Config
+from plancton.control.paths import STATE_NAME
+from plancton.control.state import State, read_state
 from plancton.engines.spec import LABEL_INSTANCE, container_spec, instance_label
 from plancton.platform.cgroups import PilotCgroup
 from tests import services
@@ -520,21 +521,17 @@ class Plancton:
         try:
             return self.bench.events.wait(action_of(self.name, "start"), since, count, timeout, "pilot starts")
         except BenchError as error:
-            why = "; ".join(self.state().get("why", [])) or self.log()
+            why = "; ".join(self.state().why) or self.log()
             raise BenchError(f"{self.name}: {error} ({why})") from None
 
-    def state(self) -> dict[str, Any]:
-        """Return the state the running daemon last wrote ({} before its first)."""
-        try:
-            with open(os.path.join(self.rundir, "state.json"), encoding="utf-8") as handle:
-                state = json.load(handle)
-        except (OSError, ValueError):
-            return {}
-        if not isinstance(state, dict) or self.process is None or state.get("pid") != self.process.pid:
-            return {}
+    def state(self) -> State:
+        """Return the state the running daemon last wrote (all defaults before its first)."""
+        state = read_state(os.path.join(self.rundir, STATE_NAME))
+        if state is None or self.process is None or state.pid != self.process.pid:
+            return State()
         return state
 
-    def wait_loops(self, count: int, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_loops(self, count: int, timeout: float = 30.0) -> State:
         """Wait until the daemon has run ``count`` loops in all; return its state.
 
         Raises:
@@ -545,7 +542,7 @@ class Plancton:
             if self.process is not None and self.process.poll() is not None:
                 raise BenchError(f"the daemon of {self.name} exited with code {self.process.returncode}: {self.log()}")
             state = self.state()
-            if state.get("loops", 0) >= count:
+            if state.loops >= count:
                 return state
             time.sleep(0.05)
         raise BenchError(f"the daemon of {self.name} did not reach loop {count} in {timeout:.0f} s: {self.log()}")

@@ -83,8 +83,8 @@ def _wait_running(plancton: Plancton, pilots: int, timeout: float) -> float:
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         state = plancton.state()
-        running = [pilot for pilot in state.get("pilots", []) if pilot["state"] == "running"]
-        if state and len(running) == pilots == len(state.get("pilots", [])):
+        running = [pilot for pilot in state.pilots if pilot.state == "running"]
+        if state.pid and len(running) == pilots == len(state.pilots):
             return time.monotonic() - began
         time.sleep(STATE_POLL_SECONDS)
     raise BenchError(f"{pilots} pilots did not all run within {timeout:.0f} s")
@@ -99,8 +99,8 @@ def _measure(plancton: Plancton, window: float) -> dict[str, Any]:
     began = time.monotonic()
     while time.monotonic() - began < window:
         state = plancton.state()
-        if state.get("loops"):
-            loops[state["loops"]] = (state["api_calls_last_loop"], state["loop_seconds"])
+        if state.loops:
+            loops[state.loops] = (state.api_calls_last_loop, state.loop_seconds)
         time.sleep(STATE_POLL_SECONDS)
     used = cpu_seconds(process.pid) - before
     elapsed = time.monotonic() - began
@@ -135,8 +135,7 @@ def run(bench: Bench) -> ScenarioResult:
             if pilots:
                 _set_pool(plancton, pilots)
             fill_seconds = _wait_running(plancton, pilots, timeout=300)
-            state = plancton.state()
-            plancton.wait_loops(state.get("loops", 0) + 1)
+            plancton.wait_loops(plancton.state().loops + 1)
             levels[pilots] = {"fill_seconds": fill_seconds, **_measure(plancton, window)}
     finally:
         plancton.stop()

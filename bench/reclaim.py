@@ -227,7 +227,7 @@ def _wait_burning(bench: Bench, plancton: Plancton, since: float) -> None:
         if series and series[-1][1:] == (NCPUS, 0) and time.time() - series[-1][0] >= SETTLE_SECONDS:
             return
         time.sleep(0.1)
-    why = "; ".join(plancton.state().get("why", []))
+    why = "; ".join(plancton.state().why)
     raise BenchError(f"the {NCPUS} pilots did not keep running for {SETTLE_SECONDS:g} s ({why})")
 
 

@@ -21,6 +21,8 @@ import docker
 import psutil
 import pytest
 
+from plancton.control.paths import STATE_NAME
+from plancton.control.state import State, read_state
 from tests import services
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
@@ -195,13 +197,9 @@ class Installation:
         command += ["--logdir", self.logdir, *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check, cwd="/")
 
-    def state(self) -> dict[str, Any]:
-        """Return the state.json that the daemon writes each loop (empty before the first)."""
-        try:
-            with open(os.path.join(self.rundir, "state.json"), encoding="utf-8") as handle:
-                return dict(json.load(handle))
-        except (OSError, ValueError):
-            return {}
+    def state(self) -> State:
+        """Return the state that the daemon writes each loop (all defaults before the first)."""
+        return read_state(os.path.join(self.rundir, STATE_NAME)) or State()
 
     def status(self) -> dict[str, Any]:
         """Return ``planctonctl status --json`` as a dict."""

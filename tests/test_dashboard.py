@@ -69,9 +69,8 @@ def event_series(server: InfluxServer, database: str, condition: str) -> list[di
 
 def young_running_pilot(installation: Installation) -> bool:
     """Whether a pilot runs that has seconds left to live (sleep 4), so force-stop finds one."""
-    pilots = installation.state().get("pilots", [])
-    assert isinstance(pilots, list)
-    return any(pilot["state"] == "running" and time.time() - pilot["created"] < 1.5 for pilot in pilots)
+    pilots = installation.state().pilots
+    return any(pilot.state == "running" and time.time() - pilot.created < 1.5 for pilot in pilots)
 
 
 def test_every_query_returns_series_after_a_real_run(installation: Installation, influxd: InfluxServer) -> None:

@@ -9,10 +9,6 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from plancton.config import loader, schema
-from plancton.control.paths import resolve
-from plancton.daemon.loop import Daemon
-from plancton.engines.docker_api import DockerPilots, Pilot
 from tests import services
 from tests.conftest import STEADY_POLICY, Engine, Installation, wait_until
 
@@ -31,7 +27,7 @@ def test_sigkill_mid_loop_leaves_no_duplicate_or_orphan(
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: installation.ctl("status").returncode == 3, what="the daemon gone")
         assert installation.ctl("start").returncode == 0
-        wait_until(lambda: installation.state().get("loops", 0) >= 3, what="three loops after the restart")
+        wait_until(lambda: installation.state().loops >= 3, what="three loops after the restart")
         assert services.running_ids(docker_api, installation.instance) == before
         assert len(services.instance_containers(docker_api, installation.instance)) == 3
 
@@ -72,22 +68,6 @@ def test_a_full_log_disk_does_not_stop_the_daemon(
     for container in services.running_ids(docker_api, installation.instance):
         docker_api.kill(container)  # something to log
     wait_until(lambda: "log: cannot write" not in installation.ctl("status").stdout, what="the log writable again")
-
-
-def test_pilot_ages_ignore_wall_clock_jumps(tmp_path: "os.PathLike[str]") -> None:
-    """TTL and grace timers run on the monotonic clock: a pilot's age is dated once from
-    Docker's wall-clock creation time and never again."""
-    monotonic, wall = [1000.0], [1_800_000_000.0]
-    config, _ = loader.parse({"max_ttl": 60}, schema.HostFacts(2, 2**33, 0))
-    paths = resolve(True, str(tmp_path), str(tmp_path), str(tmp_path), None)
-    daemon = Daemon(paths, config, DockerPilots("clock"), clock=lambda: monotonic[0], wall=lambda: wall[0])
-    pilot = Pilot(id="a", name="clock-a", state="running", created=wall[0] - 10, image="busybox:latest")
-    assert daemon._views([pilot], monotonic[0])[0].age == pytest.approx(10)
-    for jump in (86_400.0, -2 * 86_400.0):
-        wall[0] += jump
-        monotonic[0] += 5
-        assert daemon._views([pilot], monotonic[0])[0].age == pytest.approx(15 if jump > 0 else 20)
-    daemon.shutdown()
 
 
 @pytest.fixture

@@ -254,9 +254,9 @@ def test_the_daemon_keeps_its_period_while_a_database_hangs(
         started = installation.ctl("start")
         assert started.returncode == 0, started.stderr
         wait_until(lambda: silent.accepted, 60, "a request to the hung database")
-        before = int(installation.state()["loops"])
+        before = installation.state().loops
         time.sleep(6)
-        after = int(installation.state()["loops"])
+        after = installation.state().loops
         # main_sleep is 0.5 s: about 12 loops; a loop that waited for the hung database
         # (5 s per request) would allow at most 2
         assert after - before >= 6

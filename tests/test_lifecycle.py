@@ -57,7 +57,7 @@ def test_start_status_stop_and_adoption(installation: Installation, docker_api: 
     assert pilot_ids(docker_api, installation.instance) == before
 
     assert installation.ctl("start").returncode == 0
-    wait_until(lambda: installation.state().get("loops", 0) >= 3, what="three loops of the new daemon")
+    wait_until(lambda: installation.state().loops >= 3, what="three loops of the new daemon")
     # the new daemon adopts the running pilots and starts no extra one
     assert pilot_ids(docker_api, installation.instance) == before
     assert len(installation.status()["pilots"]) == 2
@@ -129,7 +129,7 @@ def foreground(installation: Installation) -> Iterator[subprocess.Popen[str]]:
 def test_foreground_logs_to_stderr_and_ends_on_sigterm(
     installation: Installation, foreground: subprocess.Popen[str], docker_api: docker.APIClient
 ) -> None:
-    wait_until(lambda: installation.state().get("pid") == foreground.pid, what="the foreground daemon's state")
+    wait_until(lambda: installation.state().pid == foreground.pid, what="the foreground daemon's state")
     assert installation.status()["pid"] == foreground.pid
     wait_until(lambda: pilot_ids(docker_api, installation.instance), what="a pilot")
 
@@ -137,7 +137,7 @@ def test_foreground_logs_to_stderr_and_ends_on_sigterm(
     wait_until(lambda: "reloading the configuration" in installation.log(), what="the reload in the log")
 
     assert installation.ctl("drain").returncode == 0
-    wait_until(lambda: installation.state().get("mode") == "draining", what="draining mode")
+    wait_until(lambda: installation.state().mode == "draining", what="draining mode")
     assert installation.status()["mode"] == "draining"
 
     foreground.send_signal(signal.SIGTERM)

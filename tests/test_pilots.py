@@ -139,7 +139,7 @@ def test_a_pilot_that_cannot_start_backs_off(installation: Installation, docker_
     installation.write_config(STEADY_POLICY + 'max_docks: 2\ndocker_cmd: ["/no/such/program"]\n')
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: "backing off" in installation.log(), what="the back-off in the log")
-    loops = installation.state()["loops"]
+    loops = installation.state().loops
     assert isinstance(loops, int)
     time.sleep(3)
     log = installation.log()
@@ -163,7 +163,7 @@ def test_pilots_that_exit_instantly_are_throttled(installation: Installation) ->
 def test_missing_image_with_pull_policy_never(installation: Installation, docker_api: docker.APIClient) -> None:
     installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_image: plancton-absent:1\npull_policy: never\n")
     assert installation.ctl("start").returncode == 0
-    wait_until(lambda: installation.state().get("loops", 0) >= 4, what="a few loops")
+    wait_until(lambda: installation.state().loops >= 4, what="a few loops")
     log = installation.log()
     assert log.count("image plancton-absent:1 is not available") == 1  # once per retry period
     assert not pilots(docker_api, installation.instance, None)
@@ -183,10 +183,10 @@ def test_one_list_call_per_loop_whatever_the_pool_size(
     installation.write_config(STEADY_POLICY + "max_docks: 6\ndocks_per_loop: 6\ndocker_cmd: sleep 300\n")
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: len(pilots(docker_api, installation.instance)) == 6, what="six pilots")
-    loops = installation.state()["loops"]
+    loops = installation.state().loops
     assert isinstance(loops, int)
-    wait_until(lambda: installation.state()["loops"] >= loops + 3, what="three steady loops")
-    assert installation.state()["api_calls_last_loop"] == 1
+    wait_until(lambda: installation.state().loops >= loops + 3, what="three steady loops")
+    assert installation.state().api_calls_last_loop == 1
 
 
 def open_sockets(pid: int) -> int:
@@ -201,7 +201,7 @@ def test_engine_connections_stay_few_however_many_pilots_come_and_go(installatio
     installation.write_config(STEADY_POLICY + "max_docks: 6\ndocks_per_loop: 6\ndocker_cmd: sleep 4\n")
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: installation.log().count("started pilot") >= 40, timeout=180, what="40 pilots started")
-    pid = installation.state()["pid"]
+    pid = installation.state().pid
     assert isinstance(pid, int)
     # the pools, the starts in flight, the event stream and a log socket at most
     assert open_sockets(pid) <= DEFAULT_NUM_POOLS + START_CONCURRENCY + 2 < 40

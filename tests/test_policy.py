@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
-from plancton.control.modes import Mode
+from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory, PilotView, Plan, StartHistory, decide
 
 GIB = 1024**3

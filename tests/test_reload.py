@@ -32,8 +32,8 @@ def revision(setup: Installation) -> object:
 
 def wait_for_loops(setup: Installation, count: int) -> None:
     """Wait until the daemon has run ``count`` more loops."""
-    loops = int(str(setup.state().get("loops", 0)))
-    wait_until(lambda: int(str(setup.state().get("loops", 0))) >= loops + count, what=f"{count} more loops")
+    loops = setup.state().loops
+    wait_until(lambda: setup.state().loops >= loops + count, what=f"{count} more loops")
 
 
 def wait_for_pilots(api: docker.APIClient, instance: str, count: int) -> dict[str, dict[str, object]]:

@@ -71,10 +71,10 @@ def test_busy_pilots_are_left_alone_while_the_owner_is_idle(
     installation.write_config(policy(grace_kill=30))
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: full_pool(docker_api, installation.instance), what="a full pool of burning pilots")
-    loops = installation.state()["loops"]
+    loops = installation.state().loops
     assert isinstance(loops, int)
-    wait_until(lambda: installation.state()["loops"] >= loops + 10, what="ten loops")
-    sample = installation.state()["sample"]
+    wait_until(lambda: installation.state().loops >= loops + 10, what="ten loops")
+    sample = installation.state().sample
     assert isinstance(sample, dict)
     # the pilots' own CPU is measured from their cgroup and not taken for the owner's
     assert sample["pilots_cores"] > 0.25 * (os.cpu_count() or 1)
@@ -99,7 +99,7 @@ def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
         what="every pilot paused or held",
     )
     stop_owner(owner)
-    wait_until(lambda: any("resuming" in r for r in installation.state()["why"]), what="the owner idle again")
+    wait_until(lambda: any("resuming" in r for r in installation.state().why), what="the owner idle again")
     wait_until(lambda: full_pool(docker_api, installation.instance), what="the same pilots running again")
     current = services.running_ids(docker_api, installation.instance)
     assert current == pilots
@@ -117,7 +117,7 @@ def test_owner_busy_past_grace_kill_stops_pilots_and_grace_spawn_holds_new_ones(
     assert "(owner reclaim)" in installation.log()
     stop_owner(owner)
     idle_since = time.monotonic()
-    wait_until(lambda: any("grace_spawn" in r for r in installation.state()["why"]), what="grace_spawn hold")
+    wait_until(lambda: any("grace_spawn" in r for r in installation.state().why), what="grace_spawn hold")
     wait_until(lambda: full_pool(docker_api, installation.instance), what="new pilots after grace_spawn")
     assert time.monotonic() - idle_since >= 4 - 1  # not before grace_spawn (less one sample interval)
 
@@ -126,12 +126,12 @@ def test_modes_survive_a_daemon_restart(installation: Installation, docker_api: 
     installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\n")
     assert installation.ctl("drain").returncode == 0  # set before the daemon ever ran
     assert installation.ctl("start").returncode == 0
-    wait_until(lambda: installation.state().get("loops", 0) >= 3, what="three loops")
+    wait_until(lambda: installation.state().loops >= 3, what="three loops")
     assert states(docker_api, installation.instance) == []
     assert installation.ctl("stop").returncode == 0
     assert installation.ctl("start").returncode == 0
     assert installation.status()["mode"] == "draining"
-    wait_until(lambda: installation.state().get("loops", 0) >= 3, what="three loops")
+    wait_until(lambda: installation.state().loops >= 3, what="three loops")
     assert states(docker_api, installation.instance) == []
     assert installation.ctl("resume").returncode == 0
     wait_until(lambda: states(docker_api, installation.instance) == ["running"], what="a pilot after resume")

@@ -112,7 +112,7 @@ def test_planted_state_and_mode_symlinks_are_replaced_not_followed(installation:
         os.symlink(victim, os.path.join(installation.rundir, name))
     assert installation.ctl("drain").returncode == 0
     assert installation.ctl("start").returncode == 0
-    wait_until(lambda: installation.state().get("loops", 0) >= 2, what="two loops")
+    wait_until(lambda: installation.state().loops >= 2, what="two loops")
     for name in ("state.json", "mode"):
         info = os.lstat(os.path.join(installation.rundir, name))
         assert stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o644
@@ -140,7 +140,7 @@ def test_credentials_never_shown(installation: Installation) -> None:
     url = f"http://plancton:{PASSWORD}@127.0.0.1:9#metrics"
     installation.write_config(STEADY_POLICY + f'max_docks: 0\ninfluxdb_url: "{url}"\n')
     outputs = [installation.ctl("check-config"), installation.ctl("config"), installation.ctl("start")]
-    wait_until(lambda: installation.state().get("loops", 0) >= 4, what="a few loops")
+    wait_until(lambda: installation.state().loops >= 4, what="a few loops")
     outputs += [installation.ctl("status"), installation.ctl("status", "--json")]
     for result in outputs:
         assert result.returncode == 0, result.stderr

@@ -128,7 +128,7 @@ def exit_codes(installation: Installation) -> dict[str, str]:
 
 def loop_count(installation: Installation) -> int:
     """Return how many loops the daemon has run."""
-    loops = installation.state().get("loops", 0)
+    loops = installation.state().loops
     assert isinstance(loops, int)
     return loops
 

@@ -17,20 +17,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import daemon as python_daemon
 import psutil
 
 from plancton import __version__
+from plancton.cli.output import complain, say
 from plancton.config import display, loader, schema
-from plancton.control.modes import Mode, read_mode, request_spawn_now, write_mode
+from plancton.control.modefiles import read_mode, request_spawn_now, write_mode
 from plancton.control.paths import Paths, prepare, resolve
-from plancton.control.pidfile import PidFile, read_pid, running_pid
-from plancton.daemon import logsetup
-from plancton.daemon.loop import Daemon
-from plancton.engines.docker_api import DockerPilots
-from plancton.errors import AlreadyRunning, ConfigError, EnginePermissionDenied, EngineUnavailable, PlanctonError
-from plancton.metrics.points import InfluxReporter
-from plancton.metrics.reporting import Reporter
+from plancton.control.pidfile import read_pid, running_pid
+from plancton.control.state import State, read_state
+from plancton.core.modes import Mode
+from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
 from plancton.platform.host import host_facts
 
 log = logging.getLogger("plancton")
@@ -50,16 +47,6 @@ MODE_VERBS = {
     "force-stop": (Mode.FORCE_STOP, "stop every pilot now and start none; the daemon keeps running"),
     "force-start": (Mode.ACTIVE, "back to active and start pilots at once, skipping grace_spawn"),
 }
-
-
-def say(message: str) -> None:
-    """Print a line for the user on stdout."""
-    print(message, flush=True)
-
-
-def complain(message: str) -> None:
-    """Print a line for the user on stderr."""
-    print(f"planctonctl: {message}", file=sys.stderr, flush=True)
 
 
 # -- argument parsing ---------------------------------------------------------------------
@@ -152,58 +139,6 @@ def load_config(path: str) -> schema.Config:
     return config
 
 
-def check_engine(config: schema.Config) -> None:
-    """Warn when the Docker Engine does not answer now (the daemon keeps retrying).
-
-    Raises:
-        EnginePermissionDenied: this user may not use the Docker socket.
-    """
-    try:
-        DockerPilots(config.instance).engine_info()
-    except EnginePermissionDenied:
-        raise
-    except EngineUnavailable as error:
-        complain(f"warning: {error}; the daemon starts anyway and manages pilots once the engine answers")
-
-
-def make_reporter(config: schema.Config) -> Reporter:
-    """Return the reporter for the configuration's monitoring targets: the InfluxDB sender,
-    which the daemon configures at start and on each reload (it does nothing without targets).
-    """
-    return InfluxReporter()
-
-
-def run_daemon(paths: Paths, config: schema.Config, foreground: bool) -> int:
-    """Set up logging, take the pidfile and run the loop; return the exit code."""
-    logsetup.configure(paths.log_file, foreground=foreground, level=config.log_level)
-    pidfile = PidFile(paths.pidfile)
-    try:
-        pidfile.acquire()
-    except AlreadyRunning as error:
-        log.info("not starting: %s", error)
-        if foreground:
-            complain(str(error))
-        return EXIT_OK if not foreground else EXIT_FAILURE
-    try:
-        engine = DockerPilots(config.instance)
-        return Daemon(paths, config, engine, make_reporter(config)).run()
-    except Exception:
-        log.exception("the daemon failed")
-        return EXIT_FAILURE
-    finally:
-        pidfile.release()
-
-
-def read_state(paths: Paths) -> dict[str, Any] | None:
-    """Return the state the daemon last wrote, or None."""
-    try:
-        with open(paths.state_file, encoding="utf-8") as handle:
-            state = json.load(handle)
-    except (OSError, ValueError):
-        return None
-    return state if isinstance(state, dict) else None
-
-
 def tail(path: str, lines: int = 8) -> list[str]:
     """Return the last lines of a text file (none when unreadable)."""
     try:
@@ -238,7 +173,11 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
         say(f"Plancton is already running (pid {pid})")
         return EXIT_OK
     config = load_config(paths.config_file)
-    check_engine(config)
+    # the engine's client, the metrics senders and python-daemon: only the verbs that start the
+    # daemon import them, so that status and the other verbs stay light
+    from plancton.cli import launch  # noqa: PLC0415
+
+    launch.check_engine(config)
     command = [sys.executable, "-m", "plancton.cli.planctonctl", *location_arguments(paths), "_daemon"]
     launcher = subprocess.run(
         command,
@@ -255,8 +194,8 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     deadline = time.monotonic() + args.wait
     while time.monotonic() < deadline:
         pid = running_pid(paths.pidfile)
-        state = read_state(paths)
-        if pid is not None and state is not None and state.get("pid") == pid:
+        state = read_state(paths.state_file)
+        if pid is not None and state is not None and state.pid == pid:
             say(f"Plancton started (pid {pid}); log in {paths.log_file}")
             return EXIT_OK
         time.sleep(0.1)
@@ -269,17 +208,19 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
     """Detach and run the daemon (the process that ``start`` launches)."""
     config = load_config(paths.config_file)
-    context = python_daemon.DaemonContext(umask=0o022, working_directory="/", signal_map={})
-    with context:
-        return run_daemon(paths, config, foreground=False)
+    from plancton.cli import launch  # noqa: PLC0415
+
+    return launch.run_detached(paths, config)
 
 
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
     prepare(paths)
     config = load_config(paths.config_file)
-    check_engine(config)
-    return run_daemon(paths, config, foreground=True)
+    from plancton.cli import launch  # noqa: PLC0415
+
+    launch.check_engine(config)
+    return launch.run_daemon(paths, config, foreground=True)
 
 
 def cmd_stop(args: argparse.Namespace, paths: Paths) -> int:
@@ -318,27 +259,30 @@ def _remove_stale_pidfile(paths: Paths) -> None:
 
 
 def status_data(paths: Paths) -> dict[str, Any]:
-    """Return the daemon's status: running, pid, uptime, mode, why, pilots."""
+    """Return the daemon's status: running, pid, uptime, mode, engine, cgroup, why, pilots."""
     pid = running_pid(paths.pidfile)
-    state = read_state(paths) or {}
-    current = pid is not None and state.get("pid") == pid
+    state = read_state(paths.state_file)
+    if pid is None or state is None or state.pid != pid:
+        state = State()  # what the file says is not about this daemon
     now = time.time()
-    pilots = [
-        {"id": p["id"][:12], "name": p["name"], "state": p["state"], "age_seconds": round(now - p["created"], 1)}
-        for p in (state.get("pilots", []) if current else [])
-    ]
+    current = state.pid != 0
     return {
         "running": pid is not None,
         "pid": pid,
-        "uptime_seconds": round(now - state["started_at"], 1) if current else None,
+        "uptime_seconds": round(now - state.started_at, 1) if current else None,
         "mode": read_mode(paths.rundir).value,
-        "instance": state.get("instance") if current else None,
+        "instance": state.instance or None,
         "config_file": paths.config_file,
-        "config_revision": state.get("config_revision") if current else None,
-        "engine_error": state.get("engine_error") if current else None,
-        "log_error": state.get("log_error") if current else None,
-        "why": state.get("why", []) if current else [],
-        "pilots": pilots,
+        "config_revision": state.config_revision or None,
+        "engine": state.engine or None,
+        "engine_error": state.engine_error,
+        "cgroup": state.cgroup,
+        "log_error": state.log_error,
+        "why": list(state.why),
+        "pilots": [
+            {"id": p.id[:12], "name": p.name, "state": p.state, "age_seconds": round(now - p.created, 1)}
+            for p in state.pilots
+        ],
         "log_file": paths.log_file,
     }
 
@@ -367,8 +311,12 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     uptime = _duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
     say(f"Plancton is running (pid {data['pid']}, up {uptime}), mode {data['mode']}, instance {data['instance']}")
     say(f"config {data['config_file']} (revision {data['config_revision']}); log {data['log_file']}")
+    if data["engine"]:
+        say(f"engine {data['engine']}")
     if data["engine_error"]:
-        say(f"Docker Engine unavailable: {data['engine_error']}")
+        say(f"container engine unavailable: {data['engine_error']}")
+    if data["cgroup"]:
+        say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')})")
     if data["log_error"]:
         say(f"log: {data['log_error']}")
     for reason in data["why"]:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from plancton.config.schema import Config
-from plancton.control.modes import Mode
+from plancton.core.modes import Mode
 
 #: A container created but not started for this long is given up and removed.
 CREATED_GRACE_SECONDS = 30.0

@@ -11,13 +11,13 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import requests.exceptions
 
+from plancton.engines.base import EngineInfo, Pilot
 from plancton.engines.spec import LABEL_CREATED, ContainerSpec, instance_label
 from plancton.errors import EnginePermissionDenied, EngineUnavailable, PilotError
 
@@ -26,32 +26,6 @@ T = TypeVar("T")
 _EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
 API_TIMEOUT_SECONDS = 30
 EVENT_ACTIONS = ("die", "start", "destroy", "pause", "unpause", "oom")
-
-
-@dataclass(frozen=True)
-class Pilot:
-    """One pilot container as Docker lists it."""
-
-    id: str
-    name: str
-    state: str
-    created: float
-    image: str
-    exit_code: int | None = None
-
-    @property
-    def short_id(self) -> str:
-        """The first 12 characters of the container id, as Docker shows it."""
-        return self.id[:12]
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """The facts of the Docker Engine that Plancton adapts to."""
-
-    version: str
-    cgroup_driver: str
-    cgroup_version: int
 
 
 def _pilot_from_listing(entry: dict[str, Any]) -> Pilot:
@@ -92,7 +66,8 @@ def _describe_connection_error(error: BaseException) -> EngineUnavailable:
 
 
 class DockerPilots:
-    """Pilots of one Plancton instance on one Docker Engine.
+    """Pilots of one Plancton instance on one engine that speaks the Docker API (the
+    :class:`~plancton.engines.base.Engine` protocol).
 
     Args:
         instance: the instance name; its label selects the pilots.

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from plancton.engines.docker_api import DockerPilots
+from plancton.engines.base import Engine
 from plancton.errors import EngineUnavailable, PilotError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ class ImageKeeper:
         clock: a monotonic clock.
     """
 
-    def __init__(self, engine: DockerPilots, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self.engine = engine
         self.clock = clock
         self._present: dict[str, bool] = {}

@@ -10,14 +10,15 @@ the owner's load can be measured net of the pilots.
 
 import errno
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_LOWEST_SHARES = "2"
 V2_LOWEST_WEIGHT = "1"
+NOT_SET = "not set yet"
 
 
-@dataclass(frozen=True)
+@dataclass
 class PilotCgroup:
     """The parent cgroup of one instance's pilots.
 
@@ -32,6 +33,8 @@ class PilotCgroup:
     driver: str = "cgroupfs"
     version: int = 1
     root: str = CGROUP_ROOT
+    #: what gives the pilots the lowest weight now: "cpu.idle 1", "cpu.shares 2", ...
+    setting: str = field(default=NOT_SET, compare=False)
 
     @property
     def docker_parent(self) -> str:
@@ -45,30 +48,69 @@ class PilotCgroup:
         return os.path.join(self.root, controller, relative)
 
     def set_lowest_weight(self) -> str | None:
-        """Create the parent cgroup with the lowest CPU weight; return a warning if it cannot.
+        """Give the parent cgroup the lowest CPU weight; return a warning if it cannot.
 
         ``cpu.idle`` (Linux 5.15+, both versions) puts the whole group under SCHED_IDLE: it
-        then runs only on CPU time no one else wants. Without it, the lowest weight.
+        then runs only on CPU time no one else wants. Without it, the lowest weight. With
+        Docker's cgroupfs driver the folder is created here; a systemd slice is systemd's to
+        create (the engine asks for it with the first pilot), and a slice already at
+        ``CPUWeight=idle`` needs nothing more. :attr:`setting` says what is in force.
         """
         folder = self._folder("cpu")
         weight = ("cpu.weight", V2_LOWEST_WEIGHT) if self.version == 2 else ("cpu.shares", V1_LOWEST_SHARES)
+        if self.driver == "systemd" and not os.path.isdir(folder):
+            return None  # not there before its first pilot
         try:
-            os.makedirs(folder, exist_ok=True)
-            if _write_if_present(os.path.join(folder, "cpu.idle"), "1"):
+            if self.driver != "systemd":
+                os.makedirs(folder, exist_ok=True)
+            if _read(os.path.join(folder, "cpu.idle")) == "1" or _write_if_present(
+                os.path.join(folder, "cpu.idle"), "1"
+            ):
+                self.setting = "cpu.idle 1"
                 return None
             _write(os.path.join(folder, weight[0]), weight[1])
+            self.setting = f"{weight[0]} {weight[1]}"
         except OSError as error:
-            fix = (
-                "run Plancton as root to fix this"
-                if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
-                else "check the cgroup setup"
-            )
+            self.setting = "default weight"
             return (
                 f"cannot give the pilots the lowest CPU weight ({error.filename}: {error.strerror}); "
                 f"they still run with cpu shares 2 each, but as a group compete with the owner at the "
-                f"default weight: {fix}"
+                f"default weight: {self._fix(error)}"
             )
         return None
+
+    def _fix(self, error: OSError) -> str:
+        if self.driver == "systemd":
+            return (
+                f"give the slice the idle weight (systemctl set-property {self.docker_parent} CPUWeight=idle; "
+                "./install does this)"
+            )
+        if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "run Plancton as root to fix this"
+        return "check the cgroup setup"
+
+    def remove(self) -> list[str]:
+        """Remove the parent cgroup's folders that are empty (no pilot left); return those
+        removed. A systemd slice is left to systemd. Never raises."""
+        if self.driver == "systemd":
+            return []
+        relative = self.docker_parent.lstrip("/")
+        if self.version == 2:
+            candidates = [os.path.join(self.root, relative)]
+        else:
+            try:
+                controllers = sorted(os.listdir(self.root))
+            except OSError:
+                return []
+            candidates = [os.path.join(self.root, controller, relative) for controller in controllers]
+        removed = []
+        for folder in candidates:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                continue
+            removed.append(folder)
+        return removed
 
     def cpu_seconds(self) -> float | None:
         """Return the pilots' total CPU time in seconds so far, or None when not readable."""
@@ -89,6 +131,14 @@ class PilotCgroup:
 def _write(path: str, value: str) -> None:
     with open(path, "w", encoding="ascii") as handle:
         handle.write(value)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
 
 
 def _write_if_present(path: str, value: str) -> bool:

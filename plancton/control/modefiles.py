@@ -1,24 +1,16 @@
-"""The daemon's modes and their persistence in the run folder (standard library only).
+"""The daemon's mode and its persistence in the run folder (standard library only).
 
 A mode is written by ``planctonctl`` and read by the daemon, so it survives a restart of
 either. The file holds one line: the mode's name.
 """
 
-import contextlib
-import enum
 import os
+
+from plancton.control.files import write_private_file
+from plancton.core.modes import Mode
 
 MODE_FILE = "mode"
 SPAWN_NOW_FILE = "spawn-now"
-
-
-class Mode(enum.Enum):
-    """What the daemon is asked to do with its pilots."""
-
-    ACTIVE = "active"  # keep the pool full on spare CPU
-    DRAINING = "draining"  # start nothing, let pilots finish
-    DRAIN_STOP = "drain-stop"  # drain, then the daemon exits when no pilot is left
-    FORCE_STOP = "force-stop"  # stop every pilot now, start nothing, keep running
 
 
 def read_mode(rundir: str) -> Mode:
@@ -51,24 +43,3 @@ def take_spawn_now(rundir: str) -> bool:
     except FileNotFoundError:
         return False
     return True
-
-
-def write_private_file(path: str, text: str, mode: int = 0o644) -> None:
-    """Write text to path atomically, never following a symlink planted at the temporary name.
-
-    Raises:
-        OSError: the folder is not writable.
-    """
-    temporary = f"{path}.{os.getpid()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(temporary)
-    descriptor = os.open(temporary, flags, mode)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise

@@ -1,0 +1,66 @@
+"""Launching the daemon: the part of ``planctonctl`` that needs the engine's client, the
+metrics senders and python-daemon, imported only by the verbs that start the daemon
+(``start``, ``foreground`` and the detached ``_daemon``), so that every other verb stays light.
+"""
+
+import logging
+
+import daemon as python_daemon
+
+from plancton.cli.output import complain
+from plancton.config.schema import Config
+from plancton.control.paths import Paths
+from plancton.control.pidfile import PidFile
+from plancton.daemon import logsetup
+from plancton.daemon.loop import Daemon
+from plancton.engines.docker_api import DockerPilots
+from plancton.errors import AlreadyRunning, EnginePermissionDenied, EngineUnavailable
+from plancton.metrics.points import InfluxReporter
+
+log = logging.getLogger("plancton")
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+
+
+def check_engine(config: Config) -> None:
+    """Warn when the container engine does not answer now (the daemon keeps retrying).
+
+    Raises:
+        EnginePermissionDenied: this user may not use the engine's socket.
+    """
+    try:
+        DockerPilots(config.instance).engine_info()
+    except EnginePermissionDenied:
+        raise
+    except EngineUnavailable as error:
+        complain(f"warning: {error}; the daemon starts anyway and manages pilots once the engine answers")
+
+
+def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
+    """Set up logging, take the pidfile and run the loop; return the exit code."""
+    logsetup.configure(paths.log_file, foreground=foreground, level=config.log_level)
+    pidfile = PidFile(paths.pidfile)
+    try:
+        pidfile.acquire()
+    except AlreadyRunning as error:
+        log.info("not starting: %s", error)
+        if foreground:
+            complain(str(error))
+        return EXIT_OK if not foreground else EXIT_FAILURE
+    try:
+        engine = DockerPilots(config.instance)
+        # the InfluxDB sender does nothing until the configuration names a target
+        return Daemon(paths, config, engine, InfluxReporter()).run()
+    except Exception:
+        log.exception("the daemon failed")
+        return EXIT_FAILURE
+    finally:
+        pidfile.release()
+
+
+def run_detached(paths: Paths, config: Config) -> int:
+    """Detach from the terminal and run the daemon (the process that ``start`` launches)."""
+    context = python_daemon.DaemonContext(umask=0o022, working_directory="/", signal_map={})
+    with context:
+        return run_daemon(paths, config, foreground=False)

@@ -1,0 +1,166 @@
+"""The executor of a plan: each action the policy decided, carried out through the engine on
+worker threads (:mod:`plancton.daemon.actions`), logged and reported.
+"""
+
+import functools
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Callable
+
+from plancton.config.schema import Config
+from plancton.core.policy import Plan
+from plancton.daemon.actions import START_CONCURRENCY, STOP_CONCURRENCY, ActionRunner
+from plancton.daemon.roster import Roster
+from plancton.daemon.starts import StartTracker
+from plancton.engines.base import Engine
+from plancton.engines.images import ImageKeeper
+from plancton.engines.spec import container_spec
+from plancton.errors import EngineUnavailable, PilotError
+from plancton.metrics.reporting import PilotEvent, Reporter
+
+log = logging.getLogger(__name__)
+
+
+class Executor:
+    """Carries out plans on one engine's pilots.
+
+    Args:
+        engine: the engine of this instance's pilots.
+        roster: the daemon's roster, for names and our own stops.
+        reporter: where pilot events go.
+        config: returns the configuration in force (it may change between two actions).
+        cgroup_parent: returns the pilots' parent cgroup, as the engine wants it.
+        clock: a monotonic clock.
+        wall: the wall clock, to date pilots.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        roster: Roster,
+        reporter: Reporter,
+        config: Callable[[], Config],
+        cgroup_parent: Callable[[], str],
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.roster = roster
+        self.reporter = reporter
+        self.config = config
+        self.cgroup_parent = cgroup_parent
+        self.clock = clock
+        self.wall = wall
+        self.starts = StartTracker()
+        self.images = ImageKeeper(engine, clock)
+        self.host_name = socket.gethostname()
+        self._actions = ActionRunner(START_CONCURRENCY, STOP_CONCURRENCY)
+
+    def under_way(self) -> tuple[frozenset[str], int]:
+        """Return the pilots with an action under way and how many starts are."""
+        return self._actions.under_way()
+
+    def execute(self, plan: Plan) -> None:
+        """Hand every action of the plan to the workers; return at once."""
+        act = self._actions.act
+        for container in plan.remove:
+            act(container, functools.partial(self._remove, container))
+        for container, reason in plan.kill:
+            act(container, functools.partial(self._end, container, reason, True), slow=True)
+        for container, reason in plan.stop:
+            act(container, functools.partial(self._end, container, reason, False), slow=True)
+        for container in plan.pause:
+            act(container, functools.partial(self._pause, container, True))
+        for container in plan.unpause:
+            act(container, functools.partial(self._pause, container, False))
+        if plan.start and self._image_ready():
+            if self.config().docker_privileged:
+                log.warning("starting %d privileged pilots: docker_privileged is true", plan.start)
+            for _ in range(plan.start):
+                self._actions.start(self._start_one)
+
+    def shutdown(self) -> None:
+        """Drop the actions that have not begun and wait for those that have."""
+        self._actions.shutdown()
+
+    def _image_ready(self) -> bool:
+        config = self.config()
+        try:
+            return self.images.ready(config.docker_image, config.pull_policy, config.image_expiration)
+        except (PilotError, EngineUnavailable) as error:
+            log.error("cannot check the image %s: %s", config.docker_image, error)
+            return False
+
+    def _start_one(self) -> None:
+        config = self.config()
+        try:
+            spec = container_spec(config, self.cgroup_parent(), self.host_name, secrets.token_hex(4), self.wall())
+            self.engine.create_and_start(spec)
+        except (PilotError, EngineUnavailable) as error:
+            if "no such image" in str(error).lower():
+                self.images.forget(config.docker_image)
+            delay = self.starts.failed(self.clock())
+            suffix = f"; backing off {delay:.0f} s" if delay else ""
+            log.error("cannot start a pilot: %s%s", error, suffix)
+            self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
+        else:
+            self.starts.started(self.clock())
+            log.info("started pilot %s (%s)", spec.name, " ".join(spec.command))
+            self.reporter.pilot_event(PilotEvent("started", spec.name))
+
+    def _remove(self, container: str) -> None:
+        pilot = self.roster.get(container)
+        self.engine.remove(container)
+        if pilot is None:
+            return
+        runtime = max(0.0, self.wall() - pilot.created)
+        ours = self.roster.take_stopped_by_us(container)
+        log.info("pilot %s %s with code %s after %.0f s: removed", pilot.name, pilot.state, pilot.exit_code, runtime)
+        self.reporter.pilot_event(PilotEvent("exited", pilot.name, pilot.exit_code, runtime))
+        if pilot.state == "created":
+            self.starts.failed(self.clock())
+        elif not ours:
+            delay = self.starts.exited(runtime, self.clock())
+            if delay:
+                log.error(
+                    "pilots keep exiting within seconds (last: %s, code %s): backing off %.0f s; "
+                    "check docker_image and docker_cmd",
+                    pilot.name,
+                    pilot.exit_code,
+                    delay,
+                )
+
+    def _end(self, container: str, reason: str, kill: bool) -> None:
+        pilot = self.roster.get(container)
+        name = self.roster.name(container)
+        paused = pilot is not None and pilot.state == "paused"
+        self.roster.stopping_ourselves(container)
+        if kill:
+            log.warning("killing pilot %s (%s)", name, reason)
+            self.engine.kill(container, paused=paused)
+        else:
+            vacate = self.config().vacate_time
+            log.info("stopping pilot %s (%s): SIGTERM, SIGKILL after %.0f s", name, reason, vacate)
+            self.engine.stop(container, vacate, paused=paused)
+        self.reporter.pilot_event(PilotEvent("killed" if kill else "stopped", name, reason=reason))
+
+    def _pause(self, container: str, pause: bool) -> None:
+        name = self.roster.name(container)
+        if pause:
+            try:
+                self.engine.pause(container)
+            except PilotError as error:
+                # a pilot starved by the lowest CPU weight may not reach the freezer in time
+                log.warning(
+                    "pilot %s could not be frozen (%s); it gets no CPU while the owner is busy and counts "
+                    "as paused: it is stopped after grace_kill if the owner stays busy",
+                    name,
+                    error,
+                )
+                return
+        else:
+            self.engine.unpause(container)
+        log.info("%s pilot %s", "paused" if pause else "resumed", name)
+        self.reporter.pilot_event(PilotEvent("paused" if pause else "resumed", name))

@@ -1,0 +1,90 @@
+"""What the daemon needs of a container engine: the :class:`Engine` protocol and the facts it
+returns. The daemon, the image keeper and the tests' small fakes depend on this alone; the
+adapter over the Docker API (:mod:`plancton.engines.docker_api`) implements it.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from plancton.engines.spec import ContainerSpec
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """One pilot container as Docker lists it."""
+
+    id: str
+    name: str
+    state: str
+    created: float
+    image: str
+    exit_code: int | None = None
+
+    @property
+    def short_id(self) -> str:
+        """The first 12 characters of the container id, as Docker shows it."""
+        return self.id[:12]
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """The facts of the Docker Engine that Plancton adapts to."""
+
+    version: str
+    cgroup_driver: str
+    cgroup_version: int
+    #: what the engine calls itself ("Docker Engine", "Podman Engine")
+    name: str = "Docker Engine"
+
+
+#: What an event callback receives: the action ("die", "start", ...), the container id, and
+#: the exit code (with "die" events only).
+EventCallback = Callable[[str, str, int | None], None]
+
+
+class Engine(Protocol):
+    """The pilots of one Plancton instance on one container engine.
+
+    Every method may raise :class:`~plancton.errors.EngineUnavailable` (the engine cannot be
+    reached) or :class:`~plancton.errors.PilotError` (it refused the request); nothing else.
+    """
+
+    #: How many requests the engine has been sent so far (for the loop's report).
+    api_calls: int
+
+    def engine_info(self) -> EngineInfo:
+        """Return the engine's version and cgroup setup."""
+
+    def list(self) -> list[Pilot]:
+        """Return every pilot of this instance, in any state."""
+
+    def create_and_start(self, spec: ContainerSpec) -> str:
+        """Create and start a pilot; return its id."""
+
+    def pause(self, container: str) -> None:
+        """Freeze every process of a pilot."""
+
+    def unpause(self, container: str) -> None:
+        """Thaw a paused pilot."""
+
+    def stop(self, container: str, vacate_seconds: float, paused: bool = False) -> None:
+        """Stop a pilot: SIGTERM, then SIGKILL after ``vacate_seconds``."""
+
+    def kill(self, container: str, paused: bool = False) -> None:
+        """Kill a pilot at once."""
+
+    def remove(self, container: str) -> None:
+        """Remove a pilot, stopping it first if needed."""
+
+    def image_present(self, reference: str) -> bool:
+        """Return whether the image is in the engine's local store."""
+
+    def pull(self, reference: str) -> None:
+        """Pull an image from its registry."""
+
+    def watch_events(self, on_event: EventCallback, since: int | None = None) -> None:
+        """Call ``on_event`` for each event of this instance's pilots until the stream ends."""
+
+    def close_events(self) -> None:
+        """End a running :meth:`watch_events` (from another thread)."""
