@@ -3,7 +3,9 @@ install itself (the daemon then runs as the plancton user and starts pilots), a 
 that changes nothing, and --uninstall, then --uninstall --purge.
 
 The tests share one installation and run in the order written; they need root and a
-machine where Plancton is not installed yet (CI's fresh one).
+machine where Plancton is not installed yet (CI's fresh one). The first one, on a machine
+where no Docker Engine runs yet and the service manager cannot start one, installs from
+scratch: the script starts dockerd itself, and the test stops that dockerd afterwards.
 """
 
 import filecmp
@@ -11,7 +13,9 @@ import grp
 import json
 import os
 import pwd
+import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 
@@ -28,9 +32,19 @@ PROGRAM = "/usr/local/bin/planctonctl"  # a link into /opt/plancton/venv, on roo
 CONFIG = "/etc/plancton/config.yaml"
 CRON_FILE = "/etc/cron.d/plancton"
 UNIT_FILE = "/etc/systemd/system/plancton.service"
+SLICE_FILE = "/etc/systemd/system/plancton.slice"
 LOG_FILE = "/var/log/plancton/plancton.log"
 INSTANCE = "plancton"  # the default configuration's
-TRACES = ("/opt/plancton", "/etc/plancton", "/var/log/plancton", "/run/plancton", CRON_FILE, UNIT_FILE, PROGRAM)
+TRACES = (
+    "/opt/plancton",
+    "/etc/plancton",
+    "/var/log/plancton",
+    "/run/plancton",
+    CRON_FILE,
+    UNIT_FILE,
+    SLICE_FILE,
+    PROGRAM,
+)
 
 pytestmark = [
     pytest.mark.docker,
@@ -74,6 +88,43 @@ def running_pilot_in_status() -> bool:
     return any(pilot["state"] == "running" for pilot in status["pilots"])
 
 
+def planctonctl_as_plancton(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed planctonctl as the plancton user, pointed at the daemon's run folder."""
+    command = ["runuser", "-u", "plancton", "--", PROGRAM, "--rundir", "/run/plancton", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False, cwd="/")
+
+
+def processes_of(uid: int) -> list[psutil.Process]:
+    """Return the processes running as uid (zombies left out)."""
+    found = []
+    for process in psutil.process_iter(["uids", "status"]):
+        if process.info["uids"] and process.info["uids"].real == uid and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process)
+    return found
+
+
+def pilot_cgroups() -> list[str]:
+    """Return the default instance's parent cgroups present on this host (v1 or v2)."""
+    candidates = [f"/sys/fs/cgroup/{INSTANCE}", f"/sys/fs/cgroup/{INSTANCE}.slice"]
+    candidates += [
+        os.path.join(f"/sys/fs/cgroup/{controller}", INSTANCE) for controller in os.listdir("/sys/fs/cgroup")
+    ]
+    return [path for path in candidates if os.path.isdir(path)]
+
+
+def engine_answers() -> bool:
+    try:
+        client = docker.APIClient(version="auto", timeout=5)
+    except docker.errors.DockerException:
+        return False
+    try:
+        return bool(client.ping())
+    except docker.errors.DockerException:
+        return False
+    finally:
+        client.close()
+
+
 def pilots(client: docker.APIClient) -> set[str]:
     return {entry["Id"] for entry in services.instance_containers(client, INSTANCE)}
 
@@ -113,6 +164,43 @@ def installed(checkout: str, fresh_machine: set[str]) -> subprocess.CompletedPro
     return done
 
 
+def test_install_without_an_engine_starts_dockerd_itself(checkout: str) -> None:
+    """No Docker Engine runs and no service manager can start one (no systemd; Debian's init
+    script stops at its "ulimit" on these machines): ./install starts dockerd itself, the
+    daemon runs as plancton, and --uninstall --purge leaves nothing of Plancton behind.
+    """
+    if engine_answers():
+        pytest.skip("a Docker Engine runs already (this test session's): run this module alone on a fresh machine")
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("systemd starts the Docker Engine here")
+    leftovers = [path for path in TRACES if os.path.lexists(path)] + (["user plancton"] if user_exists() else [])
+    assert not leftovers, f"Plancton is installed here already: {leftovers}"
+
+    done = install(checkout)
+    started = re.search(r"dockerd started \(pid (\d+)", done.stdout)
+    engine = psutil.Process(int(started[1])) if started else None
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "starting dockerd myself" in done.stdout, done.stdout
+        assert engine is not None and engine.name() == "dockerd"
+        status = planctonctl_as_plancton("status")
+        assert status.returncode == 0 and "is running" in status.stdout, status.stdout + status.stderr
+        uid = pwd.getpwnam("plancton").pw_uid
+        assert processes_of(uid)
+
+        purged = install(checkout, "--uninstall", "--purge")
+        assert purged.returncode == 0, purged.stdout + purged.stderr
+        assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+        assert not processes_of(uid)
+        assert not pilot_cgroups()
+    finally:
+        if user_exists():
+            install(checkout, "--uninstall", "--purge")
+        if engine is not None and engine.is_running():
+            engine.send_signal(signal.SIGTERM)
+            engine.wait(90)
+
+
 def test_dry_run_changes_nothing(checkout: str, fresh_machine: set[str]) -> None:
     done = install(checkout, "--dry-run")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -142,6 +230,9 @@ def test_install_runs_the_daemon_as_the_plancton_user(
     pid = daemon_pid()
     assert pid is not None, planctonctl("status").stdout
     assert psutil.Process(pid).username() == "plancton"
+    as_plancton = planctonctl_as_plancton("status", "--json")
+    assert as_plancton.returncode == 0, as_plancton.stdout + as_plancton.stderr
+    assert json.loads(as_plancton.stdout)["pid"] == pid
     assert os.stat(LOG_FILE).st_uid == account.pw_uid
 
     # An administrator tunes the configuration: on this shared machine the owner is busy,
@@ -200,7 +291,13 @@ def test_uninstall_keeps_the_configuration_and_purge_removes_it(
     assert not [path for path in ("/opt/plancton", CRON_FILE, PROGRAM) if os.path.lexists(path)]
     assert os.path.exists(CONFIG) and user_exists()
 
+    uid = pwd.getpwnam("plancton").pw_uid
     purged = install(checkout, "--uninstall", "--purge")
     assert purged.returncode == 0, purged.stdout + purged.stderr
     assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+    assert not processes_of(uid)
+    # --purge removed the instance's pilots, and with them gone their parent cgroup
+    with docker.APIClient(version="auto", timeout=60) as client:
+        assert not pilots(client)
+    assert not pilot_cgroups(), purged.stdout
     assert "nothing to remove" in install(checkout, "--uninstall").stdout
