@@ -59,6 +59,10 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
             ([5], "got 5"),
         ],
     ),
+    "influxdb_legacy_series": (
+        [(True, True), (False, False)],
+        [("yes", 'expected true or false, got "yes"')],
+    ),
     "max_docks": (
         [(3, "3"), (0, "0"), ("ncpus - 2", "ncpus - 2"), ("min(ncpus, ram_bytes // max_dock_mem)", "min(")],
         [
@@ -184,9 +188,18 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [("two words", 'got "two words"'), (5, "got 5")],
     ),
     "binds": (
-        [("/cvmfs:/cvmfs", ("/cvmfs:/cvmfs",)), (["/a:/b:rw", "/c:/d:ro,z"], ("/a:/b:rw", "/c:/d:ro,z"))],
+        [
+            ("/cvmfs:/cvmfs", ("/cvmfs:/cvmfs",)),
+            (["/a:/b:rw", "/c:/d:ro,z"], ("/a:/b:rw", "/c:/d:ro,z")),
+            ("/cvmfs:/cvmfs:rw,shared,Z", ("/cvmfs:/cvmfs:rw,shared,Z",)),
+            (["/a:/b:rslave", "/c:/d:Z,rprivate,ro"], ("/a:/b:rslave", "/c:/d:Z,rprivate,ro")),
+        ],
         [
             ("/cvmfs", 'expected text such as "/cvmfs:/cvmfs", got "/cvmfs"'),
+            ("/a:/b:rw,ro", "expected at most one of ro, rw, got rw,ro"),
+            ("/a:/b:shared,slave", "expected at most one of shared, rshared"),
+            ("/a:/b:rw,sharde", 'got "sharde" in "/a:/b:rw,sharde"'),
+            ("/a:/b:", 'got "" in "/a:/b:"'),
             ("relative:/x", 'got "relative:/x"'),
             ("/:/host", "/ would hand the host to the pilots"),
             ("/var/run/docker.sock:/var/run/docker.sock", "set allow_dangerous_binds: true"),
@@ -197,12 +210,32 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [("true", 'expected true or false, got "true"')],
     ),
     "devices": (
-        [("/dev/fuse", ("/dev/fuse",)), (["/dev/fuse:/dev/fuse:rwm"], ("/dev/fuse:/dev/fuse:rwm",))],
-        [("/etc/passwd", 'got "/etc/passwd"'), (5, "expected a list of text")],
+        [
+            ("/dev/fuse", ("/dev/fuse",)),
+            (["/dev/fuse:/dev/fuse:rwm"], ("/dev/fuse:/dev/fuse:rwm",)),
+            (
+                [{"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rw"}, "/dev/null"],
+                ("/dev/fuse:/dev/fuse:rw", "/dev/null"),
+            ),
+            ({"PathOnHost": "/dev/fuse"}, ("/dev/fuse:/dev/fuse:rwm",)),
+        ],
+        [
+            ("/etc/passwd", 'got "/etc/passwd"'),
+            (5, "expected a list of text"),
+            ({"PathInContainer": "/dev/fuse"}, "a mapping with PathOnHost"),
+            ({"PathOnHost": "/dev/fuse", "Permissions": "rw"}, "fields PathOnHost, PathInContainer"),
+            ({"PathOnHost": "/dev/fuse", "CgroupPermissions": "all"}, 'made of r, w and m, got "all"'),
+            ({"PathOnHost": "/etc/passwd"}, 'got "/etc/passwd:/etc/passwd:rwm"'),
+        ],
     ),
     "capabilities": (
-        [("+SYS_ADMIN", ("+SYS_ADMIN",)), (["-NET_RAW", "+CAP_SYS_PTRACE"], ("-NET_RAW", "+CAP_SYS_PTRACE"))],
-        [("SYS_ADMIN", 'expected text such as "+SYS_ADMIN"'), ("+sys_admin", 'got "+sys_admin"')],
+        [
+            ("+SYS_ADMIN", ("+SYS_ADMIN",)),
+            (["-NET_RAW", "+CAP_SYS_PTRACE"], ("-NET_RAW", "+CAP_SYS_PTRACE")),
+            # a bare name adds, as in Plancton 0.6
+            (["SYS_ADMIN", "CAP_NET_ADMIN"], ("+SYS_ADMIN", "+CAP_NET_ADMIN")),
+        ],
+        [("+sys_admin", 'expected text such as "+SYS_ADMIN"'), ("SYS ADMIN", 'got "SYS ADMIN"'), ("+", 'got "+"')],
     ),
     "security_opts": (
         [("apparmor=unconfined", ("apparmor=unconfined",)), ("no-new-privileges", ("no-new-privileges",))],

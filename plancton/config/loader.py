@@ -8,6 +8,7 @@ import difflib
 import os
 from typing import Any
 
+from plancton.config import older_keys
 from plancton.config.files import parse_yaml, read_file, revision_of
 from plancton.config.schema import DEFAULT_REVISION, KEYS, MAX_POOL_SIZE, Config, HostFacts
 from plancton.core import units
@@ -22,7 +23,8 @@ def load(path: str, facts: HostFacts) -> tuple[Config, list[str]]:
     """Given a configuration file and the host's facts, return the config and its warnings.
 
     A missing or empty file gives the defaults. Warnings name unknown keys (with a "did you
-    mean" where one is close).
+    mean" where one is close) and older keys read as today's ones
+    (:mod:`plancton.config.older_keys`).
 
     Raises:
         ConfigError: the file cannot be read (unreadable, a directory, too large) or parsed
@@ -43,17 +45,22 @@ def parse(
     Raises:
         ConfigError: naming ``source``, with one line per problem.
     """
-    problems: list[str] = []
-    warnings: list[str] = []
+    translated = older_keys.translate(raw)
+    problems, warnings = translated.problems, translated.warnings
+    unread = older_keys.unread_pilot_keys(translated.raw, set(KEYS))
     values: dict[str, Any] = {}
-    for name, value in raw.items():
+    for name, value in translated.raw.items():
+        if name in unread:
+            problems.append(unread[name])
+            continue
         if name not in KEYS:
             warnings.append(_unknown_key(name))
             continue
         try:
             values[name] = KEYS[name].metadata["parse"](value)
         except ValueError as error:
-            problems.append(f"{name}: {error}")
+            older = translated.read_from.get(name)
+            problems.append(f"{older} (read as {name}): {error}" if older else f"{name}: {error}")
     config = dataclasses.replace(Config(), **values, revision=revision, source=source, from_file=frozenset(values))
     problems += _cross_checks(config)
     try:

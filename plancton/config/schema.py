@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plancton.config import influxdb_url
-from plancton.core import units
+from plancton.core import hours, units
 
 DEFAULT_REVISION = "defaults"
 #: Most pilots any ``max_docks`` may ask for.
@@ -212,6 +212,25 @@ class Config:
         metadata=key(
             units.number_in_range(1, 100),
             "Memory pressure (full avg10) at which the youngest pilot is stopped at once",
+        ),
+    )
+    input_idle: float = field(
+        default=0.0,
+        metadata=key(
+            units.duration_in_range(0, 365 * _DAYS),
+            "Pilots run only when no keyboard or mouse was used for this long (0: input is ignored)",
+        ),
+    )
+    run_on_battery: bool = field(
+        default=False,
+        metadata=key(units.parse_bool, "Keep pilots running on battery (false: they give way as to a busy owner)"),
+    )
+    run_hours: tuple[hours.Window, ...] = field(
+        default=(),
+        metadata=key(
+            hours.parse_windows,
+            'Local times pilots may run in, such as ["Mon-Fri 18:00-08:00", "Sat,Sun"] (none: always)',
+            show=lambda windows: [window.text for window in windows],
         ),
     )
     # -- what each pilot runs ------------------------------------------------------------------
