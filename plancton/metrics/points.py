@@ -2,7 +2,8 @@
 the daemon wait.
 
 Point building is pure (:func:`loop_points`, :func:`daemon_point`, :func:`event_point`,
-:func:`sender_point`, :meth:`Point.line`). Each target has a bounded :class:`PointBuffer`
+:func:`sender_point`, :meth:`Point.line`, and the series of Plancton 0.6:
+:func:`legacy_loop_points`, :func:`legacy_event_points`). Each target has a bounded :class:`PointBuffer`
 drained by its own background thread (:class:`TargetSender`), every request with a timeout;
 while a database is down its points wait in the buffer, the oldest dropped first when it is
 full, and the count of dropped points is itself sent. :class:`InfluxReporter` is the daemon's
@@ -31,6 +32,12 @@ DAEMON = "plancton_daemon"
 HOST = "plancton_host"
 PILOT_EVENT = "plancton_pilot_event"
 SENDER = "plancton_sender"
+#: The series of Plancton 0.6, written as well with ``influxdb_legacy_series: true``.
+LEGACY_DAEMON = "daemon"
+LEGACY_MEASUREMENT = "measurement"
+LEGACY_CONTAINER = "container"
+#: Modes in which no pilot starts: the original's only such status was "draining".
+LEGACY_DRAINING_MODES = frozenset({"draining", "drain-stop", "force-stop"})
 
 #: Pilot states always present as ``pilots_<state>`` fields (0 when none), so graphs do not gap.
 COUNTED_STATES = ("running", "paused", "created", "exited")
@@ -176,6 +183,49 @@ def event_point(event: PilotEvent, tags: Tags, time_ns: int) -> Point:
     if event.runtime_seconds is not None:
         fields["runtime_seconds"] = float(event.runtime_seconds)
     return Point(PILOT_EVENT, event_tags, fields, time_ns)
+
+
+def legacy_loop_points(report: LoopReport, hostname: str, time_ns: int) -> list[Point]:
+    """Given a loop report and the host's short name, return the points Plancton 0.6 wrote
+    at each loop: ``daemon`` (uptime, containers, status: active, draining, or waiting while
+    the engine is unreachable) and ``measurement`` (cpu_eff: the host's busy CPU, percent).
+
+    Numbers are floats, as the original wrote them, so that they go into its fields.
+    """
+    tags = {"hostname": hostname}
+    if not report.engine_available:
+        status = "waiting"
+    else:
+        status = "draining" if report.mode in LEGACY_DRAINING_MODES else "active"
+    live = sum(count for state, count in report.pilots_by_state.items() if state in LIVE_STATES)
+    fields: dict[str, FieldValue] = {
+        "uptime": float(report.uptime_seconds),
+        "containers": float(live),
+        "status": status,
+    }
+    points = [Point(LEGACY_DAEMON, tags, fields, time_ns)]
+    if report.sample is not None:
+        busy_percent = 100.0 * report.sample.busy_cores / max(1, report.sample.ncpus)
+        points.append(Point(LEGACY_MEASUREMENT, tags, {"cpu_eff": float(busy_percent)}, time_ns))
+    return points
+
+
+def legacy_event_points(event: PilotEvent, hostname: str, time_ns: int) -> list[Point]:
+    """Given a pilot event and the host's short name, return the ``container`` point Plancton
+    0.6 wrote for a pilot's end (none for other events): tags ``started`` and ``killed``
+    ("True" or "False"), field ``uptime`` (seconds it ran).
+    """
+    ends = {
+        "exited": ("True", "False"),
+        "stopped": ("True", "True"),
+        "killed": ("True", "True"),
+        "start_failed": ("False", "False"),
+    }
+    if event.kind not in ends:
+        return []
+    started, killed = ends[event.kind]
+    tags = {"hostname": hostname, "started": started, "killed": killed}
+    return [Point(LEGACY_CONTAINER, tags, {"uptime": float(event.runtime_seconds or 0.0)}, time_ns)]
 
 
 @dataclass(frozen=True)
@@ -413,6 +463,7 @@ class InfluxReporter:
         self.settings = settings or SenderSettings()
         self._senders: dict[str, TargetSender] = {}
         self._tags: dict[str, str] = {"host": self.host_name}
+        self._legacy_hostname: str | None = None  # with influxdb_legacy_series
         self._last_report: LoopReport | None = None
         self._last_time_ns = 0
         self._lock = threading.Lock()
@@ -425,11 +476,23 @@ class InfluxReporter:
     def loop(self, report: LoopReport) -> None:
         """Queue the points of one loop, and each target's own counters."""
         self._last_report = report
-        self._guard(self._send, lambda tags, time_ns: loop_points(report, tags, time_ns), True)
+        legacy = self._legacy_hostname
+
+        def build(tags: Tags, time_ns: int) -> list[Point]:
+            points = loop_points(report, tags, time_ns)
+            return points + (legacy_loop_points(report, legacy, time_ns) if legacy else [])
+
+        self._guard(self._send, build, True)
 
     def pilot_event(self, event: PilotEvent) -> None:
         """Queue the point of one pilot event."""
-        self._guard(self._send, lambda tags, time_ns: [event_point(event, tags, time_ns)], False)
+        legacy = self._legacy_hostname
+
+        def build(tags: Tags, time_ns: int) -> list[Point]:
+            points = [event_point(event, tags, time_ns)]
+            return points + (legacy_event_points(event, legacy, time_ns) if legacy else [])
+
+        self._guard(self._send, build, False)
 
     def close(self) -> None:
         """Report the daemon as stopping, give the senders a few seconds to send, end them."""
@@ -451,6 +514,8 @@ class InfluxReporter:
         wanted = dict.fromkeys(config.influxdb_url)
         with self._lock:
             self._tags = {"host": self.host_name, "instance": config.instance}
+            # the original tagged its points with the host's short name
+            self._legacy_hostname = self.host_name.split(".")[0] if config.influxdb_legacy_series else None
             for url in [url for url in self._senders if url not in wanted]:
                 sender = self._senders.pop(url)
                 sender.close()
