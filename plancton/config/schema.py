@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from plancton.config import influxdb_url
+from plancton.config import host_access, influxdb_url
 from plancton.core import hours, units
 
 DEFAULT_REVISION = "defaults"
@@ -19,9 +19,6 @@ MAX_POOL_SIZE = 10000
 
 _IMAGE = r"[a-z0-9]+(?:[._/:-][A-Za-z0-9_.-]+)*(?:@sha256:[0-9a-f]{64})?"
 _IDENTITY = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?"
-_BIND = r"/[^:\x00]*:/[^:\x00]*(?::(?:ro|rw|z|Z)(?:,(?:ro|rw|z|Z))*)?"
-_DEVICE = r"/dev/[^:\x00]+(?::/dev/[^:\x00]+)?(?::[rwm]{1,3})?"
-_CAPABILITY = r"[+-](?:CAP_)?[A-Z_]+"
 _HOURS, _DAYS = 3600.0, 86400.0
 
 
@@ -123,6 +120,13 @@ class Config:
             _parse_influxdb_urls,
             "InfluxDB targets: scheme://[user:password@]host:port#database (http, https, insecure_https)",
             show=lambda urls: [influxdb_url.mask_credentials(url) for url in urls],
+        ),
+    )
+    influxdb_legacy_series: bool = field(
+        default=False,
+        metadata=key(
+            units.parse_bool,
+            "Also write the series of Plancton 0.6 (daemon, container), so that its dashboards keep working",
         ),
     )
     # -- the pool ----------------------------------------------------------------------------
@@ -297,8 +301,8 @@ class Config:
     binds: tuple[str, ...] = field(
         default=(),
         metadata=key(
-            units.each(units.matching(_BIND, "/cvmfs:/cvmfs")),
-            "Host folders in the pilots, host:container[:mode]; read-only unless the mode says rw",
+            units.each(host_access.parse_bind),
+            "Host folders in the pilots, host:container[:options]; read-only unless the options say rw",
         ),
     )
     allow_dangerous_binds: bool = field(
@@ -307,11 +311,11 @@ class Config:
     )
     devices: tuple[str, ...] = field(
         default=(),
-        metadata=key(units.each(units.matching(_DEVICE, "/dev/fuse")), "Host devices in the pilots"),
+        metadata=key(host_access.parse_devices, "Host devices in the pilots"),
     )
     capabilities: tuple[str, ...] = field(
         default=(),
-        metadata=key(units.each(units.matching(_CAPABILITY, "+SYS_ADMIN")), 'Capabilities: "+CAP" adds, "-CAP" drops'),
+        metadata=key(units.each(host_access.parse_capability), 'Capabilities: "+CAP" (or "CAP") adds, "-CAP" drops'),
     )
     security_opts: tuple[str, ...] = field(
         default=(),
