@@ -1,0 +1,342 @@
+"""Plancton on a modern host, as its administrator would see it: systemd as PID 1, the
+unified cgroup v2 hierarchy and Docker's systemd cgroup driver. Runs inside the VM tier's
+guest (tests/vm/run) as root, against the user-visible interfaces only: ./install,
+systemctl, journalctl, planctonctl, the cgroup file system and the Docker API.
+
+The tests run in the order written and share one installation. Those marked after_reboot
+run in a second pytest session, after the guest has rebooted.
+"""
+
+import http.client
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+CHECKOUT = os.environ.get("PLANCTON_CHECKOUT", "/root/plancton")
+CONFIG = "/etc/plancton/config.yaml"
+INSTANCE = "plancton"  # the default configuration's
+SLICE = f"{INSTANCE}.slice"
+SLICE_FOLDER = f"/sys/fs/cgroup/{SLICE}"
+UNIT_FILE = "/etc/systemd/system/plancton.service"
+SLICE_FILE = f"/etc/systemd/system/{SLICE}"
+STATE_FILE = "/run/plancton/state.json"
+LABEL = "org.plancton.instance"
+PILOTS = 2
+PAUSE_DELAY = 3
+GRACE_KILL = 10
+# Pilots that burn CPU, so that their CPU use can be seen to fall when the owner needs it.
+TEST_CONFIG = f"""\
+main_sleep: 2s
+max_docks: {PILOTS}
+docks_per_loop: {PILOTS}
+docker_image: busybox:latest
+pull_policy: never
+docker_cmd: ["sh", "-c", "while :; do :; done"]
+cpus_per_dock: 0.5
+max_dock_mem: 128M
+max_dock_swap: 64M
+pids_limit: 64
+vacate_time: 2s
+mem_floor: 64M
+owner_busy_percent: 70
+owner_idle_percent: 50
+pause_delay: {PAUSE_DELAY}s
+grace_kill: {GRACE_KILL}s
+grace_spawn: 10m
+"""
+DAEMON_CPU_WEIGHT_WARNING = "cannot give the pilots the lowest CPU weight"
+
+after_reboot = pytest.mark.after_reboot
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def run(*command: str, check: bool = True, timeout: float = 600, **options: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing its output; fail the test with its output when check is set."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False, **options)
+    if check and done.returncode != 0:
+        pytest.fail(f"{' '.join(command)} exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.5) -> Any:
+    """Poll condition until it returns something true; return it, or fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class DockerSocket(http.client.HTTPConnection):
+    """An HTTP connection to the Docker Engine's socket (cheaper than the CLI under emulation)."""
+
+    def __init__(self) -> None:
+        super().__init__("docker", timeout=30)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect("/var/run/docker.sock")
+
+
+def docker_get(path: str) -> Any:
+    """GET a Docker API path; return the decoded JSON, or None for 404."""
+    connection = DockerSocket()
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status == 404:
+        return None
+    assert response.status == 200, f"GET {path}: {response.status} {body!r}"
+    return json.loads(body)
+
+
+def pilot_ids(running_only: bool = True) -> set[str]:
+    """Return the ids of the default instance's pilot containers."""
+    filters = urllib.parse.quote(json.dumps({"label": [f"{LABEL}={INSTANCE}"]}))
+    containers = docker_get(f"/containers/json?all={0 if running_only else 1}&filters={filters}")
+    return {container["Id"] for container in containers}
+
+
+def short_ids(containers: set[str]) -> set[str]:
+    """The 12-character ids planctonctl status shows."""
+    return {container[:12] for container in containers}
+
+
+def status_pilots() -> set[str]:
+    """The ids of the pilots planctonctl status --json lists."""
+    return {pilot["id"] for pilot in status()["pilots"]}
+
+
+def inspect(container: str) -> Any:
+    return docker_get(f"/containers/{container}/json")
+
+
+def read(path: str) -> str:
+    with open(path, encoding="ascii") as handle:
+        return handle.read().strip()
+
+
+def scope_of(container: str) -> str:
+    """Return the cgroup folder of a container's main process, from /proc/PID/cgroup."""
+    pid = inspect(container)["State"]["Pid"]
+    for line in read(f"/proc/{pid}/cgroup").splitlines():
+        hierarchy, _, path = line.split(":", 2)
+        if hierarchy == "0":
+            return "/sys/fs/cgroup" + path
+    pytest.fail(f"no cgroup v2 entry in /proc/{pid}/cgroup")
+
+
+def slice_usage_seconds() -> float:
+    for line in read(f"{SLICE_FOLDER}/cpu.stat").splitlines():
+        name, value = line.split()
+        if name == "usage_usec":
+            return int(value) / 1e6
+    pytest.fail(f"no usage_usec in {SLICE_FOLDER}/cpu.stat")
+
+
+def slice_cores(window: float) -> float:
+    """Return the pilots' CPU use over the next window seconds, in cores."""
+    before, started = slice_usage_seconds(), time.monotonic()
+    time.sleep(window)
+    return (slice_usage_seconds() - before) / (time.monotonic() - started)
+
+
+def systemctl(*args: str, check: bool = True) -> str:
+    return run("systemctl", *args, check=check).stdout.strip()
+
+
+def main_pid() -> int:
+    return int(systemctl("show", "--property=MainPID", "--value", "plancton.service"))
+
+
+def journal(*extra: str) -> str:
+    return run("journalctl", "--no-pager", "--output=cat", "--unit=plancton.service", *extra).stdout
+
+
+def status() -> Any:
+    done = run("planctonctl", "status", "--json", check=False)
+    assert done.returncode == 0, f"planctonctl status exited with {done.returncode}: {done.stdout}{done.stderr}"
+    return json.loads(done.stdout)
+
+
+def install(*options: str) -> subprocess.CompletedProcess[str]:
+    """Run ./install from the writable copy of the checkout, as root in a login's environment."""
+    environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
+    environment |= {name: value for name, value in os.environ.items() if name.startswith("PIP_")}
+    return run(os.path.join(CHECKOUT, "install"), *options, check=False, env=environment, cwd=CHECKOUT)
+
+
+@pytest.fixture
+def owner_load() -> Iterator[Callable[[], None]]:
+    """Starts, when called, two busy loops of the host's owner outside Plancton's slice (in
+    the test unit's cgroup); ends them afterwards.
+    """
+    loops: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        loops.extend(subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2))
+
+    yield start
+    for loop in loops:
+        loop.kill()
+        loop.wait()
+
+
+# -- before the reboot -------------------------------------------------------------------------
+
+
+def test_install_takes_the_systemd_branch() -> None:
+    assert os.path.isdir("/run/systemd/system") and not os.path.exists(UNIT_FILE)
+    os.makedirs(os.path.dirname(CONFIG), exist_ok=True)
+    with open(CONFIG, "w", encoding="utf-8") as handle:
+        handle.write(TEST_CONFIG)
+
+    done = install()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"installing the systemd unit {UNIT_FILE}" in done.stdout, done.stdout
+    assert f"installing {SLICE_FILE}" in done.stdout, done.stdout
+    assert "configuration: keeping /etc/plancton/config.yaml" in done.stdout
+
+    # Type=notify: "systemctl start" returned only once the daemon said it was ready
+    assert systemctl("is-enabled", "plancton.service") == "enabled"
+    assert systemctl("is-active", "plancton.service", check=False) == "active"
+    assert pwd.getpwuid(os.stat(f"/proc/{main_pid()}").st_uid).pw_name == "plancton"
+    assert status()["pid"] == main_pid()
+    wait_until(lambda: "Docker Engine" in journal(), 60, "the daemon's start in the journal")
+    assert "cgroup v2, systemd driver" in journal(), journal()
+
+
+def test_pilots_live_under_the_slice_with_the_configured_limits() -> None:
+    pilots = wait_until(lambda: len(pilot_ids()) == PILOTS and pilot_ids(), 180, f"{PILOTS} running pilots")
+    assert read(f"{SLICE_FOLDER}/cpu.idle") == "1"
+    for pilot in pilots:
+        scope = scope_of(pilot)
+        assert scope == f"{SLICE_FOLDER}/docker-{pilot}.scope"
+        assert read(f"{scope}/memory.max") == str(128 * 2**20)
+        assert read(f"{scope}/memory.swap.max") == str(64 * 2**20)
+        assert read(f"{scope}/pids.max") == "64"
+        assert read(f"{scope}/cpu.max") == "50000 100000"
+    wait_until(lambda: status_pilots() == short_ids(pilots), 30, "the pilots in planctonctl status")
+    wanted = {"parent": SLICE, "cpu": "cpu.idle 1"}
+    wait_until(lambda: status().get("cgroup") == wanted, 30, f"planctonctl status showing the cgroup {wanted}")
+    with open(STATE_FILE, encoding="utf-8") as handle:
+        assert json.load(handle)
+
+
+def test_the_daemon_does_not_warn_about_a_cpu_weight_the_slice_already_has() -> None:
+    """systemd gave the slice cpu.idle 1 (the slice unit install wrote); the daemon, which
+    cannot write to the cgroup file system under its unit's hardening, should see that the
+    pilots already have the lowest priority rather than tell the administrator to run it as root.
+    """
+    assert read(f"{SLICE_FOLDER}/cpu.idle") == "1"
+    warnings = [line for line in journal().splitlines() if DAEMON_CPU_WEIGHT_WARNING in line]
+    assert not warnings, "\n".join(warnings)
+
+
+def test_systemctl_reload_applies_a_changed_configuration() -> None:
+    with open(CONFIG, "a", encoding="utf-8") as handle:
+        handle.write("max_ttl: 11h\n")
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    pid = main_pid()
+    systemctl("reload", "plancton.service")
+    wait_until(lambda: "applied (changed: max_ttl" in journal(f"--since={since}"), 60, "the reload in the journal")
+    assert main_pid() == pid
+
+
+def test_systemctl_restart_adopts_the_running_pilots() -> None:
+    before = pilot_ids()
+    assert len(before) == PILOTS
+    pid = main_pid()
+    systemctl("restart", "plancton.service")
+    assert systemctl("is-active", "plancton.service", check=False) == "active"
+    assert main_pid() != pid
+    # a few loops later the new daemon lists the same pilots and started none
+    wait_until(lambda: status_pilots() == short_ids(before), 60, "the adopted pilots in planctonctl status")
+    time.sleep(6)
+    assert pilot_ids(running_only=False) == before
+
+
+def test_the_owner_gets_the_cpu_back(owner_load: Callable[[], None]) -> None:
+    pilots = pilot_ids()
+    assert len(pilots) == PILOTS
+    before = slice_cores(2.0)
+    assert before > 0.3, f"the pilots' busy loops used only {before:.2f} cores before the owner's load"
+    owner_load()
+    # at once: cpu.idle leaves the pilots only the CPU time no one else wants
+    falls = [slice_cores(1.0) for _ in range(2)]
+    assert falls[-1] < 0.1, f"pilots' CPU use in cores, 1-s windows after the owner's load: {falls}"
+
+    # after pause_delay: frozen
+    def all_paused() -> bool:
+        return all(
+            read(f"{SLICE_FOLDER}/docker-{pilot}.scope/cgroup.freeze") == "1" and inspect(pilot)["State"]["Paused"]
+            for pilot in pilots
+        )
+
+    wait_until(all_paused, PAUSE_DELAY + 30, "the pilots paused (cgroup.freeze 1, State.Paused)")
+
+    # after grace_kill: stopped
+    def all_stopped() -> bool:
+        return all((details := inspect(pilot)) is None or not details["State"]["Running"] for pilot in pilots)
+
+    wait_until(all_stopped, GRACE_KILL + 60, "the pilots stopped")
+    assert not pilot_ids()
+
+
+def test_the_daemon_outlives_the_reclaim() -> None:
+    assert systemctl("is-active", "plancton.service", check=False) == "active"
+    assert status()["pid"] == main_pid()
+
+
+# -- after the reboot --------------------------------------------------------------------------
+
+
+@after_reboot
+def test_the_daemon_is_back_after_a_reboot() -> None:
+    assert systemctl("is-enabled", "plancton.service") == "enabled"
+    wait_until(lambda: systemctl("is-active", "plancton.service", check=False) == "active", 120, "plancton active")
+    assert pwd.getpwuid(os.stat(f"/proc/{main_pid()}").st_uid).pw_name == "plancton"
+    assert status()["pid"] == main_pid()
+    assert "Docker Engine" in journal("--boot=0")
+
+
+@after_reboot
+def test_uninstall_purge_leaves_nothing() -> None:
+    uid = pwd.getpwnam("plancton").pw_uid
+    done = install("--uninstall", "--purge")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not os.path.exists(UNIT_FILE) and not os.path.exists(SLICE_FILE)
+    assert systemctl("show", "--property=LoadState", "--value", "plancton.service") == "not-found"
+    # systemd loads any slice by name, file or not: the slice must be stopped and have no file
+    assert systemctl("show", "--property=ActiveState", "--value", SLICE) == "inactive"
+    assert systemctl("show", "--property=FragmentPath", "--value", SLICE) == ""
+    assert not os.path.exists(SLICE_FOLDER)
+    assert not pilot_ids(running_only=False)
+    with pytest.raises(KeyError):
+        pwd.getpwnam("plancton")
+    left = [
+        path
+        for path in ("/opt/plancton", "/etc/plancton", "/var/log/plancton", "/run/plancton")
+        if os.path.exists(path)
+    ]
+    assert not left
+    assert not shutil.which("planctonctl")
+    assert str(uid) not in run("ps", "-eo", "uid=").stdout.split()
