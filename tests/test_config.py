@@ -127,6 +127,19 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [(1, 1.0), (100, 100.0)],
         [(0, "expected a number from 1 to 100"), (150, "got 150")],
     ),
+    "input_idle": (
+        [(0, 0.0), ("5m", 300.0)],
+        [(-1, "not negative"), ("idle", "expected seconds such as")],
+    ),
+    "run_on_battery": ([(True, True), (False, False)], [("yes", 'got "yes"')]),
+    "run_hours": (
+        [(None, ()), ([], ())],
+        [
+            (["Mon-Fri 18:00-8"], 'expected a time span such as 18:00-08:00 in "Mon-Fri 18:00-8", got "18:00-8"'),
+            (["Mon-Fri 18:00-25:00"], "got 25:00"),
+            (5, "got int"),
+        ],
+    ),
     "docker_image": (
         [
             ("busybox:latest", "busybox:latest"),

@@ -61,6 +61,8 @@ def parse_window(text: str) -> Window:
     if _SPAN.match(parts[-1]):
         start, end = _parse_span(parts[-1], text)
         parts = parts[:-1]
+    elif len(parts) == 2:
+        raise ValueError(f"expected a time span such as 18:00-08:00 in {shown(text)}, got {shown(parts[-1])}")
     if parts:
         days = _parse_days(parts[0], text)
     return Window(text=text, days=days, start=start, end=end)
