@@ -1,6 +1,7 @@
 """Unit and property tests of the pure decision core (no Docker, no clock, no files)."""
 
 import itertools
+from datetime import datetime
 
 import pytest
 from hypothesis import given, settings
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
 from plancton.core.modes import Mode
-from plancton.core.policy import HostSample, Memory, PilotView, Plan, StartHistory, decide
+from plancton.core.policy import HostSample, Memory, PilotView, Plan, Presence, StartHistory, decide
 
 GIB = 1024**3
 
@@ -360,3 +361,130 @@ def test_a_back_off_is_a_timer_too() -> None:
     assert plan.start == 0 and plan.wake_in == 7.5
     plan, _ = once(idle_host(), running(4), make_config(max_docks=4), now=100.0)
     assert plan.wake_in is None
+
+
+# -- the owner's presence: keyboard, battery, run_hours ------------------------------------
+
+# 2026-11-23 is a Monday
+MONDAY_NOON = datetime(2026, 11, 23, 12, 0)
+
+
+def present(
+    config: Config, presence: Presence, pilots: list[PilotView], now: float, memory: Memory | None = None
+) -> tuple[Plan, Memory]:
+    """One decision on an idle CPU, with this presence."""
+    return decide(idle_host(), pilots, config, Mode.ACTIVE, now, memory or Memory(), StartHistory(), presence)
+
+
+def test_default_presence_changes_nothing() -> None:
+    config = make_config(max_docks=4)
+    assert once(idle_host(), running(2), config) == present(config, Presence(), running(2), 1000.0)
+
+
+def test_keyboard_use_pauses_at_once_stops_after_grace_kill_and_pilots_return_after_grace_spawn() -> None:
+    config = make_config(max_docks=2, input_idle=60, pause_delay=30, grace_kill=100, grace_spawn=50)
+    typing = Presence(input_idle_seconds=12, input_source="logind")
+    plan, memory = present(config, typing, running(2), now=0.0)
+    # no pause_delay: a person at the keyboard gets the whole host at once
+    assert plan.pause == ("p1", "p0") and plan.start == 0
+    assert "keyboard used 12 s ago (logind): pausing 2 youngest pilots" in plan.reasons
+    assert plan.wake_in == 48.0  # input_idle runs out then, unless typed again
+    plan, memory = present(config, typing, running(2, state="paused"), now=99.0, memory=memory)
+    assert plan.stop == () and plan.wake_in == 1.0
+    plan, memory = present(config, typing, running(2, state="paused"), now=100.0, memory=memory)
+    assert {pilot for pilot, _ in plan.stop} == {"p0", "p1"}
+    assert any("keyboard used 12 s ago (logind) past grace_kill 100 s" in reason for reason in plan.reasons)
+    # the person leaves: input idle for input_idle, then grace_spawn before pilots start
+    away = Presence(input_idle_seconds=60, input_source="logind")
+    plan, memory = present(config, away, [], now=200.0, memory=memory)
+    assert plan.start == 0 and plan.wake_in == 50.0
+    assert any("grace_spawn" in reason for reason in plan.reasons)
+    plan, memory = present(config, away, [], now=250.0, memory=memory)
+    assert plan.start == 2
+
+
+def test_keyboard_use_within_grace_kill_resumes_the_pilots_when_the_person_leaves() -> None:
+    config = make_config(max_docks=2, input_idle=60, grace_kill=100)
+    plan, memory = present(config, Presence(input_idle_seconds=0), running(2), now=0.0)
+    assert plan.pause == ("p1", "p0")
+    plan, _ = present(config, Presence(input_idle_seconds=61), running(2, state="paused"), now=61.0, memory=memory)
+    assert plan.unpause == ("p0", "p1") and plan.stop == ()
+
+
+def test_input_is_ignored_without_input_idle_and_unknown_input_counts_as_present() -> None:
+    plan, _ = present(make_config(max_docks=2), Presence(input_idle_seconds=0), running(2), now=0.0)
+    assert plan.pause == ()
+    plan, _ = present(make_config(max_docks=2, input_idle=60), Presence(), running(2), now=0.0)
+    assert plan.pause == ("p1", "p0")
+    assert any("no source tells when a keyboard was last used" in reason for reason in plan.reasons)
+
+
+def test_on_battery_unless_run_on_battery() -> None:
+    battery = Presence(on_battery=True)
+    plan, _ = present(make_config(max_docks=2), battery, running(2), now=0.0)
+    assert plan.pause == ("p1", "p0") and "on battery: pausing 2 youngest pilots" in plan.reasons
+    plan, _ = present(make_config(max_docks=2), battery, [], now=0.0)
+    assert plan.start == 0 and "starting none: on battery" in plan.reasons
+    plan, _ = present(make_config(max_docks=2, run_on_battery=True), battery, running(2), now=0.0)
+    assert plan.pause == ()
+
+
+def test_outside_run_hours_and_back_inside() -> None:
+    config = make_config(max_docks=2, run_hours=["Mon-Fri 18:00-08:00", "Sat,Sun"], grace_kill=86400)
+    plan, memory = present(config, Presence(local_time=MONDAY_NOON), running(2), now=0.0)
+    assert plan.pause == ("p1", "p0")
+    assert "outside run_hours until 18:00: pausing 2 youngest pilots" in plan.reasons
+    assert plan.wake_in == 6 * 3600.0  # the window opens then
+    evening = Presence(local_time=MONDAY_NOON.replace(hour=18))
+    plan, memory = present(config, evening, running(2, state="paused"), now=6 * 3600.0, memory=memory)
+    assert plan.unpause == ("p0", "p1")
+    # a Friday night: closed at Monday 00:00, after the weekend
+    friday = Presence(local_time=datetime(2026, 11, 27, 23, 0))
+    plan, _ = present(config, friday, [], now=0.0)
+    assert plan.start == 2 and plan.wake_in == 49 * 3600.0  # Monday 00:00
+    monday = Presence(local_time=datetime(2026, 11, 30, 7, 0))
+    plan, _ = present(config, monday, [], now=0.0)
+    assert "starting none: outside run_hours until 18:00" in plan.reasons
+
+
+def test_every_reason_is_named_and_pilots_wait_until_all_are_gone() -> None:
+    config = make_config(max_docks=2, input_idle=60, run_hours=["Sat,Sun"], grace_spawn=10)
+    everything = Presence(input_idle_seconds=5, on_battery=True, local_time=MONDAY_NOON)
+    plan, memory = present(config, everything, [], now=0.0)
+    assert "starting none: keyboard used 5 s ago; on battery; outside run_hours until Sat 00:00" in plan.reasons
+    only_hours = Presence(input_idle_seconds=600, local_time=MONDAY_NOON)
+    plan, memory = present(config, only_hours, [], now=100.0, memory=memory)
+    assert plan.start == 0 and "starting none: outside run_hours until Sat 00:00" in plan.reasons
+    weekend = Presence(input_idle_seconds=600, local_time=datetime(2026, 11, 28, 9, 0))
+    plan, memory = present(config, weekend, [], now=200.0, memory=memory)
+    assert plan.start == 0 and plan.wake_in == 10.0
+    plan, _ = present(config, weekend, [], now=210.0, memory=memory)
+    assert plan.start == 2
+
+
+def test_a_present_owner_and_a_busy_cpu_share_one_hold() -> None:
+    """CPU busy and then a person: the pilots paused for the CPU stay held, counted from their pause."""
+    config = make_config(max_docks=2, pause_delay=0, grace_kill=100, input_idle=60)
+    busy = idle_host(ncpus=2, owner_cores=2.0)
+    plan, memory = decide(busy, running(2), config, Mode.ACTIVE, 0.0, Memory(), StartHistory(), Presence(600))
+    assert plan.pause == ("p1", "p0")
+    plan, memory = present(config, Presence(input_idle_seconds=3), running(2, state="paused"), 50.0, memory)
+    assert plan.pause == () and plan.unpause == () and plan.stop == ()
+    plan, _ = present(config, Presence(input_idle_seconds=3), running(2, state="paused"), 100.0, memory)
+    assert len(plan.stop) == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(pilot_lists, st.floats(0, 1e5), memories, st.floats(0, 59), st.booleans())
+def test_a_present_owner_never_gets_new_pilots_or_running_ones(
+    pilots: list[PilotView], now: float, memory: Memory, idle: float, on_battery: bool
+) -> None:
+    config = make_config(max_docks=8, input_idle=60)
+    presence = Presence(input_idle_seconds=idle, on_battery=on_battery)
+    plan, _ = decide(idle_host(), pilots, config, Mode.ACTIVE, now, memory, StartHistory(), presence)
+    assert plan.start == 0 and not plan.unpause
+    left_running = {
+        p.id for p in pilots if p.state == "running" and not p.stopping and p.id not in dict(memory.paused_since)
+    }
+    acted_on = set(plan.pause) | {pilot for pilot, _ in plan.stop + plan.kill} | set(plan.remove)
+    assert left_running <= acted_on

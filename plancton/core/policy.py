@@ -10,13 +10,18 @@ Graded response to the host's owner:
    the owner leaves;
 3. paused for ``grace_kill`` with the owner still busy: stop them (SIGTERM, then SIGKILL);
 4. start pilots again only after ``grace_spawn`` of owner idleness.
+A person at the host (input within ``input_idle``), a host on battery (unless
+``run_on_battery``) or a time outside ``run_hours`` counts as a busy owner too, without
+waiting for ``pause_delay``: every pilot is paused at once, and stopped after ``grace_kill``.
 Memory below ``mem_floor`` (or under pressure) kills the youngest pilots at once.
 """
 
 import math
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from plancton.config.schema import Config
+from plancton.core import hours
 from plancton.core.modes import Mode
 
 #: A container created but not started for this long is given up and removed.
@@ -49,6 +54,24 @@ class HostSample:
 
 
 @dataclass(frozen=True)
+class Presence:
+    """What the host says of its owner besides CPU load; the default says nothing.
+
+    Args:
+        input_idle_seconds: seconds since a keyboard or mouse was last used, or None when no
+            source can tell.
+        input_source: where that figure comes from ("logind", "terminals", "input devices").
+        on_battery: whether the host runs on battery.
+        local_time: the host's local time, for ``run_hours`` (None: not checked).
+    """
+
+    input_idle_seconds: float | None = None
+    input_source: str = ""
+    on_battery: bool = False
+    local_time: datetime | None = None
+
+
+@dataclass(frozen=True)
 class PilotView:
     """What the policy needs to know of one pilot container."""
 
@@ -67,6 +90,8 @@ class Memory:
     owner_since: float = -math.inf
     reclaim_ended: float = -math.inf
     paused_since: tuple[tuple[str, float], ...] = ()
+    #: Why the owner counts as present (input, battery, hours); empty when it does not.
+    present: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,7 @@ class _Situation:
     now: float
     memory: Memory
     history: StartHistory
+    presence: Presence
 
 
 @dataclass
@@ -146,6 +172,7 @@ def decide(
     now: float,
     memory: Memory,
     history: StartHistory = StartHistory(),
+    presence: Presence = Presence(),
 ) -> tuple[Plan, Memory]:
     """Given the sensed state, return the plan of this loop and the memory for the next.
 
@@ -157,9 +184,11 @@ def decide(
         now: a monotonic time in seconds.
         memory: the memory returned by the previous call (``Memory()`` at first).
         history: recent starts and back-off, to bound the start rate.
+        presence: input, battery and local time; the default leaves them out.
     """
     draft = _Draft()
     memory = _update_owner(memory, sample, config, now)
+    memory = _update_presence(memory, presence, config, now)
     _remove_finished(pilots, draft)
     live = [pilot for pilot in pilots if pilot.state in LIVE_STATES and not pilot.stopping]
     live = [pilot for pilot in live if pilot.id not in draft.remove]
@@ -172,7 +201,7 @@ def decide(
     if _relieve_memory(sample, live, config, draft):
         return draft.freeze(), memory
     _expire(live, config, draft)
-    situation = _Situation(sample, config, mode, now, memory, history)
+    situation = _Situation(sample, config, mode, now, memory, history, presence)
     remaining = [pilot for pilot in live if pilot.id not in draft.leaving()]
     _follow_owner(situation, remaining, draft)
     remaining = [pilot for pilot in remaining if pilot.id not in draft.leaving()]
@@ -181,7 +210,7 @@ def decide(
         draft.exit_daemon = True
         draft.reasons.append("drain-stop: no pilot left, the daemon exits")
     memory = _record_pauses(memory, draft, now)
-    return replace(draft.freeze(), wake_in=_wake_in(memory, config, history, now)), memory
+    return replace(draft.freeze(), wake_in=_wake_in(situation, memory)), memory
 
 
 def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float) -> Memory:
@@ -199,6 +228,32 @@ def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float
         acted = now - memory.owner_since >= config.pause_delay
         return replace(memory, owner_busy=False, owner_since=now, reclaim_ended=now if acted else memory.reclaim_ended)
     return memory
+
+
+def _update_presence(memory: Memory, presence: Presence, config: Config, now: float) -> Memory:
+    """Record why the owner counts as present; when the last reason goes, grace_spawn starts."""
+    present = _present_reasons(presence, config)
+    if memory.present and not present:
+        return replace(memory, present=(), reclaim_ended=now)
+    return replace(memory, present=present)
+
+
+def _present_reasons(presence: Presence, config: Config) -> tuple[str, ...]:
+    """Return why input, battery or the hours make the owner present (none: not present)."""
+    reasons = []
+    idle, source = presence.input_idle_seconds, presence.input_source
+    if config.input_idle and idle is None:
+        reasons.append("no source tells when a keyboard was last used (input_idle is set)")
+    elif config.input_idle and idle is not None and idle < config.input_idle:
+        reasons.append(f"keyboard used {idle:.0f} s ago" + (f" ({source})" if source else ""))
+    if presence.on_battery and not config.run_on_battery:
+        reasons.append("on battery")
+    moment = presence.local_time
+    if moment is not None and not hours.allowed(config.run_hours, moment):
+        change = hours.next_change(config.run_hours, moment)
+        until = f" until {hours.describe_moment(change, moment)}" if change else ""
+        reasons.append(f"outside run_hours{until}")
+    return tuple(reasons)
 
 
 def _remove_finished(pilots: list[PilotView], draft: _Draft) -> None:
@@ -259,17 +314,22 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
     active = [pilot for pilot in live if pilot.state == "running" and pilot.id not in held_since]
     owner = f"owner at {sample.owner_percent:.0f}% of host CPU (pilots excluded)"
     in_state = now - memory.owner_since
-    if memory.owner_busy and in_state >= config.pause_delay:
-        room = max(0.0, sample.ncpus - sample.owner_cores)
+    present = "; ".join(memory.present)
+    if memory.present or (memory.owner_busy and in_state >= config.pause_delay):
+        # a present owner gets the whole host back; a busy one what its load needs
+        room = 0.0 if memory.present else max(0.0, sample.ncpus - sample.owner_cores)
         keep = math.floor(room / config.cpus_per_dock + 1e-9)
         to_pause = _youngest_first(active)[: max(0, len(active) - keep)]
         draft.pause += [pilot.id for pilot in to_pause]
+        why = present or f"{owner}, busy {in_state:.0f} s"
         if to_pause:
-            draft.reasons.append(f"{owner}, busy {in_state:.0f} s: pausing {len(to_pause)} youngest pilots")
+            draft.reasons.append(f"{why}: pausing {len(to_pause)} youngest pilots")
         overdue = [pilot for pilot in held if now - held_since[pilot.id] >= config.grace_kill]
         draft.stop += [(pilot.id, "owner reclaim") for pilot in overdue]
         if overdue:
-            draft.reasons.append(f"owner busy past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots")
+            draft.reasons.append(
+                f"{present or 'owner busy'} past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots"
+            )
     elif memory.owner_busy:
         draft.reasons.append(f"{owner}: pausing pilots if it stays busy {config.pause_delay:g} s")
     elif held:
@@ -309,6 +369,8 @@ def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> 
     held = dict(memory.paused_since)
     if situation.mode is not Mode.ACTIVE:
         return f"{situation.mode.value} ({len(live)} pilots left)"
+    if memory.present:
+        return "; ".join(memory.present)
     if memory.owner_busy:
         return "owner busy"
     if draft.unpause or draft.released or any(p.state == "paused" or p.id in held for p in live):
@@ -336,12 +398,26 @@ def _record_pauses(memory: Memory, draft: _Draft, now: float) -> Memory:
     return replace(memory, paused_since=kept + tuple((pilot, now) for pilot in draft.pause))
 
 
-def _wake_in(memory: Memory, config: Config, history: StartHistory, now: float) -> float | None:
-    """Return the seconds until the next of the running timers falls due, or None for none."""
+def _wake_in(situation: _Situation, memory: Memory) -> float | None:
+    """Return the seconds until the next of the running timers falls due, or None for none.
+
+    Besides the policy's own timers, the owner's presence may end by itself: input_idle
+    running out since the last keystroke, or run_hours opening or closing.
+    """
+    config, history, now, presence = situation.config, situation.history, situation.now, situation.presence
+    due = []
     if memory.owner_busy:
-        due = [memory.owner_since + config.pause_delay]
+        due.append(memory.owner_since + config.pause_delay)
+    if memory.owner_busy or memory.present:
         due += [since + config.grace_kill for _, since in memory.paused_since]
     else:
-        due = [memory.reclaim_ended + config.grace_spawn, history.backoff_until]
+        due += [memory.reclaim_ended + config.grace_spawn, history.backoff_until]
+    idle = presence.input_idle_seconds
+    if config.input_idle and idle is not None and idle < config.input_idle:
+        due.append(now + config.input_idle - idle)
+    moment = presence.local_time
+    change = hours.next_change(config.run_hours, moment) if moment is not None else None
+    if moment is not None and change is not None:
+        due.append(now + (change - moment).total_seconds())
     ahead = [moment - now for moment in due if moment > now]
     return min(ahead) if ahead else None
