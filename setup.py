@@ -24,6 +24,8 @@ setup(
         "python-daemon>=3.0,<4",
         "influxdb>=5.3,<6",
         "psutil>=5.9,<8",
+        # logind's idle hint over the system D-Bus, in pure Python (no libdbus, no GLib loop)
+        "jeepney>=0.8,<1",
     ],
     extras_require={
         "test": [
