@@ -255,3 +255,105 @@ def test_dryrun_installs_an_empty_configuration(node: NodeUser) -> None:
 
     assert node.bootstrap("--dryrun").returncode == 1
     assert node.bootstrap("--dryrun", "--force").returncode == 0
+
+
+# -- right after ./install: the default configuration ------------------------------------------
+
+SHIPPED_DEFAULT = os.path.join(CHECKOUT, "etc", "config.yaml")
+
+
+def _folder_with(tmp_path: "os.PathLike[str]", files: dict[str, str]) -> str:
+    folder = os.path.join(tmp_path, "conf")
+    os.makedirs(folder)
+    for name, text in files.items():
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return folder
+
+
+def _shipped() -> str:
+    with open(SHIPPED_DEFAULT, encoding="utf-8") as handle:
+        return handle.read()
+
+
+@pytest.mark.parametrize(
+    ("files", "default"),
+    [
+        ({"config.yaml": _shipped()}, True),
+        # an earlier release's default: the same heading, other comments, no key set
+        (
+            {"config.yaml": _shipped().splitlines()[0] + "\n# Every key is listed with its default.\n#max_docks: 4\n"},
+            True,
+        ),
+        ({"config.yaml": _shipped().replace("#max_docks:", "max_docks: 2\n#max_docks:")}, False),
+        ({"config.yaml": bootstrap.EMPTY_CONFIG}, False),
+        ({"config.yaml": _shipped(), "condor.conf": "x\n"}, False),
+        ({"other.yaml": _shipped()}, False),
+    ],
+)
+def test_the_default_that_install_wrote_is_told_from_an_edited_one(
+    tmp_path: "os.PathLike[str]", files: dict[str, str], default: bool
+) -> None:
+    assert bootstrap.is_install_default(_folder_with(tmp_path, files)) is default
+
+
+@pytest.mark.docker
+def test_bootstrap_right_after_install_replaces_the_default_and_binds_the_repositorys_files(
+    node: NodeUser, instance: str, docker_api: docker.APIClient
+) -> None:
+    # what ./install leaves: the default configuration in the config folder
+    os.makedirs(node.confdir, mode=0o700)
+    with open(os.path.join(node.confdir, "config.yaml"), "w", encoding="utf-8") as handle:
+        handle.write(_shipped())
+    subprocess.run(["chown", "-R", f"{node.account.pw_name}:", os.path.dirname(node.confdir)], check=True)
+    # the original's layout: config.yaml beside a file it binds into the pilots, on a branch
+    text = pilot_config(instance).replace(
+        "docker_cmd: [sleep, '60']\n",
+        "docker_cmd: [sh, -c, 'cat /etc/pilot/site.conf; sleep 60']\n"
+        f"binds: ['{node.confdir}/site.conf:/etc/pilot/site.conf']\n",
+    )
+    repository = node.make_repository("site-conf", "max_docks: 0\n")
+    node.git(repository, "checkout", "--quiet", "-b", "to-node")
+    with open(os.path.join(repository, "site.conf"), "w", encoding="utf-8") as handle:
+        handle.write("site=torino\n")
+    os.chown(os.path.join(repository, "site.conf"), node.account.pw_uid, node.account.pw_gid)
+    node.git(repository, "add", "site.conf")
+    node.commit(repository, text, "pilot configuration")
+
+    done = node.bootstrap("--branch", "to-node", repository)
+    assert done.returncode == 0, done.stderr
+    assert "replaced the default configuration that install wrote" in done.stdout
+    backups = [name for name in os.listdir(os.path.dirname(node.confdir)) if name.startswith("conf.replaced-")]
+    assert len(backups) == 1
+    with open(os.path.join(os.path.dirname(node.confdir), backups[0], "config.yaml"), encoding="utf-8") as handle:
+        assert handle.read() == _shipped()
+    assert node.config() == text
+    assert "note: binds: " in done.stdout and "read-only in the pilots" in done.stdout
+
+    assert node.planctonctl("start").returncode == 0
+    ids = wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot")
+    assert isinstance(ids, set)
+    pilot = next(iter(ids))
+    wait_until(lambda: b"site=torino" in docker_api.logs(pilot), 60, "the bound file in the pilot's output")
+
+
+@pytest.mark.docker
+def test_an_edited_configuration_is_replaced_only_with_force_and_kept(node: NodeUser, instance: str) -> None:
+    os.makedirs(node.confdir, mode=0o700)
+    edited = _shipped().replace("#max_docks:", "max_docks: 2\n#max_docks:")
+    with open(os.path.join(node.confdir, "config.yaml"), "w", encoding="utf-8") as handle:
+        handle.write(edited)
+    subprocess.run(["chown", "-R", f"{node.account.pw_name}:", os.path.dirname(node.confdir)], check=True)
+    repository = node.make_repository("conf-a", pilot_config(instance))
+
+    refused = node.bootstrap(repository)
+    assert refused.returncode == 1 and "not the default one" in refused.stderr and "--force" in refused.stderr
+    assert node.config() == edited
+
+    forced = node.bootstrap("--force", repository)
+    assert forced.returncode == 0, forced.stderr
+    assert "replaced the previous configuration; it is kept in " in forced.stdout
+    kept = forced.stdout.split("it is kept in ")[1].split()[0]
+    with open(os.path.join(kept, "config.yaml"), encoding="utf-8") as handle:
+        assert handle.read() == edited
+    assert node.config() == pilot_config(instance)

@@ -5,8 +5,9 @@ repository into the config folder, validates its ``config.yaml`` before acceptin
 arranges for Plancton to start at boot (the systemd unit where systemd runs and the folders
 are root's, a crontab @reboot line otherwise). ``--update`` pulls the latest commit, again
 validated first, and reloads a running daemon; ``--dryrun`` installs an empty configuration.
-An existing configuration is replaced only with ``--force``, and a rejected one never touches
-the config folder. git always runs with an argument list, never through a shell, and only
+The default configuration that the install script wrote is replaced; any other only with
+``--force``; either is kept beside the new one. A rejected configuration never touches the
+config folder. git always runs with an argument list, never through a shell, and only
 over the file, git, http(s) and ssh transports.
 
 Exit codes: 0 done, 1 failure (one line naming the cause and the fix), 2 usage error.
@@ -19,12 +20,16 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from plancton.cli.planctonctl import add_location_options, location_arguments, paths_from
 from plancton.cli.planctonctl import main as planctonctl
-from plancton.config import loader, schema
+from plancton.config import loader, older_keys, schema
+from plancton.config.files import parse_yaml, read_file
 from plancton.control.paths import CONFIG_NAME, Paths, resolve
 from plancton.control.pidfile import running_pid
 from plancton.errors import ConfigError, PlanctonError
@@ -37,6 +42,8 @@ GIT_TIMEOUT_SECONDS = 300
 GIT_PROTOCOLS = "file:git:http:https:ssh"
 SYSTEMD_UNIT = "plancton.service"
 INSTALLED_CRON_FILE = "/etc/cron.d/plancton"
+#: The first line of the default configuration that the install script writes, in every release.
+DEFAULT_CONFIG_HEADING = b"# Plancton configuration (config.yaml in the config folder, /etc/plancton for root)."
 EMPTY_CONFIG = (
     "# Plancton configuration installed by plancton-bootstrap --dryrun: every key has its default.\n"
     "# See them with: planctonctl config\n"
@@ -160,6 +167,8 @@ def validate(path: str, label: str) -> schema.Config:
         raise ConfigError(error.problems, label) from None
     for warning in warnings:
         say(f"warning: {warning.replace(path, label)}")
+    for note in older_keys.changed_meanings(config):
+        say(f"note: {note}")
     return config
 
 
@@ -170,17 +179,59 @@ def holds_configuration(folder: str) -> bool:
     return os.path.lexists(folder)
 
 
+def packaged_defaults() -> list[Path]:
+    """Return where the default configuration that the install script writes may be found:
+    installed under share/plancton beside the program, or in the checkout it runs from."""
+    checkout = Path(__file__).resolve().parents[2]
+    return [
+        Path(sys.prefix, "share", "plancton", CONFIG_NAME),
+        Path(sysconfig.get_path("data"), "share", "plancton", CONFIG_NAME),
+        checkout / "etc" / CONFIG_NAME,
+    ]
+
+
+def is_install_default(folder: str) -> bool:
+    """Given a config folder, return whether it holds nothing but the default configuration
+    that the install script wrote: the same content as this release's, or (an earlier
+    release's) the default's first line and not one key set. Never raises.
+    """
+    try:
+        if os.path.islink(folder) or os.listdir(folder) != [CONFIG_NAME]:
+            return False
+        content = read_file(os.path.join(folder, CONFIG_NAME))
+        if content is None:
+            return False
+        for default in packaged_defaults():
+            if default.is_file() and default.read_bytes() == content:
+                return True
+        return content.startswith(DEFAULT_CONFIG_HEADING) and not parse_yaml(content, CONFIG_NAME)
+    except (OSError, PlanctonError):
+        return False
+
+
 def refuse_existing(paths: Paths, force: bool) -> None:
-    """Refuse to replace an existing configuration unless forced.
+    """Refuse to replace an existing configuration unless it is still the install script's
+    default, or ``force`` is true.
 
     Raises:
-        PlanctonError: the config folder is not empty and ``force`` is false.
+        PlanctonError: the config folder holds anything else and ``force`` is false.
     """
-    if holds_configuration(paths.confdir) and not force:
-        raise PlanctonError(
-            f"{paths.confdir} already holds a configuration: replace it with --force, "
-            "or pull the latest commit of its repository with --update"
-        )
+    if not holds_configuration(paths.confdir) or force or is_install_default(paths.confdir):
+        return
+    raise PlanctonError(
+        f"{paths.confdir} already holds a configuration that is not the default one: replace it with "
+        "--force (a copy is kept beside it), or pull the latest commit of its repository with --update"
+    )
+
+
+def backup_name(folder: str, now: float) -> str:
+    """Given a config folder and the time, return a free name beside it for its copy."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    candidate = f"{folder}.replaced-{stamp}"
+    suffix = 1
+    while os.path.lexists(candidate):
+        candidate, suffix = f"{folder}.replaced-{stamp}-{suffix}", suffix + 1
+    return candidate
 
 
 def staging_folder(paths: Paths) -> str:
@@ -191,12 +242,13 @@ def staging_folder(paths: Paths) -> str:
 
 
 def put_in_place(new: str, paths: Paths, staging: str) -> None:
-    """Make the folder ``new`` the config folder; the previous one goes into ``staging``
-    (removed by the caller), and comes back if the swap fails.
+    """Make the folder ``new`` the config folder; the previous one is kept beside it under
+    :func:`backup_name` (said to the user), and comes back if the swap fails.
     """
     os.chmod(new, 0o700 if paths.user_mode else 0o755)
     previous = os.path.join(staging, "previous")
     had_previous = os.path.lexists(paths.confdir)
+    default = had_previous and is_install_default(paths.confdir)
     if had_previous:
         os.rename(paths.confdir, previous)
     try:
@@ -205,6 +257,11 @@ def put_in_place(new: str, paths: Paths, staging: str) -> None:
         if had_previous:
             os.rename(previous, paths.confdir)
         raise
+    if had_previous:
+        kept = backup_name(paths.confdir, time.time())
+        os.rename(previous, kept)
+        what = "the default configuration that install wrote" if default else "the previous configuration"
+        say(f"replaced {what}; it is kept in {kept}")
 
 
 def clone(source: Source, paths: Paths, force: bool) -> schema.Config:

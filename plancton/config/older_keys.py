@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from plancton.config.schema import default_value
+from plancton.config.schema import Config, default_value
 from plancton.core import units
 
 #: Older name -> today's key, for keys whose value means the same.
@@ -135,3 +135,33 @@ def _runs_anyway(right: str, value: Any) -> bool:
     except ValueError:
         return False
     return bool(parsed == default_value(right))
+
+
+def changed_meanings(config: Config) -> list[str]:
+    """Given a configuration, return one note for each of its settings that Plancton 0.6
+    read differently (for a site that moves a configuration of the original here).
+    """
+    notes = []
+    for bind in config.binds:
+        options = bind.split(":")[2].split(",") if bind.count(":") > 1 else []
+        if "rw" not in options and "ro" not in options:
+            notes.append(
+                f"binds: {bind} is read-only in the pilots (Plancton 0.6 mounted every bind rw,shared,Z); "
+                "add :rw (or :rw,shared) if the pilots write there, or :ro to say it"
+            )
+    if "user_group" not in config.from_file:
+        notes.append(
+            f"user_group: pilots run as {config.user_group} (Plancton 0.6 ran them as root, 0:0); "
+            'set user_group: "0:0" if the pilot needs root'
+        )
+    if "grace_kill" in config.from_file:
+        notes.append(
+            "grace_kill: counts from when the pilots are paused, pause_delay after the owner got busy "
+            "(Plancton 0.6 counted from when the host got busy): pilots stop after pause_delay + grace_kill"
+        )
+    if "grace_spawn" in config.from_file:
+        notes.append(
+            "grace_spawn: counts from when the owner is idle again "
+            "(Plancton 0.6 counted from the last pilot it removed, for any reason)"
+        )
+    return notes
