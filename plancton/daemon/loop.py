@@ -31,7 +31,7 @@ from plancton.engines.base import Engine
 from plancton.errors import EngineUnavailable, PilotError
 from plancton.metrics.reporting import LoopReport, NullReporter, Reporter
 from plancton.platform.cgroups import CGROUP_ROOT, NOT_SET, PilotCgroup
-from plancton.platform.host import HostSensor
+from plancton.platform.host import HostSensor, Sensor
 from plancton.platform.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Daemon:
         clock: a monotonic clock, for every timer.
         wall: the wall clock, only to date what the engine dates (pilots' creation) and for display.
         cgroup_root: where the cgroup file systems are mounted.
+        sensor: makes what samples the host, given the pilots' cgroup.
     """
 
     def __init__(
@@ -63,9 +64,11 @@ class Daemon:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         cgroup_root: str = CGROUP_ROOT,
+        sensor: Callable[[PilotCgroup], Sensor] = HostSensor,
     ) -> None:
         self.paths = paths
         self.cgroup_root = cgroup_root
+        self.make_sensor = sensor
         self.config = config
         self.engine = engine
         self.reporter: Reporter = reporter or NullReporter()
@@ -82,7 +85,7 @@ class Daemon:
         self.started_at = clock()
         self.started_wall = wall()
         self.cgroup: PilotCgroup | None = None
-        self.sensor: HostSensor | None = None
+        self.sensor: Sensor | None = None
         self.engine_name = ""
         self.last_plan = Plan()
         self.engine_error: str | None = None
@@ -182,7 +185,7 @@ class Daemon:
         warning = self.cgroup.set_lowest_weight()
         if warning:
             log.warning("%s", warning)
-        self.sensor = HostSensor(self.cgroup)
+        self.sensor = self.make_sensor(self.cgroup)
         log.info(
             "%s (cgroup v%d, %s driver); pilots go under cgroup %s (%s)",
             *(self.engine_name, info.cgroup_version, info.cgroup_driver, self.cgroup.docker_parent),

@@ -2,6 +2,7 @@
 
 import os
 import time
+from typing import Protocol
 
 import psutil
 
@@ -33,6 +34,13 @@ def read_pressure(resource: str, kind: str, folder: str = PRESSURE_FOLDER) -> fl
     except (OSError, ValueError, KeyError):
         return None
     return None
+
+
+class Sensor(Protocol):
+    """What samples the host for the loop."""
+
+    def sample(self) -> HostSample:
+        """Return the host's CPU use since the last sample, and its memory now."""
 
 
 class HostSensor:

@@ -1,0 +1,264 @@
+"""The daemon's loop driven one iteration at a time against a small in-memory engine that
+implements Plancton's own Engine protocol (never a fake of the Docker HTTP API), with the
+cgroup tree in a temporary folder and timers on a clock the test moves."""
+
+import dataclasses
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from plancton.config.loader import parse
+from plancton.config.schema import Config, HostFacts
+from plancton.control.modefiles import write_mode
+from plancton.control.paths import Paths, resolve
+from plancton.control.state import read_state
+from plancton.core.modes import Mode
+from plancton.core.policy import HostSample
+from plancton.daemon.loop import Daemon
+from plancton.daemon.roster import Roster
+from plancton.engines.base import EngineInfo, EventCallback, Pilot
+from plancton.engines.spec import ContainerSpec
+from plancton.errors import EngineUnavailable, PilotError
+from tests import services
+
+#: Pilots start at once.
+QUIET = {"grace_spawn": 0}
+WALL_START = 1_800_000_000.0
+
+
+class MemoryEngine:
+    """An engine that keeps its pilots in a dict: enough of the Engine protocol for the loop."""
+
+    def __init__(self) -> None:
+        self.api_calls = 0
+        self.pilots: dict[str, Pilot] = {}
+        self.specs: dict[str, ContainerSpec] = {}
+        self.available = True
+        self.stops: list[str] = []
+        self._created = 0
+        self._lock = threading.Lock()
+        self._events_closed = threading.Event()
+
+    def _request(self) -> None:
+        if not self.available:
+            raise EngineUnavailable("the engine does not answer (test)")
+        with self._lock:
+            self.api_calls += 1
+
+    def engine_info(self) -> EngineInfo:
+        self._request()
+        return EngineInfo(version="0-test", cgroup_driver="cgroupfs", cgroup_version=2, name="Memory Engine")
+
+    def list(self) -> list[Pilot]:
+        self._request()
+        with self._lock:
+            return list(self.pilots.values())
+
+    def create_and_start(self, spec: ContainerSpec) -> str:
+        self._request()
+        with self._lock:
+            self._created += 1
+            container = f"c{self._created:063d}"
+            self.pilots[container] = Pilot(container, spec.name, "running", WALL_START, spec.image)
+            self.specs[container] = spec
+        return container
+
+    def _set_state(self, container: str, state: str, exit_code: int | None = None) -> None:
+        self._request()
+        with self._lock:
+            if container not in self.pilots:
+                raise PilotError(f"{container[:12]}: not found")
+            self.pilots[container] = dataclasses.replace(self.pilots[container], state=state, exit_code=exit_code)
+
+    def pause(self, container: str) -> None:
+        self._set_state(container, "paused")
+
+    def unpause(self, container: str) -> None:
+        self._set_state(container, "running")
+
+    def stop(self, container: str, vacate_seconds: float, paused: bool = False) -> None:
+        self.stops.append(container)
+        self._set_state(container, "exited", 0)
+
+    def kill(self, container: str, paused: bool = False) -> None:
+        self._set_state(container, "exited", 137)
+
+    def remove(self, container: str) -> None:
+        self._request()
+        with self._lock:
+            self.pilots.pop(container, None)
+
+    def image_present(self, reference: str) -> bool:
+        self._request()
+        return True
+
+    def pull(self, reference: str) -> None:
+        self._request()
+
+    def watch_events(self, on_event: EventCallback, since: int | None = None) -> None:
+        self._events_closed.wait()
+
+    def close_events(self) -> None:
+        self._events_closed.set()
+
+    def exit(self, container: str, code: int) -> None:
+        """The pilot's command ended by itself."""
+        self._set_state(container, "exited", code)
+
+    def states(self) -> "list[str]":
+        with self._lock:
+            return sorted(pilot.state for pilot in self.pilots.values())
+
+
+class IdleHost:
+    """A host whose owner does nothing, whatever this machine is doing."""
+
+    def sample(self) -> HostSample:
+        return HostSample(ncpus=8, busy_cores=0.0, pilots_cores=0.0, available_bytes=2**34)
+
+
+@dataclasses.dataclass
+class Harness:
+    daemon: Daemon
+    engine: MemoryEngine
+    paths: Paths
+    clock: list[float]
+
+    def turn(self, seconds: float = 1.0) -> None:
+        """Move the clock on and run one iteration, then let its actions finish."""
+        self.clock[0] += seconds
+        self.daemon.iterate()
+        services.poll(lambda: self.daemon.executor.under_way() == (frozenset(), 0), 10, "the actions to finish", 0.01)
+
+
+def config_of(**values: object) -> Config:
+    config, _ = parse({**QUIET, **values}, HostFacts(ncpus=8, ram_bytes=2**34, swap_bytes=0))
+    return config
+
+
+@pytest.fixture
+def harness(tmp_path: "os.PathLike[str]") -> Iterator[Harness]:
+    root = str(tmp_path)
+    paths = resolve(True, os.path.join(root, "conf"), os.path.join(root, "run"), os.path.join(root, "log"), None)
+    for folder in (paths.confdir, paths.rundir, paths.logdir):
+        os.makedirs(folder)
+    clock = [1000.0]
+    engine = MemoryEngine()
+    cgroups = os.path.join(root, "cgroup")
+    os.makedirs(cgroups)
+    daemon = Daemon(
+        paths,
+        config_of(max_docks=3, docks_per_loop=3),
+        engine,
+        clock=lambda: clock[0],
+        wall=lambda: WALL_START + clock[0],
+        cgroup_root=cgroups,
+        sensor=lambda cgroup: IdleHost(),
+    )
+    yield Harness(daemon, engine, paths, clock)
+    daemon.shutdown()
+
+
+def test_fills_the_pool_and_replaces_a_pilot_that_exits(harness: Harness) -> None:
+    harness.turn()
+    assert harness.engine.states() == ["running"] * 3
+    first = next(iter(harness.engine.pilots))
+    harness.engine.exit(first, 0)
+    harness.turn()  # the exited pilot is removed
+    harness.turn()  # and replaced
+    assert first not in harness.engine.pilots
+    assert harness.engine.states() == ["running"] * 3
+
+
+def test_pilots_get_the_configuration_and_the_cgroup_parent(harness: Harness) -> None:
+    harness.daemon.config = config_of(max_docks=1, docker_cmd="sleep 5", cpus_per_dock=0.5)
+    harness.turn()
+    (spec,) = harness.engine.specs.values()
+    assert spec.command == ["sleep", "5"]
+    assert spec.host_config["cgroup_parent"] == f"/{harness.daemon.config.instance}"
+    assert spec.host_config["cpu_quota"] == spec.host_config["cpu_period"] // 2
+
+
+def test_force_stop_stops_every_pilot_and_starts_none(harness: Harness) -> None:
+    harness.turn()
+    write_mode(harness.paths.rundir, Mode.FORCE_STOP)
+    harness.turn()
+    assert sorted(harness.engine.stops) == sorted(harness.engine.pilots)
+    harness.turn()
+    harness.turn()
+    assert harness.engine.states() == []
+
+
+def test_drain_stop_ends_the_loop_and_removes_the_cgroup(harness: Harness) -> None:
+    harness.turn()
+    parent = os.path.join(harness.daemon.cgroup_root, harness.daemon.config.instance)
+    assert os.path.isdir(parent)  # created for the pilots, with the lowest weight
+    write_mode(harness.paths.rundir, Mode.DRAIN_STOP)
+    for pilot in list(harness.engine.pilots):
+        harness.engine.exit(pilot, 0)
+    harness.turn()
+    harness.clock[0] += 1
+    plan = harness.daemon.iterate()
+    assert plan is not None and plan.exit_daemon
+    for name in os.listdir(parent):  # on a cgroup file system control files do not keep a folder
+        os.unlink(os.path.join(parent, name))
+    harness.daemon.shutdown()
+    assert not os.path.exists(parent)
+
+
+def test_the_cgroup_stays_while_pilots_are_left(harness: Harness) -> None:
+    harness.turn()
+    harness.daemon.shutdown()
+    assert os.path.isdir(os.path.join(harness.daemon.cgroup_root, harness.daemon.config.instance))
+
+
+def test_an_engine_away_is_retried_and_written_in_the_state(harness: Harness) -> None:
+    harness.turn()
+    harness.engine.available = False
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.engine_error is not None and "does not answer" in state.engine_error
+    assert harness.daemon._next_wait() <= 2.0  # back-off starts short
+    harness.engine.available = True
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.engine_error is None
+    assert state.engine == "Memory Engine 0-test"
+    assert len(state.pilots) == 3
+
+
+def test_the_state_file_says_what_status_shows(harness: Harness) -> None:
+    harness.turn()
+    harness.turn()  # the state of a loop shows the pilots as it listed them
+    state = read_state(harness.paths.state_file)
+    assert state is not None
+    assert state.pid == os.getpid() and state.loops == 2 and state.mode == "active"
+    assert state.cgroup == {"parent": f"/{harness.daemon.config.instance}", "cpu": "cpu.weight 1"}
+    assert {pilot.state for pilot in state.pilots} == {"running"}
+
+
+def test_pilot_ages_ignore_wall_clock_jumps() -> None:
+    """TTL and grace timers run on the monotonic clock: a pilot's age is dated once from the
+    engine's wall-clock creation time and never again."""
+    roster = Roster()
+    monotonic, wall = 1000.0, 1_800_000_000.0
+    pilot = Pilot(id="a", name="clock-a", state="running", created=wall - 10, image="busybox:latest")
+    roster.update([pilot], monotonic, wall)
+    assert roster.views(monotonic, frozenset(), 0)[0].age == pytest.approx(10)
+    for jump, age in ((86_400.0, 15), (-2 * 86_400.0, 20)):
+        wall += jump
+        monotonic += 5
+        roster.update([pilot], monotonic, wall)
+        assert roster.views(monotonic, frozenset(), 0)[0].age == pytest.approx(age)
+
+
+def test_a_death_reported_by_events_wins_over_a_lagging_listing() -> None:
+    roster = Roster()
+    pilot = Pilot(id="a", name="p-a", state="running", created=0.0, image="busybox:latest")
+    roster.died("a", 3)
+    (seen,) = roster.update([pilot], 10.0, 10.0)
+    assert (seen.state, seen.exit_code) == ("exited", 3)
+    (seen,) = roster.update([pilot], 11.0, 11.0)  # reported once
+    assert seen.state == "running"
