@@ -5,7 +5,7 @@ cgroup tree in a temporary folder and timers on a clock the test moves."""
 import dataclasses
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -107,7 +107,7 @@ class MemoryEngine:
         """The pilot's command ended by itself."""
         self._set_state(container, "exited", code)
 
-    def states(self) -> "list[str]":
+    def states(self) -> Sequence[str]:
         with self._lock:
             return sorted(pilot.state for pilot in self.pilots.values())
 

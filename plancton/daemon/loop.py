@@ -32,6 +32,7 @@ from plancton.errors import EngineUnavailable, PilotError
 from plancton.metrics.reporting import LoopReport, NullReporter, Reporter
 from plancton.platform.cgroups import CGROUP_ROOT, NOT_SET, PilotCgroup
 from plancton.platform.host import HostSensor, Sensor
+from plancton.platform.presence import PresenceSensor
 from plancton.platform.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Daemon:
         self.executor = Executor(engine, self.roster, self.reporter, lambda: self.config, self._parent, clock, wall)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
         self.watcher = ConfigWatcher(paths.config_file, clock, wall)
+        self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
         self.started_at = clock()
@@ -141,7 +143,8 @@ class Daemon:
         self.roster.update(listing, now, self.wall())
         views = self.roster.views(now, *self.executor.under_way())
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
-        plan, self.memory = decide(sample, views, self.config, self.mode, now, self.memory, history)
+        presence = self.presence.sample(self.wall())
+        plan, self.memory = decide(sample, views, self.config, self.mode, now, self.memory, history, presence)
         self.executor.execute(plan)
         self.last_plan = plan
         self._report(loop_start, calls_before, sample)
@@ -156,6 +159,7 @@ class Daemon:
         if new is None:
             return False
         self.config = new
+        self.presence.configure(new.input_idle, new.run_on_battery)
         try:
             logsetup.set_level(new.log_level)
             self.reporter.configure(new)
@@ -168,6 +172,7 @@ class Daemon:
         pilots' parent cgroup when no pilot of this instance is left."""
         notify("STOPPING=1")
         self.events.stop()
+        self.presence.close()
         self.executor.shutdown()
         self.reporter.close()
         left = self._pilots_left()
