@@ -151,7 +151,7 @@ class Installation:
     def stop(self) -> None:
         """Stop the daemon and remove its pilots."""
         self.ctl("stop", "--timeout", "20")
-        services.remove_instance_containers(self.instance)
+        services.remove_instance(self.instance)
 
 
 @contextmanager

@@ -107,13 +107,46 @@ class Engine:
                         process.kill()
 
 
+#: What the session left on the host, found while the engine still answered.
+LEFT_BEHIND: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found() -> Iterator[None]:
+    """Fail the session when it leaves a cgroup, container, image, user or process behind."""
+    began = time.time()
+    before = services.HostSnapshot.take()
+    yield
+    LEFT_BEHIND.extend(services.HostSnapshot.take().left_since(before, engine=False))
+    mine = os.getpid()
+    left = [
+        f"{process.pid} {' '.join(process.info['cmdline'] or [])}"
+        for process in psutil.process_iter(["cmdline", "create_time", "status"])
+        if process.info["create_time"] >= began
+        and process.pid != mine
+        and process.info["cmdline"]
+        and process.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+    if left:
+        LEFT_BEHIND.append(f"processes left running: {'; '.join(left[:10])}")
+    if LEFT_BEHIND:
+        pytest.fail("the test suite left the host changed:\n" + "\n".join(LEFT_BEHIND), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[Engine]:
-    """A real Docker Engine: the running one, or a dockerd started (and stopped) here."""
+    """A real Docker Engine: the running one, or a dockerd started (and stopped) here. What the
+    session created in it (the busybox image) is removed before it stops."""
     engine = Engine()
     engine.ensure()
-    services.ensure_busybox_image()
+    before = services.HostSnapshot.take()
+    created_busybox = services.ensure_busybox_image()
     yield engine
+    if services.docker_answers():
+        if created_busybox:
+            with services.engine_client() as client:
+                client.remove_image("busybox:latest", force=True)
+        LEFT_BEHIND.extend(line for line in services.HostSnapshot.take().left_since(before) if "cgroups" not in line)
     engine.stop()
 
 
@@ -135,7 +168,7 @@ def instance(docker_engine: Engine) -> Iterator[str]:
     """A fresh instance name; its containers are removed after the test."""
     name = f"t{secrets.token_hex(4)}"
     yield name
-    services.remove_instance_containers(name)
+    services.remove_instance(name)
 
 
 def make_user(name: str, groups: list[str]) -> pwd.struct_passwd:

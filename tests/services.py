@@ -6,6 +6,7 @@ No registry is reachable on the test machines, so ``busybox:latest`` is made wit
 
 import io
 import os
+import pwd
 import subprocess
 import tarfile
 import time
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 import docker
 
 from plancton.engines.spec import instance_label
+from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 BUSYBOX = "/bin/busybox"
@@ -134,20 +136,72 @@ def running_ids(api: docker.APIClient, instance: str) -> set[str]:
     return {entry["Id"] for entry in instance_containers(api, instance, running_only=True)}
 
 
-def remove_instance_containers(instance: str) -> None:
-    """Remove every container labelled for a Plancton instance, with their volumes."""
+def remove_instance(instance: str) -> None:
+    """Remove what a Plancton instance left on the host: every container labelled for it, with
+    their volumes, and then the pilots' parent cgroup."""
     with engine_client() as client:
         for entry in instance_containers(client, instance):
             client.remove_container(entry["Id"], force=True, v=True)
+        info = client.info()
+    cgroup = PilotCgroup(instance, str(info.get("CgroupDriver", "cgroupfs")), int(info.get("CgroupVersion") or 1))
+    cgroup.remove()
 
 
-def ensure_busybox_image(reference: str = "busybox:latest") -> None:
-    """Create ``busybox:latest`` with docker import from the host's static busybox if missing."""
+def cgroup_names(root: str = CGROUP_ROOT) -> set[str]:
+    """Return the cgroups one and two levels down ("cpu/t1a2b" on cgroup v1, "t1a2b" on v2),
+    where the pilots' parents go."""
+    names = set()
+    for top in os.scandir(root):
+        if top.is_dir(follow_symlinks=False):
+            names.add(top.name)
+            names.update(f"{top.name}/{entry.name}" for entry in os.scandir(top.path) if entry.is_dir())
+    return names
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """What the test suite could leave behind on the host."""
+
+    cgroups: frozenset[str]
+    containers: frozenset[str]
+    images: frozenset[str]
+    users: frozenset[str]
+
+    @classmethod
+    def take(cls) -> "HostSnapshot":
+        """Look at the host now (containers and images only while an engine answers)."""
+        containers: set[str] = set()
+        images: set[str] = set()
+        if docker_answers():
+            with engine_client() as client:
+                containers = {entry["Id"][:12] for entry in client.containers(all=True)}
+                images = {tag for entry in client.images() for tag in entry.get("RepoTags") or [entry["Id"]]}
+        return cls(
+            frozenset(cgroup_names()),
+            frozenset(containers),
+            frozenset(images),
+            frozenset(u.pw_name for u in pwd.getpwall()),
+        )
+
+    def left_since(self, before: "HostSnapshot", engine: bool = True) -> list[str]:
+        """Return what is here now that was not at ``before``, one line per kind (the engine's
+        containers and images only if ``engine``)."""
+        lines = []
+        for kind in ("cgroups", "users", *(("containers", "images") if engine else ())):
+            new = sorted(getattr(self, kind) - getattr(before, kind))
+            if new:
+                lines.append(f"{kind} left behind: {', '.join(new[:20])}")
+        return lines
+
+
+def ensure_busybox_image(reference: str = "busybox:latest") -> bool:
+    """Create ``busybox:latest`` with docker import from the host's static busybox if missing;
+    return whether it was created here (so that its creator removes it afterwards)."""
     client = docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", timeout=120)
     try:
         try:
             client.inspect_image(reference)
-            return
+            return False
         except docker.errors.ImageNotFound:
             pass
         archive = io.BytesIO()
@@ -161,6 +215,7 @@ def ensure_busybox_image(reference: str = "busybox:latest") -> None:
                 tar.addfile(link)
         repository, _, tag = reference.partition(":")
         client.import_image_from_data(archive.getvalue(), repository=repository, tag=tag or "latest")
+        return True
     finally:
         client.close()
 

@@ -181,7 +181,7 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
         for burner in owner:
             burner.kill()
         ctl(folder, "stop")
-        services.remove_instance_containers(INSTANCE)
+        services.remove_instance(INSTANCE)
         if engine is not None:
             engine.stop()
 

@@ -46,7 +46,7 @@ def docker_user(docker_engine: Engine) -> Iterator[pwd.struct_passwd]:
     yield user
     os.chmod(services.DOCKER_SOCKET, 0o660)
     as_user(user, "stop", "--timeout", "20")
-    services.remove_instance_containers("socketfault")
+    services.remove_instance("socketfault")
     subprocess.run(["userdel", "-r", user.pw_name], capture_output=True, check=False)
 
 

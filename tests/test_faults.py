@@ -75,7 +75,7 @@ def second(tmp_path_factory: pytest.TempPathFactory, docker_engine: Engine) -> I
     setup = Installation(root=str(tmp_path_factory.mktemp("second")), instance="tsecond")
     yield setup
     setup.ctl("stop", "--timeout", "20")
-    services.remove_instance_containers(setup.instance)
+    services.remove_instance(setup.instance)
 
 
 def test_two_instances_share_a_host(

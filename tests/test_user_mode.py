@@ -33,7 +33,7 @@ def docker_user(docker_engine: Engine) -> Iterator[pwd.struct_passwd]:
     user = make_user("plancton-tester", ["docker"])
     yield user
     as_user(user, "stop", "--timeout", "20")
-    services.remove_instance_containers("usermode")
+    services.remove_instance("usermode")
     subprocess.run(["userdel", "-r", user.pw_name], capture_output=True, check=False)
 
 
