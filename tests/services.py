@@ -8,6 +8,7 @@ import io
 import os
 import pwd
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ DOCKER_SOCKET = "/var/run/docker.sock"
 BUSYBOX = "/bin/busybox"
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "false", "ls", "yes", "kill", "mkdir", "env", "dd", "timeout")
 START_TIMEOUT_SECONDS = 90.0
+#: planctonctl through the interpreter running this code (the test environment's), not PATH.
+PLANCTONCTL = (sys.executable, "-m", "plancton.cli.planctonctl")
 
 T = TypeVar("T")
 

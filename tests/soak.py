@@ -3,7 +3,9 @@ random owner load, a reload every minute and a Docker Engine restart every ten m
 
 Run as root on a machine whose Docker Engine the run may restart::
 
-    PYTHONPATH=. /opt/plancton-test/venv/bin/python -m tests.soak --minutes 30
+    /opt/plancton-test/venv/bin/python -m tests.soak --minutes 30
+
+from the checkout, after ./tests/run has made the test environment.
 
 It prints (and writes with --output) pilots started, exits handled, kills, the daemon's RSS
 and open file descriptors at start and end, and the orphan containers left, and exits 1 when
@@ -14,11 +16,11 @@ after each engine restart.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -50,7 +52,7 @@ docker_cmd: ["sh", "-c", "sleep $(( RANDOM % 20 + 1 ))"]
 
 def ctl(folder: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run planctonctl on the soak's folders."""
-    command = [shutil.which("planctonctl") or "planctonctl", "--confdir", folder, "--rundir", folder]
+    command = [*services.PLANCTONCTL, "--confdir", folder, "--rundir", folder]
     return subprocess.run([*command, "--logdir", folder, *args], capture_output=True, text=True, check=False)
 
 
@@ -178,12 +180,14 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
             "errors_logged": log.count(" ERROR "),
         }
     finally:
-        for burner in owner:
-            burner.kill()
-        ctl(folder, "stop")
-        services.remove_instance(INSTANCE)
-        if engine is not None:
-            engine.stop()
+        # every step runs even when one before it fails, so that no engine is left running
+        with contextlib.ExitStack() as cleanup:
+            if engine is not None:
+                cleanup.callback(engine.stop)
+            cleanup.callback(services.remove_instance, INSTANCE)
+            cleanup.callback(ctl, folder, "stop")
+            for burner in owner:
+                cleanup.callback(burner.kill)
 
 
 def main() -> int:

@@ -25,6 +25,7 @@ from plancton.metrics.points import (
     sender_point,
 )
 from plancton.metrics.reporting import LoopReport, PilotEvent
+from tests import services
 
 TAGS = {"host": "node1", "instance": "plancton"}
 FACTS = schema.HostFacts(ncpus=4, ram_bytes=8 * 2**30, swap_bytes=0)
@@ -241,10 +242,21 @@ def test_bad_url_message_hides_the_password() -> None:
     assert "secret" not in str(error.value)
 
 
-def test_reporter_without_targets_accepts_everything() -> None:
+def test_a_reporter_whose_database_is_down_logs_it_once_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    """What a user sees when InfluxDB is away: one line in the log naming the target, and the
+    daemon's calls return as usual (nothing listens on port 9 of the loopback)."""
     reporter = InfluxReporter(host_name="node1")
-    config, _ = loader.parse({"instance": "quiet"}, FACTS)
+    config, _ = loader.parse({"instance": "quiet", "influxdb_url": "http://127.0.0.1:9#metrics"}, FACTS)
+    caplog.set_level(logging.WARNING)
     reporter.configure(config)
-    reporter.loop(report())
-    reporter.pilot_event(PilotEvent("started", "quiet-1"))
+    for _ in range(5):
+        reporter.loop(report())
+        reporter.pilot_event(PilotEvent("started", "quiet-1"))
+    services.poll(lambda: any("127.0.0.1:9" in record.getMessage() for record in caplog.records), 30, "the error")
+    for _ in range(5):
+        reporter.loop(report())
+    about_target = [record.getMessage() for record in caplog.records if "127.0.0.1:9" in record.getMessage()]
+    assert len(about_target) == 1, about_target
+    assert "logged again at most every" in about_target[0]
     reporter.close()
+    assert "points not sent at shutdown" in caplog.records[-1].getMessage()

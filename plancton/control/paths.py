@@ -68,13 +68,15 @@ def resolve(
 
 
 def prepare(paths: Paths) -> None:
-    """Create the run and log folders (0700 in user mode) and check they are safe to use.
+    """Create the run and log folders, and in user mode the configuration folder (0700 in user
+    mode), and check they are safe to use.
 
     Raises:
         PlanctonError: a folder cannot be created or written, or is writable by others.
     """
     mode = 0o700 if paths.user_mode else 0o755
-    for folder in (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile)):
+    folders = (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile))
+    for folder in (paths.confdir, *folders) if paths.user_mode else folders:
         try:
             os.makedirs(folder, mode=mode, exist_ok=True)
         except OSError as error:
