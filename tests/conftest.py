@@ -107,6 +107,18 @@ class Engine:
                         process.kill()
 
 
+#: The environment variable that marks the processes a test session started.
+SESSION_MARK = "PLANCTON_TEST_SESSION"
+
+
+def _marked(process: psutil.Process, mark: str) -> bool:
+    """Return whether a live process carries this session's mark in its environment."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE and process.environ().get(SESSION_MARK) == mark
+    except (psutil.Error, OSError):
+        return False
+
+
 #: What the session left on the host, found while the engine still answered.
 LEFT_BEHIND: list[str] = []
 
@@ -114,18 +126,16 @@ LEFT_BEHIND: list[str] = []
 @pytest.fixture(scope="session", autouse=True)
 def host_left_as_found() -> Iterator[None]:
     """Fail the session when it leaves a cgroup, container, image, user or process behind."""
-    began = time.time()
+    # every process this session starts inherits the mark, whoever it is reparented to
+    mark = secrets.token_hex(8)
+    os.environ[SESSION_MARK] = mark
     before = services.HostSnapshot.take()
     yield
     LEFT_BEHIND.extend(services.HostSnapshot.take().left_since(before, engine=False))
-    mine = os.getpid()
     left = [
-        f"{process.pid} {' '.join(process.info['cmdline'] or [])}"
-        for process in psutil.process_iter(["cmdline", "create_time", "status"])
-        if process.info["create_time"] >= began
-        and process.pid != mine
-        and process.info["cmdline"]
-        and process.info["status"] != psutil.STATUS_ZOMBIE
+        f"{process.pid} {' '.join(process.cmdline())}"
+        for process in psutil.process_iter()
+        if process.pid != os.getpid() and _marked(process, mark)
     ]
     if left:
         LEFT_BEHIND.append(f"processes left running: {'; '.join(left[:10])}")

@@ -9,6 +9,8 @@ import daemon as python_daemon
 
 from plancton.cli.output import complain
 from plancton.config.schema import Config
+from plancton.control import legacy
+from plancton.control.modefiles import write_mode
 from plancton.control.paths import Paths
 from plancton.control.pidfile import PidFile
 from plancton.daemon import logsetup
@@ -48,6 +50,7 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
         if foreground:
             complain(str(error))
         return EXIT_OK if not foreground else EXIT_FAILURE
+    adopt_legacy_mode(paths)
     try:
         engine = DockerPilots(config.instance)
         # the InfluxDB sender does nothing until the configuration names a target
@@ -57,6 +60,19 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
         return EXIT_FAILURE
     finally:
         pidfile.release()
+
+
+def adopt_legacy_mode(paths: Paths) -> None:
+    """Read the original Plancton's mode files in the run folder once, as the matching mode."""
+    try:
+        mode, files = legacy.take_legacy_mode(paths.rundir)
+        if mode is not None:
+            write_mode(paths.rundir, mode)
+    except OSError as error:
+        log.error("cannot read or replace the original Plancton's mode files in %s: %s", paths.rundir, error)
+        return
+    if files:
+        log.warning("%s", legacy.legacy_mode_message(mode, files, paths.rundir))
 
 
 def run_detached(paths: Paths, config: Config) -> int:

@@ -22,6 +22,7 @@ import psutil
 from plancton import __version__
 from plancton.cli.output import complain, say
 from plancton.config import display, loader, schema
+from plancton.control import legacy
 from plancton.control.modefiles import read_mode, request_spawn_now, write_mode
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
@@ -165,9 +166,24 @@ def signal_daemon(pid: int, number: int) -> None:
 # -- verbs ----------------------------------------------------------------------------------
 
 
+def refuse_beside_the_original(paths: Paths) -> None:
+    """Refuse to start while a daemon of the original Plancton (0.6) runs on this host: its
+    pidfile in /var/run (root), or the same pidfile as ours (user mode, which 0.6 shared).
+
+    Raises:
+        PlanctonError: naming the old daemon and how to stop it.
+    """
+    own = (paths.pidfile,)
+    for pidfile, ignored in ((legacy.LEGACY_PIDFILE, own), (paths.pidfile, ())):
+        pid = legacy.running_legacy_daemon(pidfile, own_pidfiles=ignored)
+        if pid is not None:
+            raise PlanctonError(legacy.legacy_daemon_message(pid, pidfile))
+
+
 def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     """Start the daemon in the background; return 0 once it really runs."""
     prepare(paths)
+    refuse_beside_the_original(paths)
     pid = running_pid(paths.pidfile)
     if pid is not None:
         say(f"Plancton is already running (pid {pid})")
@@ -216,6 +232,7 @@ def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
     prepare(paths)
+    refuse_beside_the_original(paths)
     config = load_config(paths.config_file)
     from plancton.cli import launch  # noqa: PLC0415
 
