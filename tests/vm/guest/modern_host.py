@@ -274,6 +274,33 @@ def test_systemctl_restart_adopts_the_running_pilots() -> None:
     assert pilot_ids(running_only=False) == before
 
 
+def test_a_slice_without_the_idle_weight_is_reported_with_its_fix() -> None:
+    """Bad input on this platform: an administrator gave the slice a normal CPU weight. The
+    daemon, which cannot write to the cgroup file system (ProtectControlGroups=yes, user
+    plancton), says so and how to fix it; the pilots run on. Then the slice is put right.
+    """
+    pilots = pilot_ids()
+    try:
+        systemctl("set-property", "--runtime", SLICE, "CPUWeight=100")
+        assert read(f"{SLICE_FOLDER}/cpu.idle") == "0"
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        systemctl("restart", "plancton.service")
+        warning = wait_until(
+            lambda: [line for line in journal(f"--since={since}").splitlines() if DAEMON_CPU_WEIGHT_WARNING in line],
+            60,
+            "the daemon's warning about the CPU weight",
+        )
+        assert "CPUWeight=idle" in warning[0], warning[0]
+        assert status()["cgroup"]["cpu"] == "default weight"
+        assert pilot_ids() == pilots
+    finally:
+        systemctl("set-property", "--runtime", SLICE, "CPUWeight=idle")
+    assert read(f"{SLICE_FOLDER}/cpu.idle") == "1"
+    systemctl("restart", "plancton.service")
+    wanted = {"parent": SLICE, "cpu": "cpu.idle 1"}
+    wait_until(lambda: status().get("cgroup") == wanted, 60, f"planctonctl status showing the cgroup {wanted}")
+
+
 def test_the_owner_gets_the_cpu_back(owner_load: Callable[[], None]) -> None:
     pilots = pilot_ids()
     assert len(pilots) == PILOTS
