@@ -4,6 +4,7 @@ No registry is reachable on the test machines, so ``busybox:latest`` is made wit
 ``docker import`` from a folder holding the host's static busybox and its applet links.
 """
 
+import contextlib
 import io
 import os
 import pwd
@@ -147,7 +148,15 @@ def remove_instance(instance: str) -> None:
             client.remove_container(entry["Id"], force=True, v=True)
         info = client.info()
     cgroup = PilotCgroup(instance, str(info.get("CgroupDriver", "cgroupfs")), int(info.get("CgroupVersion") or 1))
-    cgroup.remove()
+    # the runtime removes a removed container's own cgroup a moment later; until then the
+    # parent is not empty
+
+    def gone() -> bool:
+        cgroup.remove()
+        return not any(name.rpartition("/")[2] == instance for name in cgroup_names())
+
+    with contextlib.suppress(WaitTimeout):
+        poll(gone, 10, "the instance's cgroup to go")
 
 
 def cgroup_names(root: str = CGROUP_ROOT) -> set[str]:

@@ -36,7 +36,7 @@ def test_engine_killed_during_a_spawn_burst(installation: Installation, docker_e
     assert installation.ctl("status").returncode == 0  # still running
     docker_engine.ensure()
     wait_until(lambda: states(installation.instance) == ["running"] * 6, timeout=120, what="a full pool again")
-    assert "Docker Engine is back" in installation.log()
+    assert "container engine is back" in installation.log()
     assert installation.status()["engine_error"] is None
 
 
@@ -75,7 +75,7 @@ def test_socket_permissions_changed_under_the_daemon(docker_user: pwd.struct_pas
     )
     assert as_user(docker_user, "status").returncode == 0
     os.chmod(services.DOCKER_SOCKET, 0o660)
-    wait_until(lambda: "Docker Engine unavailable" not in as_user(docker_user, "status").stdout, what="recovery")
+    wait_until(lambda: "container engine unavailable" not in as_user(docker_user, "status").stdout, what="recovery")
     wait_until(lambda: states("socketfault") == ["running"], what="one running pilot")
     assert as_user(docker_user, "status").returncode == 0
 
@@ -99,6 +99,7 @@ def test_image_removed_while_pilots_run(installation: Installation, fault_image:
     wait_until(lambda: states(installation.instance) == ["running", "running"], what="two pilots")
     client = docker.APIClient(version="auto")
     try:
+        untagged = client.inspect_image(fault_image)["Id"]
         client.remove_image(fault_image, force=True)
         # running pilots are left alone; a replacement cannot start without the image
         client.kill(containers(installation.instance)[0]["Id"])
@@ -109,3 +110,8 @@ def test_image_removed_while_pilots_run(installation: Installation, fault_image:
     assert installation.ctl("status").returncode == 0
     services.ensure_busybox_image(fault_image)
     wait_until(lambda: states(installation.instance) == ["running", "running"], what="the pool refilled")
+    # the image the test untagged stays, nameless, until its last pilot is gone
+    installation.ctl("stop")
+    services.remove_instance(installation.instance)
+    with services.engine_client() as client:
+        client.remove_image(untagged, force=True)

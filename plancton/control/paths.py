@@ -1,5 +1,6 @@
 """Where Plancton keeps its configuration, state and logs, in root mode and in user mode."""
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -75,8 +76,11 @@ def prepare(paths: Paths) -> None:
         PlanctonError: a folder cannot be created or written, or is writable by others.
     """
     mode = 0o700 if paths.user_mode else 0o755
-    folders = (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile))
-    for folder in (paths.confdir, *folders) if paths.user_mode else folders:
+    if paths.user_mode and not os.path.exists(paths.confdir):
+        # where config.yaml goes; only created, since it only needs to be readable
+        with contextlib.suppress(OSError):
+            os.makedirs(paths.confdir, mode=0o700)
+    for folder in (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile)):
         try:
             os.makedirs(folder, mode=mode, exist_ok=True)
         except OSError as error:
