@@ -210,7 +210,9 @@ def test_install_takes_the_systemd_branch() -> None:
         handle.write(TEST_CONFIG)
 
     done = install()
-    assert done.returncode == 0, done.stdout + done.stderr
+    daemon_output = run("journalctl", "--no-pager", "--output=cat", "--lines=2", "_SYSTEMD_UNIT=plancton.service")
+    daemon_said = " | ".join(daemon_output.stdout.splitlines())
+    assert done.returncode == 0, f"the daemon's journal ends: {daemon_said}\n{done.stdout}{done.stderr}"
     assert f"installing the systemd unit {UNIT_FILE}" in done.stdout, done.stdout
     assert f"installing {SLICE_FILE}" in done.stdout, done.stdout
     assert "configuration: keeping /etc/plancton/config.yaml" in done.stdout
