@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plancton.cli import bootstrap
+from plancton.cli import bootstrap, output
 from plancton.config.loader import load
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
@@ -95,9 +95,9 @@ def test_boot_entry_replaces_its_own_line_and_keeps_the_others():
 
 def test_command_line_needs_exactly_one_action(tmp_path: "os.PathLike[str]"):
     folders = ["--confdir", os.path.join(tmp_path, "conf"), "--rundir", os.path.join(tmp_path, "run")]
-    assert bootstrap.main(folders) == bootstrap.EXIT_USAGE
-    assert bootstrap.main([*folders, "--update", "alice/conf"]) == bootstrap.EXIT_USAGE
-    assert bootstrap.main([*folders, "--dryrun", "--branch", "main"]) == bootstrap.EXIT_USAGE
+    assert bootstrap.main(folders) == output.EXIT_USAGE
+    assert bootstrap.main([*folders, "--update", "alice/conf"]) == output.EXIT_USAGE
+    assert bootstrap.main([*folders, "--dryrun", "--branch", "main"]) == output.EXIT_USAGE
     assert not os.path.exists(os.path.join(tmp_path, "conf"))
 
 

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from plancton.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from plancton.cli.planctonctl import add_location_options, location_arguments, paths_from
 from plancton.cli.planctonctl import main as planctonctl
 from plancton.config import loader, older_keys, schema
@@ -35,9 +36,6 @@ from plancton.control.pidfile import running_pid
 from plancton.errors import ConfigError, PlanctonError
 from plancton.platform.host import host_facts
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 GIT_TIMEOUT_SECONDS = 300
 GIT_PROTOCOLS = "file:git:http:https:ssh"
 SYSTEMD_UNIT = "plancton.service"

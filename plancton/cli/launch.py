@@ -7,7 +7,7 @@ import logging
 
 import daemon as python_daemon
 
-from plancton.cli.output import complain
+from plancton.cli.output import EXIT_FAILURE, EXIT_OK, complain
 from plancton.config.schema import Config
 from plancton.control import legacy
 from plancton.control.modefiles import write_mode
@@ -20,9 +20,6 @@ from plancton.errors import AlreadyRunning, EnginePermissionDenied, EngineUnavai
 from plancton.metrics.points import InfluxReporter
 
 log = logging.getLogger("plancton")
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
 
 
 def check_engine(config: Config) -> None:

@@ -2,6 +2,13 @@
 
 import sys
 
+#: Exit codes, as the LSB gives them for init scripts.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 3
+EXIT_RELOAD_NOT_RUNNING = 7
+
 
 def say(message: str) -> None:
     """Print a line for the user on stdout."""

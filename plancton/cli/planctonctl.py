@@ -20,7 +20,14 @@ from typing import Any
 import psutil
 
 from plancton import __version__
-from plancton.cli.output import complain, say
+from plancton.cli.output import (
+    EXIT_FAILURE,
+    EXIT_NOT_RUNNING,
+    EXIT_OK,
+    EXIT_RELOAD_NOT_RUNNING,
+    complain,
+    say,
+)
 from plancton.config import display, loader, schema
 from plancton.control import legacy
 from plancton.control.modefiles import read_mode, request_spawn_now, write_mode
@@ -33,11 +40,6 @@ from plancton.platform.host import host_facts
 
 log = logging.getLogger("plancton")
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_RUNNING = 3
-EXIT_RELOAD_NOT_RUNNING = 7
 DEFAULT_START_WAIT = 30.0
 DEFAULT_STOP_TIMEOUT = 60.0
 

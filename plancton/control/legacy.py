@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 
+from plancton.control.pidfile import read_pid
 from plancton.core.modes import Mode
 
 #: The original's pidfile when run by root.
@@ -38,8 +39,8 @@ def running_legacy_daemon(pidfile: str = LEGACY_PIDFILE, own_pidfiles: tuple[str
     the daemon named by one of ``own_pidfiles`` (ours), and it is the original's daemon
     by :func:`is_legacy_process`. Never raises.
     """
-    pid = _read_pid(pidfile)
-    if pid is None or pid in (os.getpid(), os.getppid()) or pid in {_read_pid(path) for path in own_pidfiles}:
+    pid = read_pid(pidfile)
+    if pid is None or pid in (os.getpid(), os.getppid()) or pid in {read_pid(path) for path in own_pidfiles}:
         return None
     try:
         process = psutil.Process(pid)
@@ -101,15 +102,6 @@ def is_legacy_pilot(entry: Mapping[str, Any]) -> bool:
         return False
     names = entry.get("Names") or []
     return any(str(name).lstrip("/").startswith(LEGACY_PILOT_PREFIX) for name in names)
-
-
-def _read_pid(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii") as handle:
-            text = handle.read(32).strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() and int(text) > 0 else None
 
 
 def legacy_daemon_message(pid: int, pidfile: str = LEGACY_PIDFILE) -> str:
