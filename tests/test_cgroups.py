@@ -2,10 +2,12 @@
 file trees laid out like the kernel's, and the host sensor on this host."""
 
 import os
+import secrets
+import subprocess
 
 import pytest
 
-from plancton.platform.cgroups import PilotCgroup
+from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 from plancton.platform.host import HostSensor, read_pressure
 
 
@@ -88,3 +90,27 @@ def test_host_sensor_on_this_host() -> None:
     assert sample.pilots_cores == 0.0  # no accounting readable: no pilot CPU invented
     assert sample.available_bytes > 0
     assert sensor.sample() is sample  # asked again at once: the same sample, not noise
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root")
+def test_remove_clears_what_a_runtime_left_and_keeps_a_live_pilot() -> None:
+    """On this host's own cgroup file system: the empty cgroups a runtime leaves below the
+    parent for containers already gone are removed with it; one in which a process still
+    runs keeps the parent."""
+    version = 2 if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")) else 1
+    cgroup = PilotCgroup(f"t{secrets.token_hex(4)}", "cgroupfs", version)
+    parent = cgroup._folder("pids")
+    for child in ("gone-container", "live-container"):
+        os.makedirs(os.path.join(parent, child))
+    pilot = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(os.path.join(parent, "live-container", "cgroup.procs"), "w", encoding="ascii") as handle:
+            handle.write(str(pilot.pid))
+        assert cgroup.remove() == []
+        assert not os.path.exists(os.path.join(parent, "gone-container"))
+        assert os.path.isdir(os.path.join(parent, "live-container"))
+    finally:
+        pilot.kill()
+        pilot.wait()
+    assert parent in cgroup.remove()
+    assert not os.path.exists(parent)

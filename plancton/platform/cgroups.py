@@ -8,6 +8,7 @@ milliseconds, whatever Plancton does. Its CPU accounting gives the pilots' own C
 the owner's load can be measured net of the pilots.
 """
 
+import contextlib
 import errno
 import os
 from dataclasses import dataclass, field
@@ -90,8 +91,10 @@ class PilotCgroup:
         return "check the cgroup setup"
 
     def remove(self) -> list[str]:
-        """Remove the parent cgroup's folders that are empty (no pilot left); return those
-        removed. A systemd slice is left to systemd. Never raises."""
+        """Remove the parent cgroup's folders that are empty (no pilot left), with the empty
+        cgroups a runtime may leave below them for containers already gone; return the parent
+        folders removed. A cgroup in which a process runs is never removed (the kernel refuses
+        it). A systemd slice is left to systemd. Never raises."""
         if self.driver == "systemd":
             return []
         relative = self.docker_parent.lstrip("/")
@@ -105,6 +108,10 @@ class PilotCgroup:
             candidates = [os.path.join(self.root, controller, relative) for controller in controllers]
         removed = []
         for folder in candidates:
+            for below, _, _ in os.walk(folder, topdown=False):
+                if below != folder:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(below)
             try:
                 os.rmdir(folder)
             except OSError:
