@@ -153,10 +153,15 @@ def remove_instance(instance: str) -> None:
 
     def gone() -> bool:
         cgroup.remove()
-        return not any(name.rpartition("/")[2] == instance for name in cgroup_names())
+        return not instance_cgroups(instance)
 
     with contextlib.suppress(WaitTimeout):
         poll(gone, 10, "the instance's cgroup to go")
+
+
+def instance_cgroups(instance: str) -> list[str]:
+    """Return the pilots' parent cgroups of an instance still on the host."""
+    return sorted(name for name in cgroup_names() if name.rpartition("/")[2] in (instance, f"{instance}.slice"))
 
 
 def cgroup_names(root: str = CGROUP_ROOT) -> set[str]:

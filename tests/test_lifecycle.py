@@ -165,6 +165,7 @@ def test_mode_verbs_reach_the_daemon(installation: Installation, docker_api: doc
     assert installation.ctl("drain-stop").returncode == 0
     wait_until(lambda: installation.ctl("status").returncode == 3, what="drain-stop to end the daemon")
     assert "drain-stop complete" in installation.log()
+    assert services.instance_cgroups(installation.instance) == []  # the pilots' cgroup went with them
     assert installation.status()["mode"] == "active"  # the next start is an ordinary one
 
 
