@@ -208,6 +208,12 @@ def test_dry_run_changes_nothing(checkout: str, fresh_machine: set[str]) -> None
     assert "would: installing Plancton" in done.stdout
     assert "would: writing the default configuration /etc/plancton/config.yaml" in done.stdout
     assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+    workstation = install(checkout, "--workstation", "--dry-run")
+    assert workstation.returncode == 0, workstation.stdout + workstation.stderr
+    assert (
+        "would: writing the default configuration /etc/plancton/config.yaml with input_idle: 3m run_on_battery: false"
+        in workstation.stdout
+    )
 
 
 def test_install_runs_the_daemon_as_the_plancton_user(
@@ -254,6 +260,11 @@ def test_second_run_changes_nothing(checkout: str, installed: subprocess.Complet
     assert "nothing to change" in again.stdout, again.stdout
     preview = install(checkout, "--dry-run")
     assert preview.returncode == 0 and "dry run: 0 change(s)" in preview.stdout, preview.stdout
+
+    # --workstation never rewrites a configuration that is there: it says what to set
+    workstation = install(checkout, "--workstation")
+    assert workstation.returncode == 0, workstation.stdout + workstation.stderr
+    assert "set these in it yourself if you want them: input_idle: 3m run_on_battery: false" in workstation.stdout
 
     assert daemon_pid() == pid
     with open(CONFIG, encoding="utf-8") as handle:
