@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import pytest
 from jeepney import DBusAddress, new_method_call  # type: ignore[import-untyped]
 from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
@@ -27,6 +28,8 @@ from jeepney.wrappers import unwrap_msg  # type: ignore[import-untyped]
 
 from plancton.platform import logind
 from plancton.platform.presence import PresenceSensor
+from tests import services
+from tests.conftest import Installation, wait_until
 
 
 def dbusmock_python() -> str | None:
@@ -238,3 +241,30 @@ def test_a_bus_that_never_answers_does_not_hold_up_sampling(
     assert presence.input_idle_seconds == 90.0 and presence.input_source == "input devices"
     assert sum("cannot follow logind" in record.getMessage() for record in caplog.records) == 1
     assert not any(thread.name == "plancton-logind" for thread in threading.enumerate())
+
+
+def test_a_daemon_pauses_its_pilots_while_someone_is_at_the_keyboard(
+    mock_logind: Callable[[bool, float], None], installation: Installation, docker_api: docker.APIClient
+) -> None:
+    """The whole path on real parts: logind's idle hint turns false, its signal wakes a daemon
+    that would otherwise sleep 30 s, and the engine pauses the pilot; status --why says why.
+    When the person has been away for input_idle, the pilot runs again."""
+    mock_logind(True, time.time() - 600)
+    installation.write_config(
+        "owner_busy_percent: 100\nowner_idle_percent: 99\npause_delay: 1h\ngrace_kill: 1h\ngrace_spawn: 1\n"
+        "main_sleep: 30\nmax_docks: 1\ndocker_cmd: sleep 300\ninput_idle: 60\nrun_on_battery: true\n"
+    )
+    assert installation.ctl("start").returncode == 0
+
+    def pilot_states() -> list[str]:
+        return [entry["State"] for entry in services.instance_containers(docker_api, installation.instance)]
+
+    wait_until(lambda: pilot_states() == ["running"], what="a running pilot")
+    mock_logind(False, time.time())
+    # well before the loop's next 30 s turn: the signal woke it
+    wait_until(lambda: pilot_states() == ["paused"], timeout=15, what="the pilot paused")
+    why = installation.ctl("status", "--why").stdout
+    assert "keyboard used 0 s ago (logind): pausing 1 youngest pilots" in why
+    mock_logind(True, time.time() - 120)
+    wait_until(lambda: pilot_states() == ["running"], timeout=15, what="the pilot running again")
+    assert "keyboard used" not in installation.ctl("status", "--why").stdout

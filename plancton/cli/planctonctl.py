@@ -93,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for a graceful exit before SIGKILL",
     )
-    verb("status", "say whether the daemon runs, its mode and its pilots").add_argument(
-        "--json", action="store_true", help="print the status as JSON"
+    status = verb("status", "say whether the daemon runs, its mode and its pilots")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--why", action="store_true", help="print only the reasons for what the daemon did in its last loop"
     )
     verb("foreground", "run attached, logging to stderr (for systemd and debugging)", aliases=("nodaemon",))
     verb("reload", "make the daemon re-read its configuration now")
@@ -326,6 +328,10 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         return code
     if not data["running"]:
         say(f"Plancton is not running (mode {data['mode']})")
+        return code
+    if args.why:
+        for reason in data["why"] or ["nothing held back or stopped the pilots in the last loop"]:
+            say(reason)
         return code
     uptime = _duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
     say(f"Plancton is running (pid {data['pid']}, up {uptime}), mode {data['mode']}, instance {data['instance']}")
