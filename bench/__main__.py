@@ -19,7 +19,7 @@ from typing import Any
 import docker.errors
 import psutil
 
-from bench import fill, overhead, reclaim, refill
+from bench import fill, overhead, presence, reclaim, refill
 from bench.harness import REPO, Bench, BenchError, Figure, ScenarioResult, deferred_signals
 
 SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
@@ -28,6 +28,7 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "reclaim": reclaim.run_reclaim,
     "harvest": reclaim.run_harvest,
     "overhead": overhead.run,
+    "presence": presence.run,
 }
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")
