@@ -158,10 +158,13 @@ def main(argv: list[str] | None = None) -> int:
         handle.write("\n")
     timelines = {result.name: result.raw["timeline"] for result in results if "timeline" in result.raw}
     if timelines:
-        from bench import plot  # noqa: PLC0415 - matplotlib only when there is something to draw
-
-        plot.draw(timelines, args.plot)
-        print(f"bench: plot in {args.plot}", file=sys.stderr)
+        try:
+            from bench import plot  # noqa: PLC0415 - matplotlib only when there is something to draw
+        except ModuleNotFoundError as error:
+            print(f"bench: no plot drawn: {error.name} is missing (pip install '.[bench]')", file=sys.stderr)
+        else:
+            plot.draw(timelines, args.plot)
+            print(f"bench: plot in {args.plot}", file=sys.stderr)
     print(f"bench: results in {args.results}", file=sys.stderr)
     return 1 if any(result.error for result in results) else 0
 
