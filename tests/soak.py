@@ -169,7 +169,8 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
         ctl(folder, "stop")
         with open(os.path.join(folder, "plancton.log"), encoding="utf-8", errors="replace") as handle:
             log = handle.read()
-        others = [(moment, count - open_sockets) for (moment, count), (_, open_sockets) in zip(samples, sockets)]
+        paired = zip(samples, sockets, strict=True)
+        others = [(moment, count - open_sockets) for (moment, count), (_, open_sockets) in paired]
         return {
             "minutes": minutes,
             "seed": seed,
