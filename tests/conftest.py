@@ -1,5 +1,9 @@
-"""Fixtures shared by the test suite: a real Docker Engine, the busybox image, a unique
-Plancton instance whose containers are removed afterwards, and a way to run planctonctl.
+"""Fixtures shared by the test suite: a real Docker Engine, rootful Podman's API service,
+the busybox image, a unique Plancton instance whose containers are removed afterwards, and a
+way to run planctonctl.
+
+A test runs against the Docker Engine unless it parametrizes ``engine_name`` with
+:data:`BOTH_ENGINES`, which runs it against Podman too (test ids ``[docker]``, ``[podman]``).
 """
 
 import contextlib
@@ -23,6 +27,7 @@ import pytest
 
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
+from plancton.platform.cgroups import PilotCgroup
 from tests import services
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
@@ -165,6 +170,55 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
+@pytest.fixture(scope="session")
+def podman_engine(docker_engine: Engine) -> Iterator[str]:
+    """Rootful Podman's API service: the one answering on its socket, or one started (and
+    stopped, by its pid) here; yield its URL. The busybox image is copied into it from the
+    Docker Engine and removed afterwards, with the cgroups Podman made for its conmon."""
+    started: services.StartedProcess | None = None
+    cgroups_before = services.cgroup_names()
+    if not services.docker_answers(services.PODMAN_URL):
+        if shutil.which("podman") is None:
+            pytest.skip("podman is not installed (tests/run installs it)")
+        if os.geteuid() != 0:
+            pytest.fail("Podman's API service does not answer and only root can start the rootful one")
+        started = services.start_podman_service(tempfile.mkdtemp(prefix="plancton-podman-"))
+    copied_busybox = services.copy_image("busybox:latest", services.PODMAN_URL)
+    yield services.PODMAN_URL
+    if copied_busybox:
+        with services.engine_client(url=services.PODMAN_URL) as client:
+            client.remove_image("busybox:latest", force=True)
+    if started is not None:
+        started.stop()
+        if not any(name.endswith("/libpod_parent") for name in cgroups_before):
+            PilotCgroup("libpod_parent").remove()
+
+
+#: Parametrizes a test's ``engine_name`` over both engines: ``@BOTH_ENGINES``.
+BOTH_ENGINES = pytest.mark.parametrize("engine_name", ["docker", "podman"])
+
+
+@pytest.fixture
+def engine_name() -> str:
+    """The engine a test runs against: "docker", unless the test parametrizes it."""
+    return "docker"
+
+
+@pytest.fixture
+def engine_url(engine_name: str, docker_engine: Engine, request: pytest.FixtureRequest) -> str:
+    """The address of the engine under test (Podman's API service is started when needed)."""
+    if engine_name == "podman":
+        return str(request.getfixturevalue("podman_engine"))
+    return f"unix://{services.DOCKER_SOCKET}"
+
+
+@pytest.fixture
+def engine_api(engine_url: str) -> Iterator[docker.APIClient]:
+    """A low-level client of the engine under test, for assertions."""
+    with services.engine_client(url=engine_url) as client:
+        yield client
+
+
 @pytest.fixture
 def docker_api(docker_engine: Engine) -> Iterator[docker.APIClient]:
     """A low-level Docker client for assertions."""
@@ -174,11 +228,11 @@ def docker_api(docker_engine: Engine) -> Iterator[docker.APIClient]:
 
 
 @pytest.fixture
-def instance(docker_engine: Engine) -> Iterator[str]:
+def instance(docker_engine: Engine, engine_url: str) -> Iterator[str]:
     """A fresh instance name; its containers are removed after the test."""
     name = f"t{secrets.token_hex(4)}"
     yield name
-    services.remove_instance(name)
+    services.remove_instance(name, engine_url)
 
 
 def make_user(name: str, groups: list[str]) -> pwd.struct_passwd:
@@ -211,6 +265,8 @@ class Installation:
 
     root: str
     instance: str
+    #: the engine's address written to config.yaml, or None for the default (Docker)
+    engine_url: str | None = None
 
     @property
     def confdir(self) -> str:
@@ -231,8 +287,9 @@ class Installation:
     def write_config(self, text: str) -> None:
         """Write config.yaml: the given YAML after this installation's instance name."""
         os.makedirs(self.confdir, exist_ok=True)
+        engine = f"engine_url: {self.engine_url}\n" if self.engine_url else ""
         with open(self.config_file, "w", encoding="utf-8") as handle:
-            handle.write(f"instance: {self.instance}\n{text}")
+            handle.write(f"instance: {self.instance}\n{engine}{text}")
 
     def ctl(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run planctonctl on this installation and return the finished process."""
@@ -258,8 +315,13 @@ class Installation:
 
 
 @pytest.fixture
-def installation(instance: str, tmp_path: "os.PathLike[str]") -> Iterator[Installation]:
-    """A Plancton installation in a temporary folder; its daemon is stopped afterwards."""
-    setup = Installation(root=str(tmp_path), instance=instance)
+def installation(
+    instance: str, engine_name: str, engine_url: str, tmp_path: "os.PathLike[str]"
+) -> Iterator[Installation]:
+    """A Plancton installation in a temporary folder, on the engine under test; its daemon is
+    stopped afterwards."""
+    setup = Installation(
+        root=str(tmp_path), instance=instance, engine_url=engine_url if engine_name != "docker" else None
+    )
     yield setup
     setup.ctl("stop", "--timeout", "20")

@@ -1,4 +1,5 @@
-"""Real services for the tests and benchmarks: a Docker Engine and a local busybox image.
+"""Real services for the tests and benchmarks: a Docker Engine, Podman's API service, and a
+local busybox image in each.
 
 No registry is reachable on the test machines, so ``busybox:latest`` is made with
 ``docker import`` from a folder holding the host's static busybox and its applet links.
@@ -23,6 +24,9 @@ from plancton.engines.spec import instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 
 DOCKER_SOCKET = "/var/run/docker.sock"
+#: Where rootful Podman's API service listens (the path of Debian's podman.socket unit).
+PODMAN_SOCKET = "/run/podman/podman.sock"
+PODMAN_URL = f"unix://{PODMAN_SOCKET}"
 BUSYBOX = "/bin/busybox"
 BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "false", "ls", "yes", "kill", "mkdir", "env", "dd", "timeout")
 START_TIMEOUT_SECONDS = 90.0
@@ -77,10 +81,10 @@ class StartedProcess:
                 self.process.wait(10)
 
 
-def docker_answers() -> bool:
-    """Return whether a Docker Engine answers on the local socket."""
+def docker_answers(url: str = f"unix://{DOCKER_SOCKET}") -> bool:
+    """Return whether an engine answers the Docker API at ``url`` (by default the Docker socket)."""
     try:
-        client = docker.DockerClient(base_url=f"unix://{DOCKER_SOCKET}", timeout=5)
+        client = docker.DockerClient(base_url=url, timeout=5)
         try:
             return bool(client.ping())
         finally:
@@ -119,11 +123,54 @@ def start_dockerd(log_dir: str) -> StartedProcess:
     return started
 
 
+def start_podman_service(log_dir: str) -> StartedProcess:
+    """Start rootful Podman's API service on :data:`PODMAN_SOCKET` (root only; ``--time=0``, or
+    it exits 5 s after its last client), wait until it answers, and return it."""
+    os.makedirs(os.path.dirname(PODMAN_SOCKET), exist_ok=True)
+    log_path = os.path.join(log_dir, "podman.log")
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", PODMAN_URL],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    started = StartedProcess(process, log_path)
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            raise WaitTimeout(f"podman system service exited with code {process.returncode}")
+        return docker_answers(PODMAN_URL)
+
+    try:
+        poll(answers, START_TIMEOUT_SECONDS, "Podman's API service")
+    except WaitTimeout as error:
+        started.stop()
+        raise RuntimeError(f"{error}; its log:\n{started.log_text()[-4000:]}") from None
+    return started
+
+
+def copy_image(reference: str, url: str) -> bool:
+    """Copy an image of the Docker Engine into the engine at ``url`` unless it has it; return
+    whether it was copied (so that its copier removes it afterwards)."""
+    with engine_client(url=url, timeout=120) as target:
+        try:
+            target.inspect_image(reference)
+            return False
+        except docker.errors.ImageNotFound:
+            pass
+        with engine_client(timeout=120) as source:
+            archive = b"".join(source.get_image(reference))
+        for _ in target.load_image(archive):
+            pass
+    return True
+
+
 @contextmanager
-def engine_client(timeout: float = 60.0) -> Iterator[docker.APIClient]:
-    """A client of its own for the local engine, closed afterwards (use it where the engine may
-    have restarted since another client connected)."""
-    client = docker.APIClient(base_url=f"unix://{DOCKER_SOCKET}", version="auto", timeout=timeout)
+def engine_client(timeout: float = 60.0, url: str = f"unix://{DOCKER_SOCKET}") -> Iterator[docker.APIClient]:
+    """A client of its own for an engine (by default the Docker Engine), closed afterwards (use
+    it where the engine may have restarted since another client connected)."""
+    client = docker.APIClient(base_url=url, version="auto", timeout=timeout)
     try:
         yield client
     finally:
@@ -140,10 +187,10 @@ def running_ids(api: docker.APIClient, instance: str) -> set[str]:
     return {entry["Id"] for entry in instance_containers(api, instance, running_only=True)}
 
 
-def remove_instance(instance: str) -> None:
-    """Remove what a Plancton instance left on the host: every container labelled for it, with
-    their volumes, and then the pilots' parent cgroup."""
-    with engine_client() as client:
+def remove_instance(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> None:
+    """Remove what a Plancton instance left on the host: every container labelled for it in the
+    engine at ``url``, with their volumes, and then the pilots' parent cgroup."""
+    with engine_client(url=url) as client:
         for entry in instance_containers(client, instance):
             client.remove_container(entry["Id"], force=True, v=True)
         info = client.info()

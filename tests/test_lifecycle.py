@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from tests import services
-from tests.conftest import STEADY_POLICY, Installation, venv_command, wait_until
+from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, venv_command, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -31,20 +31,27 @@ def daemons_of(setup: Installation) -> list[psutil.Process]:
     return found
 
 
-def test_start_status_stop_and_adoption(installation: Installation, docker_api: docker.APIClient) -> None:
+@BOTH_ENGINES
+def test_start_status_stop_and_adoption(
+    installation: Installation, engine_api: docker.APIClient, engine_name: str
+) -> None:
     installation.write_config(STEADY_POLICY + "max_docks: 2\ndocker_cmd: sleep 300\n")
     started = installation.ctl("start")
     assert started.returncode == 0, started.stderr
     status = installation.status()
     assert status["running"] is True and isinstance(status["pid"], int)
     assert status["mode"] == "active"
-    pilots = wait_until(lambda: len(pilot_ids(docker_api, installation.instance)) == 2 and installation.status())
+    pilots = wait_until(lambda: len(pilot_ids(engine_api, installation.instance)) == 2 and installation.status())
     assert isinstance(pilots, dict)
-    before = pilot_ids(docker_api, installation.instance)
+    before = pilot_ids(engine_api, installation.instance)
 
     text = installation.ctl("status")
     assert text.returncode == 0
     assert f"pid {status['pid']}" in text.stdout and "mode active" in text.stdout
+    # the engine that answers, by the name and version it gives itself
+    answering = {"docker": "engine Docker Engine ", "podman": "engine Podman Engine "}[engine_name]
+    assert answering in text.stdout
+    assert f"# the running daemon's engine: {answering[7:]}" in installation.ctl("config").stdout
 
     again = installation.ctl("start")
     assert again.returncode == 0 and f"already running (pid {status['pid']})" in again.stdout
@@ -54,12 +61,12 @@ def test_start_status_stop_and_adoption(installation: Installation, docker_api: 
     assert not os.path.exists(os.path.join(installation.rundir, "plancton.pid"))
     assert installation.ctl("status").returncode == 3
     # stopping Plancton never disturbs the pilots
-    assert pilot_ids(docker_api, installation.instance) == before
+    assert pilot_ids(engine_api, installation.instance) == before
 
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: installation.state().loops >= 3, what="three loops of the new daemon")
     # the new daemon adopts the running pilots and starts no extra one
-    assert pilot_ids(docker_api, installation.instance) == before
+    assert pilot_ids(engine_api, installation.instance) == before
     assert len(installation.status()["pilots"]) == 2
 
 
@@ -147,15 +154,16 @@ def test_foreground_logs_to_stderr_and_ends_on_sigterm(
     assert pilot_ids(docker_api, installation.instance)  # the pilot outlives the daemon
 
 
-def test_mode_verbs_reach_the_daemon(installation: Installation, docker_api: docker.APIClient) -> None:
+@BOTH_ENGINES
+def test_mode_verbs_reach_the_daemon(installation: Installation, engine_api: docker.APIClient) -> None:
     installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\nvacate_time: 1\n")
     assert installation.ctl("start").returncode == 0
-    wait_until(lambda: pilot_ids(docker_api, installation.instance), what="a pilot")
+    wait_until(lambda: pilot_ids(engine_api, installation.instance), what="a pilot")
     assert installation.ctl("force-stop").returncode == 0
-    wait_until(lambda: not pilot_ids(docker_api, installation.instance), what="force-stop to stop the pilot")
+    wait_until(lambda: not pilot_ids(engine_api, installation.instance), what="force-stop to stop the pilot")
     assert installation.status()["mode"] == "force-stop"
     assert installation.ctl("force-start").returncode == 0
-    wait_until(lambda: pilot_ids(docker_api, installation.instance), what="force-start to start a pilot")
+    wait_until(lambda: pilot_ids(engine_api, installation.instance), what="force-start to start a pilot")
     assert installation.ctl("drain-stop").returncode == 0
     assert installation.ctl("resume").returncode == 0
     assert installation.status()["mode"] == "active"

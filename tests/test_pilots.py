@@ -2,6 +2,7 @@
 nothing foreign ever touched."""
 
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from docker.constants import DEFAULT_NUM_POOLS
 from plancton.daemon.actions import START_CONCURRENCY
 from plancton.engines.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION
 from tests import services
-from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
 
 pytestmark = pytest.mark.docker
 MIB = 1024**2
@@ -24,7 +25,8 @@ def pilots(api: docker.APIClient, instance: str, state: str | None = "running") 
     return [entry for entry in services.instance_containers(api, instance) if state is None or entry["State"] == state]
 
 
-def test_host_config_matches_the_configuration(installation: Installation, docker_api: docker.APIClient) -> None:
+@BOTH_ENGINES
+def test_host_config_matches_the_configuration(installation: Installation, engine_api: docker.APIClient) -> None:
     installation.write_config(
         STEADY_POLICY
         + """max_docks: 1
@@ -41,18 +43,28 @@ environment: {TASK_QUEUE: alice, SLOTS: 2}
 """
     )
     assert installation.ctl("start").returncode == 0
-    entries = wait_until(lambda: pilots(docker_api, installation.instance), what="a pilot")
+    entries = wait_until(lambda: pilots(engine_api, installation.instance), what="a pilot")
     assert isinstance(entries, list)
-    details = docker_api.inspect_container(entries[0]["Id"])
+    details = engine_api.inspect_container(entries[0]["Id"])
     host = details["HostConfig"]
     assert (host["CpuQuota"], host["CpuPeriod"]) == (50_000, 100_000)
     assert host["Memory"] == 64 * MIB
     assert host["MemorySwap"] == 96 * MIB
     assert host["PidsLimit"] == 100
-    assert sorted(host["Binds"]) == ["/usr:/host-usr:ro", "/var/tmp:/scratch:rw"]
+    # Podman adds the propagation it applies ("ro,rprivate,rbind")
+    binds = sorted((bind.split(":")[0], bind.split(":")[1], bind.split(":")[2].split(",")[0]) for bind in host["Binds"])
+    assert binds == [("/usr", "/host-usr", "ro"), ("/var/tmp", "/scratch", "rw")]
     assert [device["PathOnHost"] for device in host["Devices"]] == ["/dev/zero"]
-    assert host["CapAdd"] == ["NET_ADMIN"] and host["CapDrop"] == ["CHOWN"]
-    assert "no-new-privileges:true" in host["SecurityOpt"]
+    # Podman lists every capability it drops, its defaults' too
+    assert host["CapAdd"] == ["NET_ADMIN"] and "CHOWN" in host["CapDrop"] and "NET_ADMIN" not in host["CapDrop"]
+    assert {"no-new-privileges:true", "no-new-privileges"} & set(host["SecurityOpt"])
+    with open(f"/proc/{details['State']['Pid']}/status", encoding="ascii") as status:
+        assert "NoNewPrivs:\t1" in status.read()
+    # nofile and nproc no higher than the daemon's hard limits (the engine's may be lower)
+    limits = {limit["Name"].lower().removeprefix("rlimit_"): limit["Hard"] for limit in host["Ulimits"]}
+    for name, number in (("nofile", resource.RLIMIT_NOFILE), ("nproc", resource.RLIMIT_NPROC)):
+        hard = resource.getrlimit(number)[1]
+        assert hard == resource.RLIM_INFINITY or 0 < limits[name] <= hard
     assert host["Privileged"] is False
     assert host["CpuShares"] == 2 and host["CgroupParent"] == f"/{installation.instance}"
     config = details["Config"]
@@ -90,18 +102,19 @@ def test_the_owners_container_survives_every_action(
     assert docker_api.inspect_container(owners_container)["State"]["Running"] is True
 
 
+@BOTH_ENGINES
 def test_a_killed_pilot_is_replaced(
-    installation: Installation, docker_api: docker.APIClient, record_property: Callable[[str, object], None]
+    installation: Installation, engine_api: docker.APIClient, record_property: Callable[[str, object], None]
 ) -> None:
     # a long main_sleep: only the Docker event can make the replacement quick
     installation.write_config(STEADY_POLICY.replace("main_sleep: 0.5", "main_sleep: 30") + "max_docks: 1\n")
     assert installation.ctl("start").returncode == 0
-    first = wait_until(lambda: pilots(docker_api, installation.instance), what="a pilot")
+    first = wait_until(lambda: pilots(engine_api, installation.instance), what="a pilot")
     assert isinstance(first, list)
     killed_at = time.monotonic()
-    docker_api.kill(first[0]["Id"])
+    engine_api.kill(first[0]["Id"])
     replacement = wait_until(
-        lambda: [p for p in pilots(docker_api, installation.instance) if p["Id"] != first[0]["Id"]],
+        lambda: [p for p in pilots(engine_api, installation.instance) if p["Id"] != first[0]["Id"]],
         timeout=30,
         what="a replacement pilot",
     )
@@ -110,7 +123,7 @@ def test_a_killed_pilot_is_replaced(
     print(f"replacement latency {latency:.3f} s (bench/ measures it properly)")
     assert isinstance(replacement, list) and len(replacement) == 1
     wait_until(lambda: "with code 137" in installation.log(), what="the exit code in the log")
-    assert not pilots(docker_api, installation.instance, "exited")
+    assert not pilots(engine_api, installation.instance, "exited")
 
 
 def test_exited_pilots_are_removed_with_their_exit_code(
@@ -123,14 +136,15 @@ def test_exited_pilots_are_removed_with_their_exit_code(
     assert not pilots(docker_api, installation.instance, "exited")
 
 
-def test_ttl_expiry_stops_and_replaces(installation: Installation, docker_api: docker.APIClient) -> None:
+@BOTH_ENGINES
+def test_ttl_expiry_stops_and_replaces(installation: Installation, engine_api: docker.APIClient) -> None:
     installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\nmax_ttl: 2\nvacate_time: 1\n")
     assert installation.ctl("start").returncode == 0
-    first = wait_until(lambda: pilots(docker_api, installation.instance), what="a pilot")
+    first = wait_until(lambda: pilots(engine_api, installation.instance), what="a pilot")
     assert isinstance(first, list)
     wait_until(lambda: "(ttl)" in installation.log(), what="the TTL stop")
     wait_until(
-        lambda: [p for p in pilots(docker_api, installation.instance) if p["Id"] != first[0]["Id"]],
+        lambda: [p for p in pilots(engine_api, installation.instance) if p["Id"] != first[0]["Id"]],
         what="a fresh pilot after the TTL",
     )
 

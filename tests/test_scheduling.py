@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from tests import services
-from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -82,13 +82,14 @@ def test_busy_pilots_are_left_alone_while_the_owner_is_idle(
     assert full_pool(docker_api, installation.instance)
 
 
+@BOTH_ENGINES
 def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
-    installation: Installation, docker_api: docker.APIClient, owner: list[subprocess.Popen[bytes]]
+    installation: Installation, engine_api: docker.APIClient, owner: list[subprocess.Popen[bytes]]
 ) -> None:
     installation.write_config(policy(grace_kill=600))
     assert installation.ctl("start").returncode == 0
-    wait_until(lambda: full_pool(docker_api, installation.instance), what="a full pool of burning pilots")
-    pilots = services.running_ids(docker_api, installation.instance)
+    wait_until(lambda: full_pool(engine_api, installation.instance), what="a full pool of burning pilots")
+    pilots = services.running_ids(engine_api, installation.instance)
     start_owner(owner)
     # every pilot is paused; one starved by the lowest CPU weight may refuse to freeze, and is
     # then held all the same
@@ -100,8 +101,8 @@ def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
     )
     stop_owner(owner)
     wait_until(lambda: any("resuming" in r for r in installation.state().why), what="the owner idle again")
-    wait_until(lambda: full_pool(docker_api, installation.instance), what="the same pilots running again")
-    current = services.running_ids(docker_api, installation.instance)
+    wait_until(lambda: full_pool(engine_api, installation.instance), what="the same pilots running again")
+    current = services.running_ids(engine_api, installation.instance)
     assert current == pilots
     assert "stopping pilot" not in installation.log()
 

@@ -385,7 +385,8 @@ def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
     """Print the effective configuration as YAML: every key with its value and whether it comes
     from the file or is the default; passwords are masked. Exit 1 when the file is invalid.
     """
-    running = status_data(paths)["config_revision"]
+    status = status_data(paths)
+    running = status["config_revision"]
     try:
         config = load_config(paths.config_file)
     except ConfigError:
@@ -395,6 +396,8 @@ def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
     say(f"# {paths.config_file} (revision {config.revision}); max_docks resolves to {config.pool_size} on this host")
     if running not in (None, config.revision):
         say(f"# the running daemon still uses revision {running}: reload it (planctonctl reload) to apply this")
+    if status["engine"]:
+        say(f"# the running daemon's engine: {status['engine']}")
     for name, value, origin in display.describe(config):
         say(f"{name}: {json.dumps(value, ensure_ascii=False)}  # {origin}")
     return EXIT_OK

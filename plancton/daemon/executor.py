@@ -7,10 +7,11 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from plancton.config.schema import Config
 from plancton.core.policy import Plan
+from plancton.core.ulimits import limit_in_error, pilot_ulimits, rlimit_fix
 from plancton.daemon.actions import START_CONCURRENCY, STOP_CONCURRENCY, ActionRunner
 from plancton.daemon.roster import Roster
 from plancton.daemon.starts import StartTracker
@@ -34,6 +35,7 @@ class Executor:
         cgroup_parent: returns the pilots' parent cgroup, as the engine wants it.
         clock: a monotonic clock.
         wall: the wall clock, to date pilots.
+        ceilings: returns the hard limits that pilots' default nofile and nproc stay within.
     """
 
     def __init__(
@@ -45,8 +47,10 @@ class Executor:
         cgroup_parent: Callable[[], str],
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        ceilings: Callable[[], Mapping[str, int]] = dict,
     ) -> None:
         self.engine = engine
+        self.ceilings = ceilings
         self.roster = roster
         self.reporter = reporter
         self.config = config
@@ -96,7 +100,9 @@ class Executor:
     def _start_one(self) -> None:
         config = self.config()
         try:
-            spec = container_spec(config, self.cgroup_parent(), self.host_name, secrets.token_hex(4), self.wall())
+            ceilings = self.ceilings()
+            token = secrets.token_hex(4)
+            spec = container_spec(config, self.cgroup_parent(), self.host_name, token, self.wall(), ceilings)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
             if "no such image" in str(error).lower():
@@ -104,6 +110,9 @@ class Executor:
             delay = self.starts.failed(self.clock())
             suffix = f"; backing off {delay:.0f} s" if delay else ""
             log.error("cannot start a pilot: %s%s", error, suffix)
+            limit = limit_in_error(str(error))
+            if limit is not None:
+                log.error("%s", rlimit_fix(limit, pilot_ulimits(config.ulimits, ceilings)))
             self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
         else:
             self.starts.started(self.clock())

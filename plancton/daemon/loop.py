@@ -21,6 +21,7 @@ from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
 from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory, Plan, decide
+from plancton.core.ulimits import DEFAULT_CAPPED, lowest_hard_limits
 from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
 from plancton.daemon.executor import Executor
@@ -33,6 +34,7 @@ from plancton.metrics.reporting import LoopReport, NullReporter, Reporter
 from plancton.platform.cgroups import CGROUP_ROOT, NOT_SET, PilotCgroup
 from plancton.platform.host import HostSensor, Sensor
 from plancton.platform.presence import PresenceSensor
+from plancton.platform.rlimits import own_hard_limits, process_hard_limits
 from plancton.platform.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,10 @@ class Daemon:
         self.wake = threading.Event()
         self.signals = SignalReceiver(self.wake)
         self.roster = Roster()
-        self.executor = Executor(engine, self.roster, self.reporter, lambda: self.config, self._parent, clock, wall)
+        self.ulimit_ceilings: dict[str, int] = {}
+        self.executor = Executor(
+            engine, self.roster, self.reporter, lambda: self.config, self._parent, clock, wall, self._ceilings
+        )
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
         self.watcher = ConfigWatcher(paths.config_file, clock, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
@@ -126,6 +131,10 @@ class Daemon:
         loop_start = self.clock()
         calls_before = self.engine.api_calls
         self.loops += 1
+        # starts under way before the listing: one that ends while the engine lists may be
+        # missing from the listing, and must still count (an engine as slow to start as Podman
+        # would otherwise get more pilots than max_docks)
+        _, starting = self.executor.under_way()
         try:
             if self.sensor is None:
                 self._prepare_engine()
@@ -141,7 +150,8 @@ class Daemon:
         self._follow_mode()
         self._settle_cgroup()
         self.roster.update(listing, now, self.wall())
-        views = self.roster.views(now, *self.executor.under_way())
+        in_flight, _ = self.executor.under_way()
+        views = self.roster.views(now, in_flight, starting)
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
         presence = self.presence.sample(self.wall())
         plan, self.memory = decide(sample, views, self.config, self.mode, now, self.memory, history, presence)
@@ -196,6 +206,27 @@ class Daemon:
             *(self.engine_name, info.cgroup_version, info.cgroup_driver, self.cgroup.docker_parent),
             self.cgroup.setting,
         )
+        self._find_ulimit_ceilings(info.server_pid)
+
+    def _find_ulimit_ceilings(self, engine_pid: int | None) -> None:
+        """Bound the pilots' default limits by Plancton's and the engine process's hard limits,
+        and say once what pilots get."""
+        engine_limits = process_hard_limits(engine_pid) if engine_pid else {}
+        ceilings = lowest_hard_limits(own_hard_limits(), engine_limits)
+        if ceilings == self.ulimit_ceilings:
+            return
+        self.ulimit_ceilings = ceilings
+        configured = {name for name, _, _ in self.config.ulimits}
+        shown = ", ".join(f"{name} {ceilings[name]}" for name in DEFAULT_CAPPED if name in ceilings)
+        if shown and not configured >= set(DEFAULT_CAPPED):
+            source = "Plancton's and the engine's" if engine_limits else "Plancton's"
+            log.info(
+                "pilots get limits no higher than %s hard limits (%s) unless the ulimits key sets them",
+                *(source, shown),
+            )
+
+    def _ceilings(self) -> dict[str, int]:
+        return self.ulimit_ceilings
 
     def _parent(self) -> str:
         assert self.cgroup is not None

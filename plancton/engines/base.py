@@ -29,13 +29,15 @@ class Pilot:
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """The facts of the Docker Engine that Plancton adapts to."""
+    """The facts of the container engine (Docker Engine or Podman) that Plancton adapts to."""
 
     version: str
     cgroup_driver: str
     cgroup_version: int
     #: what the engine calls itself ("Docker Engine", "Podman Engine")
     name: str = "Docker Engine"
+    #: the process serving the engine's local socket, whose limits bound the pilots' own
+    server_pid: int | None = None
 
 
 #: What an event callback receives: the action ("die", "start", ...), the container id, and

@@ -1,13 +1,31 @@
-"""The Docker adapter: list, create, start, pause, stop and remove an instance's pilots.
+"""The adapter over the Docker API: list, create, start, pause, stop and remove an instance's
+pilots, on the Docker Engine or on Podman's Docker-compatible API service.
 
 Every call goes through :meth:`DockerPilots._call`, which counts it and translates the Docker
 SDK's and requests' errors into Plancton's own (:class:`EngineUnavailable`,
 :class:`EnginePermissionDenied`, :class:`PilotError`). Pilots are found by their instance
 label only: a container without it is never touched, whatever its name.
+
+Where Podman answers differently, this module alone adapts, so the daemon never asks which
+engine it talks to:
+
+- events: Podman 4 filters on its own event names (``died``, ``remove``), so a filter of
+  Docker's ``die`` and ``destroy`` alone never matches; both names are asked for and
+  Podman's are read as Docker's (:data:`EVENT_ALIASES`);
+- label filters: an engine that ignores one must not hand another instance's containers to
+  the daemon, so listings and events are filtered by the label here too;
+- image names: Podman lists a local image as ``localhost/busybox:latest``; the image a pilot
+  was created from is kept in a label of its own (``org.plancton.image``);
+- the engine's name and version come from ``/version``'s components ("Podman Engine");
+- the cgroup parent follows the engine's cgroup manager (:mod:`plancton.platform.cgroups`
+  makes a ``.slice`` only for the systemd manager, which requires one and which cgroupfs
+  refuses), as ``/info`` reports it for both engines.
 """
 
 import logging
 import re
+import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,7 +36,7 @@ import docker.errors
 import requests.exceptions
 
 from plancton.engines.base import EngineInfo, Pilot
-from plancton.engines.spec import LABEL_CREATED, ContainerSpec, instance_label
+from plancton.engines.spec import LABEL_CREATED, LABEL_IMAGE, LABEL_INSTANCE, ContainerSpec, instance_label
 from plancton.errors import EnginePermissionDenied, EngineUnavailable, PilotError
 
 log = logging.getLogger(__name__)
@@ -26,6 +44,9 @@ T = TypeVar("T")
 _EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
 API_TIMEOUT_SECONDS = 30
 EVENT_ACTIONS = ("die", "start", "destroy", "pause", "unpause", "oom")
+#: Podman's names of the same events (what its filter matches), read as Docker's.
+EVENT_ALIASES = {"died": "die", "remove": "destroy"}
+DEFAULT_SOCKET = "/var/run/docker.sock"
 
 
 def _pilot_from_listing(entry: dict[str, Any]) -> Pilot:
@@ -41,9 +62,53 @@ def _pilot_from_listing(entry: dict[str, Any]) -> Pilot:
         name=names[0].lstrip("/"),
         state=entry.get("State", "unknown"),
         created=created,
-        image=entry.get("Image", ""),
+        image=labels.get(LABEL_IMAGE) or entry.get("Image", ""),
         exit_code=int(match.group(1)) if match else None,
     )
+
+
+def is_ours(labels: dict[str, str] | None, instance: str) -> bool:
+    """Return whether a container's (or an event's) labels mark it as a pilot of ``instance``."""
+    return (labels or {}).get(LABEL_INSTANCE) == instance
+
+
+def engine_identity(version: dict[str, Any]) -> tuple[str, str]:
+    """Given the engine's ``/version`` answer, return its name and version: ("Podman Engine",
+    "4.3.1") from Podman's components, ("Docker Engine", "20.10.24") from Docker's."""
+    for component in version.get("Components") or []:
+        name = str(component.get("Name", ""))
+        if name.endswith("Engine") and name != "Engine":
+            return name, str(component.get("Version", version.get("Version", "?")))
+    return "Docker Engine", str(version.get("Version", "?"))
+
+
+def event_action(event: dict[str, Any]) -> str:
+    """Given one event of the stream, return its action by Docker's name ("die", "destroy")."""
+    action = str(event.get("Action") or event.get("status") or "")
+    return EVENT_ALIASES.get(action, action)
+
+
+def socket_path(base_url: str | None) -> str | None:
+    """Given the engine's address (None: DOCKER_HOST or the Docker socket), return the path of
+    its local socket, or None when it is reached otherwise (tcp, ssh)."""
+    address = base_url or docker.utils.kwargs_from_env().get("base_url") or f"unix://{DEFAULT_SOCKET}"
+    if address.startswith(("unix://", "http+unix://")):
+        return "/" + address.split("://", 1)[1].lstrip("/")
+    return None
+
+
+def socket_server_pid(path: str) -> int | None:
+    """Return the pid of the process that listens on a local socket (the engine, or the
+    service manager that holds the socket for it), or None when it cannot be told."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(5)
+            connection.connect(path)
+            credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid = int(struct.unpack("3i", credentials)[0])
+    return pid or None
 
 
 def _integer(value: object) -> int | None:
@@ -53,16 +118,24 @@ def _integer(value: object) -> int | None:
         return None
 
 
-def _describe_connection_error(error: BaseException) -> EngineUnavailable:
+def _describe_connection_error(error: BaseException, base_url: str | None) -> EngineUnavailable:
     text = str(error)
+    if base_url is None:
+        what, running = "the Docker socket", "is the Docker Engine installed and running?"
+    else:
+        what = f"the engine socket {base_url} (engine_url)"
+        running = "is the engine's API service running (podman.socket, or podman system service --time=0)?"
     if "Permission denied" in text or isinstance(error.__context__, PermissionError):
-        return EnginePermissionDenied(
-            "permission denied on the Docker socket: add this user to the docker group "
-            "(usermod -aG docker USER, then log in again) or run as root"
+        fix = (
+            "add this user to the docker group (usermod -aG docker USER, then log in again) or run as root"
+            if base_url is None
+            else "run as root, or set engine_url to a socket of this user (rootless Podman: "
+            "unix:///run/user/UID/podman/podman.sock, after systemctl --user enable --now podman.socket)"
         )
+        return EnginePermissionDenied(f"permission denied on {what}: {fix}")
     if "No such file" in text or "FileNotFoundError" in text:
-        return EngineUnavailable("the Docker socket does not exist: is the Docker Engine installed and running?")
-    return EngineUnavailable(f"the Docker Engine does not answer ({text.splitlines()[0][:200]})")
+        return EngineUnavailable(f"{what} does not exist: {running}")
+    return EngineUnavailable(f"{what} does not answer ({text.splitlines()[0][:200]})")
 
 
 class DockerPilots:
@@ -108,10 +181,10 @@ class DockerPilots:
             raise PilotError(f"{action}: {error.explanation or error}") from error
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
             self._forget_client()
-            raise _describe_connection_error(error) from error
+            raise _describe_connection_error(error, self.base_url) from error
         except docker.errors.DockerException as error:
             self._forget_client()
-            raise _describe_connection_error(error) from error
+            raise _describe_connection_error(error, self.base_url) from error
 
     def _call(self, action: str, request: Callable[[docker.APIClient], T]) -> T:
         with self._translated(action):
@@ -132,18 +205,22 @@ class DockerPilots:
         Raises:
             EngineUnavailable: the engine cannot be reached (EnginePermissionDenied: not allowed).
         """
-        info = self._call("docker info", lambda api: api.info())
+        info = self._call("engine info", lambda api: api.info())
+        name, version = engine_identity(self._call("engine version", lambda api: api.version()))
+        path = socket_path(self.base_url)
         return EngineInfo(
-            version=str(info.get("ServerVersion", "?")),
+            version=version,
             cgroup_driver=str(info.get("CgroupDriver", "cgroupfs")),
             cgroup_version=int(info.get("CgroupVersion", "1") or 1),
+            name=name,
+            server_pid=socket_server_pid(path) if path else None,
         )
 
     def list(self) -> list[Pilot]:
         """Return every pilot of this instance, in any state, with one engine request."""
         filters = {"label": [instance_label(self.instance)]}
         entries = self._call("list pilots", lambda api: api.containers(all=True, filters=filters))
-        return [_pilot_from_listing(entry) for entry in entries]
+        return [_pilot_from_listing(entry) for entry in entries if is_ours(entry.get("Labels"), self.instance)]
 
     def create_and_start(self, spec: ContainerSpec) -> str:
         """Create and start a pilot; return its id. A pilot that cannot start is removed.
@@ -242,7 +319,8 @@ class DockerPilots:
         Raises:
             EngineUnavailable: the engine cannot be reached or the stream broke.
         """
-        filters = {"type": ["container"], "event": list(EVENT_ACTIONS), "label": [instance_label(self.instance)]}
+        actions = [*EVENT_ACTIONS, *EVENT_ALIASES]
+        filters = {"type": ["container"], "event": actions, "label": [instance_label(self.instance)]}
         with self._translated("watch events"):
             # a client of its own without a read timeout: a quiet stream is not a broken one
             client = self._new_client(None)
@@ -253,8 +331,9 @@ class DockerPilots:
                     self._events = stream
                 for event in stream:
                     attributes = (event.get("Actor") or {}).get("Attributes") or {}
-                    code = attributes.get("exitCode")
-                    on_event(str(event.get("Action", "")), str(event.get("id", "")), _integer(code))
+                    if is_ours(attributes, self.instance):
+                        code = attributes.get("exitCode")
+                        on_event(event_action(event), str(event.get("id", "")), _integer(code))
             finally:
                 with self._lock:
                     self._events = None

@@ -1,13 +1,17 @@
 """Pure translation of the configuration into the container that Docker creates for a pilot."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from plancton.config.schema import Config
+from plancton.core.ulimits import pilot_ulimits
 
 LABEL_INSTANCE = "org.plancton.instance"
 LABEL_CREATED = "org.plancton.created"
 LABEL_REVISION = "org.plancton.config.schema-revision"
+#: The image as the configuration names it (engines may list it otherwise: Podman adds "localhost/").
+LABEL_IMAGE = "org.plancton.image"
 CPU_PERIOD_US = 100_000
 #: Per-pilot CPU weight inside the pilots' parent cgroup (the lowest Docker accepts).
 PILOT_CPU_SHARES = 2
@@ -43,9 +47,17 @@ def read_only_by_default(bind: str) -> str:
     return ":".join([*parts[:2], ",".join(modes)])
 
 
-def container_spec(config: Config, cgroup_parent: str, host_name: str, token: str, created: float) -> ContainerSpec:
-    """Given the config, the pilots' cgroup parent, the host's name, a unique token and the
-    wall-clock creation time, return the container to create.
+def container_spec(
+    config: Config,
+    cgroup_parent: str,
+    host_name: str,
+    token: str,
+    created: float,
+    ceilings: Mapping[str, int] | None = None,
+) -> ContainerSpec:
+    """Given the config, the pilots' cgroup parent, the host's name, a unique token, the
+    wall-clock creation time and the hard limits in force (see
+    :func:`plancton.core.ulimits.pilot_ulimits`), return the container to create.
     """
     short_host = host_name.split(".", maxsplit=1)[0][:40] or "host"
     host_config: dict[str, Any] = {
@@ -63,6 +75,9 @@ def container_spec(config: Config, cgroup_parent: str, host_name: str, token: st
         "cgroup_parent": cgroup_parent,
         "oom_score_adj": PILOT_OOM_SCORE_ADJ,
     }
+    limits = pilot_ulimits(config.ulimits, ceilings or {})
+    if limits:
+        host_config["ulimits"] = [{"name": name, "soft": soft, "hard": hard} for name, soft, hard in limits]
     if config.max_dock_mem:
         host_config["mem_limit"] = config.max_dock_mem
         host_config["memswap_limit"] = config.max_dock_mem + config.max_dock_swap
@@ -76,6 +91,7 @@ def container_spec(config: Config, cgroup_parent: str, host_name: str, token: st
             LABEL_INSTANCE: config.instance,
             LABEL_CREATED: f"{created:.3f}",
             LABEL_REVISION: config.revision,
+            LABEL_IMAGE: config.docker_image,
         },
         environment={"PLANCTON_INSTANCE": config.instance, "PLANCTON_HOST": host_name, **dict(config.environment)},
         host_config=host_config,
