@@ -5,6 +5,8 @@ It wraps the ``influxdb`` package (InfluxDB 1.x HTTP API), which is no longer de
 rest of Plancton uses only :class:`InfluxTarget`, :class:`InfluxConnection` and the
 exceptions below, and hands over points as line protocol (which 2.x also speaks), so a 2.x
 client can replace that package here alone. Library errors are translated at this boundary.
+InfluxDB 2 and 3 are written to through the same ``/write``, which they keep for version 1
+clients, with the target's token in an ``Authorization: Token`` header.
 """
 
 import contextlib
@@ -77,6 +79,8 @@ class InfluxConnection:
             verify_ssl=target.verify_certificate,
             timeout=timeout,
             retries=1,
+            # with this header, the client sends no user name and password of its own
+            headers={"Authorization": f"Token {target.token}"} if target.token else None,
         )
 
     def write(self, lines: Sequence[str]) -> None:

@@ -494,6 +494,12 @@ class InfluxReporter:
 
         self._guard(self._send, build, False)
 
+    def sender_stats(self) -> dict[str, SenderStats]:
+        """Return each target's counters now, by its URL (password masked)."""
+        with self._lock:
+            senders = list(self._senders.values())
+        return {sender.target.masked: sender.stats() for sender in senders}
+
     def close(self) -> None:
         """Report the daemon as stopping, give the senders a few seconds to send, end them."""
         report = self._last_report

@@ -1,12 +1,17 @@
 """What the daemon reports after each loop and for each pilot event, and the interface of
-anything that receives those reports (the InfluxDB sender in :mod:`plancton.metrics.points`).
+anything that receives those reports (the InfluxDB sender in :mod:`plancton.metrics.points`,
+the Prometheus endpoint and textfile in :mod:`plancton.metrics.prometheus`).
 """
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from plancton.config.schema import Config
 from plancton.core.policy import HostSample
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,3 +75,34 @@ class NullReporter:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+class Reporters:
+    """Hands every report to each of several reporters, in order; one that fails (which a
+    reporter should never do) is logged and the others still get the report."""
+
+    def __init__(self, *reporters: Reporter) -> None:
+        self.reporters = reporters
+
+    def configure(self, config: Config) -> None:
+        """Apply a (new) configuration to each reporter."""
+        self._each(lambda reporter: reporter.configure(config))
+
+    def loop(self, report: LoopReport) -> None:
+        """Hand the end of one loop to each reporter."""
+        self._each(lambda reporter: reporter.loop(report))
+
+    def pilot_event(self, event: PilotEvent) -> None:
+        """Hand one pilot event to each reporter."""
+        self._each(lambda reporter: reporter.pilot_event(event))
+
+    def close(self) -> None:
+        """Close each reporter."""
+        self._each(lambda reporter: reporter.close())
+
+    def _each(self, call: Callable[[Reporter], None]) -> None:
+        for reporter in self.reporters:
+            try:
+                call(reporter)
+            except Exception:
+                log.exception("metrics: the reporter %s failed", type(reporter).__name__)

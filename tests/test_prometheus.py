@@ -1,0 +1,488 @@
+"""The Prometheus metrics: the listen address rule, the holds named from the policy's own
+reasons, the mapping of a loop's report to metrics (beside the InfluxDB points of the same
+report), the textfile and the endpoint of the reporter; then a real daemon scraped by a real
+Prometheus (Debian's), with the dashboard's every query run against it.
+"""
+
+import json
+import logging
+import os
+import re
+import socket
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from plancton.config.listen_address import ListenAddress, parse_listen_address
+from plancton.config.loader import parse
+from plancton.config.schema import Config, HostFacts
+from plancton.core.modes import Mode
+from plancton.core.policy import HostSample, Memory, PilotView, Presence, StartHistory, decide
+from plancton.metrics.holds import HOLDS, hold_reasons
+from plancton.metrics.points import SenderStats, daemon_point, host_point
+from plancton.metrics.prometheus import (
+    LISTEN_RETRY_SECONDS,
+    PrometheusReporter,
+    Snapshot,
+    SnapshotCollector,
+    initial_events,
+)
+from plancton.metrics.reporting import LoopReport, PilotEvent, Reporters
+from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.influx_server import InfluxServer, free_port, server_fixture
+from tests.prometheus_server import PrometheusServer, running_prometheus
+
+GIB = 1024**3
+FACTS = HostFacts(ncpus=4, ram_bytes=16 * GIB, swap_bytes=0)
+DASHBOARD = Path(__file__).resolve().parent.parent / "etc" / "grafana" / "plancton-prometheus-dashboard.json"
+#: How Grafana renders its macros for a query over the last minutes.
+MACROS = {"$__rate_interval": "1m", "$__interval": "5s", "$__range": "5m"}
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+# -- the listen address ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "host", "port", "loopback"),
+    [
+        ("127.0.0.1:9810", "127.0.0.1", 9810, True),
+        (9810, "127.0.0.1", 9810, True),
+        ("9810", "127.0.0.1", 9810, True),
+        (":9810", "127.0.0.1", 9810, True),
+        ("localhost:9810", "127.0.0.1", 9810, True),
+        ("127.0.0.2:9810", "127.0.0.2", 9810, True),
+        ("[::1]:9810", "::1", 9810, True),
+        ("0.0.0.0:9810", "0.0.0.0", 9810, False),
+        ("10.0.0.5:1", "10.0.0.5", 1, False),
+        ("[::]:65535", "::", 65535, False),
+    ],
+)
+def test_a_port_alone_means_loopback_and_any_other_address_is_written_out(
+    written: object, host: str, port: int, loopback: bool
+) -> None:
+    address = parse_listen_address(written)
+    assert (address.host, address.port, address.loopback) == (host, port, loopback)
+    assert parse_listen_address(str(address)) == address
+
+
+@pytest.mark.parametrize(
+    ("written", "cause", "fix"),
+    [
+        ("node1.example.org:9810", "is not an IP address", "such as 127.0.0.1"),
+        ("127.0.0.1:0", "expected a port from 1 to 65535", 'write HOST:PORT such as "127.0.0.1:9810"'),
+        ("127.0.0.1:http", "expected a port from 1 to 65535", "a port alone listens on loopback"),
+        ("127.0.0.1", "got '127.0.0.1'", "write HOST:PORT"),
+        ("::1:9810", "IPv6 address goes in brackets", "[::1]:9810"),
+        ("[127.0.0.1]:9810", "only an IPv6 address goes in brackets", "127.0.0.1:PORT"),
+        (True, "got bool", '"0.0.0.0:9810" to listen on every interface'),
+    ],
+)
+def test_a_malformed_address_says_what_is_wrong_and_how_to_write_it(written: object, cause: str, fix: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(cause)) as error:
+        parse_listen_address(written)
+    assert fix in str(error.value)
+
+
+def test_the_configuration_keeps_the_address_as_written_out() -> None:
+    config, _ = parse({"metrics_listen": ":9810", "metrics_textfile": "/var/lib/node/plancton.prom"}, FACTS)
+    assert (config.metrics_listen, config.metrics_textfile) == ("127.0.0.1:9810", "/var/lib/node/plancton.prom")
+    assert parse({}, FACTS)[0].metrics_listen is None
+
+
+# -- holds, from what the policy itself says --------------------------------------------------
+
+
+def decide_once(
+    pilots: int,
+    mode: Mode = Mode.ACTIVE,
+    presence: Presence | None = None,
+    owner_cores: float = 0.0,
+    available: int = 12 * GIB,
+    **keys: object,
+) -> frozenset[str]:
+    """Run the real policy once and return the holds its reasons name."""
+    config, _ = parse({"max_docks": 2, **keys}, FACTS)
+    sample = HostSample(ncpus=4, busy_cores=owner_cores, pilots_cores=0.0, available_bytes=available)
+    views = [PilotView(id=f"p{index}", state="running", age=100.0 - index) for index in range(pilots)]
+    plan, _ = decide(sample, views, config, mode, 1000.0, Memory(), StartHistory(), presence or Presence())
+    return hold_reasons(plan.reasons)
+
+
+def test_holds_are_named_from_the_policys_reasons() -> None:
+    assert decide_once(0) == frozenset()
+    assert decide_once(2) == {"pool_full"}
+    assert decide_once(1, owner_cores=4.0) == {"owner_busy"}
+    assert decide_once(1, mode=Mode.DRAINING) == {"mode"}
+    assert decide_once(1, mode=Mode.FORCE_STOP) == {"mode"}
+    assert decide_once(1, available=100 * 2**20) == {"memory"}
+    assert decide_once(1, presence=Presence(on_battery=True)) == {"battery"}
+    keyboard = Presence(input_idle_seconds=3.0, input_source="logind")
+    assert decide_once(1, presence=keyboard, input_idle=60) == {"input"}
+    sunday_noon = Presence(local_time=datetime(2024, 6, 2, 12, 0))
+    assert decide_once(1, presence=sunday_noon, run_hours=["Mon-Fri"]) == {"run_hours"}
+    assert decide_once(0, max_starts_per_minute=1, docks_per_loop=2) == {"start_rate"}
+    assert set(HOLDS) >= {"mode", "memory", "owner_busy", "input", "battery", "run_hours", "pool_full"}
+
+
+# -- the mapping ------------------------------------------------------------------------------
+
+
+def make_report(**changes: Any) -> LoopReport:
+    values: dict[str, Any] = {
+        "mode": "active",
+        "uptime_seconds": 12.5,
+        "pilots_by_state": {"running": 2, "paused": 1, "exited": 1},
+        "config_revision": "abc123",
+        "sample": HostSample(ncpus=4, busy_cores=3.0, pilots_cores=2.0, available_bytes=GIB, cpu_pressure=1.5),
+        "loop_seconds": 0.25,
+        "api_calls": 3,
+        "engine_available": True,
+        "reasons": ("pool full: 3 of max_docks 3 pilots",),
+    }
+    return LoopReport(**(values | changes))
+
+
+def scrape(snapshot: Snapshot) -> Samples:
+    """Render a snapshot in the text format, parse it back and return every sample's value."""
+    collector = SnapshotCollector()
+    collector.snapshot = snapshot
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return parse_text(generate_latest(registry).decode())
+
+
+def parse_text(text: str) -> Samples:
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            assert sample.labels.get("plancton_instance") == "node_a", sample
+            labels = frozenset((k, v) for k, v in sample.labels.items() if k != "plancton_instance")
+            samples[(sample.name, labels)] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_a_loop_report_gives_the_same_facts_as_the_influxdb_points() -> None:
+    report = make_report()
+    events = initial_events()
+    events.update({("started", ""): 3, ("stopped", "force-stop"): 1, ("exited", ""): 2})
+    senders = {"http://127.0.0.1:8086#farm": SenderStats(sent=40, dropped=2, buffered=5)}
+    snapshot = Snapshot("node_a", report, dict(events), (2, 90.0), loops=7, api_calls=21, senders=senders)
+    samples = scrape(snapshot)
+    assert report.sample is not None
+    influx = {**daemon_point(report, {}, 1).fields, **host_point(report.sample, {}, 1).fields}
+
+    for state in ("running", "paused", "created", "exited"):
+        assert value(samples, "plancton_pilots", state=state) == influx[f"pilots_{state}"]
+    assert value(samples, "plancton_mode", mode="active") == 1
+    assert {value(samples, "plancton_mode", mode=m) for m in ("draining", "drain-stop", "force-stop", "stopping")} == {
+        0
+    }
+    assert value(samples, "plancton_uptime_seconds") == influx["uptime_seconds"]
+    assert value(samples, "plancton_config_info", revision="abc123") == 1
+    assert value(samples, "plancton_loop_duration_seconds") == influx["loop_seconds"]
+    assert value(samples, "plancton_engine_up") == 1
+    assert value(samples, "plancton_host_cpus") == influx["ncpus"]
+    assert value(samples, "plancton_owner_cpu_cores") == influx["owner_cores"]
+    assert value(samples, "plancton_pilots_cpu_cores") == influx["pilots_cores"]
+    assert value(samples, "plancton_host_busy_cpu_cores") == influx["busy_cores"]
+    assert value(samples, "plancton_memory_available_bytes") == influx["available_bytes"]
+    assert value(samples, "plancton_cpu_pressure_ratio") == pytest.approx(float(influx["cpu_pressure_percent"]) / 100)
+    assert not any(name == "plancton_memory_pressure_ratio" for name, _ in samples)
+    assert value(samples, "plancton_hold_reason", reason="pool_full") == 1
+    assert value(samples, "plancton_hold_reason", reason="owner_busy") == 0
+    assert value(samples, "plancton_build_info", version=snapshot.version) == 1
+    assert value(samples, "plancton_loops_total") == 7
+    assert value(samples, "plancton_engine_api_calls_total") == 21
+    assert value(samples, "plancton_pilots_started_total") == 3
+    assert value(samples, "plancton_pilots_exited_total") == 2
+    assert value(samples, "plancton_pilots_stopped_total", reason="force-stop") == 1
+    assert value(samples, "plancton_pilots_stopped_total", reason="ttl") == 0
+    assert value(samples, "plancton_pilots_killed_total", reason="memory") == 0
+    assert value(samples, "plancton_pilot_start_failures_total") == 0
+    assert (
+        value(samples, "plancton_pilot_runtime_seconds_count"),
+        value(samples, "plancton_pilot_runtime_seconds_sum"),
+    ) == (2, 90)
+    target = {"target": "http://127.0.0.1:8086#farm"}
+    assert value(samples, "plancton_influxdb_points_sent_total", **target) == 40
+    assert value(samples, "plancton_influxdb_points_dropped_total", **target) == 2
+    assert value(samples, "plancton_influxdb_points_buffered", **target) == 5
+
+
+def test_without_a_sample_the_host_metrics_are_left_out_as_the_host_point_is() -> None:
+    samples = scrape(Snapshot("node_a", make_report(sample=None, engine_available=False)))
+    assert value(samples, "plancton_engine_up") == 0
+    assert not any(name.startswith(("plancton_host_", "plancton_owner_", "plancton_memory_")) for name, _ in samples)
+    before_any_loop = scrape(Snapshot("node_a"))
+    assert {name for name, _ in before_any_loop} >= {"plancton_build_info", "plancton_pilots_started_total"}
+    assert not any(name == "plancton_pilots" for name, _ in before_any_loop)
+
+
+# -- the reporter: textfile and endpoint ------------------------------------------------------
+
+
+class Clock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def config_of(**keys: object) -> Config:
+    return parse({"instance": "node_a", **keys}, FACTS)[0]
+
+
+def test_the_textfile_is_replaced_whole_and_follows_the_configuration(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.prom", tmp_path / "second.prom"
+    clock = Clock()
+    reporter = PrometheusReporter(clock=clock)
+    reporter.configure(config_of(metrics_textfile=str(first)))
+    reporter.pilot_event(PilotEvent("started", "p1"))
+    reporter.loop(make_report())
+    samples = parse_text(first.read_text())
+    assert value(samples, "plancton_pilots", state="running") == 2
+    assert value(samples, "plancton_pilots_started_total") == 1
+    assert os.listdir(tmp_path) == ["first.prom"]  # the temporary file was renamed over it
+
+    reporter.configure(config_of(metrics_textfile=str(second)))
+    clock.now += 5
+    reporter.loop(make_report(pilots_by_state={"running": 1}))
+    assert os.listdir(tmp_path) == ["second.prom"]  # the old one does not go stale
+    reporter.close()
+    samples = parse_text(second.read_text())
+    assert value(samples, "plancton_mode", mode="stopping") == 1
+    assert value(samples, "plancton_pilots", state="running") == 1
+
+
+def test_an_unwritable_textfile_is_logged_once_and_the_reporter_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    reporter = PrometheusReporter(clock=clock)
+    reporter.configure(config_of(metrics_textfile=str(tmp_path / "missing" / "plancton.prom")))
+    with caplog.at_level(logging.ERROR, logger="plancton.metrics.prometheus"):
+        for _ in range(3):
+            clock.now += 5
+            reporter.loop(make_report())
+    problems = [record.getMessage() for record in caplog.records]
+    assert len(problems) == 1, problems
+    assert "cannot write it: No such file or directory; check that its folder exists" in problems[0]
+
+
+def get_metrics(address: ListenAddress) -> str:
+    response = requests.get(f"http://{address}/metrics", timeout=10)
+    response.raise_for_status()
+    return response.text
+
+
+@pytest.fixture
+def taken_port() -> Iterator[socket.socket]:
+    """A loopback port that another process's socket listens on."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    yield listener
+    listener.close()
+
+
+def test_a_taken_address_is_logged_and_tried_again_and_the_endpoint_follows_a_reload(
+    taken_port: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = taken_port.getsockname()[1]
+    clock = Clock()
+    reporter = PrometheusReporter(clock=clock)
+    with caplog.at_level(logging.INFO, logger="plancton.metrics.prometheus"):
+        reporter.configure(config_of(metrics_listen=f"127.0.0.1:{port}"))
+        reporter.loop(make_report())
+        clock.now += LISTEN_RETRY_SECONDS
+        reporter.loop(make_report())  # tried again, still taken: not logged again
+        assert reporter.endpoint is None
+        errors = [record.getMessage() for record in caplog.records if record.levelno == logging.ERROR]
+        assert errors == [
+            f"metrics_listen 127.0.0.1:{port}: cannot listen: Address already in use; another process listens "
+            "there (ss -ltnp names it): choose another port in metrics_listen. Plancton runs on without the "
+            f"endpoint and tries again every {LISTEN_RETRY_SECONDS:.0f} s and when the configuration changes"
+        ]
+        taken_port.close()
+        reporter.loop(make_report())
+        assert reporter.endpoint is None  # not yet: tried only every LISTEN_RETRY_SECONDS
+        clock.now += LISTEN_RETRY_SECONDS
+        reporter.loop(make_report())
+        first = ListenAddress("127.0.0.1", port)
+        assert 'plancton_pilots{plancton_instance="node_a",state="running"} 2.0' in get_metrics(first)
+
+        second = ListenAddress("127.0.0.1", free_port())
+        reporter.configure(config_of(metrics_listen=str(second)))
+        assert "plancton_build_info" in get_metrics(second)
+        with pytest.raises(requests.ConnectionError):
+            get_metrics(first)
+        reporter.close()
+        with pytest.raises(requests.ConnectionError):
+            get_metrics(second)
+    assert f"Prometheus metrics at http://127.0.0.1:{port}/metrics" in caplog.text
+
+
+def test_one_failing_reporter_does_not_keep_the_report_from_the_others() -> None:
+    class Failing:
+        def configure(self, config: Config) -> None:
+            raise RuntimeError("broken")
+
+        def loop(self, report: LoopReport) -> None:
+            raise RuntimeError("broken")
+
+        def pilot_event(self, event: PilotEvent) -> None:
+            raise RuntimeError("broken")
+
+        def close(self) -> None:
+            raise RuntimeError("broken")
+
+    counting = PrometheusReporter()
+    reporters = Reporters(Failing(), counting)
+    reporters.configure(config_of())
+    reporters.pilot_event(PilotEvent("started", "p1"))
+    reporters.close()
+    assert counting._events[("started", "")] == 1
+
+
+# -- a real daemon, scraped by a real Prometheus ------------------------------------------------
+
+influxd = server_fixture()
+
+
+def test_the_dashboard_has_the_panels_and_promql_targets() -> None:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    assert set(titles) >= {"Pilots per host", "Owner vs pilot CPU", "Available memory", "Why pilots are held"}
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(titles)
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, panel["title"]
+        assert panel["targets"] and all(target["expr"] for target in panel["targets"]), panel["title"]
+    assert [variable["name"] for variable in dashboard["templating"]["list"]] == ["instance", "plancton_instance"]
+
+
+def running_in_status(installation: Installation) -> int:
+    return sum(1 for pilot in installation.status()["pilots"] if pilot["state"] == "running")
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    found = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["type"] == "prometheus", panel["title"]
+    return found
+
+
+def render(query: str, variables: dict[str, str]) -> str:
+    """Put in Grafana's macros, and each variable as Grafana writes a chosen value in a regex."""
+    for name, macro in MACROS.items():
+        query = query.replace(name, macro)
+    for name, chosen in sorted(variables.items(), key=lambda item: -len(item[0])):
+        # Grafana escapes regex characters, doubling the backslash inside PromQL's quotes
+        query = query.replace(f"${name}", re.escape(chosen).replace("\\", "\\\\"))
+    return query
+
+
+def wait_for_value(prometheus: PrometheusServer, expression: str, wanted: Any, what: str) -> float:
+    def matches() -> float | None:
+        found = prometheus.value(expression)
+        return found if found is not None and wanted(found) else None
+
+    return float(wait_until(matches, 60, what))  # type: ignore[arg-type]
+
+
+@pytest.mark.docker
+@pytest.mark.influxdb
+def test_prometheus_sees_what_status_shows_and_counts_a_refill(
+    installation: Installation, influxd: InfluxServer, docker_api: docker.APIClient, tmp_path: Path
+) -> None:
+    port, textfile = free_port(), tmp_path / "textfile" / "plancton.prom"
+    textfile.parent.mkdir()
+    database = f"prom_{installation.instance}"
+    base = STEADY_POLICY + "max_docks: 2\ndocker_cmd: sleep 600\nvacate_time: 1\n"
+    base += f"influxdb_url: {json.dumps(influxd.url(database))}\nmetrics_textfile: {textfile}\n"
+    installation.write_config(base + f"metrics_listen: 127.0.0.1:{port}\n")
+    started = installation.ctl("start")
+    assert started.returncode == 0, started.stderr
+    ours = f'plancton_instance="{installation.instance}"'
+    running = f'plancton_pilots{{{ours}, state="running"}}'
+
+    with running_prometheus(f"127.0.0.1:{port}") as prometheus:
+        wait_until(lambda: running_in_status(installation) == 2, 60, "two running pilots")
+        wait_for_value(prometheus, running, lambda found: found == 2, "Prometheus to see two running pilots")
+        assert prometheus.value(running) == running_in_status(installation) == 2
+        assert prometheus.target_health() == "up"
+        assert f"Prometheus metrics at http://127.0.0.1:{port}/metrics" in installation.log()
+
+        # a pilot dies: the daemon removes it and starts another, and the counters say so
+        starts = prometheus.value(f"plancton_pilots_started_total{{{ours}}}")
+        assert starts is not None and starts >= 2
+        victim = installation.status()["pilots"][0]["id"]
+        docker_api.kill(victim)
+        wait_for_value(prometheus, f"plancton_pilots_started_total{{{ours}}}", lambda n: n > starts, "a new start")
+        wait_for_value(prometheus, f"plancton_pilots_exited_total{{{ours}}}", lambda n: n >= 1, "the exit counted")
+        wait_until(lambda: running_in_status(installation) == 2, 60, "the pool refilled")
+        wait_for_value(prometheus, running, lambda found: found == 2, "Prometheus to see the pool refilled")
+        assert victim not in {pilot["id"] for pilot in installation.status()["pilots"]}
+
+        # InfluxDB got the same loops: its last count of running pilots agrees
+        influx_running = influxd.series('SELECT last("pilots_running") FROM "plancton_daemon"', database)
+        assert influx_running and influx_running[0]["values"][0][1] == 2
+        backlog = f'plancton_influxdb_points_buffered{{{ours}, target="{influxd.url(database)}"}}'
+        assert prometheus.value(backlog) is not None
+
+        variables = {"instance": f"127.0.0.1:{port}", "plancton_instance": installation.instance}
+        for where, query in dashboard_queries():
+            rendered = render(query, variables)
+            assert not re.search(r"\$\w", rendered), f"{where}: a variable Grafana would fill is left in {rendered}"
+            assert prometheus.query(rendered), f"{where}: no series for {rendered}"
+
+    textfile_samples = text_string_to_metric_families(textfile.read_text())
+    by_name = {family.name: family for family in textfile_samples}
+    assert any(s.labels.get("state") == "running" and s.value == 2 for s in by_name["plancton_pilots"].samples)
+    assert os.listdir(textfile.parent) == ["plancton.prom"]
+
+    # a reload moves the endpoint; to a taken address, it is logged and the daemon runs on
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        moved = taken.getsockname()[1]
+        installation.write_config(base + f"metrics_listen: 127.0.0.1:{moved}\n")
+        assert installation.ctl("reload").returncode == 0
+        problem = f"metrics_listen 127.0.0.1:{moved}: cannot listen: Address already in use"
+        wait_until(lambda: problem in installation.log(), 60, "the taken address logged")
+        assert not answers(port)
+        assert installation.status()["running"]
+    # freed, it is tried again at the next change of the configuration
+    installation.write_config(base + f"metrics_listen: 127.0.0.1:{moved}\nupdateconfig: 30\n")
+    assert installation.ctl("reload").returncode == 0
+    wait_until(lambda: answers(moved), 60, "the endpoint at its new port")
+    # no pilot left when the daemon stops, so that it removes the pilots' cgroup itself
+    assert installation.ctl("force-stop").returncode == 0
+    wait_until(lambda: not installation.status()["pilots"], 60, "every pilot stopped")
+    assert installation.ctl("stop").returncode == 0
+    assert not answers(moved)
+    assert 'plancton_mode{mode="stopping",plancton_instance=' in textfile.read_text()
+
+
+def answers(port: int) -> bool:
+    """Whether Plancton's endpoint answers on this loopback port."""
+    try:
+        return "plancton_build_info" in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except requests.ConnectionError:
+        return False
