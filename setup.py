@@ -26,6 +26,8 @@ setup(
         "psutil>=5.9,<8",
         # logind's idle hint over the system D-Bus, in pure Python (no libdbus, no GLib loop)
         "jeepney>=0.8,<1",
+        # the Prometheus endpoint and textfile; 0.20 is the first whose server can be stopped
+        "prometheus_client>=0.20,<1",
     ],
     extras_require={
         "test": [

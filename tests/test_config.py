@@ -63,6 +63,28 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [(True, True), (False, False)],
         [("yes", 'expected true or false, got "yes"')],
     ),
+    "metrics_listen": (
+        [
+            ("127.0.0.1:9810", "127.0.0.1:9810"),
+            (9810, "127.0.0.1:9810"),
+            (":9810", "127.0.0.1:9810"),
+            ("localhost:9810", "127.0.0.1:9810"),
+            ("0.0.0.0:9810", "0.0.0.0:9810"),
+            ("[::]:9810", "[::]:9810"),
+            (None, None),
+        ],
+        [
+            ("node1:9810", "'node1' is not an IP address"),
+            ("127.0.0.1:99999", "expected a port from 1 to 65535"),
+            ("::1:9810", "IPv6 address goes in brackets"),
+            ("127.0.0.1", "write HOST:PORT such as"),
+            ([9810], "got list"),
+        ],
+    ),
+    "metrics_textfile": (
+        [("/var/lib/node-exporter/plancton.prom", "/var/lib/node-exporter/plancton.prom"), (None, None)],
+        [("plancton.prom", "expected an absolute path ending in .prom"), ("/tmp/plancton.txt", "ending in .prom")],
+    ),
     "max_docks": (
         [(3, "3"), (0, "0"), ("ncpus - 2", "ncpus - 2"), ("min(ncpus, ram_bytes // max_dock_mem)", "min(")],
         [
@@ -195,6 +217,14 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
     "pids_limit": (
         [(16, 16), (4096, 4096)],
         [(15, "expected a whole number from 16 to 4194304"), (1.5, "got 1.5")],
+    ),
+    "ulimits": (
+        [({"nofile": 1024}, (("nofile", 1024, 1024),)), ({"nproc": "10:20"}, (("nproc", 10, 20),)), (None, ())],
+        [({"nofiles": 1}, "unknown limit 'nofiles'"), ({"nofile": "9:3"}, "above the hard limit"), ([1], "mapping")],
+    ),
+    "engine_url": (
+        [("unix:///run/podman/podman.sock", "unix:///run/podman/podman.sock"), ("tcp://h:2376", "tcp://h:2376")],
+        [("/run/podman/podman.sock", "such as unix:///run/podman/podman.sock"), ("unix:///a b", 'got "unix:///a b"')],
     ),
     "network_mode": (
         [("host", "host"), ("none", "none"), ("container:abc", "container:abc"), ("my-net", "my-net")],

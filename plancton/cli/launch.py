@@ -18,6 +18,8 @@ from plancton.daemon.loop import Daemon
 from plancton.engines.docker_api import DockerPilots
 from plancton.errors import AlreadyRunning, EnginePermissionDenied, EngineUnavailable
 from plancton.metrics.points import InfluxReporter
+from plancton.metrics.prometheus import PrometheusReporter
+from plancton.metrics.reporting import Reporters
 
 log = logging.getLogger("plancton")
 
@@ -29,7 +31,7 @@ def check_engine(config: Config) -> None:
         EnginePermissionDenied: this user may not use the engine's socket.
     """
     try:
-        DockerPilots(config.instance).engine_info()
+        DockerPilots(config.instance, config.engine_url).engine_info()
     except EnginePermissionDenied:
         raise
     except EngineUnavailable as error:
@@ -49,9 +51,12 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
         return EXIT_OK if not foreground else EXIT_FAILURE
     adopt_legacy_mode(paths)
     try:
-        engine = DockerPilots(config.instance)
-        # the InfluxDB sender does nothing until the configuration names a target
-        return Daemon(paths, config, engine, InfluxReporter()).run()
+        # the engine's address is read at start: a reload keeps the engine the daemon began with
+        engine = DockerPilots(config.instance, config.engine_url)
+        # each reporter does nothing until the configuration names a target, address or file
+        influx = InfluxReporter()
+        reporter = Reporters(influx, PrometheusReporter(influx.sender_stats))
+        return Daemon(paths, config, engine, reporter).run()
     except Exception:
         log.exception("the daemon failed")
         return EXIT_FAILURE

@@ -6,12 +6,14 @@ the allowed range) and a one-line description. :mod:`plancton.config.loader` app
 """
 
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from plancton.config import host_access, influxdb_url
+from plancton.config import host_access, influxdb_url, listen_address
 from plancton.core import hours, units
+from plancton.core import ulimits as pilot_limits
 
 DEFAULT_REVISION = "defaults"
 #: Most pilots any ``max_docks`` may ask for.
@@ -20,6 +22,8 @@ MAX_POOL_SIZE = 10000
 _IMAGE = r"[a-z0-9]+(?:[._/:-][A-Za-z0-9_.-]+)*(?:@sha256:[0-9a-f]{64})?"
 _IDENTITY = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?"
 _HOURS, _DAYS = 3600.0, 86400.0
+#: unix:///absolute/path, tcp:// or http(s)://host:port, ssh://[user@]host[:port]
+_ENGINE_URL = re.compile(r"unix:///[^\s]+|(?:tcp|https?)://[\w.-]+:\d{1,5}|ssh://(?:[\w.-]+@)?[\w.-]+(?::\d{1,5})?")
 
 
 def key(parse: Callable[[Any], Any], description: str, show: Callable[[Any], Any] | None = None) -> dict[str, Any]:
@@ -57,6 +61,34 @@ def _parse_influxdb_urls(value: Any) -> tuple[str, ...]:
             got = units.shown(influxdb_url.mask_credentials(item) if isinstance(item, str) else item)
             raise ValueError(f"{expected}, got {got}") from None
     return tuple(items)
+
+
+def _parse_metrics_listen(value: Any) -> str | None:
+    if value is None or value == "" or value is False:
+        return None
+    return str(listen_address.parse_listen_address(value))
+
+
+def _parse_metrics_textfile(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or not value.endswith(".prom"):
+        raise ValueError(
+            "expected an absolute path ending in .prom (the textfile collector reads only those), "
+            f'such as "/var/lib/prometheus/node-exporter/plancton.prom", got {units.shown(value)}'
+        )
+    return value
+
+
+def _parse_engine_url(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ENGINE_URL.fullmatch(value):
+        raise ValueError(
+            "expected the address of a Docker or Podman API socket, such as unix:///run/podman/podman.sock, "
+            f"tcp://HOST:2376 or ssh://USER@HOST (empty: DOCKER_HOST or the Docker socket), got {units.shown(value)}"
+        )
+    return value
 
 
 def _parse_max_docks(value: Any) -> str:
@@ -114,11 +146,20 @@ class Config:
         default="INFO",
         metadata=key(units.one_of("DEBUG", "INFO", "WARNING", "ERROR"), "Least severe log level recorded"),
     )
+    engine_url: str | None = field(
+        default=None,
+        metadata=key(
+            _parse_engine_url,
+            "Address of the container engine's API, such as unix:///run/podman/podman.sock "
+            "(null: DOCKER_HOST, or the Docker socket; read at start)",
+        ),
+    )
     influxdb_url: tuple[str, ...] = field(
         default=(),
         metadata=key(
             _parse_influxdb_urls,
-            "InfluxDB targets: scheme://[user:password@]host:port#database (http, https, insecure_https)",
+            "InfluxDB targets: scheme://[user:password@]host:port#database (http, https, insecure_https); "
+            "scheme://:TOKEN@host:port#bucket for a token",
             show=lambda urls: [influxdb_url.mask_credentials(url) for url in urls],
         ),
     )
@@ -127,6 +168,20 @@ class Config:
         metadata=key(
             units.parse_bool,
             "Also write the series of Plancton 0.6 (daemon, container), so that its dashboards keep working",
+        ),
+    )
+    metrics_listen: str | None = field(
+        default=None,
+        metadata=key(
+            _parse_metrics_listen,
+            "Address of the Prometheus endpoint, HOST:PORT (a port alone: loopback; null: none)",
+        ),
+    )
+    metrics_textfile: str | None = field(
+        default=None,
+        metadata=key(
+            _parse_metrics_textfile,
+            "File (*.prom) the Prometheus metrics are written to for node_exporter's textfile collector",
         ),
     )
     # -- the pool ----------------------------------------------------------------------------
@@ -293,6 +348,15 @@ class Config:
     pids_limit: int = field(
         default=1024,
         metadata=key(units.number_in_range(16, 4194304, integer=True), "Most processes in each pilot"),
+    )
+    ulimits: tuple[pilot_limits.Ulimit, ...] = field(
+        default=(),
+        metadata=key(
+            pilot_limits.parse_ulimits,
+            'Resource limits of each pilot, such as {nofile: 1024, nproc: "2048:4096"}; nofile and nproc '
+            "default to the lowest hard limits of Plancton and the engine",
+            show=pilot_limits.show_ulimits,
+        ),
     )
     network_mode: str = field(
         default="bridge",
