@@ -63,6 +63,10 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [(True, True), (False, False)],
         [("yes", 'expected true or false, got "yes"')],
     ),
+    "legacy_pilots": (
+        [("keep", "keep"), ("remove", "remove")],
+        [("adopt", 'expected one of keep, remove, got "adopt"'), (True, "got true")],
+    ),
     "metrics_listen": (
         [
             ("127.0.0.1:9810", "127.0.0.1:9810"),

@@ -34,6 +34,8 @@ class MemoryEngine:
     def __init__(self) -> None:
         self.api_calls = 0
         self.pilots: dict[str, Pilot] = {}
+        #: containers of the original Plancton's on the same engine
+        self.originals: dict[str, Pilot] = {}
         self.specs: dict[str, ContainerSpec] = {}
         self.available = True
         self.stops: list[str] = []
@@ -50,6 +52,11 @@ class MemoryEngine:
     def engine_info(self) -> EngineInfo:
         self._request()
         return EngineInfo(version="0-test", cgroup_driver="cgroupfs", cgroup_version=2, name="Memory Engine")
+
+    def legacy_pilots(self) -> list[Pilot]:
+        self._request()
+        with self._lock:
+            return list(self.originals.values())
 
     def list(self) -> list[Pilot]:
         self._request()
@@ -68,9 +75,10 @@ class MemoryEngine:
     def _set_state(self, container: str, state: str, exit_code: int | None = None) -> None:
         self._request()
         with self._lock:
-            if container not in self.pilots:
+            found = next((where for where in (self.pilots, self.originals) if container in where), None)
+            if found is None:
                 raise PilotError(f"{container[:12]}: not found")
-            self.pilots[container] = dataclasses.replace(self.pilots[container], state=state, exit_code=exit_code)
+            found[container] = dataclasses.replace(found[container], state=state, exit_code=exit_code)
 
     def pause(self, container: str) -> None:
         self._set_state(container, "paused")
@@ -89,6 +97,7 @@ class MemoryEngine:
         self._request()
         with self._lock:
             self.pilots.pop(container, None)
+            self.originals.pop(container, None)
 
     def image_present(self, reference: str) -> bool:
         self._request()
@@ -237,6 +246,25 @@ def test_the_state_file_says_what_status_shows(harness: Harness) -> None:
     assert state.pid == os.getpid() and state.loops == 2 and state.mode == "active"
     assert state.cgroup == {"parent": f"/{harness.daemon.config.instance}", "cpu": "cpu.weight 1"}
     assert {pilot.state for pilot in state.pilots} == {"running"}
+
+
+def test_the_originals_pilots_are_listed_and_left_alone_unless_removal_is_asked(harness: Harness) -> None:
+    original = Pilot(id="0ld", name="plancton-worker-ab12cd", state="running", created=WALL_START, image="old")
+    harness.engine.originals[original.id] = original
+    harness.turn()
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.legacy_pilots == ("plancton-worker-ab12cd",)
+    assert original.id not in harness.engine.stops and harness.engine.originals  # never touched
+    assert len(harness.engine.pilots) == 3  # nor counted in the pool
+
+    harness.daemon.config = config_of(max_docks=3, docks_per_loop=3, legacy_pilots="remove")
+    harness.daemon.original_pilots.look_again()  # as a reload does
+    harness.turn()
+    assert original.id in harness.engine.stops and not harness.engine.originals
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.legacy_pilots == ()
 
 
 def test_pilot_ages_ignore_wall_clock_jumps() -> None:

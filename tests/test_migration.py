@@ -4,6 +4,7 @@ a pilot gets the binds, devices and capabilities written in the original's forms
 engine), and its InfluxDB series keep an existing dashboard working (real InfluxDB).
 """
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -27,7 +28,7 @@ from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
 from plancton.metrics.points import InfluxReporter
 from plancton.metrics.reporting import LoopReport, PilotEvent
-from tests.conftest import wait_until
+from tests.conftest import STEADY_POLICY, Installation, wait_until
 from tests.influx_server import InfluxServer, server_fixture
 
 FACTS = HostFacts(ncpus=8, ram_bytes=16 * 1024**3, swap_bytes=0)
@@ -232,6 +233,34 @@ def test_the_originals_pilots_are_told_from_ours() -> None:
     assert not legacy.is_legacy_pilot({"Names": ["/web"], "Labels": {}})
     message = legacy.legacy_pilots_message([f"plancton-worker-{index}" for index in range(7)])
     assert message.startswith("7 pilot(s) of the original Plancton") and "and 2 more" in message
+
+
+def test_the_originals_pilots_are_listed_and_removed_only_when_asked(
+    installation: Installation, docker_api: docker.APIClient
+) -> None:
+    """A pilot of the original (named plancton-worker-*, no label) on the same engine: the
+    daemon lists it in status and leaves it alone, and removes it after legacy_pilots: remove."""
+    name = f"plancton-worker-{secrets.token_hex(3)}"
+    container = docker_api.create_container("busybox:latest", ["sleep", "300"], name=name)["Id"]
+    try:
+        docker_api.start(container)
+        policy = STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\nvacate_time: 1\n"
+        installation.write_config(policy)
+        assert installation.ctl("start").returncode == 0
+        wait_until(lambda: installation.status()["legacy_pilots"] == [name], what="the original's pilot listed")
+        shown = installation.ctl("status").stdout
+        assert f"1 pilot(s) of the original Plancton (0.6) are on this host and are not managed: {name}" in shown
+        assert docker_api.inspect_container(container)["State"]["Running"]
+        assert name not in [pilot["name"] for pilot in installation.status()["pilots"]]
+
+        installation.write_config(policy + "legacy_pilots: remove\n")
+        assert installation.ctl("reload").returncode == 0
+        wait_until(lambda: not docker_api.containers(all=True, filters={"name": [name]}), what="its removal")
+        wait_until(lambda: installation.status()["legacy_pilots"] == [], what="status to drop it")
+        assert f"removed the original Plancton's pilot {name}" in installation.log()
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            docker_api.remove_container(container, force=True)
 
 
 # -- a real engine: what the original's forms give a pilot ------------------------------------------

@@ -304,6 +304,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
             {"id": p.id[:12], "name": p.name, "state": p.state, "age_seconds": round(now - p.created, 1)}
             for p in state.pilots
         ],
+        "legacy_pilots": list(state.legacy_pilots),
         "log_file": paths.log_file,
     }
 
@@ -346,6 +347,8 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(f"log: {data['log_error']}")
     for reason in data["why"]:
         say(f"why: {reason}")
+    if data["legacy_pilots"]:
+        say(legacy.legacy_pilots_message(data["legacy_pilots"]))
     say(f"{len(data['pilots'])} pilots")
     if data["pilots"]:
         say(f"  {'ID':<12}  {'NAME':<24}  {'STATE':<10}  AGE")

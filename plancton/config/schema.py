@@ -170,6 +170,14 @@ class Config:
             "Also write the series of Plancton 0.6 (daemon, container), so that its dashboards keep working",
         ),
     )
+    legacy_pilots: str = field(
+        default="keep",
+        metadata=key(
+            units.one_of("keep", "remove"),
+            "The original Plancton's pilots (plancton-worker-*): keep (listed by planctonctl status, "
+            "never touched) or remove (stopped with vacate_time, then removed)",
+        ),
+    )
     metrics_listen: str | None = field(
         default=None,
         metadata=key(

@@ -125,5 +125,5 @@ def legacy_pilots_message(names: list[str]) -> str:
     shown = ", ".join(sorted(names)[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return (
         f"{len(names)} pilot(s) of the original Plancton (0.6) are on this host and are not managed: {shown}; "
-        "let them finish, or remove them with: docker rm -f $(docker ps -aq --filter name=plancton-worker-)"
+        "they are left alone; set legacy_pilots: remove to have them stopped (vacate_time) and removed"
     )

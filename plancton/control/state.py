@@ -52,6 +52,8 @@ class State:
     #: the host sample of the last loop (see :class:`plancton.core.policy.HostSample`)
     sample: dict[str, Any] | None = None
     pilots: tuple[PilotRecord, ...] = ()
+    #: the original Plancton's (0.6) pilots on the engine, by name: not managed unless asked
+    legacy_pilots: tuple[str, ...] = ()
 
 
 def write_state(path: str, state: State) -> None:
@@ -79,6 +81,7 @@ def read_state(path: str) -> State | None:
     values = {name: value for name, value in data.items() if name in known}
     try:
         values["why"] = tuple(values.get("why") or ())
+        values["legacy_pilots"] = tuple(values.get("legacy_pilots") or ())
         values["pilots"] = tuple(PilotRecord(**pilot) for pilot in values.get("pilots") or ())
         return State(**values)
     except TypeError:

@@ -62,6 +62,11 @@ class Executor:
         self.host_name = socket.gethostname()
         self._actions = ActionRunner(START_CONCURRENCY, STOP_CONCURRENCY)
 
+    def act_on_other(self, container: str, action: Callable[[], None]) -> None:
+        """Run a slow action on a container that is not one of this instance's pilots (the
+        original Plancton's), in the background, unless one on it is under way."""
+        self._actions.act(container, action, slow=True)
+
     def under_way(self) -> tuple[frozenset[str], int]:
         """Return the pilots with an action under way and how many starts are."""
         return self._actions.under_way()

@@ -25,6 +25,7 @@ from plancton.core.ulimits import DEFAULT_CAPPED, lowest_hard_limits
 from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
 from plancton.daemon.executor import Executor
+from plancton.daemon.original_pilots import OriginalPilots
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
 from plancton.daemon.watcher import ConfigWatcher
@@ -84,6 +85,7 @@ class Daemon:
         self.executor = Executor(
             engine, self.roster, self.reporter, lambda: self.config, self._parent, clock, wall, self._ceilings
         )
+        self.original_pilots = OriginalPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
         self.watcher = ConfigWatcher(paths.config_file, clock, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
@@ -144,6 +146,7 @@ class Daemon:
             self._report(loop_start, calls_before, None)
             return None
         self._engine_up()
+        self.original_pilots.check(self.config)
         assert self.sensor is not None
         sample = self.sensor.sample()
         now = self.clock()
@@ -170,6 +173,7 @@ class Daemon:
             return False
         self.config = new
         self.presence.configure(new.input_idle, new.run_on_battery)
+        self.original_pilots.look_again()
         try:
             logsetup.set_level(new.log_level)
             self.reporter.configure(new)
@@ -327,6 +331,7 @@ class Daemon:
             config_revision=self.config.revision,
             engine_error=self.engine_error,
             engine=self.engine_name,
+            legacy_pilots=self.original_pilots.names,
             cgroup=cgroup,
             log_error=logsetup.write_problem(),
             why=self.last_plan.reasons,

@@ -58,6 +58,10 @@ class Engine(Protocol):
     def engine_info(self) -> EngineInfo:
         """Return the engine's version and cgroup setup."""
 
+    def legacy_pilots(self) -> list[Pilot]:
+        """Return the original Plancton's (0.6) pilots on this engine: named plancton-worker-*,
+        without Plancton's labels."""
+
     def list(self) -> list[Pilot]:
         """Return every pilot of this instance, in any state."""
 

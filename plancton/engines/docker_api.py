@@ -35,6 +35,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from plancton.control.legacy import LEGACY_PILOT_PREFIX, is_legacy_pilot
 from plancton.engines.base import EngineInfo, Pilot
 from plancton.engines.spec import LABEL_CREATED, LABEL_IMAGE, LABEL_INSTANCE, ContainerSpec, instance_label
 from plancton.errors import EnginePermissionDenied, EngineUnavailable, PilotError
@@ -215,6 +216,14 @@ class DockerPilots:
             name=name,
             server_pid=socket_server_pid(path) if path else None,
         )
+
+    def legacy_pilots(self) -> list[Pilot]:
+        """Return the original Plancton's (0.6) pilots, in any state: named plancton-worker-*,
+        without Plancton's labels (the name filter matches anywhere in a name, so the listing
+        is checked here too)."""
+        filters = {"name": [LEGACY_PILOT_PREFIX]}
+        entries = self._call("list the original's pilots", lambda api: api.containers(all=True, filters=filters))
+        return [_pilot_from_listing(entry) for entry in entries if is_legacy_pilot(entry)]
 
     def list(self) -> list[Pilot]:
         """Return every pilot of this instance, in any state, with one engine request."""
