@@ -23,6 +23,7 @@ import docker
 import psutil
 import pytest
 
+from plancton.platform.cgroups import PilotCgroup
 from tests import services
 from tests.conftest import STEADY_POLICY, wait_until
 
@@ -312,3 +313,48 @@ def test_uninstall_keeps_the_configuration_and_purge_removes_it(
         assert not pilots(client)
     assert not pilot_cgroups(), purged.stdout
     assert "nothing to remove" in install(checkout, "--uninstall").stdout
+
+
+def test_install_with_podman_runs_pilots_under_podman(checkout: str, fresh_machine: set[str]) -> None:
+    """./install --engine podman on a host without systemd: Podman's API service runs (started
+    by install unless one answers), the daemon runs as plancton and reaches its socket through
+    the socket's group, its pilots are Podman's, and --uninstall --purge removes the pilots and
+    gives the socket back."""
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (tests/run installs it)")
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("systemd's podman.socket serves Podman here")
+    done = install(checkout, "--engine", "podman")
+    started = re.search(r"Podman's API service started \(pid (\d+)", done.stdout)
+    service = psutil.Process(int(started[1])) if started else None
+    podman = docker.APIClient(base_url=services.PODMAN_URL, version="auto", timeout=60)
+    copied_busybox = False
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        copied_busybox = services.copy_image("busybox:latest", services.PODMAN_URL)
+        assert f"engine_url: unix://{services.PODMAN_SOCKET}" in done.stdout
+        assert grp.getgrgid(os.stat(services.PODMAN_SOCKET).st_gid).gr_name == "plancton"
+        assert "plancton" not in grp.getgrnam("docker").gr_mem
+        with open(CONFIG, "a", encoding="utf-8") as handle:
+            handle.write(STEADY_POLICY)
+        assert planctonctl("reload").returncode == 0
+        wait_until(lambda: pilots(podman), 180, "a pilot under Podman")
+        status = planctonctl_as_plancton("status")
+        assert status.returncode == 0 and "engine Podman Engine" in status.stdout, status.stdout + status.stderr
+
+        purged = install(checkout, "--uninstall", "--purge")
+        assert purged.returncode == 0, purged.stdout + purged.stderr
+        assert not pilots(podman) and not user_exists()
+        assert grp.getgrgid(os.stat(services.PODMAN_SOCKET).st_gid).gr_name == "root"
+    finally:
+        if user_exists():
+            install(checkout, "--uninstall", "--purge")
+        for container in pilots(podman):
+            podman.remove_container(container, force=True, v=True)
+        if copied_busybox:
+            podman.remove_image("busybox:latest", force=True)
+        podman.close()
+        if service is not None and service.is_running():
+            service.send_signal(signal.SIGTERM)
+            service.wait(60)
+            PilotCgroup("libpod_parent").remove()  # its conmon's, left by the service install started
