@@ -32,7 +32,7 @@ from plancton.config.schema import Config
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
 from plancton.engines.spec import LABEL_INSTANCE, container_spec, instance_label
-from plancton.platform.cgroups import PilotCgroup
+from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 from tests import services
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -369,7 +369,8 @@ class CpuSampler:
     """Reads the pilots' cgroup, the host's CPU and the owner's processes every ``interval``.
 
     Args:
-        cgroup: the parent cgroup of the instance's pilots (cpuacct.usage on cgroup v1).
+        cgroup: the parent cgroup of the instance's pilots (cpuacct.usage on cgroup v1, the
+            usage_usec of cpu.stat on v2).
         interval: seconds between readings.
     """
 
@@ -472,8 +473,9 @@ class Plancton:
 
     @property
     def cgroup(self) -> PilotCgroup:
-        """The parent cgroup of this instance's pilots."""
-        return PilotCgroup(self.name)
+        """The parent cgroup of this instance's pilots, as the engine names and places it
+        (``/<instance>`` or ``<instance>.slice``, cgroup v1 or v2)."""
+        return self.bench.pilot_cgroup(self.name)
 
     @property
     def locations(self) -> list[str]:
@@ -597,16 +599,36 @@ class Bench:
         self.cgroup_parents: set[str] = set()
         self.baseline_tags: set[str] = set()
         self.processes: list[subprocess.Popen[bytes]] = []
+        info = self.api.info()
+        #: the engine's cgroup driver ("cgroupfs" or "systemd") and cgroup version (1 or 2)
+        self.cgroup_driver = str(info.get("CgroupDriver") or "cgroupfs")
+        self.cgroup_version = int(info.get("CgroupVersion") or 1)
         services.ensure_busybox_image()
         self.events = EventLog()
+
+    def pilot_cgroup(self, name: str) -> PilotCgroup:
+        """Return the parent cgroup named ``name`` as this engine makes it: with the systemd
+        driver the slice ``name.slice``, with cgroupfs the folder ``/name``; its CPU time
+        comes from ``cpu.stat`` on cgroup v2 and ``cpuacct.usage`` on v1."""
+        return PilotCgroup(name, self.cgroup_driver, self.cgroup_version)
 
     def instance_name(self, scenario: str) -> str:
         """Return a unique instance name for a scenario of this run."""
         return f"bench_{self.run_id}_{scenario}"[:31]
 
     def plancton(self, scenario: str, settings: Mapping[str, Any]) -> Plancton:
-        """Return a new Plancton installation for a scenario (not started yet)."""
-        return Plancton(self, self.instance_name(scenario), settings)
+        """Return a new Plancton installation for a scenario (not started yet). With the
+        systemd driver its slice gets the idle CPU weight first, as ./install's slice unit
+        gives it: systemd writes a slice's ``cpu.idle`` itself whenever it sets up the
+        slice's cgroup again (for a new pilot's scope), so a value written by the daemon
+        alone does not last across the scenario's repetitions."""
+        plancton = Plancton(self, self.instance_name(scenario), settings)
+        if self.cgroup_driver == "systemd":
+            command = ["systemctl", "set-property", "--runtime", plancton.cgroup.docker_parent, "CPUWeight=idle"]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+            if done.returncode != 0:
+                raise BenchError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+        return plancton
 
     def baseline_labels(self, tag: str) -> dict[str, str]:
         """Return the labels of the benchmark's own containers for one baseline."""
@@ -618,10 +640,11 @@ class Bench:
         return f"{self.run_id}-{tag}"
 
     def baseline_cgroup(self, tag: str) -> str:
-        """Return a cgroup parent for a baseline's containers, removed at clean-up."""
+        """Return a cgroup parent for a baseline's containers (a slice with the systemd
+        driver, which refuses any other parent), removed at clean-up."""
         name = f"bench_{self.run_id}_{tag}"
         self.cgroup_parents.add(name)
-        return f"/{name}"
+        return self.pilot_cgroup(name).docker_parent
 
     def pilot_like(self, tag: str, command: Sequence[str]) -> dict[str, Any]:
         """Return a container for a baseline: the very container Plancton makes for a pilot
@@ -679,19 +702,41 @@ class Bench:
         self.events.close()
         self.api.close()
         for name in sorted(self.instances | self.cgroup_parents):
-            _remove_cgroups(name)
+            _remove_cgroups(self.pilot_cgroup(name))
         if not self.keep_logs:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _remove_cgroups(name: str) -> None:
-    """Remove the (empty) parent cgroup folders Docker and Plancton made for a name."""
+def parent_cpu_idle(cgroup: PilotCgroup) -> str | None:
+    """Return the ``cpu.idle`` of a parent cgroup on cgroup v2 ("1": the pilots run only on
+    CPU time no one else wants), or None where there is none to read."""
+    if cgroup.version != 2:
+        return None
+    try:
+        with open(os.path.join(CGROUP_ROOT, cgroup.docker_parent.lstrip("/"), "cpu.idle"), encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def _remove_cgroups(cgroup: PilotCgroup) -> None:
+    """Remove the (empty) parent cgroup Docker and Plancton made for a name: its folders under
+    every v1 controller or the v2 folder, or, with the systemd driver, its slice, which
+    systemd keeps until stopped."""
+    if cgroup.driver == "systemd":
+        if shutil.which("systemctl"):
+            for verb in ("stop", "revert"):  # revert: the runtime CPUWeight=idle of Bench.plancton
+                subprocess.run(
+                    ["systemctl", verb, "--quiet", cgroup.docker_parent], capture_output=True, timeout=60, check=False
+                )
+        return
+    name = cgroup.docker_parent.lstrip("/")
+    pattern = os.path.join(CGROUP_ROOT, name) if cgroup.version == 2 else os.path.join(CGROUP_ROOT, "*", name)
     for _ in range(20):
-        folders = glob.glob(os.path.join("/sys/fs/cgroup", "*", name))
-        for folder in folders:
+        for folder in glob.glob(pattern):
             with contextlib.suppress(OSError):
                 os.rmdir(folder)
-        if not glob.glob(os.path.join("/sys/fs/cgroup", "*", name)):
+        if not glob.glob(pattern):
             return
         time.sleep(0.1)
 

@@ -41,6 +41,7 @@ from bench.harness import (
     at_most,
     cores,
     host_busy_seconds,
+    parent_cpu_idle,
     pilot_seconds_between,
     running_at,
     running_over_time,
@@ -238,6 +239,7 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
     try:
         with CpuSampler(plancton.cgroup) as sampler:
             _wait_burning(bench, plancton, launched)
+            cpu_idle = parent_cpu_idle(plancton.cgroup)
             began, ended = owner.work(iterations, sampler)
             time.sleep(0.3)
     finally:
@@ -257,6 +259,7 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
         "paused_after": None if paused is None else paused - began,
         "asked_to_stop_after": None if asked is None else asked - began,
         "stopped_after": None if stopped is None else stopped - began,
+        "parent_cpu_idle": cpu_idle,
         "timeline": timeline(
             sampler.between(began - 1.0, math.inf), events, began - 1.0, {"owner starts": began, "owner ends": ended}
         ),
