@@ -203,7 +203,7 @@ def remove_instance(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> None
         return not instance_cgroups(instance)
 
     with contextlib.suppress(WaitTimeout):
-        poll(gone, 10, "the instance's cgroup to go")
+        poll(gone, 60, "the instance's cgroup to go")
 
 
 def instance_cgroups(instance: str) -> list[str]:

@@ -83,11 +83,13 @@ def documented_schema() -> dict[str, dict[str, str]]:
     schema: dict[str, dict[str, str]] = {}
     measurement = None
     for line in SCHEMA_DOC.read_text(encoding="utf-8").splitlines():
-        heading = re.fullmatch(r"### (\w+)", line)
+        heading = re.fullmatch(r"#### (plancton_\w+)", line)
         row = re.match(r"\| `([\w<>]+)` \| (\w+) \|", line)
         if heading:
             measurement = heading[1]
             schema[measurement] = {}
+        elif line.startswith("#"):
+            measurement = None  # a section that is not a measurement's
         elif row and measurement:
             schema[measurement][row[1]] = row[2]
     return schema
