@@ -96,7 +96,7 @@ def run(bench: Bench) -> ScenarioResult:
     for concurrency in CONCURRENCIES:
         ours = times[f"concurrency {concurrency}"]
         medians[concurrency] = Stats.of(ours).median
-        ratio = Stats.of([mine / base for mine, base in zip(ours, baseline, strict=True)])
+        ratio = Stats.paired(ours, baseline)
         default = concurrency == START_CONCURRENCY
         label = f"Plancton, {concurrency} concurrent starts" + (" (the default)" if default else "")
         result.figures.append(Figure(f"{label}: 0 to {PILOTS} running", "s", Stats.of(ours)))

@@ -117,6 +117,12 @@ class Stats:
             percentile(measured, 0.5), min(measured), max(measured), percentile(measured, 0.95), len(measured), missing
         )
 
+    @classmethod
+    def paired(cls, mine: Sequence[float], base: Sequence[float]) -> "Stats":
+        """Given measurements and their baselines, taken in turns in one run, return the
+        statistics of their ratios."""
+        return cls.of([one / other for one, other in zip(mine, base, strict=True)])
+
     def as_dict(self) -> dict[str, float]:
         """Return the statistics for results.json."""
         return {

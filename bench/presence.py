@@ -107,7 +107,7 @@ def run(bench: Bench) -> ScenarioResult:
         bench.remove_containers(f"{BENCH_LABEL}={floor_tag}")
 
     mine, base = Stats.of(times["plancton"]), Stats.of(times["floor"])
-    ratios = Stats.of([a / b for a, b in zip(times["plancton"], times["floor"], strict=True)])
+    ratios = Stats.paired(times["plancton"], times["floor"])
     result.figures = [
         Figure(
             "Plancton: idle hint false to pilots paused",

@@ -285,7 +285,7 @@ def run_reclaim(bench: Bench) -> ScenarioResult:
             else:
                 alone.append(_owner_alone(bench, owner, iterations, plancton))
     present = [run["owner_seconds"] for run in runs]
-    slowdown = Stats.of([mine / base for mine, base in zip(present, alone, strict=True)])
+    slowdown = Stats.paired(present, alone)
     below = [run["share_below_limit_after"] for run in runs]
     asked, stopped = _after(runs, "asked_to_stop_after"), _after(runs, "stopped_after")
     ask_limit = SETTINGS["grace_kill"] + SETTINGS["main_sleep"]

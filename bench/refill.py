@@ -123,7 +123,7 @@ def run(bench: Bench) -> ScenarioResult:
         bench.remove_containers(f"{BENCH_LABEL}={floor_tag}")
 
     ours, floor_stats = Stats.of(times["plancton"]), Stats.of(times["floor"])
-    ratios = Stats.of([mine / base for mine, base in zip(times["plancton"], times["floor"], strict=True)])
+    ratios = Stats.paired(times["plancton"], times["floor"])
     result.figures = [
         Figure(
             "Plancton: kill to fresh pilot running",
