@@ -54,6 +54,19 @@ grace_kill: {GRACE_KILL}s
 grace_spawn: 10m
 """
 DAEMON_CPU_WEIGHT_WARNING = "cannot give the pilots the lowest CPU weight"
+# A person at the keyboard, as the guest's systemd-logind tells it: short timers, and pilots
+# paused (not stopped) while the person is there.
+INPUT_IDLE = 4
+PRESENCE_CONFIG = (
+    TEST_CONFIG.replace(f"grace_kill: {GRACE_KILL}s", "grace_kill: 10m").replace("grace_spawn: 10m", "grace_spawn: 2s")
+    + f"input_idle: {INPUT_IDLE}s\n"
+)
+PERSON = "vmtest-person"
+#: the interpreter ./install made, which has jeepney, for the session helper
+INSTALLED_PYTHON = "/opt/plancton/venv/bin/python"
+SESSION_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logind_session.py")
+NO_INPUT_SOURCE_WARNING = "nothing tells when a keyboard or mouse was last used"
+NO_INPUT_SOURCE_WHY = "no source tells when a keyboard was last used"
 
 after_reboot = pytest.mark.after_reboot
 
@@ -182,6 +195,107 @@ def install(*options: str) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"}
     environment |= {name: value for name, value in os.environ.items() if name.startswith("PIP_")}
     return run(os.path.join(CHECKOUT, "install"), *options, check=False, env=environment, cwd=CHECKOUT)
+
+
+def why() -> str:
+    """What planctonctl status --why says of the daemon's last loop."""
+    return run("planctonctl", "status", "--why").stdout
+
+
+def logind_manager_hint() -> tuple[bool, int]:
+    """The guest logind's manager IdleHint and IdleSinceHint (microseconds of wall-clock time)."""
+    values = []
+    for name in ("IdleHint", "IdleSinceHint"):
+        command = ("busctl", "get-property", "org.freedesktop.login1", "/org/freedesktop/login1")
+        values.append(run(*command, "org.freedesktop.login1.Manager", name).stdout.split()[1])
+    return values[0] == "true", int(values[1])
+
+
+def login_sessions() -> str:
+    """The guest's logind sessions, one a line (empty: none)."""
+    return run("loginctl", "list-sessions", "--no-legend").stdout.strip()
+
+
+def logind_says() -> str:
+    """The guest logind's manager idle hint and sessions, for failure messages."""
+    idle, since = logind_manager_hint()
+    return f"IdleHint {idle}, IdleSinceHint {since}, sessions: {login_sessions() or 'none'}"
+
+
+def wait_for_why(text: str, timeout: float) -> str:
+    """Wait until planctonctl status --why mentions text; return what it said, or fail with
+    what it and logind said last."""
+    deadline = time.monotonic() + timeout
+    while True:
+        said = why()
+        if text in said:
+            return said
+        if time.monotonic() > deadline:
+            pytest.fail(f"--why did not mention {text!r} within {timeout:.0f} s: {said!r}; logind: {logind_says()}")
+        time.sleep(0.5)
+
+
+def paused(pilot: str) -> bool:
+    """Whether a pilot is frozen (cgroup.freeze 1) and the engine says it is paused."""
+    return read(f"{SLICE_FOLDER}/docker-{pilot}.scope/cgroup.freeze") == "1" and inspect(pilot)["State"]["Paused"]
+
+
+def running_unpaused(pilot: str) -> bool:
+    """Whether a pilot runs and is not frozen."""
+    state = inspect(pilot)["State"]
+    thawed = read(f"{SLICE_FOLDER}/docker-{pilot}.scope/cgroup.freeze") == "0"
+    return state["Running"] and not state["Paused"] and thawed
+
+
+class LoginSession:
+    """A graphical session of the guest's systemd-logind for a user, held open by
+    tests/vm/guest/logind_session.py until :meth:`close`."""
+
+    def __init__(self, uid: int) -> None:
+        self.helper = subprocess.Popen(
+            [INSTALLED_PYTHON, SESSION_HELPER, str(uid)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.helper.stdout is not None
+        line = self.helper.stdout.readline()
+        if not line:
+            self.helper.wait(30)
+            assert self.helper.stderr is not None
+            pytest.fail(f"no logind session for uid {uid}: {self.helper.stderr.read()}")
+        opened = json.loads(line)
+        self.id: str = opened["id"]
+        self.path: str = opened["path"]
+
+    def set_idle(self, idle: bool) -> None:
+        """Set the session's idle hint, as a desktop's idle monitor does."""
+        interface = "org.freedesktop.login1.Session"
+        run("busctl", "call", "org.freedesktop.login1", self.path, interface, "SetIdleHint", "b", str(idle).lower())
+
+    def close(self) -> None:
+        """Log out: the helper closes the session's FIFO and exits."""
+        if self.helper.poll() is None:
+            assert self.helper.stdin is not None
+            self.helper.stdin.close()
+            self.helper.wait(30)
+
+
+@pytest.fixture
+def person() -> Iterator[int]:
+    """A user of the guest (its uid), removed afterwards with its logind sessions."""
+    run("useradd", "--create-home", "--user-group", PERSON)
+    try:
+        yield pwd.getpwnam(PERSON).pw_uid
+    finally:
+        run("loginctl", "terminate-user", PERSON, check=False)
+        wait_until(
+            lambda: run("userdel", "--remove", PERSON, check=False).returncode in (0, 6),
+            60,
+            f"userdel {PERSON} (its processes gone)",
+            interval=1.0,
+        )
 
 
 @pytest.fixture
@@ -333,6 +447,104 @@ def test_the_owner_gets_the_cpu_back(owner_load: Callable[[], None]) -> None:
 def test_the_daemon_outlives_the_reclaim() -> None:
     assert systemctl("is-active", "plancton.service", check=False) == "active"
     assert status()["pid"] == main_pid()
+
+
+def test_pilots_give_way_to_a_person_at_the_keyboard_as_the_guests_logind_tells(
+    person: int, record_property: Callable[[str, object], None]
+) -> None:
+    """input_idle with the real systemd-logind of the guest, read by the daemon over the
+    system D-Bus as the unprivileged plancton user, under its unit's hardening: a session's
+    idle hint holds the pilots back, lets them start, pauses them and resumes them.
+    """
+    with open(CONFIG, encoding="utf-8") as handle:
+        configured = handle.read()
+    session = LoginSession(person)
+    try:
+        with open(CONFIG, "w", encoding="utf-8") as handle:
+            handle.write(PRESENCE_CONFIG)
+        systemctl("reload", "plancton.service")
+        # a new session is in use: a person at the keyboard, and no pilot starts
+        assert "keyboard used" in wait_for_why("(logind)", 60)
+        assert not pilot_ids()
+
+        # the person leaves: pilots start input_idle and grace_spawn later
+        session.set_idle(True)
+        left = time.monotonic()
+        pilots = wait_until(lambda: len(pilot_ids()) == PILOTS and pilot_ids(), 120, f"{PILOTS} pilots started")
+        record_property("idle_hint_true_to_pilots_started_seconds", round(time.monotonic() - left, 1))
+
+        # back at the keyboard: logind's signal wakes the daemon, which pauses the pilots
+        session.set_idle(False)
+        back = time.monotonic()
+        wait_until(lambda: all(paused(pilot) for pilot in pilots), 60, "the pilots paused")
+        record_property("idle_hint_false_to_pilots_paused_seconds", round(time.monotonic() - back, 1))
+        assert "(logind)" in why()
+
+        # gone again: the same pilots resume after input_idle
+        session.set_idle(True)
+        left = time.monotonic()
+        wait_until(lambda: all(running_unpaused(pilot) for pilot in pilots), 60, "the pilots resumed")
+        record_property("idle_hint_true_to_pilots_resumed_seconds", round(time.monotonic() - left, 1))
+        assert pilot_ids(running_only=False) == pilots
+
+        # logged out: logind forgets the session
+        session.close()
+        wait_until(lambda: not login_sessions(), 30, "logind without a session")
+    finally:
+        session.close()
+        with open(CONFIG, "w", encoding="utf-8") as handle:
+            handle.write(configured)
+        systemctl("reload", "plancton.service")
+
+
+def test_without_a_login_session_the_daemon_acts_on_what_the_guests_logind_says(
+    record_property: Callable[[str, object], None],
+) -> None:
+    """input_idle on a host where nobody is logged in (the session of the test above is
+    gone). Issue 19 wants "cannot tell" there: the daemon says once that nothing tells when
+    a keyboard was last used, and pilots do not run; Plancton takes that from logind's
+    "idle since 0" (plancton/platform/logind.py). The logind of a newer systemd starts its
+    idle time at its own start instead: the daemon then takes the host for idle since then
+    and the pilots run on, and this test is marked xfail with what logind said.
+    """
+    assert not login_sessions()
+    idle, since = logind_manager_hint()
+    record_property("no_session_logind_idle_hint", f"{idle} since {since}")
+    assert idle, logind_says()
+    with open(CONFIG, encoding="utf-8") as handle:
+        configured = handle.read()
+    reloaded = time.strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        with open(CONFIG, "w", encoding="utf-8") as handle:
+            handle.write(PRESENCE_CONFIG)
+        systemctl("reload", "plancton.service")
+        if since == 0:
+            wait_for_why(NO_INPUT_SOURCE_WHY, 60)
+            wait_until(lambda: not any(running_unpaused(pilot) for pilot in pilot_ids()), 60, "no pilot running")
+            said = [line for line in journal(f"--since={reloaded}").splitlines() if NO_INPUT_SOURCE_WARNING in line]
+            assert len(said) == 1, said
+            return
+        # a few loops after the reload, the pilots still run and nothing holds them back
+        time.sleep(6)
+
+        def all_running() -> bool:
+            current = pilot_ids()
+            return len(current) == PILOTS and all(running_unpaused(pilot) for pilot in current)
+
+        wait_until(all_running, 30, f"{PILOTS} pilots running")
+        reasons = why()
+        assert NO_INPUT_SOURCE_WHY not in reasons and "keyboard used" not in reasons, reasons
+    finally:
+        with open(CONFIG, "w", encoding="utf-8") as handle:
+            handle.write(configured)
+        systemctl("reload", "plancton.service")
+    idle_for = time.time() - since / 1e6
+    logind_start = int(systemctl("show", "--property=ExecMainStartTimestampMonotonic", "--value", "systemd-logind"))
+    logind_age = time.monotonic() - logind_start / 1e6
+    pytest.xfail(
+        f"with no session, logind says idle since {since} us ({idle_for:.0f} s ago; logind started {logind_age:.0f} s "
+        "ago), not 0: the daemon counts the host idle that long and pilots run, where issue 19 wants 'cannot tell'"
+    )
 
 
 # -- after the reboot --------------------------------------------------------------------------
