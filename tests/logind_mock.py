@@ -101,9 +101,10 @@ def system_bus(folder: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_logind(bus: str, log_file: Path) -> Iterator[Callable[[bool, float], None]]:
-    """Run dbusmock's logind on the bus; yield set_idle(idle, since_wall), which changes its
-    manager's idle hint and emits PropertiesChanged, as logind does."""
+def running_logind(bus: str, log_file: Path, session: bool = True) -> Iterator[Callable[[bool, float], None]]:
+    """Run dbusmock's logind on the bus, with one session of a person on seat0 unless
+    ``session`` is false; yield set_idle(idle, since_wall), which changes its manager's idle
+    hint and emits PropertiesChanged, as logind does."""
     process = subprocess.Popen(
         [str(DBUSMOCK_PYTHON), "-m", "dbusmock", "--template", "logind"],
         env={**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": bus},
@@ -120,6 +121,9 @@ def running_logind(bus: str, log_file: Path) -> Iterator[Callable[[bool, float],
         if not wait_for(owned):
             raise RuntimeError(f"dbusmock's logind did not come up: {log_file.read_text()}")
         mock = DBusAddress(logind.MANAGER_PATH, bus_name=logind.BUS_NAME, interface="org.freedesktop.DBus.Mock")
+        if session:
+            add = new_method_call(mock, "AddSession", "ssusb", ("c1", "seat0", 1000, "owner", True))
+            unwrap_msg(connection.send_and_get_reply(add, timeout=WAIT_SECONDS))
 
         def set_idle(idle: bool, since_wall: float) -> None:
             values = {"IdleHint": ("b", idle), "IdleSinceHint": ("t", int(since_wall * 1e6))}

@@ -73,14 +73,17 @@ def test_logind_idle_hint_is_read_and_its_signal_wakes_the_loop(
     assert not any(thread.name == "plancton-logind" for thread in threading.enumerate())
 
 
-def test_logind_without_any_session_cannot_tell(mock_logind: Callable[[bool, float], None], tmp_path: Path) -> None:
-    """logind with no session says "idle since 0": that is no answer, and the owner counts as present."""
-    mock_logind(True, 0)
-    sensor = sensor_for(tmp_path)
-    try:
-        assert sensor.sample(time.time()).input_idle_seconds is None
-    finally:
-        sensor.close()
+@pytest.mark.parametrize("since", [0.0, 1000.0], ids=["since 0", "since its start"])
+def test_logind_without_any_session_cannot_tell(system_bus: str, tmp_path: Path, since: float) -> None:
+    """logind with no session says "idle" (since 0 up to systemd 256, since its own start from
+    257 on): that is no answer, and the owner counts as present."""
+    with running_logind(system_bus, tmp_path / "dbusmock.log", session=False) as set_idle:
+        set_idle(True, since)
+        sensor = sensor_for(tmp_path)
+        try:
+            assert sensor.sample(time.time()).input_idle_seconds is None
+        finally:
+            sensor.close()
 
 
 def test_logind_going_away_and_coming_back(

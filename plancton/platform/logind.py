@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jeepney import DBusAddress, MatchRule, Properties  # type: ignore[import-untyped]
+from jeepney import DBusAddress, MatchRule, Properties, new_method_call  # type: ignore[import-untyped]
 from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
 from jeepney.io.blocking import DBusConnection, open_dbus_connection  # type: ignore[import-untyped]
 from jeepney.wrappers import DBusErrorResponse, unwrap_msg  # type: ignore[import-untyped]
@@ -143,11 +143,18 @@ class LogindWatcher:
         properties = unwrap_msg(reply)[0]
         idle = bool(properties["IdleHint"][1])
         since = int(properties["IdleSinceHint"][1])
-        # with no session at all logind says "idle since 0": it cannot tell
-        self._set(None if idle and since == 0 else IdleHint(idle=idle, since=since / 1e6))
+        # With no session at all logind cannot tell, yet still says "idle": since 0 up to
+        # systemd 256, since its own start from 257 on. Idle with no session is no answer.
+        cannot_tell = idle and (since == 0 or not self._has_sessions(connection, manager))
+        self._set(None if cannot_tell else IdleHint(idle=idle, since=since / 1e6))
         if self._failing:
             log.info("logind answers on the system D-Bus again")
         self._failing = False
+
+    def _has_sessions(self, connection: DBusConnection, manager: DBusAddress) -> bool:
+        """Return whether logind has any session (a login on a seat, a terminal or ssh)."""
+        call = new_method_call(manager, "ListSessions")
+        return bool(unwrap_msg(connection.send_and_get_reply(call, timeout=CALL_TIMEOUT_SECONDS))[0])
 
     def _set(self, hint: IdleHint | None) -> None:
         with self._lock:
