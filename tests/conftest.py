@@ -136,6 +136,7 @@ def host_left_as_found() -> Iterator[None]:
     os.environ[SESSION_MARK] = mark
     before = services.HostSnapshot.take()
     yield
+    services.end_orphaned_pilots(before)
     LEFT_BEHIND.extend(services.HostSnapshot.take().left_since(before, engine=False))
     left = [
         f"{process.pid} {' '.join(process.cmdline())}"

@@ -9,6 +9,8 @@ import contextlib
 import io
 import os
 import pwd
+import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -32,6 +34,8 @@ BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "false", "ls", "yes", "
 START_TIMEOUT_SECONDS = 90.0
 #: planctonctl through the interpreter running this code (the test environment's), not PATH.
 PLANCTONCTL = (sys.executable, "-m", "plancton.cli.planctonctl")
+#: The instance names the tests give (see the ``instance`` fixture).
+TEST_INSTANCE = re.compile(r"t[0-9a-f]{8}")
 
 T = TypeVar("T")
 
@@ -204,6 +208,32 @@ def remove_instance(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> None
 
     with contextlib.suppress(WaitTimeout):
         poll(gone, 60, "the instance's cgroup to go")
+
+
+def end_orphaned_pilots(before: "HostSnapshot", seconds: float = 30.0) -> None:
+    """End what is left in the test instances' parent cgroups made since ``before``, and remove
+    those cgroups. Pilots whose engine a fault test killed live on out of any engine's reach
+    (their shim gone, their command still running): the suite ends them, as it started them.
+    Only cgroups named as the tests name instances are looked at."""
+    version = 2 if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")) else 1
+    names = {name.rpartition("/")[2] for name in HostSnapshot.take().cgroups - before.cgroups}
+    cgroups = [PilotCgroup(name, "cgroupfs", version) for name in names if TEST_INSTANCE.fullmatch(name)]
+    for cgroup in cgroups:
+        for folder in instance_cgroups(cgroup.instance):
+            for below, _, files in os.walk(os.path.join(CGROUP_ROOT, folder)):
+                if "cgroup.procs" in files:
+                    with open(os.path.join(below, "cgroup.procs"), encoding="ascii") as handle:
+                        for pid in handle.read().split():
+                            with contextlib.suppress(ProcessLookupError):
+                                os.kill(int(pid), signal.SIGKILL)
+
+    def gone() -> bool:
+        for cgroup in cgroups:
+            cgroup.remove()
+        return not any(instance_cgroups(cgroup.instance) for cgroup in cgroups)
+
+    with contextlib.suppress(WaitTimeout):
+        poll(gone, seconds, "the test instances' cgroups to go")
 
 
 def instance_cgroups(instance: str) -> list[str]:
