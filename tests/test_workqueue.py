@@ -28,12 +28,13 @@ from tests.workqueue_manager import (
 pytestmark = [pytest.mark.docker, pytest.mark.workqueue]
 
 #: Policy for the owner-load test: the owner's busy loops leave no idle CPU, so the owner counts
-#: as busy; any idle CPU at all (below 98% busy) counts as idle again, so that the load of other
-#: processes on a shared test machine seldom holds the pilots back once the loops end. Should
-#: that load alone reach 99%, pilots are reclaimed earlier: the test holds either way.
+#: as busy; below 75% it is idle again. The margin matters: with 99% and 98% the pool was once
+#: refilled, paused and stopped over and over while the loops still ran (a loop woken early
+#: reads the CPU over a short interval, where a moment of idle CPU weighs much). Should the load
+#: of other processes alone reach 95%, pilots are reclaimed earlier: the test holds either way.
 OWNER_POLICY = {
-    "owner_busy_percent": 99,
-    "owner_idle_percent": 98,
+    "owner_busy_percent": 95,
+    "owner_idle_percent": 75,
     "cpu_pressure_percent": 100,
     "pause_delay": 1,
     "grace_kill": 2,
