@@ -29,7 +29,7 @@ from plancton.daemon.original_pilots import OriginalPilots
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
 from plancton.daemon.watcher import ConfigWatcher
-from plancton.engines.base import Engine
+from plancton.engines.base import Engine, EngineInfo
 from plancton.errors import EngineUnavailable, PilotError
 from plancton.metrics.reporting import LoopReport, NullReporter, Reporter
 from plancton.platform.cgroups import CGROUP_ROOT, NOT_SET, PilotCgroup
@@ -210,12 +210,16 @@ class Daemon:
             *(self.engine_name, info.cgroup_version, info.cgroup_driver, self.cgroup.docker_parent),
             self.cgroup.setting,
         )
-        self._find_ulimit_ceilings(info.server_pid)
+        self._find_ulimit_ceilings(info)
 
-    def _find_ulimit_ceilings(self, engine_pid: int | None) -> None:
-        """Bound the pilots' default limits by Plancton's and the engine process's hard limits,
-        and say once what pilots get."""
-        engine_limits = process_hard_limits(engine_pid) if engine_pid else {}
+    def _find_ulimit_ceilings(self, info: EngineInfo) -> None:
+        """Where the engine gives containers limits of its own choosing, bound the pilots'
+        default limits by Plancton's and the engine process's hard limits, and say once what
+        pilots get. Elsewhere pilots inherit the engine's own limits, which the host allows."""
+        if not info.sets_own_ulimits:
+            self.ulimit_ceilings = {}
+            return
+        engine_limits = process_hard_limits(info.server_pid) if info.server_pid else {}
         ceilings = lowest_hard_limits(own_hard_limits(), engine_limits)
         if ceilings == self.ulimit_ceilings:
             return

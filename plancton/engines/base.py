@@ -38,6 +38,10 @@ class EngineInfo:
     name: str = "Docker Engine"
     #: the process serving the engine's local socket, whose limits bound the pilots' own
     server_pid: int | None = None
+    #: whether the engine gives containers limits of its own choosing (Podman: nofile and
+    #: nproc of about a million) rather than those of its own process, as Docker does; only
+    #: then may a pilot ask for more than the host allows
+    sets_own_ulimits: bool = False
 
 
 #: What an event callback receives: the action ("die", "start", ...), the container id, and

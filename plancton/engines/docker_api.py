@@ -215,6 +215,7 @@ class DockerPilots:
             cgroup_version=int(info.get("CgroupVersion", "1") or 1),
             name=name,
             server_pid=socket_server_pid(path) if path else None,
+            sets_own_ulimits=name.startswith("Podman"),
         )
 
     def legacy_pilots(self) -> list[Pilot]:
