@@ -361,7 +361,7 @@ class Config:
         default=(),
         metadata=key(
             pilot_limits.parse_ulimits,
-            'Resource limits of each pilot, such as {nofile: 1024}; under Podman nofile and nproc '
+            "Resource limits of each pilot, such as {nofile: 1024}; under Podman nofile and nproc "
             "default to the lowest hard limits of Plancton and the engine",
             show=pilot_limits.show_ulimits,
         ),
