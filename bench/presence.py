@@ -19,6 +19,7 @@ import os
 import sys
 import tempfile
 import time
+import unittest.mock
 from pathlib import Path
 from typing import Any
 
@@ -72,13 +73,13 @@ def run(bench: Bench) -> ScenarioResult:
     floors = action_of_baseline(floor_tag, "pause")
     times: dict[str, list[float]] = {"plancton": [], "floor": []}
     folder = Path(tempfile.mkdtemp(prefix="bus-", dir=bench.workdir))
-    address_before = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS")
     try:
         with (
             logind_mock.system_bus(folder) as bus,
             logind_mock.running_logind(bus, folder / "dbusmock.log") as set_idle,
+            # the daemon's and the floor's bus
+            unittest.mock.patch.dict(os.environ, {"DBUS_SYSTEM_BUS_ADDRESS": bus}),
         ):
-            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = bus  # the daemon's and the floor's bus
             set_idle(True, time.time() - AWAY_SECONDS)
             plancton.foreground()
             container = json.dumps(bench.pilot_like("presence-floor", COMMAND))
@@ -98,10 +99,6 @@ def run(bench: Bench) -> ScenarioResult:
                 bench.events.wait(action_of_baseline(floor_tag, "unpause"), left, POOL, what="the floor's resumed")
             bench.stop_process(floor)
     finally:
-        if address_before is None:
-            os.environ.pop("DBUS_SYSTEM_BUS_ADDRESS", None)
-        else:
-            os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = address_before
         plancton.stop()
         plancton.remove_pilots()
         bench.remove_containers(f"{BENCH_LABEL}={floor_tag}")

@@ -201,13 +201,20 @@ def remove_instance(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> None
     cgroup = PilotCgroup(instance, str(info.get("CgroupDriver", "cgroupfs")), int(info.get("CgroupVersion") or 1))
     # the runtime removes a removed container's own cgroup a moment later; until then the
     # parent is not empty
+    remove_cgroups_once_empty([cgroup], 60)
+
+
+def remove_cgroups_once_empty(cgroups: list[PilotCgroup], seconds: float) -> None:
+    """Remove instances' parent cgroups as soon as they are empty, waiting up to ``seconds``;
+    what is still there then is left for the session's check to report."""
 
     def gone() -> bool:
-        cgroup.remove()
-        return not instance_cgroups(instance)
+        for cgroup in cgroups:
+            cgroup.remove()
+        return not any(instance_cgroups(cgroup.instance) for cgroup in cgroups)
 
     with contextlib.suppress(WaitTimeout):
-        poll(gone, 60, "the instance's cgroup to go")
+        poll(gone, seconds, "the instances' cgroups to go")
 
 
 def end_orphaned_pilots(before: "HostSnapshot", seconds: float = 30.0) -> None:
@@ -226,14 +233,7 @@ def end_orphaned_pilots(before: "HostSnapshot", seconds: float = 30.0) -> None:
                         for pid in handle.read().split():
                             with contextlib.suppress(ProcessLookupError):
                                 os.kill(int(pid), signal.SIGKILL)
-
-    def gone() -> bool:
-        for cgroup in cgroups:
-            cgroup.remove()
-        return not any(instance_cgroups(cgroup.instance) for cgroup in cgroups)
-
-    with contextlib.suppress(WaitTimeout):
-        poll(gone, seconds, "the test instances' cgroups to go")
+    remove_cgroups_once_empty(cgroups, seconds)
 
 
 def instance_cgroups(instance: str) -> list[str]:
