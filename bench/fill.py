@@ -6,6 +6,9 @@ A repetition runs ``planctonctl resume`` and times from the moment the mode was 
 engine's ``start`` event of the 20th pilot; then ``planctonctl drain`` and the pilots are
 removed. The baseline creates and starts the very same container 20 times, one after another,
 with the Docker SDK. Repetitions take turns between all variants.
+
+``fill-podman`` measures the same against rootful Podman's API service (the baseline the same
+code on Podman's socket).
 """
 
 import functools
@@ -23,6 +26,7 @@ from bench.harness import (
     Stats,
     action_of_baseline,
     at_most,
+    podman_bench,
 )
 from plancton.daemon.actions import START_CONCURRENCY
 
@@ -57,7 +61,13 @@ def _sdk_fill(bench: Bench) -> float:
     return elapsed
 
 
-def run(bench: Bench) -> ScenarioResult:
+def run_podman(bench: Bench) -> ScenarioResult:
+    """Measure the fill times on rootful Podman."""
+    with podman_bench(bench) as podman:
+        return run(podman, scenario="fill-podman")
+
+
+def run(bench: Bench, scenario: str = "fill") -> ScenarioResult:
     """Measure the fill time of Plancton at each concurrency and of the sequential SDK baseline."""
     repetitions = 1 if bench.quick else 3
     settings = {
@@ -67,7 +77,7 @@ def run(bench: Bench) -> ScenarioResult:
         "docker_cmd": list(COMMAND),
         **IDLE_OWNER,
     }
-    result = ScenarioResult("fill", settings={"plancton": settings, "repetitions": repetitions})
+    result = ScenarioResult(scenario, settings={"plancton": settings, "repetitions": repetitions})
     daemons: dict[int, Plancton] = {}
     times: dict[str, list[float]] = {BASELINE: []}
     try:

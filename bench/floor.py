@@ -3,7 +3,8 @@
 :func:`create_and_start` is what any tool must do for a fresh container; :func:`replace_forever`
 is the minimal replacer that the refill benchmark holds Plancton against: it waits for a
 ``die`` event, removes that container, and creates and starts a new one. Run as a process of
-its own, like the daemon: ``python -m bench.floor CONTAINER_JSON COUNT``.
+its own, like the daemon, on the engine of ``DOCKER_HOST`` (the same code serves Docker and
+Podman): ``python -m bench.floor CONTAINER_JSON COUNT``.
 """
 
 import json
@@ -30,20 +31,29 @@ def create_and_start(api: docker.APIClient, container: dict[str, Any], **host_op
 
 
 def replace_forever(api: docker.APIClient, container: dict[str, Any], count: int) -> None:
-    """Start ``count`` containers, then replace each one that dies by a fresh one, forever."""
-    label_filter = [f"{key}={value}" for key, value in container["labels"].items()]
-    events = api.events(decode=True, filters={"type": ["container"], "event": ["die"], "label": label_filter})
+    """Start ``count`` containers, then replace each one that dies by a fresh one, forever.
+
+    Podman 4's filter matches its own name of the event (``died``), so both are asked for; and
+    only events of the container's labels count, whether or not the engine filtered them.
+    """
+    labels = container["labels"]
+    label_filter = [f"{key}={value}" for key, value in labels.items()]
+    filters = {"type": ["container"], "event": ["die", "died"], "label": label_filter}
+    events = api.events(decode=True, filters=filters)
     for _ in range(count):
         create_and_start(api, container)
     for event in events:
-        api.remove_container(event["id"], force=True)
-        create_and_start(api, container)
+        actor = event.get("Actor") or {}
+        if all((actor.get("Attributes") or {}).get(key) == value for key, value in labels.items()):
+            api.remove_container(actor.get("ID") or event["id"], force=True)
+            create_and_start(api, container)
 
 
 def main(argv: list[str]) -> int:
     """Run the replacer with the container description and pool size on the command line."""
     container, count = json.loads(argv[0]), int(argv[1])
-    replace_forever(docker.APIClient(version="auto"), container, count)
+    # the engine of DOCKER_HOST (the benchmark's, Docker's or Podman's), or the Docker socket
+    replace_forever(docker.APIClient(version="auto", **docker.utils.kwargs_from_env()), container, count)
     return 0
 
 

@@ -31,8 +31,11 @@ import yaml
 from plancton.config.schema import Config
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
+from plancton.core.ulimits import lowest_hard_limits
+from plancton.engines.docker_api import EVENT_ALIASES, DockerPilots, event_action
 from plancton.engines.spec import LABEL_INSTANCE, container_spec, instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
+from plancton.platform.rlimits import own_hard_limits, process_hard_limits
 from tests import services
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,9 +71,9 @@ class BenchError(Exception):
     """A scenario could not be measured (a wait timed out, the daemon died...)."""
 
 
-def docker_api() -> docker.APIClient:
-    """Return a low-level Docker client on the local engine."""
-    return docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=API_TIMEOUT_SECONDS)
+def docker_api(url: str = f"unix://{services.DOCKER_SOCKET}") -> docker.APIClient:
+    """Return a low-level Docker client on an engine (the local Docker Engine by default)."""
+    return docker.APIClient(base_url=url, version="auto", timeout=API_TIMEOUT_SECONDS)
 
 
 def child_environment() -> dict[str, str]:
@@ -241,11 +244,13 @@ class EventLog:
     """Records the engine's container events in a background thread, for scenarios to wait on.
 
     The subscription is open when the constructor returns, so no later event is missed.
+    Podman's names of events (``died``, ``remove``) are asked for too and read as Docker's.
     """
 
-    def __init__(self) -> None:
-        self._api = docker_api()
-        self._stream = self._api.events(decode=True, filters={"type": ["container"], "event": list(EVENT_ACTIONS)})
+    def __init__(self, url: str = f"unix://{services.DOCKER_SOCKET}") -> None:
+        self._api = docker_api(url)
+        actions = [*EVENT_ACTIONS, *EVENT_ALIASES]
+        self._stream = self._api.events(decode=True, filters={"type": ["container"], "event": actions})
         self._events: list[Event] = []
         self._changed = threading.Condition()
         self._closed = False
@@ -258,7 +263,7 @@ class EventLog:
                 actor = raw.get("Actor") or {}
                 event = Event(
                     time=int(raw.get("timeNano", 0)) / 1e9,
-                    action=str(raw.get("Action", "")),
+                    action=event_action(raw),
                     container=str(actor.get("ID", raw.get("id", ""))),
                     attributes=dict(actor.get("Attributes") or {}),
                 )
@@ -594,13 +599,17 @@ class Bench:
     and remove it, also after Ctrl-C or SIGTERM.
     """
 
-    def __init__(self, quick: bool, keep_logs: bool = False, shared_host: bool = False) -> None:
+    def __init__(
+        self, quick: bool, keep_logs: bool = False, shared_host: bool = False, engine_url: str | None = None
+    ) -> None:
         self.quick = quick
         self.keep_logs = keep_logs
         self.shared_host = shared_host
+        #: the engine's address, when not the local Docker Engine (Podman's API service)
+        self.engine_url = engine_url
         self.run_id = secrets.token_hex(3)
         self.workdir = tempfile.mkdtemp(prefix=f"plancton-bench-{self.run_id}-")
-        self.api = docker_api()
+        self.api = docker_api(engine_url) if engine_url else docker_api()
         self.instances: set[str] = set()
         self.cgroup_parents: set[str] = set()
         self.baseline_tags: set[str] = set()
@@ -609,8 +618,15 @@ class Bench:
         #: the engine's cgroup driver ("cgroupfs" or "systemd") and cgroup version (1 or 2)
         self.cgroup_driver = str(info.get("CgroupDriver") or "cgroupfs")
         self.cgroup_version = int(info.get("CgroupVersion") or 1)
+        #: the hard limits Plancton bounds its pilots' by on an engine that sets its own (Podman)
+        self.ulimit_ceilings: dict[str, int] = {}
+        engine = DockerPilots("bench", engine_url).engine_info()
+        if engine.sets_own_ulimits:
+            server_limits = process_hard_limits(engine.server_pid) if engine.server_pid else {}
+            self.ulimit_ceilings = lowest_hard_limits(own_hard_limits(), server_limits)
         services.ensure_busybox_image()
-        self.events = EventLog()
+        self.copied_busybox = bool(engine_url) and services.copy_image("busybox:latest", str(engine_url))
+        self.events = EventLog(engine_url) if engine_url else EventLog()
 
     def pilot_cgroup(self, name: str) -> PilotCgroup:
         """Return the parent cgroup named ``name`` as this engine makes it: with the systemd
@@ -628,7 +644,8 @@ class Bench:
         gives it: systemd writes a slice's ``cpu.idle`` itself whenever it sets up the
         slice's cgroup again (for a new pilot's scope), so a value written by the daemon
         alone does not last across the scenario's repetitions."""
-        plancton = Plancton(self, self.instance_name(scenario), settings)
+        engine = {"engine_url": self.engine_url} if self.engine_url else {}
+        plancton = Plancton(self, self.instance_name(scenario), {**settings, **engine})
         if self.cgroup_driver == "systemd":
             command = ["systemctl", "set-property", "--runtime", plancton.cgroup.docker_parent, "CPUWeight=idle"]
             done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -658,7 +675,8 @@ class Bench:
         options), under a cgroup parent of its own and labelled for this run.
         """
         config = Config(docker_cmd=tuple(command))
-        spec = container_spec(config, self.baseline_cgroup(tag), "bench", self.run_id, time.time())
+        parent = self.baseline_cgroup(tag)
+        spec = container_spec(config, parent, "bench", self.run_id, time.time(), self.ulimit_ceilings)
         return {
             "image": spec.image,
             "command": spec.command,
@@ -668,8 +686,10 @@ class Bench:
         }
 
     def spawn(self, command: list[str], **options: Any) -> subprocess.Popen[bytes]:
-        """Start a helper process, recorded so that clean-up stops it by its pid."""
-        process = subprocess.Popen(command, env=child_environment(), cwd="/", **options)
+        """Start a helper process, recorded so that clean-up stops it by its pid; it talks to
+        this run's engine (``DOCKER_HOST``)."""
+        environment = child_environment() | ({"DOCKER_HOST": self.engine_url} if self.engine_url else {})
+        process = subprocess.Popen(command, env=environment, cwd="/", **options)
         self.processes.append(process)
         return process
 
@@ -706,6 +726,9 @@ class Bench:
         for tag in sorted(self.baseline_tags):
             self.remove_containers(f"{BENCH_LABEL}={self.baseline_tag(tag)}")
         self.events.close()
+        if self.copied_busybox:
+            with contextlib.suppress(docker.errors.DockerException):
+                self.api.remove_image("busybox:latest", force=True)
         self.api.close()
         for name in sorted(self.instances | self.cgroup_parents):
             _remove_cgroups(self.pilot_cgroup(name))
@@ -739,12 +762,42 @@ def _remove_cgroups(cgroup: PilotCgroup) -> None:
     name = cgroup.docker_parent.lstrip("/")
     pattern = os.path.join(CGROUP_ROOT, name) if cgroup.version == 2 else os.path.join(CGROUP_ROOT, "*", name)
     for _ in range(20):
-        for folder in glob.glob(pattern):
-            with contextlib.suppress(OSError):
-                os.rmdir(folder)
+        cgroup.remove()  # with the empty cgroups a runtime left below (Podman's conmon)
         if not glob.glob(pattern):
             return
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def podman_bench(bench: Bench) -> Iterator[Bench]:
+    """A run like ``bench`` against rootful Podman's API service: the one answering on its
+    socket, or one started here and stopped afterwards by its pid (with the cgroup Podman
+    made for its conmon), so that a scenario can measure Plancton and its floor on Podman.
+
+    Raises:
+        BenchError: Podman is not installed, or its service cannot be started.
+    """
+    started: services.StartedProcess | None = None
+    had_libpod_parent = any(name.endswith("/libpod_parent") for name in services.cgroup_names())
+    if not services.docker_answers(services.PODMAN_URL):
+        if shutil.which("podman") is None:
+            raise BenchError("podman is not installed")
+        try:
+            started = services.start_podman_service(bench.workdir)
+        except RuntimeError as error:
+            raise BenchError(str(error).splitlines()[0]) from None
+    podman = None
+    try:
+        podman = Bench(bench.quick, bench.keep_logs, bench.shared_host, engine_url=services.PODMAN_URL)
+        yield podman
+    finally:
+        with deferred_signals():
+            if podman is not None:
+                podman.close()
+            if started is not None:
+                started.stop()
+                if not had_libpod_parent:
+                    PilotCgroup("libpod_parent").remove()
 
 
 @contextlib.contextmanager

@@ -10,6 +10,9 @@ the repetitions take turns between them so that the machine's noise falls on all
   container rather than a fresh one (a fresh container for each repetition, so that Docker's
   restart back-off never grows).
 
+``refill-podman`` measures Plancton and the same floor (the same code, on Podman's socket)
+against rootful Podman's API service, without the restart policy.
+
 Each repetition SIGKILLs the oldest container's process by its pid and times from the kill to
 the engine's ``start`` event of the replacement.
 """
@@ -34,6 +37,7 @@ from bench.harness import (
     action_of,
     action_of_baseline,
     at_most,
+    podman_bench,
 )
 
 POOL = 3
@@ -87,23 +91,32 @@ def _restart_policy_once(bench: Bench) -> float:
     return again.time - killed_at
 
 
-def run(bench: Bench) -> ScenarioResult:
-    """Measure refill times of Plancton, the floor and the restart policy, taking turns."""
+def run_podman(bench: Bench) -> ScenarioResult:
+    """Measure refill times of Plancton and the floor on rootful Podman, taking turns."""
+    with podman_bench(bench) as podman:
+        return run(podman, scenario="refill-podman", restart_policy=False)
+
+
+def run(bench: Bench, scenario: str = "refill", restart_policy: bool = True) -> ScenarioResult:
+    """Measure refill times of Plancton, the floor and (with ``restart_policy``) the engine's
+    restart policy, taking turns."""
     repetitions = 5 if bench.quick else 15
     settings = {"max_docks": POOL, "docker_cmd": list(COMMAND), **IDLE_OWNER}
-    result = ScenarioResult("refill", settings={"plancton": settings, "pool": POOL, "repetitions": repetitions})
+    result = ScenarioResult(scenario, settings={"plancton": settings, "pool": POOL, "repetitions": repetitions})
     plancton = bench.plancton("refill", settings)
     ours_started = action_of(plancton.name, "start")
     ours_gone = action_of(plancton.name, "destroy")
     floor_tag = bench.baseline_tag("floor")
     floor_started = action_of_baseline(floor_tag, "start")
     floor_gone = action_of_baseline(floor_tag, "destroy")
-    times: dict[str, list[float]] = {"plancton": [], "floor": [], "restart policy": []}
+    times: dict[str, list[float]] = {"plancton": [], "floor": []}
     turns: list[tuple[str, Callable[[], float]]] = [
         ("plancton", lambda: _kill_oldest(bench, ours_started, ours_gone)),
         ("floor", lambda: _kill_oldest(bench, floor_started, floor_gone)),
-        ("restart policy", lambda: _restart_policy_once(bench)),
     ]
+    if restart_policy:
+        times["restart policy"] = []
+        turns.append(("restart policy", lambda: _restart_policy_once(bench)))
     floor = None
     try:
         plancton.foreground()
@@ -134,7 +147,11 @@ def run(bench: Bench) -> ScenarioResult:
         ),
         Figure("Plancton: p95", "s", value=ours.p95),
         Figure("floor (die event, remove, create, start)", "s", floor_stats),
-        Figure("Docker restart policy (same container)", "s", Stats.of(times["restart policy"])),
+        *(
+            [Figure("Docker restart policy (same container)", "s", Stats.of(times["restart policy"]))]
+            if restart_policy
+            else []
+        ),
         Figure(
             "Plancton / floor (paired)",
             "x",

@@ -23,8 +23,10 @@ def containers(instance: str) -> list[dict[str, str]]:
         return services.instance_containers(client, instance)
 
 
-def states(instance: str) -> list[str]:
-    return sorted(entry["State"] for entry in containers(instance))
+def states(instance: str, client: docker.APIClient | None = None) -> list[str]:
+    """Return the states of this instance's containers (on the Docker Engine, or through a client)."""
+    entries = containers(instance) if client is None else services.instance_containers(client, instance)
+    return sorted(entry["State"] for entry in entries)
 
 
 def test_engine_killed_during_a_spawn_burst(installation: Installation, docker_engine: Engine) -> None:
@@ -115,3 +117,58 @@ def test_image_removed_while_pilots_run(installation: Installation, fault_image:
     services.remove_instance(installation.instance)
     with services.engine_client() as client:
         client.remove_image(untagged, force=True)
+
+
+class PodmanService:
+    """A Podman API service of the test's own, on a socket of its own over the same storage
+    as the shared one (which is never stopped), started and killed by its pid."""
+
+    def __init__(self, folder: str) -> None:
+        self.url = f"unix://{folder}/podman.sock"
+        self.log_path = os.path.join(folder, "podman.log")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                ["podman", "system", "service", "--time=0", self.url],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_until(lambda: services.docker_answers(self.url), what="the test's Podman API service")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
+
+
+@pytest.fixture
+def own_podman_service(podman_engine: str, tmp_path: "os.PathLike[str]") -> Iterator[PodmanService]:
+    """Podman's API service for one test (the shared one provides the busybox image)."""
+    service = PodmanService(str(tmp_path))
+    service.start()
+    yield service
+    service.kill()
+
+
+@pytest.mark.parametrize("engine_name", ["podman"])
+def test_podman_api_service_restarted_under_the_daemon(
+    installation: Installation, own_podman_service: PodmanService, engine_api: docker.APIClient
+) -> None:
+    """Podman's API service (not the engine of the containers: conmon keeps them) killed and
+    started again: the daemon notices, retries, and finds its pilots again, starting none twice."""
+    installation.engine_url = own_podman_service.url
+    installation.write_config(STEADY_POLICY + "max_docks: 3\ndocks_per_loop: 3\ndocker_cmd: sleep 300\n")
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: states(installation.instance, engine_api) == ["running"] * 3, timeout=120, what="3 pilots")
+    before = {entry["Id"] for entry in services.instance_containers(engine_api, installation.instance)}
+    own_podman_service.kill()
+    wait_until(lambda: installation.status()["engine_error"], what="the daemon to notice the service is gone")
+    assert installation.ctl("status").returncode == 0  # still running
+    assert states(installation.instance, engine_api) == ["running"] * 3  # the pilots run on without it
+    own_podman_service.start()
+    wait_until(lambda: installation.status()["engine_error"] is None, timeout=120, what="the daemon to reconnect")
+    assert "container engine is back" in installation.log()
+    assert {entry["Id"] for entry in services.instance_containers(engine_api, installation.instance)} == before

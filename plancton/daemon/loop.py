@@ -200,7 +200,9 @@ class Daemon:
     def _prepare_engine(self) -> None:
         info = self.engine.engine_info()
         self.engine_name = f"{info.name} {info.version}"
-        self.cgroup = PilotCgroup(self.config.instance, info.cgroup_driver, info.cgroup_version, self.cgroup_root)
+        self.cgroup = PilotCgroup(
+            self.config.instance, info.cgroup_driver, info.cgroup_version, self.cgroup_root, info.server_uid
+        )
         warning = self.cgroup.set_lowest_weight()
         if warning:
             log.warning("%s", warning)

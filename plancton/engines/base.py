@@ -38,6 +38,9 @@ class EngineInfo:
     name: str = "Docker Engine"
     #: the process serving the engine's local socket, whose limits bound the pilots' own
     server_pid: int | None = None
+    #: the uid of that process: 0 for a rootful engine; a rootless engine's user otherwise,
+    #: whose own service manager then makes the engine's systemd slices
+    server_uid: int | None = None
     #: whether the engine gives containers limits of its own choosing (Podman: nofile and
     #: nproc of about a million) rather than those of its own process, as Docker does; only
     #: then may a pilot ask for more than the host allows

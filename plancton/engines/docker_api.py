@@ -19,7 +19,10 @@ engine it talks to:
 - the engine's name and version come from ``/version``'s components ("Podman Engine");
 - the cgroup parent follows the engine's cgroup manager (:mod:`plancton.platform.cgroups`
   makes a ``.slice`` only for the systemd manager, which requires one and which cgroupfs
-  refuses), as ``/info`` reports it for both engines.
+  refuses), as ``/info`` reports it for both engines;
+- a rootless engine (rootless Podman on a user's socket) has its slices made by that user's
+  service manager, not the system's: the uid of the process serving the socket tells which
+  (:attr:`~plancton.engines.base.EngineInfo.server_uid`).
 """
 
 import logging
@@ -98,9 +101,9 @@ def socket_path(base_url: str | None) -> str | None:
     return None
 
 
-def socket_server_pid(path: str) -> int | None:
-    """Return the pid of the process that listens on a local socket (the engine, or the
-    service manager that holds the socket for it), or None when it cannot be told."""
+def socket_server(path: str) -> tuple[int, int] | None:
+    """Return the pid and uid of the process that listens on a local socket (the engine, or
+    the service manager that holds the socket for it), or None when they cannot be told."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(5)
@@ -108,8 +111,8 @@ def socket_server_pid(path: str) -> int | None:
             credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     except OSError:
         return None
-    pid = int(struct.unpack("3i", credentials)[0])
-    return pid or None
+    pid, uid, _ = struct.unpack("3i", credentials)
+    return (int(pid), int(uid)) if pid else None
 
 
 def _integer(value: object) -> int | None:
@@ -136,7 +139,9 @@ def _describe_connection_error(error: BaseException, base_url: str | None) -> En
         return EnginePermissionDenied(f"permission denied on {what}: {fix}")
     if "No such file" in text or "FileNotFoundError" in text:
         return EngineUnavailable(f"{what} does not exist: {running}")
-    return EngineUnavailable(f"{what} does not answer ({text.splitlines()[0][:200]})")
+    answer = text.splitlines()[0][:200] if text else type(error).__name__
+    check = "" if base_url is None else "is engine_url the engine's API socket, and "
+    return EngineUnavailable(f"{what} does not answer as an engine ({answer}): {check}{running}")
 
 
 class DockerPilots:
@@ -209,12 +214,14 @@ class DockerPilots:
         info = self._call("engine info", lambda api: api.info())
         name, version = engine_identity(self._call("engine version", lambda api: api.version()))
         path = socket_path(self.base_url)
+        server = socket_server(path) if path else None
         return EngineInfo(
             version=version,
             cgroup_driver=str(info.get("CgroupDriver", "cgroupfs")),
             cgroup_version=int(info.get("CgroupVersion", "1") or 1),
             name=name,
-            server_pid=socket_server_pid(path) if path else None,
+            server_pid=server[0] if server else None,
+            server_uid=server[1] if server else None,
             sets_own_ulimits=name.startswith("Podman"),
         )
 

@@ -1,7 +1,11 @@
 """The cgroup parent that holds every pilot: its name for Docker, its CPU weight, its CPU use.
 
 All pilots of an instance live under one parent cgroup (``/<instance>`` with Docker's
-cgroupfs driver, ``<instance>.slice`` with the systemd driver). Giving that parent the
+cgroupfs driver, ``<instance>.slice`` with the systemd driver: Podman's systemd manager
+requires a slice and its cgroupfs manager refuses one, so the name follows the driver the
+engine reports, here alone). A rootless engine's slice is made by its user's service manager,
+inside that manager's cgroup (``user.slice/user-UID.slice/user@UID.service``), which must have
+the CPU controller delegated for the pilots' CPU caps and weight. Giving that parent the
 lowest CPU weight (cgroup v1 ``cpu.shares`` 2; v2 ``cpu.weight`` 1 and ``cpu.idle`` 1 where
 the kernel has it) makes the kernel hand the CPU to the owner's processes within
 milliseconds, whatever Plancton does. Its CPU accounting gives the pilots' own CPU use, so
@@ -11,10 +15,15 @@ the owner's load can be measured net of the pilots.
 import contextlib
 import errno
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 V1_LOWEST_SHARES = "2"
+V1_DEFAULT_SHARES = "1024"
+IDLE_SETTING = "cpu.idle 1"
+V1_LOWEST = f"cpu.shares {V1_LOWEST_SHARES}"
 V2_LOWEST_WEIGHT = "1"
 NOT_SET = "not set yet"
 
@@ -28,25 +37,65 @@ class PilotCgroup:
         driver: Docker's cgroup driver, "cgroupfs" or "systemd".
         version: the cgroup version Docker uses, 1 or 2.
         root: where the cgroup file systems are mounted.
+        engine_uid: the uid the engine runs as (None: unknown); a rootless engine's (any
+            but 0) systemd slices are made by its user's service manager.
     """
 
     instance: str
     driver: str = "cgroupfs"
     version: int = 1
     root: str = CGROUP_ROOT
+    engine_uid: int | None = None
     #: what gives the pilots the lowest weight now: "cpu.idle 1", "cpu.shares 2", ...
     setting: str = field(default=NOT_SET, compare=False)
+    _lifts: int = field(default=0, compare=False, repr=False)
+    _lift_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def docker_parent(self) -> str:
         """The ``cgroup_parent`` value to give Docker for every pilot."""
         return f"{self.instance}.slice" if self.driver == "systemd" else f"/{self.instance}"
 
+    @property
+    def _user_manager(self) -> bool:
+        return self.driver == "systemd" and self.version == 2 and bool(self.engine_uid)
+
+    @property
+    def manager_folder(self) -> str:
+        """The unified hierarchy's folder below which the engine's cgroups are made: the root,
+        or a rootless engine's user's service manager (``user@UID.service``) under systemd."""
+        if self._user_manager:
+            uid = self.engine_uid
+            return os.path.join(self.root, f"user.slice/user-{uid}.slice/user@{uid}.service")
+        return self.root
+
     def _folder(self, controller: str) -> str:
         relative = self.docker_parent.lstrip("/")
         if self.version == 2:
-            return os.path.join(self.root, relative)
+            return os.path.join(self.manager_folder, relative)
         return os.path.join(self.root, controller, relative)
+
+    def _without_cpu_controller(self) -> str | None:
+        """Return why the pilots' cgroup cannot have the CPU controller (cgroup v2: it is not
+        in the controllers of the folder above it), or None when it can or cannot be told."""
+        if self.version != 2:
+            return None
+        controllers = _read(os.path.join(self.manager_folder, "cgroup.controllers"))
+        if controllers is None or "cpu" in controllers.split():
+            return None
+        if self._user_manager:
+            return (
+                f"the CPU controller is not delegated to user {self.engine_uid}'s service manager "
+                f"({self.manager_folder}/cgroup.controllers: {controllers or 'none'}), so the pilots get neither "
+                f"their CPU caps nor the lowest CPU weight: as root, run systemctl edit user@.service, add "
+                f"[Service] Delegate=cpu cpuset io memory pids, then restart user@{self.engine_uid}.service "
+                "(or log out and in again)"
+            )
+        return (
+            f"the kernel's CPU controller is not available in {self.manager_folder} "
+            f"(cgroup.controllers: {controllers or 'none'}), so the pilots get neither their CPU caps nor the "
+            "lowest CPU weight: check the cgroup setup"
+        )
 
     def set_lowest_weight(self) -> str | None:
         """Give the parent cgroup the lowest CPU weight; return a warning if it cannot.
@@ -59,6 +108,10 @@ class PilotCgroup:
         """
         folder = self._folder("cpu")
         weight = ("cpu.weight", V2_LOWEST_WEIGHT) if self.version == 2 else ("cpu.shares", V1_LOWEST_SHARES)
+        without_cpu = self._without_cpu_controller()
+        if without_cpu:
+            self.setting = "default weight"
+            return without_cpu
         if self.driver == "systemd" and not os.path.isdir(folder):
             return None  # not there before its first pilot
         try:
@@ -67,7 +120,7 @@ class PilotCgroup:
             if _read(os.path.join(folder, "cpu.idle")) == "1" or _write_if_present(
                 os.path.join(folder, "cpu.idle"), "1"
             ):
-                self.setting = "cpu.idle 1"
+                self.setting = IDLE_SETTING
                 return None
             _write(os.path.join(folder, weight[0]), weight[1])
             self.setting = f"{weight[0]} {weight[1]}"
@@ -81,6 +134,8 @@ class PilotCgroup:
         return None
 
     def _fix(self, error: OSError) -> str:
+        if self._user_manager:
+            return f"give the slice the idle weight (systemctl --user set-property {self.docker_parent} CPUWeight=idle)"
         if self.driver == "systemd":
             return (
                 f"give the slice the idle weight (systemctl set-property {self.docker_parent} CPUWeight=idle; "
@@ -133,6 +188,41 @@ class PilotCgroup:
                 return int(handle.read()) / 1e9
         except (OSError, ValueError):
             return None
+
+    @contextlib.contextmanager
+    def lifted_for_freeze(self) -> Iterator[None]:
+        """Within the block, give the pilots an ordinary CPU weight if the engine's freezer
+        needs it to pause them; restore the lowest weight after the last such block ends.
+
+        cgroup v1's freezer freezes a task only when the task runs, and the OCI runtime gives
+        up after some milliseconds ("unable to freeze"): under the lowest weight, with the
+        owner's work on every core, pilots do not run that soon. Frozen, they use no CPU
+        whatever their weight, so the lift lasts only as long as the pause requests. cgroup
+        v2's freezer is waited for by the runtime and needs nothing. Blocks may overlap
+        (pauses run on several threads); errors writing the weight are ignored, so a pause
+        is never prevented, and :meth:`set_lowest_weight` says what is in force.
+        """
+        lift = self.version == 1 and self.setting in (IDLE_SETTING, V1_LOWEST)
+        if lift:
+            self._set_lift(+1)
+        try:
+            yield
+        finally:
+            if lift:
+                self._set_lift(-1)
+
+    def _set_lift(self, change: int) -> None:
+        folder = self._folder("cpu")
+        with self._lift_lock:
+            self._lifts += change
+            if (change > 0 and self._lifts == 1) or self._lifts == 0:
+                lifted = self._lifts > 0
+                if self.setting == IDLE_SETTING:
+                    _write_if_present(os.path.join(folder, "cpu.idle"), "0" if lifted else "1")
+                else:
+                    _write_if_present(
+                        os.path.join(folder, "cpu.shares"), V1_DEFAULT_SHARES if lifted else V1_LOWEST_SHARES
+                    )
 
 
 def _write(path: str, value: str) -> None:

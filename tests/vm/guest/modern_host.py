@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from tests.vm.guest.conftest import OwnerLoad
+
 CHECKOUT = os.environ.get("PLANCTON_CHECKOUT", "/root/plancton")
 CONFIG = "/etc/plancton/config.yaml"
 INSTANCE = "plancton"  # the default configuration's
@@ -94,37 +96,42 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-class DockerSocket(http.client.HTTPConnection):
-    """An HTTP connection to the Docker Engine's socket (cheaper than the CLI under emulation)."""
+DOCKER_SOCKET = "/var/run/docker.sock"
 
-    def __init__(self) -> None:
+
+class EngineSocket(http.client.HTTPConnection):
+    """An HTTP connection to an engine's Docker API socket (cheaper than a CLI under emulation)."""
+
+    def __init__(self, path: str) -> None:
         super().__init__("docker", timeout=30)
+        self.path = path
 
     def connect(self) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(30)
-        self.sock.connect("/var/run/docker.sock")
+        self.sock.connect(self.path)
 
 
-def docker_get(path: str) -> Any:
-    """GET a Docker API path; return the decoded JSON, or None for 404."""
-    connection = DockerSocket()
+def docker_get(path: str, engine: str = DOCKER_SOCKET, method: str = "GET") -> Any:
+    """Send a request to an engine's Docker API (the Docker Engine's by default); return the
+    decoded JSON (None for 404 or an empty answer)."""
+    connection = EngineSocket(engine)
     try:
-        connection.request("GET", path)
+        connection.request(method, path)
         response = connection.getresponse()
         body = response.read()
     finally:
         connection.close()
     if response.status == 404:
         return None
-    assert response.status == 200, f"GET {path}: {response.status} {body!r}"
-    return json.loads(body)
+    assert response.status in (200, 204), f"{method} {path} on {engine}: {response.status} {body!r}"
+    return json.loads(body) if body else None
 
 
-def pilot_ids(running_only: bool = True) -> set[str]:
-    """Return the ids of the default instance's pilot containers."""
+def pilot_ids(running_only: bool = True, engine: str = DOCKER_SOCKET) -> set[str]:
+    """Return the ids of the default instance's pilot containers (on the Docker Engine by default)."""
     filters = urllib.parse.quote(json.dumps({"label": [f"{LABEL}={INSTANCE}"]}))
-    containers = docker_get(f"/containers/json?all={0 if running_only else 1}&filters={filters}")
+    containers = docker_get(f"/containers/json?all={0 if running_only else 1}&filters={filters}", engine)
     return {container["Id"] for container in containers}
 
 
@@ -298,22 +305,6 @@ def person() -> Iterator[int]:
         )
 
 
-@pytest.fixture
-def owner_load() -> Iterator[Callable[[], None]]:
-    """Starts, when called, two busy loops of the host's owner outside Plancton's slice (in
-    the test unit's cgroup); ends them afterwards.
-    """
-    loops: list[subprocess.Popen[bytes]] = []
-
-    def start() -> None:
-        loops.extend(subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2))
-
-    yield start
-    for loop in loops:
-        loop.kill()
-        loop.wait()
-
-
 # -- before the reboot -------------------------------------------------------------------------
 
 
@@ -417,12 +408,12 @@ def test_a_slice_without_the_idle_weight_is_reported_with_its_fix() -> None:
     wait_until(lambda: status().get("cgroup") == wanted, 60, f"planctonctl status showing the cgroup {wanted}")
 
 
-def test_the_owner_gets_the_cpu_back(owner_load: Callable[[], None]) -> None:
+def test_the_owner_gets_the_cpu_back(owner_load: OwnerLoad) -> None:
     pilots = pilot_ids()
     assert len(pilots) == PILOTS
     before = slice_cores(2.0)
     assert before > 0.3, f"the pilots' busy loops used only {before:.2f} cores before the owner's load"
-    owner_load()
+    owner_load.start()
     # at once: cpu.idle leaves the pilots only the CPU time no one else wants
     falls = [slice_cores(1.0) for _ in range(2)]
     assert falls[-1] < 0.1, f"pilots' CPU use in cores, 1-s windows after the owner's load: {falls}"
@@ -517,7 +508,12 @@ def test_without_a_login_session_the_daemon_cannot_tell_and_holds_the_pilots(
         systemctl("reload", "plancton.service")
         wait_for_why(NO_INPUT_SOURCE_WHY, 60)
         wait_until(lambda: not any(running_unpaused(pilot) for pilot in pilot_ids()), 60, "no pilot running")
-        said = [line for line in journal(f"--since={reloaded}").splitlines() if NO_INPUT_SOURCE_WARNING in line]
+        # journald may index the daemon's line a moment after the daemon acted on it
+        said = wait_until(
+            lambda: [line for line in journal(f"--since={reloaded}").splitlines() if NO_INPUT_SOURCE_WARNING in line],
+            30,
+            "the daemon's warning in the journal",
+        )
         assert len(said) == 1, said
     finally:
         with open(CONFIG, "w", encoding="utf-8") as handle:

@@ -1,0 +1,1 @@
+"""The VM tier: tests run in a modern host under qemu (tests/vm/run)."""
