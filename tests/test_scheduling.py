@@ -91,14 +91,15 @@ def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
     wait_until(lambda: full_pool(engine_api, installation.instance), what="a full pool of burning pilots")
     pilots = services.running_ids(engine_api, installation.instance)
     start_owner(owner)
-    # every pilot is paused; one starved by the lowest CPU weight may refuse to freeze, and is
-    # then held all the same
-    wait_until(
-        lambda: (
-            installation.log().count("paused pilot") + installation.log().count("could not be frozen") >= len(pilots)
-        ),
-        what="every pilot paused or held",
-    )
+    # every pilot is frozen, although the lowest CPU weight starves it: its weight is lifted
+    # for the moment of the freeze
+    wait_until(lambda: states(engine_api, installation.instance) == ["paused"] * len(pilots), what="every pilot paused")
+    assert "could not be frozen" not in installation.log()
+    # and, frozen, the pilots keep the lowest CPU weight that status says their parent has
+    cgroup = installation.status()["cgroup"]
+    setting, value = cgroup["cpu"].split()
+    with open(f"/sys/fs/cgroup/cpu{cgroup['parent']}/{setting}", encoding="ascii") as handle:
+        assert handle.read().strip() == value
     stop_owner(owner)
     wait_until(lambda: any("resuming" in r for r in installation.state().why), what="the owner idle again")
     wait_until(lambda: full_pool(engine_api, installation.instance), what="the same pilots running again")

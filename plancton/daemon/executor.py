@@ -8,6 +8,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 
 from plancton.config.schema import Config
 from plancton.core.policy import Plan
@@ -23,6 +24,9 @@ from plancton.metrics.reporting import PilotEvent, Reporter
 
 log = logging.getLogger(__name__)
 
+#: Pause requests per pause, when the runtime gives up freezing the pilot.
+FREEZE_ATTEMPTS = 3
+
 
 class Executor:
     """Carries out plans on one engine's pilots.
@@ -36,6 +40,8 @@ class Executor:
         clock: a monotonic clock.
         wall: the wall clock, to date pilots.
         ceilings: returns the hard limits that pilots' default nofile and nproc stay within.
+        freeze_room: returns what a pause request runs within, so that the engine's freezer
+            can freeze the pilots (the pilots' cgroup lifts their lowest CPU weight where needed).
     """
 
     def __init__(
@@ -48,8 +54,10 @@ class Executor:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         ceilings: Callable[[], Mapping[str, int]] = dict,
+        freeze_room: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.engine = engine
+        self.freeze_room = freeze_room
         self.ceilings = ceilings
         self.roster = roster
         self.reporter = reporter
@@ -163,10 +171,8 @@ class Executor:
     def _pause(self, container: str, pause: bool) -> None:
         name = self.roster.name(container)
         if pause:
-            try:
-                self.engine.pause(container)
-            except PilotError as error:
-                # a pilot starved by the lowest CPU weight may not reach the freezer in time
+            error = self._freeze(container)
+            if error is not None:
                 log.warning(
                     "pilot %s could not be frozen (%s); it gets no CPU while the owner is busy and counts "
                     "as paused: it is stopped after grace_kill if the owner stays busy",
@@ -178,3 +184,20 @@ class Executor:
             self.engine.unpause(container)
         log.info("%s pilot %s", "paused" if pause else "resumed", name)
         self.reporter.pilot_event(PilotEvent("paused" if pause else "resumed", name))
+
+    def _freeze(self, container: str) -> PilotError | None:
+        """Pause a pilot, asking again when the freezer gave up; return the last error, or None.
+
+        The runtime waits only a moment for every task of the pilot to reach the freezer, and
+        a pilot on a crowded CPU may miss it even with its weight lifted for the freeze.
+        """
+        error: PilotError | None = None
+        with self.freeze_room():
+            for _ in range(FREEZE_ATTEMPTS):
+                try:
+                    self.engine.pause(container)
+                except PilotError as failed:
+                    error = failed
+                else:
+                    return None
+        return error

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 
 from plancton import __version__
@@ -83,7 +84,15 @@ class Daemon:
         self.roster = Roster()
         self.ulimit_ceilings: dict[str, int] = {}
         self.executor = Executor(
-            engine, self.roster, self.reporter, lambda: self.config, self._parent, clock, wall, self._ceilings
+            engine,
+            self.roster,
+            self.reporter,
+            lambda: self.config,
+            self._parent,
+            clock,
+            wall,
+            self._ceilings,
+            self._freeze_room,
         )
         self.original_pilots = OriginalPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
@@ -237,6 +246,9 @@ class Daemon:
 
     def _ceilings(self) -> dict[str, int]:
         return self.ulimit_ceilings
+
+    def _freeze_room(self) -> AbstractContextManager[None]:
+        return self.cgroup.lifted_for_freeze() if self.cgroup is not None else nullcontext()
 
     def _parent(self) -> str:
         assert self.cgroup is not None
