@@ -15,8 +15,8 @@ from plancton.control.modefiles import write_mode
 from plancton.control.paths import Paths, resolve
 from plancton.control.state import read_state
 from plancton.core.modes import Mode
-from plancton.core.policy import HostSample
-from plancton.daemon.loop import Daemon
+from plancton.core.policy import HostSample, Memory
+from plancton.daemon.loop import TIMER_SLACK_SECONDS, Daemon
 from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
 from plancton.engines.spec import ContainerSpec
@@ -265,6 +265,18 @@ def test_the_originals_pilots_are_listed_and_left_alone_unless_removal_is_asked(
     harness.turn()
     state = read_state(harness.paths.state_file)
     assert state is not None and state.legacy_pilots == ()
+
+
+def test_a_timer_wakes_the_loop_at_its_due_time_however_long_the_loop_took(harness: Harness) -> None:
+    harness.daemon.config = config_of(max_docks=3, grace_spawn=5, main_sleep=30)
+    # the owner was seen idle again at the coming loop: grace_spawn runs until 1006
+    harness.daemon.memory = Memory(reclaim_ended=harness.clock[0] + 1)
+    harness.turn(1.0)
+    assert harness.engine.states() == [] and harness.daemon.last_plan.wake_in == pytest.approx(5.0)
+    harness.clock[0] += 0.7  # the rest of the loop: actions handed out, report, state file
+    assert harness.daemon._next_wait() == pytest.approx(4.3 + TIMER_SLACK_SECONDS)
+    harness.turn(4.3 + TIMER_SLACK_SECONDS)
+    assert harness.engine.states() == ["running"] * 3
 
 
 def test_pilot_ages_ignore_wall_clock_jumps() -> None:

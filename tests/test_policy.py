@@ -199,6 +199,20 @@ def test_finished_and_stuck_pilots_are_removed() -> None:
     assert plan.start == 1
 
 
+def test_pilots_stopped_for_a_busy_owner_are_removed_once_it_is_idle() -> None:
+    config = make_config(max_docks=2, pause_delay=0, grace_kill=60, grace_spawn=30)
+    busy, idle = idle_host(ncpus=2, owner_cores=2.0), idle_host(ncpus=2)
+    stopped = [PilotView("p0", "exited", 70.0), PilotView("p1", "exited", 70.0)]
+    plan, memory = once(busy, stopped, config, now=0.0)
+    assert plan.remove == () and plan.start == 0
+    assert "removing 2 finished pilots once it is idle" in " ".join(plan.reasons)
+    plan, memory = once(idle, stopped, config, now=1.0, memory=memory)
+    assert set(plan.remove) == {"p0", "p1"}
+    # force-stop and drain-stop remove them at once, busy owner or not
+    plan, _ = once(busy, stopped, config, mode=Mode.FORCE_STOP, now=0.0)
+    assert set(plan.remove) == {"p0", "p1"}
+
+
 def test_backoff_and_start_rate_hold_spawns() -> None:
     config = make_config(max_docks=4, max_starts_per_minute=3)
     plan, _ = once(idle_host(), [], config, now=100.0, history=StartHistory(backoff_until=110.0))

@@ -115,8 +115,16 @@ def test_owner_busy_past_grace_kill_stops_pilots_and_grace_spawn_holds_new_ones(
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: full_pool(docker_api, installation.instance), what="a full pool of burning pilots")
     start_owner(owner)
-    wait_until(lambda: not states(docker_api, installation.instance), what="pilots stopped after grace_kill")
+    wait_until(
+        lambda: set(states(docker_api, installation.instance)) == {"exited"}, what="pilots stopped after grace_kill"
+    )
     assert "(owner reclaim)" in installation.log()
+    # the engine's work of removing them waits for the owner to be idle
+    loops = installation.state().loops
+    assert isinstance(loops, int)
+    wait_until(lambda: installation.state().loops >= loops + 2, what="two more loops")
+    assert set(states(docker_api, installation.instance)) == {"exited"}
+    assert any("once it is idle" in reason for reason in installation.state().why)
     stop_owner(owner)
     idle_since = time.monotonic()
     wait_until(lambda: any("grace_spawn" in r for r in installation.state().why), what="grace_spawn hold")

@@ -139,7 +139,8 @@ class Config:
         default=5.0,
         metadata=key(
             units.duration_in_range(0.1, _HOURS),
-            "Seconds between two loops (a pilot exiting or a timer such as grace_kill ending wakes it sooner)",
+            "Seconds between two loops (a pilot exiting, the owner's CPU crossing a threshold or a timer such "
+            "as grace_kill ending wakes it sooner)",
         ),
     )
     log_level: str = field(

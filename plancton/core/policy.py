@@ -189,7 +189,8 @@ def decide(
     draft = _Draft()
     memory = _update_owner(memory, sample, config, now)
     memory = _update_presence(memory, presence, config, now)
-    _remove_finished(pilots, draft)
+    owner_busy = mode is Mode.ACTIVE and (memory.owner_busy or bool(memory.present))
+    _remove_finished(pilots, draft, owner_busy)
     live = [pilot for pilot in pilots if pilot.state in LIVE_STATES and not pilot.stopping]
     live = [pilot for pilot in live if pilot.id not in draft.remove]
     memory = _forget_gone_pauses(memory, live, now)
@@ -213,17 +214,26 @@ def decide(
     return replace(draft.freeze(), wake_in=_wake_in(situation, memory)), memory
 
 
-def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float) -> Memory:
-    """Hysteresis: busy at owner_busy_percent (or CPU pressure), idle again below owner_idle_percent."""
+def owner_busy_after(was_busy: bool, sample: HostSample, config: Config) -> bool:
+    """Given whether the owner counted as busy and a new sample, return whether it counts as
+    busy now. Hysteresis: busy at owner_busy_percent (or CPU pressure), idle again only below
+    owner_idle_percent."""
     percent = sample.owner_percent
+    if was_busy:
+        return percent >= config.owner_idle_percent
     pressured = (
         sample.cpu_pressure is not None
         and sample.cpu_pressure >= config.cpu_pressure_percent
         and percent >= config.owner_idle_percent
     )
-    if not memory.owner_busy and (percent >= config.owner_busy_percent or pressured):
+    return percent >= config.owner_busy_percent or pressured
+
+
+def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float) -> Memory:
+    busy = owner_busy_after(memory.owner_busy, sample, config)
+    if busy and not memory.owner_busy:
         return replace(memory, owner_busy=True, owner_since=now)
-    if memory.owner_busy and percent < config.owner_idle_percent:
+    if memory.owner_busy and not busy:
         # only a busy spell long enough to act on starts grace_spawn: a spike does not
         acted = now - memory.owner_since >= config.pause_delay
         return replace(memory, owner_busy=False, owner_since=now, reclaim_ended=now if acted else memory.reclaim_ended)
@@ -256,13 +266,20 @@ def _present_reasons(presence: Presence, config: Config) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def _remove_finished(pilots: list[PilotView], draft: _Draft) -> None:
+def _remove_finished(pilots: list[PilotView], draft: _Draft, owner_busy: bool) -> None:
+    """Remove pilots that have ended (or never started): at once, or, while the owner is busy
+    or present, once the owner is idle again, so that the engine's work of removing them (file
+    systems, cgroups) is not done in the owner's time."""
+    finished = []
     for pilot in pilots:
         never_started = pilot.state == "created" and pilot.age > CREATED_GRACE_SECONDS
         if pilot.state in FINISHED_STATES or (never_started and not pilot.stopping):
-            draft.remove.append(pilot.id)
-    if draft.remove:
-        draft.reasons.append(f"removing {len(draft.remove)} finished pilots")
+            finished.append(pilot.id)
+    if finished and owner_busy:
+        draft.reasons.append(f"owner busy: removing {len(finished)} finished pilots once it is idle")
+    elif finished:
+        draft.remove += finished
+        draft.reasons.append(f"removing {len(finished)} finished pilots")
 
 
 def _youngest_first(pilots: list[PilotView]) -> list[PilotView]:

@@ -26,6 +26,7 @@ from plancton.core.ulimits import DEFAULT_CAPPED, lowest_hard_limits
 from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
 from plancton.daemon.executor import Executor
+from plancton.daemon.host_watch import HostWatch
 from plancton.daemon.original_pilots import OriginalPilots
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
@@ -103,9 +104,11 @@ class Daemon:
         self.started_at = clock()
         self.started_wall = wall()
         self.cgroup: PilotCgroup | None = None
-        self.sensor: Sensor | None = None
+        self.host: HostWatch | None = None
+        self.watching = False
         self.engine_name = ""
         self.last_plan = Plan()
+        self.decided_at = 0.0
         self.engine_error: str | None = None
         self.engine_failures = 0
         self.loops = 0
@@ -122,6 +125,7 @@ class Daemon:
         self.reporter.configure(self.config)
         self._write_state()
         self.events.start()
+        self.watching = True
         try:
             while not self._handle_signals():
                 self.wake.clear()
@@ -147,7 +151,7 @@ class Daemon:
         # would otherwise get more pilots than max_docks)
         _, starting = self.executor.under_way()
         try:
-            if self.sensor is None:
+            if self.host is None:
                 self._prepare_engine()
             listing = self.engine.list()
         except EngineUnavailable as error:
@@ -156,8 +160,8 @@ class Daemon:
             return None
         self._engine_up()
         self.original_pilots.check(self.config)
-        assert self.sensor is not None
-        sample = self.sensor.sample()
+        assert self.host is not None
+        sample = self.host.sample()
         now = self.clock()
         self._follow_mode()
         self._settle_cgroup()
@@ -166,9 +170,12 @@ class Daemon:
         views = self.roster.views(now, in_flight, starting)
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
         presence = self.presence.sample(self.wall())
-        plan, self.memory = decide(sample, views, self.config, self.mode, now, self.memory, history, presence)
+        before = self.memory
+        plan, self.memory = decide(sample, views, self.config, self.mode, now, before, history, presence)
+        self._log_owner_change(before, sample, now)
+        self.host.expect(self.memory.owner_busy, self.config)
         self.executor.execute(plan)
-        self.last_plan = plan
+        self.last_plan, self.decided_at = plan, now
         self._report(loop_start, calls_before, sample)
         return plan
 
@@ -195,6 +202,8 @@ class Daemon:
         pilots' parent cgroup when no pilot of this instance is left."""
         notify("STOPPING=1")
         self.events.stop()
+        if self.host is not None:
+            self.host.stop()
         self.presence.close()
         self.executor.shutdown()
         self.reporter.close()
@@ -215,7 +224,9 @@ class Daemon:
         warning = self.cgroup.set_lowest_weight()
         if warning:
             log.warning("%s", warning)
-        self.sensor = self.make_sensor(self.cgroup)
+        self.host = HostWatch(self.make_sensor(self.cgroup), self.wake.set)
+        if self.watching:
+            self.host.start()
         log.info(
             "%s (cgroup v%d, %s driver); pilots go under cgroup %s (%s)",
             *(self.engine_name, info.cgroup_version, info.cgroup_driver, self.cgroup.docker_parent),
@@ -283,6 +294,22 @@ class Daemon:
         self.engine_error = None
         self.engine_failures = 0
 
+    def _log_owner_change(self, before: Memory, sample: HostSample, now: float) -> None:
+        """Say when the owner starts or stops counting as busy or present, and which timer
+        that starts: the moments the policy's timers count from."""
+        after, config = self.memory, self.config
+        if after.owner_busy and not before.owner_busy:
+            log.info(
+                "owner busy at %.0f%% of host CPU (pilots excluded): pilots are paused after pause_delay %g s",
+                *(sample.owner_percent, config.pause_delay),
+            )
+        if after.present and not before.present:
+            log.info("owner present (%s): pilots are paused at once", "; ".join(after.present))
+        if after.reclaim_ended == now and before.reclaim_ended != now:
+            log.info("owner idle again: pilots start again after grace_spawn %g s", config.grace_spawn)
+        elif before.owner_busy and not after.owner_busy:
+            log.info("owner idle again at %.0f%% of host CPU, before pause_delay", sample.owner_percent)
+
     # -- modes, signals and timers ----------------------------------------------------------
 
     def _follow_mode(self) -> None:
@@ -312,13 +339,15 @@ class Daemon:
         return stop
 
     def _next_wait(self) -> float:
-        """Return how long to sleep: main_sleep, less when a policy timer falls due sooner, and
-        a growing back-off while the engine is away."""
+        """Return how long to sleep: main_sleep, less when a policy timer falls due sooner (its
+        due time counts from the moment of the decision, not from the end of the loop), and a
+        growing back-off while the engine is away."""
         if self.engine_error is not None:
             return min(self.config.main_sleep, MAX_ENGINE_RETRY_SECONDS, 2.0 ** min(self.engine_failures, 5))
         if self.last_plan.wake_in is None:
             return self.config.main_sleep
-        return min(self.config.main_sleep, self.last_plan.wake_in + TIMER_SLACK_SECONDS)
+        due = self.decided_at + self.last_plan.wake_in + TIMER_SLACK_SECONDS
+        return max(0.0, min(self.config.main_sleep, due - self.clock()))
 
     # -- reporting --------------------------------------------------------------------------
 

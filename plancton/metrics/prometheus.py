@@ -222,7 +222,7 @@ def _host_families(instance: str, report: LoopReport) -> Iterator[Metric]:
     sample = report.sample
     assert sample is not None
     yield _gauge("plancton_host_cpus", "CPUs of the host", instance, sample.ncpus)
-    cores = "CPU cores busy over the last loop"
+    cores = "CPU cores busy over the last half second before the last loop"
     yield _gauge("plancton_host_busy_cpu_cores", f"{cores}, on the whole host", instance, sample.busy_cores)
     yield _gauge("plancton_owner_cpu_cores", f"{cores}, for anything but the pilots", instance, sample.owner_cores)
     yield _gauge("plancton_pilots_cpu_cores", f"{cores}, for the pilots", instance, sample.pilots_cores)
