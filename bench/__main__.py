@@ -19,19 +19,24 @@ from typing import Any
 import docker.errors
 import psutil
 
-from bench import fill, overhead, presence, reclaim, refill
+from bench import fill, htcondor, overhead, presence, reclaim, refill, workqueue
 from bench.harness import REPO, Bench, BenchError, Figure, ScenarioResult, deferred_signals
 
 SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "refill": refill.run,
     "fill": fill.run,
+    "refill-podman": refill.run_podman,
+    "fill-podman": fill.run_podman,
     "reclaim": reclaim.run_reclaim,
     "harvest": reclaim.run_harvest,
     "overhead": overhead.run,
     "presence": presence.run,
+    "workqueue": workqueue.run_scenario,
+    "htcondor": htcondor.run,
 }
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")
+DEFAULT_OVERHEAD_PLOT = os.path.join(REPO, "docs", "overhead.png")
 EXIT_INTERRUPTED = 130
 
 
@@ -54,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--markdown", action="store_true", help="with --show: print the table as Markdown")
     parser.add_argument("--results", metavar="FILE", default=DEFAULT_RESULTS, help="where to write the results")
     parser.add_argument("--plot", metavar="FILE", default=DEFAULT_PLOT, help="where to draw reclaim and harvest")
+    parser.add_argument(
+        "--overhead-plot", metavar="FILE", default=DEFAULT_OVERHEAD_PLOT, help="where to draw the overhead scenario"
+    )
     return parser
 
 
@@ -125,6 +133,25 @@ def run(args: argparse.Namespace, selected: list[str]) -> tuple[list[ScenarioRes
     return results, facts, interrupted
 
 
+def draw_plots(results: list[ScenarioResult], args: argparse.Namespace) -> None:
+    """Draw the pictures of the scenarios that have one, or say in one line why none is drawn."""
+    timelines = {result.name: result.raw["timeline"] for result in results if "timeline" in result.raw}
+    levels = next((result.raw["levels"] for result in results if result.name == "overhead" and result.raw), None)
+    if not timelines and not levels:
+        return
+    try:
+        from bench import plot  # noqa: PLC0415 - matplotlib only when there is something to draw
+    except ModuleNotFoundError as error:
+        print(f"bench: no plot drawn: {error.name} is missing (pip install '.[bench]')", file=sys.stderr)
+        return
+    if timelines:
+        plot.draw(timelines, args.plot)
+        print(f"bench: plot in {args.plot}", file=sys.stderr)
+    if levels:
+        plot.draw_overhead(levels, args.overhead_plot)
+        print(f"bench: overhead plot in {args.overhead_plot}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return 0, 1 when a scenario failed, 130 when interrupted."""
     args = build_parser().parse_args(argv)
@@ -156,15 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.results, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1)
         handle.write("\n")
-    timelines = {result.name: result.raw["timeline"] for result in results if "timeline" in result.raw}
-    if timelines:
-        try:
-            from bench import plot  # noqa: PLC0415 - matplotlib only when there is something to draw
-        except ModuleNotFoundError as error:
-            print(f"bench: no plot drawn: {error.name} is missing (pip install '.[bench]')", file=sys.stderr)
-        else:
-            plot.draw(timelines, args.plot)
-            print(f"bench: plot in {args.plot}", file=sys.stderr)
+    draw_plots(results, args)
     print(f"bench: results in {args.results}", file=sys.stderr)
     return 1 if any(result.error for result in results) else 0
 

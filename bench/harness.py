@@ -7,6 +7,7 @@ so a clock step is unlikely, and every figure is a difference over seconds.
 """
 
 import contextlib
+import datetime
 import glob
 import math
 import os
@@ -46,6 +47,8 @@ EVENT_ACTIONS = ("create", "start", "kill", "die", "pause", "unpause", "destroy"
 API_TIMEOUT_SECONDS = 120
 READY_TIMEOUT_SECONDS = 60.0
 REMOVE_THREADS = 8
+#: The time at the start of each line of the daemon's log.
+LOG_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 #: Settings for scenarios that measure the pilot machinery on a host whose owner is idle
 #: (refill, fill, overhead): on a shared machine the owner never is, and the benchmark's own
 #: Docker requests load dockerd, so these count the owner busy only while it takes the whole
@@ -96,9 +99,29 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Given measurements, return a distribution-free interval that holds their population's
+    median with at least the given confidence: the order statistics whose ranks a binomial
+    distribution with p = 1/2 puts outside on either side with at most (1 - confidence) / 2.
+    Return (nan, nan) when there are too few measurements for one (fewer than 6 at 95%).
+    """
+    ordered = sorted(values)
+    count = len(ordered)
+    tail = (1 - confidence) / 2
+    below, rank = 0.0, 0
+    # the largest rank k such that P(X < k) <= tail for X ~ Binomial(count, 1/2)
+    while rank < count and below + math.comb(count, rank) / 2**count <= tail:
+        below += math.comb(count, rank) / 2**count
+        rank += 1
+    if rank == 0:
+        return math.nan, math.nan
+    return ordered[rank - 1], ordered[count - rank]
+
+
 @dataclass(frozen=True)
 class Stats:
-    """The median, min, max and 95th percentile of repeated measurements."""
+    """The median, min, max and 95th percentile of repeated measurements, and a 95% interval
+    of their median where there are enough of them."""
 
     median: float
     low: float
@@ -106,6 +129,7 @@ class Stats:
     p95: float
     count: int
     missing: int = 0
+    interval: tuple[float, float] = (math.nan, math.nan)
 
     @classmethod
     def of(cls, values: Sequence[float]) -> "Stats":
@@ -117,7 +141,13 @@ class Stats:
         if not measured:
             return cls(math.nan, math.nan, math.nan, math.nan, 0, missing)
         return cls(
-            percentile(measured, 0.5), min(measured), max(measured), percentile(measured, 0.95), len(measured), missing
+            percentile(measured, 0.5),
+            min(measured),
+            max(measured),
+            percentile(measured, 0.95),
+            len(measured),
+            missing,
+            median_interval(measured),
         )
 
     @classmethod
@@ -135,6 +165,8 @@ class Stats:
             "p95": self.p95,
             "n": self.count,
             "not_measured": self.missing,
+            "interval95_low": self.interval[0],
+            "interval95_high": self.interval[1],
         }
 
 
@@ -159,6 +191,9 @@ class Figure:
             return "not measured"
         if self.stats is not None:
             spread = f" [{_number(self.stats.low)}-{_number(self.stats.high)}]" if self.stats.count > 1 else ""
+            low, high = self.stats.interval
+            if not math.isnan(low):
+                spread += f", 95% interval {_number(low)}-{_number(high)}"
             missing = f" ({self.stats.missing} of {self.stats.count + self.stats.missing} not measured)"
             return f"{_number(self.stats.median)}{spread} {self.unit}".strip() + (missing if self.stats.missing else "")
         if self.value is None or math.isnan(self.value):
@@ -170,7 +205,10 @@ class Figure:
         """Given a figure as results.json holds it, return the figure."""
         stats = None
         if "median" in data:
-            stats = Stats(data["median"], data["min"], data["max"], data["p95"], data["n"], data.get("not_measured", 0))
+            interval = (data.get("interval95_low", math.nan), data.get("interval95_high", math.nan))
+            stats = Stats(
+                data["median"], data["min"], data["max"], data["p95"], data["n"], data.get("not_measured", 0), interval
+            )
         return cls(data["what"], data["unit"], stats, data.get("value"), data.get("target", ""), data.get("met"))
 
     def as_dict(self) -> dict[str, Any]:
@@ -576,6 +614,19 @@ class Plancton:
         except OSError:
             return []
         return [re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1", line) for line in lines]
+
+    def logged_at(self, text: str) -> list[float]:
+        """Return the times (epoch seconds, to the millisecond) of the daemon's log lines that
+        contain ``text``."""
+        try:
+            with open(os.path.join(self.logdir, "plancton.log"), encoding="utf-8", errors="replace") as handle:
+                lines = [line for line in handle if text in line]
+        except OSError:
+            return []
+        stamps = [LOG_STAMP.match(line) for line in lines]
+        return [
+            datetime.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in stamps if stamp
+        ]
 
     def mode_changed_at(self) -> float:
         """Return when planctonctl last wrote the mode: the moment a mode verb took effect."""

@@ -1,5 +1,6 @@
-"""Overhead: the daemon's own CPU time and peak memory with 0, 20 and 100 pilots, and the Docker
-API requests it makes per loop (as Plancton counts them in state.json).
+"""Overhead: the daemon's own CPU time and peak memory with 0, 20, 100 and 300 pilots, and the
+Docker API requests it makes per loop and its loop's duration (as Plancton counts them in
+state.json): how its cost grows with the pool.
 
 One daemon runs with the default main_sleep (5 s) and sleeping busybox pilots. It starts with
 max_docks 0; for each level the benchmark rewrites max_docks and runs ``planctonctl reload``,
@@ -30,7 +31,7 @@ from bench.harness import (
     at_most,
 )
 
-LEVELS = (0, 20, 100)
+LEVELS = (0, 20, 100, 300)
 TARGET_CORE_PERCENT = 1.0
 TARGET_RSS_MB = 60.0
 STATE_POLL_SECONDS = 0.2

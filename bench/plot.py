@@ -1,5 +1,6 @@
-"""The picture of the reclaim and harvest scenarios: CPU of the owner, the pilots and the rest
-of the host, and the number of pilots, over time (matplotlib, a benchmark-only extra).
+"""The pictures of the benchmark (matplotlib, a benchmark-only extra): for reclaim and harvest,
+CPU of the owner, the pilots and the rest of the host, and the number of pilots, over time;
+for overhead, the daemon's cost against the number of pilots.
 """
 
 from typing import Any
@@ -57,3 +58,35 @@ def _panel(axis: Any, series: dict[str, Any], title: str) -> None:
         fontsize=8,
         frameon=False,
     )
+
+
+def draw_overhead(levels: dict[str, dict[str, Any]], path: str) -> None:
+    """Given the overhead scenario's measurements by number of pilots (its ``raw["levels"]``),
+    draw the daemon's CPU, peak memory and loop duration against the pilots into a PNG file.
+    """
+    pilots = sorted(int(count) for count in levels)
+    measured = [levels[str(count)] for count in pilots]
+    panels = [
+        ("daemon CPU (% of a core)", [level["core_percent"] for level in measured]),
+        ("daemon peak RSS (MB)", [level["peak_rss_mb"] for level in measured]),
+        ("loop duration, median (ms)", [1000 * _median(level["loop_seconds"]) for level in measured]),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(11, 3.4), squeeze=False)
+    for axis, (label, values) in zip(axes[0], panels, strict=True):
+        axis.plot(pilots, values, marker="o", color="tab:blue")
+        axis.set_xlabel("pilots")
+        axis.set_title(label, fontsize=10)
+        axis.set_ylim(bottom=0)
+        axis.set_xticks(pilots)
+    figure.suptitle("Overhead: what the daemon costs as the pool grows", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2

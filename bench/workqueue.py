@@ -1,6 +1,11 @@
 """Work Queue through Plancton's pilots: throughput against the same workers on the host, and
 the time from ``planctonctl resume`` to the first task running again.
 
+``bench/run --only workqueue`` runs :func:`run_scenario`: short and 30 s tasks, through the
+pilots and through host workers capped at a core each as the pilots are. Run on its own, as
+below, this module compares with uncapped host workers (at nice 0 and 19) and measures the
+resume.
+
 Run as root from the repository (Debian's ``coop-computing-tools`` and ``python3-workqueue``
 installed, the Docker Engine running)::
 
@@ -27,6 +32,7 @@ the end. Results go to stdout as a table and as JSON.
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import platform
@@ -38,12 +44,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import yaml
 
+from bench.harness import Bench, BenchError, Figure, ScenarioResult, Stats, at_least
 from tests import services
 from tests.workqueue_manager import (
     EXAMPLE,
@@ -69,7 +76,7 @@ POLICY = {
     "vacate_time": 5,
 }
 WAIT_TIMEOUT_SECONDS = 600.0
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO plancton\.daemon: started pilot ")
+LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO plancton\.daemon\.executor: started pilot ")
 
 
 class BenchFailure(Exception):
@@ -181,16 +188,21 @@ def finished_summary(manager: Manager) -> dict[str, Any]:
     return summary
 
 
-def throughput_on_host(folder: str, args: argparse.Namespace, niceness: int = 0) -> dict[str, Any]:
-    """Run the workload on workers started directly on the host at a niceness; return the
-    manager's summary."""
-    workers = HostWorkers()
-    with manager_run(folder, tasks=args.tasks, sleep=0, hash_mib=args.hash_mib) as (manager, port):
+def throughput_on_host(
+    folder: str, tasks: int, hash_mib: int, workers: int, niceness: int = 0, cgroup_procs: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Run the workload on workers started directly on the host at a niceness, each in its
+    cgroup if ``cgroup_procs`` names them (one cgroup.procs file per worker); return the
+    manager's summary with the host's load at its end."""
+    host_workers = HostWorkers()
+    with manager_run(folder, tasks=tasks, sleep=0, hash_mib=hash_mib) as (manager, port):
         try:
-            workers.start(args.workers, port, cores=1, idle_timeout=60, niceness=niceness)
+            host_workers.start(workers, port, cores=1, idle_timeout=60, niceness=niceness)
+            for process, procs in zip(host_workers.processes, cgroup_procs, strict=False):
+                write_file(procs, str(process.pid))
             return with_load(finished_summary(manager))
         finally:
-            workers.stop()
+            host_workers.stop()
 
 
 def with_load(summary: dict[str, Any]) -> dict[str, Any]:
@@ -198,12 +210,15 @@ def with_load(summary: dict[str, Any]) -> dict[str, Any]:
     return {**summary, "load_average_1min": os.getloadavg()[0]}
 
 
-def throughput_in_pilots(folder: str, args: argparse.Namespace, image: str) -> dict[str, Any]:
-    """Run the workload on Plancton's pilots; return the manager's summary."""
-    plancton = Installation(tempfile.mkdtemp(dir=folder), f"bwq{secrets.token_hex(4)}", image)
-    with manager_run(folder, tasks=args.tasks, sleep=0, hash_mib=args.hash_mib) as (manager, port):
+def throughput_in_pilots(
+    folder: str, tasks: int, hash_mib: int, workers: int, image: str, instance: str
+) -> dict[str, Any]:
+    """Run the workload on Plancton's pilots; return the manager's summary with the host's
+    load at its end."""
+    plancton = Installation(tempfile.mkdtemp(dir=folder), instance, image)
+    with manager_run(folder, tasks=tasks, sleep=0, hash_mib=hash_mib) as (manager, port):
         try:
-            plancton.configure(port, args.workers)
+            plancton.configure(port, workers)
             plancton.ctl("start")
             return with_load(finished_summary(manager))
         finally:
@@ -245,6 +260,112 @@ def first_dispatch_after(manager: Manager, since: float) -> float | None:
     return min(times) if times else None
 
 
+# -- the scenario of bench/run --------------------------------------------------------------
+
+#: The two kinds of task the scenario measures: (tasks per leg, MiB hashed by each task). On
+#: these machines a core hashes about 210 MiB/s: the short tasks take about 0.2 s, the long ones
+#: about 30 s.
+TASK_KINDS = {"short tasks": (60, 40), "30 s tasks": (4, 6400)}
+WORKERS = 2
+TARGET_RATIOS = {"short tasks": 0.8, "30 s tasks": 0.95}
+
+
+@contextmanager
+def one_core_cgroups(tag: str, count: int) -> Iterator[list[str]]:
+    """Yield the cgroup.procs files of ``count`` cgroups capped at one core each, as each pilot
+    is by cpus_per_dock 1 (cgroup v1's cpu controller, or v2); remove them at the end."""
+    unified = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+    base = "/sys/fs/cgroup" if unified else "/sys/fs/cgroup/cpu"
+    folders = [os.path.join(base, f"{tag}-{index}") for index in range(count)]
+    try:
+        for folder in folders:
+            os.makedirs(folder)
+            if unified:
+                write_file(os.path.join(folder, "cpu.max"), "100000 100000")
+            else:
+                write_file(os.path.join(folder, "cpu.cfs_period_us"), "100000")
+                write_file(os.path.join(folder, "cpu.cfs_quota_us"), "100000")
+        yield [os.path.join(folder, "cgroup.procs") for folder in folders]
+    finally:
+        for folder in folders:
+            # the workers are stopped and their tasks gone; the kernel may take a moment
+            with suppress(services.WaitTimeout):
+                services.poll(functools.partial(_rmdir, folder), 10, f"{folder} removed")
+
+
+def write_file(path: str, value: str) -> None:
+    """Write a value to a cgroup file."""
+    with open(path, "w", encoding="ascii") as handle:
+        handle.write(value)
+
+
+def _rmdir(folder: str) -> bool:
+    try:
+        os.rmdir(folder)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def run_scenario(bench: Bench) -> ScenarioResult:
+    """Measure Work Queue's throughput through Plancton's pilots against the same number of
+    workers on the host, capped at a core each as the pilots are, with short and long tasks.
+
+    Raises:
+        BenchError: the Work Queue bindings are missing, or a leg failed.
+    """
+    problem = bindings_problem()
+    if problem:
+        raise BenchError(problem)
+    rounds = 1 if bench.quick else 2
+    result = ScenarioResult(
+        "workqueue", settings={"workers": WORKERS, "task_kinds": TASK_KINDS, "rounds": rounds, "plancton": POLICY}
+    )
+    image = f"plancton-workqueue-bench-{secrets.token_hex(4)}:latest"
+    folder = tempfile.mkdtemp(prefix="plancton-bench-wq-", dir=bench.workdir)
+    instance = bench.instance_name("wq")
+    bench.instances.add(instance)
+    legs: dict[str, dict[str, list[dict[str, Any]]]] = {kind: {"host": [], "pilots": []} for kind in TASK_KINDS}
+    try:
+        build_image(image)
+        with one_core_cgroups(f"plancton-bench-wq-{secrets.token_hex(4)}", WORKERS) as cgroups:
+            for turn in range(rounds):
+                for kind, (tasks, hash_mib) in TASK_KINDS.items():
+                    order = ("host", "pilots") if turn % 2 == 0 else ("pilots", "host")
+                    for leg in order:
+                        summary = (
+                            throughput_on_host(folder, tasks, hash_mib, WORKERS, cgroup_procs=cgroups)
+                            if leg == "host"
+                            else throughput_in_pilots(folder, tasks, hash_mib, WORKERS, image, instance)
+                        )
+                        legs[kind][leg].append(summary)
+    except BenchFailure as error:
+        raise BenchError(str(error)) from None
+    finally:
+        remove_image(image)
+    for kind, by_leg in legs.items():
+        host = [summary["tasks_per_minute"] for summary in by_leg["host"]]
+        pilots = [summary["tasks_per_minute"] for summary in by_leg["pilots"]]
+        ratio = Stats.paired(pilots, host)
+        lost = sum(summary["workers_lost"] for summary in by_leg["pilots"])
+        result.figures += [
+            Figure(f"{kind}: tasks per minute, workers on the host", "", Stats.of(host)),
+            Figure(f"{kind}: tasks per minute, Plancton's pilots", "", Stats.of(pilots)),
+            Figure(
+                f"{kind}: pilots / host (paired)",
+                "x",
+                ratio,
+                target=f">= {TARGET_RATIOS[kind]}x",
+                met=at_least(ratio.median, TARGET_RATIOS[kind]),
+            ),
+            Figure(f"{kind}: pilots lost mid-run", "", value=lost, target="0", met=lost == 0),
+        ]
+    result.raw = {"legs": legs}
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement; return the results."""
     problem = bindings_problem()
@@ -256,9 +377,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         build_image(image)
         legs: dict[str, list[dict[str, Any]]] = {"host": [], "host_nice_19": [], "pilots": []}
         for _ in range(args.rounds):
-            legs["host"].append(throughput_on_host(folder, args))
-            legs["host_nice_19"].append(throughput_on_host(folder, args, niceness=19))
-            legs["pilots"].append(throughput_in_pilots(folder, args, image))
+            legs["host"].append(throughput_on_host(folder, args.tasks, args.hash_mib, args.workers))
+            legs["host_nice_19"].append(
+                throughput_on_host(folder, args.tasks, args.hash_mib, args.workers, niceness=19)
+            )
+            instance = f"bwq{secrets.token_hex(4)}"
+            legs["pilots"].append(
+                throughput_in_pilots(folder, args.tasks, args.hash_mib, args.workers, image, instance)
+            )
         resumes = resume_latencies(folder, args, image)
     finally:
         remove_image(image)

@@ -1,0 +1,171 @@
+"""HTCondor: jobs per minute through Plancton's single-shot pilots, against the same number of
+plain startds in containers that Plancton does not manage.
+
+Both legs run the example's image (``examples/htcondor/build-image``, from its cached root file
+system when there is one) against a fresh pool of their own (:mod:`tests.htcondor_pool`: a
+central manager with a schedd, negotiating every 2 s), with ``WORKERS`` execute nodes of one
+CPU each, and time the same jobs from their submission to the last one's termination, as the
+submitter sees them in the jobs' event log:
+
+- pilots: Plancton (``planctonctl foreground``) runs the example configuration with
+  ``max_docks`` = ``WORKERS``; each pilot runs one job and exits, and Plancton starts a new one;
+- plain startds: the very containers Plancton would create for those pilots (same image, user,
+  capabilities, limits, network and CPU priority), started by the benchmark itself, whose
+  startds keep their claims and run job after job (HTCondor's usual ``START`` and
+  ``CLAIM_WORKLIFE``).
+
+Jobs sleep rather than compute, so that the figure is the turnover a single-shot pilot adds to
+each job (the startd's shutdown on its next update, a new container, a new startd advertising
+itself, a negotiation cycle), not the machine's noise. The figure holds for an idle host: on a
+busy one both legs get only CPU time no one else wants, and the pilots, which start HTCondor
+anew for each job, wait longest for it. The legs take turns, and every pool, container and
+image the scenario makes is removed at its end.
+"""
+
+import contextlib
+import os
+import secrets
+import time
+from typing import Any
+
+import docker
+import psutil
+import yaml
+
+from bench.harness import BENCH_LABEL, IDLE_OWNER, Bench, BenchError, Figure, ScenarioResult, Stats, at_least
+from plancton.config.loader import parse
+from plancton.config.schema import HostFacts
+from plancton.engines.spec import container_spec
+from tests import services
+from tests.htcondor_pool import EXAMPLE, TOKEN_DIRECTORY, Pool, build_image
+
+WORKERS = 2
+TARGET_RATIO = 0.9
+#: A plain startd keeps its claim and runs any number of jobs, as HTCondor's defaults have it.
+PLAIN_STARTD = {"_condor_START": "True", "_condor_CLAIM_WORKLIFE": "-1"}
+WAIT_TIMEOUT_SECONDS = 1800.0
+
+
+def settings(pool: Pool, image: str) -> dict[str, Any]:
+    """Return the example configuration for this pool and image, ``WORKERS`` pilots, with an
+    owner who never takes the host back (this measures the pilots alone)."""
+    with open(os.path.join(EXAMPLE, "config.yaml"), encoding="utf-8") as handle:
+        config: dict[str, Any] = yaml.safe_load(handle)
+    del config["instance"]
+    config["docker_image"] = image
+    config["environment"].update(pool.pilot_environment(idle_seconds=600))
+    config["binds"] = [f"{pool.token_folder}:{TOKEN_DIRECTORY}"]
+    config["network_mode"] = pool.network
+    config["max_docks"] = WORKERS
+    config["vacate_time"] = 10
+    return {**config, **IDLE_OWNER, "main_sleep": 1}
+
+
+def timed_jobs(pool: Pool, jobs: int, seconds: float) -> float:
+    """Once ``WORKERS`` slots are in the pool, submit the jobs and wait until all completed;
+    return the jobs per minute, from the submission to the last termination.
+
+    Raises:
+        BenchError: the slots did not come, or the jobs did not complete in time.
+    """
+    try:
+        services.poll(lambda: len(pool.pilot_slots()) >= WORKERS, 120, "the execute nodes to join the pool")
+        submitted = time.monotonic()
+        pool.submit(jobs, seconds)
+        services.poll(lambda: len(pool.completed()) >= jobs, WAIT_TIMEOUT_SECONDS, f"{jobs} jobs to complete", 0.1)
+    except services.WaitTimeout as error:
+        raise BenchError(str(error)) from None
+    elapsed = time.monotonic() - submitted
+    if any(count != 1 for count in pool.completed().values()):
+        raise BenchError(f"a job completed more than once: {pool.completed()}")
+    return jobs * 60.0 / elapsed
+
+
+def through_pilots(bench: Bench, image: str, jobs: int, seconds: float) -> float:
+    """Run the jobs through Plancton's pilots; return the jobs per minute."""
+    pool = Pool.start(image, os.path.join(bench.workdir, f"pool-{secrets.token_hex(3)}"))
+    plancton = None
+    try:
+        plancton = bench.plancton("htcondor", settings(pool, image))
+        plancton.foreground()
+        return timed_jobs(pool, jobs, seconds)
+    finally:
+        if plancton is not None:
+            plancton.stop()
+            plancton.remove_pilots()
+        pool.stop()
+
+
+def through_plain_startds(bench: Bench, image: str, jobs: int, seconds: float) -> float:
+    """Run the jobs through plain startds in the containers Plancton would make; return the
+    jobs per minute."""
+    pool = Pool.start(image, os.path.join(bench.workdir, f"pool-{secrets.token_hex(3)}"))
+    tag = f"htcondor-{secrets.token_hex(3)}"
+    try:
+        raw = settings(pool, image)
+        raw["environment"] = {**raw["environment"], **PLAIN_STARTD}
+        facts = HostFacts(psutil.cpu_count() or 1, psutil.virtual_memory().total, psutil.swap_memory().total)
+        config, _ = parse({**raw, "instance": "bench"}, facts)
+        for _ in range(WORKERS):
+            spec = container_spec(
+                config, bench.baseline_cgroup(tag), "bench", secrets.token_hex(4), time.time(), bench.ulimit_ceilings
+            )
+            container = bench.api.create_container(
+                spec.image,
+                spec.command,
+                user=spec.user or "",
+                environment=spec.environment,
+                labels=bench.baseline_labels(tag),
+                hostname=spec.hostname,
+                host_config=bench.api.create_host_config(**spec.host_config),
+            )
+            bench.api.start(container["Id"])
+        # the CPU priority of Plancton's pilots (cpu.idle on their parent), so that the legs
+        # differ only in how their startds come and go
+        bench.pilot_cgroup(f"bench_{bench.run_id}_{tag}").set_lowest_weight()
+        return timed_jobs(pool, jobs, seconds)
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            bench.remove_containers(f"{BENCH_LABEL}={bench.baseline_tag(tag)}")
+        pool.stop()
+
+
+def run(bench: Bench) -> ScenarioResult:
+    """Measure jobs per minute through pilots and through plain startds, taking turns."""
+    rounds = 1 if bench.quick else 2
+    seconds = 60.0 if bench.quick else 90.0
+    jobs = 2 * WORKERS
+    image = f"plancton-htcondor-bench-{bench.run_id}:latest"
+    build_image(image)
+    pilots: list[float] = []
+    plain: list[float] = []
+    try:
+        for _ in range(rounds):
+            plain.append(through_plain_startds(bench, image, jobs, seconds))
+            pilots.append(through_pilots(bench, image, jobs, seconds))
+    finally:
+        with contextlib.suppress(docker.errors.DockerException):
+            bench.api.remove_image(image, force=True)
+    ratio = Stats.paired(pilots, plain)
+    # each pilot runs jobs // WORKERS jobs one after the other, with a new pilot between two:
+    # the time the pilots' leg loses, per change of pilot
+    changes = jobs // WORKERS - 1
+    turnover = [jobs * 60.0 * (1 / one - 1 / other) / changes for one, other in zip(pilots, plain, strict=True)]
+    return ScenarioResult(
+        "htcondor",
+        figures=[
+            Figure("jobs per minute, plain startds", "jobs/min", Stats.of(plain)),
+            Figure("jobs per minute, Plancton's pilots", "jobs/min", Stats.of(pilots)),
+            Figure(
+                "ratio pilots / plain startds",
+                "",
+                ratio,
+                target=f">= {TARGET_RATIO}",
+                met=at_least(ratio.median, TARGET_RATIO),
+            ),
+            Figure("time lost per change of pilot", "s", Stats.of(turnover)),
+        ],
+        settings={"workers": WORKERS, "jobs": jobs, "job_seconds": seconds, "rounds": rounds},
+        # the figures hold for an idle host: say how idle it was
+        raw={"pilots": pilots, "plain": plain, "load_average_at_end": os.getloadavg()},
+    )
