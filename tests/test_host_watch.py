@@ -40,6 +40,10 @@ def test_the_loop_is_woken_when_the_owner_starts_and_stops_being_busy() -> None:
         services.poll(woken.is_set, 5, "the loop woken", 0.01)
         assert watch.sample().owner_percent == 50
         woken.clear()
+        # woken once: until the loop has decided, the same change does not wake it again
+        seen = host.samples
+        services.poll(lambda: host.samples >= seen + 3, 5, "a few more samples", 0.01)
+        assert not woken.is_set()
         watch.expect(True, config)
         host.owner_cores = 0.6  # 30%: between the thresholds, still busy
         services.poll(lambda: watch.sample().owner_percent == 30, 5, "the new sample", 0.01)

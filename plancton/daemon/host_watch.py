@@ -59,7 +59,7 @@ class HostWatch:
 
     def expect(self, owner_busy: bool, config: Config) -> None:
         """Tell the watch whether the policy counts the owner busy now, and the thresholds in
-        force: a sample that says otherwise wakes the loop."""
+        force: the first sample that says otherwise wakes the loop."""
         with self._lock:
             self._owner_busy, self._config = owner_busy, config
 
@@ -68,7 +68,12 @@ class HostWatch:
             sample = self.sensor.sample()
             with self._lock:
                 self._latest = sample
-                busy, config = self._owner_busy, self._config
-            if config is not None and owner_busy_after(busy, sample, config) != busy:
+                config = self._config
+                changed = config is not None and owner_busy_after(self._owner_busy, sample, config) != self._owner_busy
+                if changed:
+                    # once per change: the loop arms the watch again when it has decided, so
+                    # a loop that cannot decide (the engine away) is not woken every interval
+                    self._config = None
+            if changed:
                 self.wake()
             self._stop.wait(self.interval)
