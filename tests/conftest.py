@@ -29,6 +29,7 @@ from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
 from plancton.platform.cgroups import PilotCgroup
 from tests import services
+from tests.workqueue_manager import OwnerLoad
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
 #: counts as busy only at 100% of the host, pilots are never paused for it, start at once,
@@ -326,3 +327,11 @@ def installation(
     )
     yield setup
     setup.ctl("stop", "--timeout", "20")
+
+
+@pytest.fixture
+def owner_load() -> Iterator[OwnerLoad]:
+    """The owner's CPU load; its busy loops are stopped afterwards."""
+    load = OwnerLoad()
+    yield load
+    load.stop()

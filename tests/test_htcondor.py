@@ -56,14 +56,6 @@ def pool(condor_image: str, tmp_path: "os.PathLike[str]") -> Iterator[Pool]:
     started.stop()
 
 
-@pytest.fixture
-def owner_load() -> Iterator[OwnerLoad]:
-    """The owner's CPU load; its busy loops are stopped afterwards."""
-    load = OwnerLoad()
-    yield load
-    load.stop()
-
-
 def example_config(pool: Pool, image: str, idle_seconds: float, **overrides: Any) -> str:
     """Return the example configuration pointed at this pool: its image, manager, token and
     network, a pool of ``POOL`` pilots and the given keys (the instance comes from the

@@ -84,14 +84,6 @@ def managers(tmp_path: "os.PathLike[str]") -> Iterator[Callable[..., Manager]]:
         manager.stop()
 
 
-@pytest.fixture
-def owner_load() -> Iterator[OwnerLoad]:
-    """The owner's CPU load; its busy loops are stopped afterwards."""
-    load = OwnerLoad()
-    yield load
-    load.stop()
-
-
 def example_config(image: str, port: int, idle_timeout: float, **overrides: Any) -> str:
     """Return the example configuration for this test: its own image, manager port, worker
     idle timeout, a pool of ``POOL`` pilots and the given keys (the instance comes from the
