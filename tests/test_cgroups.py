@@ -51,6 +51,43 @@ def test_cpu_idle_is_preferred_where_the_kernel_has_it(tmp_path: "os.PathLike[st
     assert read(root, "plancton/cpu.weight") == "100"  # SCHED_IDLE makes the weight moot
 
 
+@pytest.mark.parametrize(
+    ("version", "files", "weight_file", "lowest", "lifted"),
+    [
+        (1, {"cpu/plancton/cpu.shares": "1024"}, "cpu/plancton/cpu.shares", "2", "1024"),
+        (2, {"plancton/cpu.weight": "100"}, "plancton/cpu.weight", "1", "100"),
+        (2, {"plancton/cpu.idle": "0", "plancton/cpu.weight": "100"}, "plancton/cpu.idle", "1", "0"),
+    ],
+)
+def test_the_lowest_weight_is_lifted_while_pauses_are_asked(
+    version: int, files: dict[str, str], weight_file: str, lowest: str, lifted: str, tmp_path: "os.PathLike[str]"
+) -> None:
+    """A starved task never reaches the freezer, on either cgroup version: the weight is
+    ordinary from the first pause request to the end of the last, then the lowest again."""
+    root = str(tmp_path)
+    make_tree(root, files)
+    cgroup = PilotCgroup("plancton", "cgroupfs", version, root)
+    assert cgroup.set_lowest_weight() is None
+    assert read(root, weight_file) == lowest
+    with cgroup.lifted_for_freeze():
+        assert read(root, weight_file) == lifted
+        with cgroup.lifted_for_freeze():  # a second pilot's pause, on another thread
+            assert read(root, weight_file) == lifted
+        assert read(root, weight_file) == lifted
+    assert read(root, weight_file) == lowest
+
+
+def test_no_lift_where_plancton_did_not_set_the_weight(tmp_path: "os.PathLike[str]") -> None:
+    """Pilots at the default weight (no CPU controller) need no lift, and none is written."""
+    root = str(tmp_path)
+    make_tree(root, {"cgroup.controllers": "memory pids", "plancton/cpu.weight": "100"})
+    cgroup = PilotCgroup("plancton", "cgroupfs", 2, root)
+    assert cgroup.set_lowest_weight() is not None
+    with cgroup.lifted_for_freeze():
+        assert read(root, "plancton/cpu.weight") == "100"
+    assert read(root, "plancton/cpu.weight") == "100"
+
+
 def test_cpu_accounting_of_both_versions(tmp_path: "os.PathLike[str]") -> None:
     root = str(tmp_path)
     make_tree(root, {"cpuacct/plancton/cpuacct.usage": "2500000000\n"})

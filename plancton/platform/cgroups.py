@@ -26,6 +26,12 @@ IDLE_SETTING = "cpu.idle 1"
 V1_LOWEST = f"cpu.shares {V1_LOWEST_SHARES}"
 V2_LOWEST_WEIGHT = "1"
 NOT_SET = "not set yet"
+#: for each lowest-weight setting: the file, its lowest value, and an ordinary one
+_LIFTS = {
+    IDLE_SETTING: ("cpu.idle", "1", "0"),
+    V1_LOWEST: ("cpu.shares", V1_LOWEST_SHARES, V1_DEFAULT_SHARES),
+    f"cpu.weight {V2_LOWEST_WEIGHT}": ("cpu.weight", V2_LOWEST_WEIGHT, "100"),
+}
 
 
 @dataclass
@@ -191,18 +197,21 @@ class PilotCgroup:
 
     @contextlib.contextmanager
     def lifted_for_freeze(self) -> Iterator[None]:
-        """Within the block, give the pilots an ordinary CPU weight if the engine's freezer
-        needs it to pause them; restore the lowest weight after the last such block ends.
+        """Within the block, give the pilots an ordinary CPU weight if they have the lowest,
+        so that the engine's freezer can pause them; restore the lowest weight after the last
+        such block ends.
 
-        cgroup v1's freezer freezes a task only when the task runs, and the OCI runtime gives
-        up after some milliseconds ("unable to freeze"): under the lowest weight, with the
-        owner's work on every core, pilots do not run that soon. Frozen, they use no CPU
-        whatever their weight, so the lift lasts only as long as the pause requests. cgroup
-        v2's freezer is waited for by the runtime and needs nothing. Blocks may overlap
-        (pauses run on several threads); errors writing the weight are ignored, so a pause
-        is never prevented, and :meth:`set_lowest_weight` says what is in force.
+        The freezer freezes a task only when the task runs. cgroup v1's OCI runtime gives up
+        after some milliseconds ("unable to freeze"): under the lowest weight, with the
+        owner's work on every core, pilots do not run that soon. cgroup v2's runtime waits
+        for the freeze, but as long as the pilots do not run: a minute was seen with the
+        owner on both cores of an emulated machine. Frozen, pilots use no CPU whatever their
+        weight, so the lift lasts only as long as the pause requests. Blocks may overlap
+        (pauses run on several threads); errors writing the weight are ignored (a slice whose
+        weight systemd keeps is then frozen as the runtime manages), so a pause is never
+        prevented, and :meth:`set_lowest_weight` says what is in force.
         """
-        lift = self.version == 1 and self.setting in (IDLE_SETTING, V1_LOWEST)
+        lift = self.setting in _LIFTS
         if lift:
             self._set_lift(+1)
         try:
@@ -212,17 +221,11 @@ class PilotCgroup:
                 self._set_lift(-1)
 
     def _set_lift(self, change: int) -> None:
-        folder = self._folder("cpu")
+        name, lowest, ordinary = _LIFTS[self.setting]
         with self._lift_lock:
             self._lifts += change
             if (change > 0 and self._lifts == 1) or self._lifts == 0:
-                lifted = self._lifts > 0
-                if self.setting == IDLE_SETTING:
-                    _write_if_present(os.path.join(folder, "cpu.idle"), "0" if lifted else "1")
-                else:
-                    _write_if_present(
-                        os.path.join(folder, "cpu.shares"), V1_DEFAULT_SHARES if lifted else V1_LOWEST_SHARES
-                    )
+                _write_if_present(os.path.join(self._folder("cpu"), name), ordinary if self._lifts else lowest)
 
 
 def _write(path: str, value: str) -> None:
