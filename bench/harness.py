@@ -9,6 +9,7 @@ so a clock step is unlikely, and every figure is a difference over seconds.
 import contextlib
 import datetime
 import glob
+import itertools
 import math
 import os
 import re
@@ -492,6 +493,21 @@ def pilot_seconds_between(readings: Sequence[CpuReading], start: float, end: flo
     if len(inside) < 2:
         return math.nan
     return inside[-1].pilots - inside[0].pilots
+
+
+def other_seconds_between(readings: Sequence[CpuReading], start: float, end: float) -> float:
+    """Return the CPU seconds that neither the pilots nor the owner used between two times: the
+    engine's, the daemon's and everybody else's. Intervals without a reading of the pilots'
+    cgroup (before its first pilot or after its last) count no pilot CPU."""
+    inside = [reading for reading in readings if start <= reading.time <= end]
+    if len(inside) < 2:
+        return math.nan
+    pilots = sum(
+        after.pilots - before.pilots
+        for before, after in itertools.pairwise(inside)
+        if not (math.isnan(before.pilots) or math.isnan(after.pilots))
+    )
+    return (inside[-1].host_busy - inside[0].host_busy) - (inside[-1].owner - inside[0].owner) - pilots
 
 
 # -- processes and installations ----------------------------------------------------------

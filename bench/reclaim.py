@@ -43,6 +43,7 @@ from bench.harness import (
     at_most,
     cores,
     host_busy_seconds,
+    other_seconds_between,
     parent_cpu_idle,
     pilot_seconds_between,
     running_at,
@@ -72,6 +73,9 @@ CALIBRATION_ITERATIONS = 3_000_000
 #: The owner's work alone: past grace_kill and a few loops, so that stopping is seen.
 OWNER_SECONDS = 8.0
 SHARE_LIMIT = 0.10
+#: Pairs of the full run: this host's own noise moves a single pair by 5 to 10%, and the
+#: median's 95% interval narrows with the square root of their number.
+PAIRS = 20
 TARGET_SLOWDOWN = 1.02
 TARGET_SLOWDOWN_TOP = 1.03
 #: How late the pause may come after pause_delay (the owner is seen at the next loop).
@@ -98,6 +102,9 @@ class OwnerRun:
     began: float
     ended: float
     cpu_seconds: float
+    #: the CPU seconds the rest of the host used meanwhile (engine, daemon, others; not
+    #: the pilots), when a sampler was given
+    others_seconds: float = math.nan
 
     @property
     def seconds(self) -> float:
@@ -124,7 +131,9 @@ class Owner:
             worker.returncode = os.waitstatus_to_exitcode(status)
             cpu_seconds += usage.ru_utime + usage.ru_stime
             self.bench.stop_process(worker)
-        return OwnerRun(began, time.time(), cpu_seconds)
+        ended = time.time()
+        others = math.nan if sampler is None else other_seconds_between(sampler.readings, began, ended)
+        return OwnerRun(began, ended, cpu_seconds, others)
 
     def work(self, iterations: int, sampler: CpuSampler | None = None) -> OwnerRun:
         """Burn every core for a fixed amount of work; return the spell."""
@@ -302,6 +311,7 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
     return {
         "owner_seconds": spell.seconds,
         "owner_cpu_seconds": spell.cpu_seconds,
+        "others_seconds": spell.others_seconds,
         "pilots_share_before": share_between(sampler.readings, began - 0.9, began),
         "pilots_share_during": share_between(sampler.readings, began, ended),
         "share_below_limit_after": first_share_below(sampler.readings, began, SHARE_LIMIT),
@@ -318,7 +328,7 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
 
 def run_reclaim(bench: Bench) -> ScenarioResult:
     """Measure the owner's slowdown with pilots present and how fast the pilots give way."""
-    pairs = 6 if bench.quick else 10
+    pairs = 6 if bench.quick else PAIRS
     owner = Owner(bench)
     iterations = owner.iterations_for(OWNER_SECONDS)
     settings = settings_for(bench)
@@ -337,6 +347,8 @@ def run_reclaim(bench: Bench) -> ScenarioResult:
     present = [run["owner_seconds"] for run in runs]
     slowdown = Stats.paired(present, [spell.seconds for spell in alone])
     cpu_slowdown = Stats.paired([run["owner_cpu_seconds"] for run in runs], [spell.cpu_seconds for spell in alone])
+    others_alone = [spell.others_seconds for spell in alone]
+    others_present = [run["others_seconds"] for run in runs]
     below = [run["share_below_limit_after"] for run in runs]
     paused, sigterm = _after(runs, "paused_after"), _after(runs, "sigterm_after_pause")
     stopped = _after(runs, "stopped_after")
@@ -354,9 +366,21 @@ def run_reclaim(bench: Bench) -> ScenarioResult:
             target=f"median <= {TARGET_SLOWDOWN}x, 95% interval <= {TARGET_SLOWDOWN_TOP}x",
             met=slowdown_met,
         ),
+        Figure(
+            "owner alone, one pair to the next (the host's own noise)",
+            "x",
+            Stats.paired([spell.seconds for spell in alone[1:]], [spell.seconds for spell in alone[:-1]]),
+        ),
         Figure("owner CPU time alone", "s", Stats.of([spell.cpu_seconds for spell in alone])),
         Figure("owner CPU time with pilots present", "s", Stats.of([run["owner_cpu_seconds"] for run in runs])),
         Figure("owner CPU time, with pilots / alone (paired)", "x", cpu_slowdown),
+        Figure("rest of the host's CPU while the owner runs alone", "s", Stats.of(others_alone)),
+        Figure("rest of the host's CPU while the owner runs, pilots present", "s", Stats.of(others_present)),
+        Figure(
+            "rest of the host's CPU, pilots present - alone (paired)",
+            "s",
+            Stats.of([present - alone for present, alone in zip(others_present, others_alone, strict=True)]),
+        ),
         Figure("pilots' CPU share before the owner", "%", Stats.of([100 * r["pilots_share_before"] for r in runs])),
         Figure("pilots' CPU share while the owner runs", "%", Stats.of([100 * r["pilots_share_during"] for r in runs])),
         _every_run_within("owner start to pilots' CPU < 10%", below, TARGET_SHARE_SECONDS, f"{TARGET_SHARE_SECONDS} s"),
@@ -382,6 +406,7 @@ def run_reclaim(bench: Bench) -> ScenarioResult:
         "daemon_errors": sorted(set(errors))[:10],
         "owner_alone_seconds": [spell.seconds for spell in alone],
         "owner_alone_cpu_seconds": [spell.cpu_seconds for spell in alone],
+        "owner_alone_others_seconds": others_alone,
         "runs": [{key: value for key, value in run.items() if key != "timeline"} for run in runs],
         "timeline": runs[-1]["timeline"],
     }
