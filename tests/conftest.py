@@ -335,3 +335,13 @@ def owner_load() -> Iterator[OwnerLoad]:
     load = OwnerLoad()
     yield load
     load.stop()
+
+
+def assert_pilots_gave_way(log: str, reclaim: str) -> None:
+    """Check that a daemon's log says why its pilots went: ``planctonctl force-stop``, or the
+    owner's load (any other ``reclaim``), for which they were paused and then stopped."""
+    if reclaim == "force-stop":
+        assert "(force-stop)" in log
+    else:
+        # a pilot starved by the lowest CPU weight may refuse to freeze and is held instead
+        assert ("paused pilot" in log or "could not be frozen" in log) and "(owner reclaim)" in log

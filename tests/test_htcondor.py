@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
 from tests.htcondor_pool import (
     EVICTED,
     EXAMPLE,
@@ -174,12 +174,7 @@ def test_no_job_is_lost_when_the_pilots_are_stopped(
     running_before = set(pool.events_by_job(EXECUTE))
     assert not pool.completed()
     assert running_before and set(evicted) == running_before, pool.events()[-6:]
-    log = installation.log()
-    if reclaim == "force-stop":
-        assert "(force-stop)" in log
-    else:
-        # a pilot starved by the lowest CPU weight may refuse to freeze and is held instead
-        assert ("paused pilot" in log or "could not be frozen" in log) and "(owner reclaim)" in log
+    assert_pilots_gave_way(installation.log(), reclaim)
 
     if reclaim == "force-stop":
         assert installation.ctl("resume").returncode == 0

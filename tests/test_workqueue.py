@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
 from tests.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
@@ -212,12 +212,7 @@ def test_no_task_is_lost_when_the_pilots_are_stopped(
     wait_until(workers_gone, timeout=120, what="every pilot to stop and the manager to see its workers leave")
     assert len(manager.done()) < tasks  # work was still queued when the pilots went
     workers_before = max(state.get("workers", 0) for state in manager.events("state"))
-    log = installation.log()
-    if reclaim == "force-stop":
-        assert "(force-stop)" in log
-    else:
-        # a pilot starved by the lowest CPU weight may refuse to freeze and is held instead
-        assert ("paused pilot" in log or "could not be frozen" in log) and "(owner reclaim)" in log
+    assert_pilots_gave_way(installation.log(), reclaim)
 
     if reclaim == "force-stop":
         assert installation.ctl("resume").returncode == 0
