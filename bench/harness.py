@@ -510,6 +510,18 @@ def other_seconds_between(readings: Sequence[CpuReading], start: float, end: flo
     return (inside[-1].host_busy - inside[0].host_busy) - (inside[-1].owner - inside[0].owner) - pilots
 
 
+def log_times(path: str, text: str) -> list[float]:
+    """Return the times (epoch seconds, to the millisecond) of the lines of a daemon's log file
+    that contain ``text``; none when the file is not there."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            lines = [line for line in handle if text in line]
+    except OSError:
+        return []
+    stamps = [LOG_STAMP.match(line) for line in lines]
+    return [datetime.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in stamps if stamp]
+
+
 # -- processes and installations ----------------------------------------------------------
 
 
@@ -634,15 +646,7 @@ class Plancton:
     def logged_at(self, text: str) -> list[float]:
         """Return the times (epoch seconds, to the millisecond) of the daemon's log lines that
         contain ``text``."""
-        try:
-            with open(os.path.join(self.logdir, "plancton.log"), encoding="utf-8", errors="replace") as handle:
-                lines = [line for line in handle if text in line]
-        except OSError:
-            return []
-        stamps = [LOG_STAMP.match(line) for line in lines]
-        return [
-            datetime.datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() for stamp in stamps if stamp
-        ]
+        return log_times(os.path.join(self.logdir, "plancton.log"), text)
 
     def mode_changed_at(self) -> float:
         """Return when planctonctl last wrote the mode: the moment a mode verb took effect."""

@@ -36,7 +36,6 @@ import functools
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import statistics
@@ -50,7 +49,7 @@ from typing import Any
 
 import yaml
 
-from bench.harness import Bench, BenchError, Figure, ScenarioResult, Stats, at_least
+from bench.harness import Bench, BenchError, Figure, ScenarioResult, Stats, at_least, log_times
 from tests import services
 from tests.workqueue_manager import (
     EXAMPLE,
@@ -76,7 +75,8 @@ POLICY = {
     "vacate_time": 5,
 }
 WAIT_TIMEOUT_SECONDS = 600.0
-LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO plancton\.daemon\.executor: started pilot ")
+#: What the daemon's log says, after the time, when it has started a pilot.
+STARTED_PILOT = " INFO plancton.daemon.executor: started pilot "
 
 
 class BenchFailure(Exception):
@@ -142,18 +142,7 @@ class Installation:
 
     def started_pilot_times(self) -> list[float]:
         """Return the times (epoch seconds) of the daemon's "started pilot" log lines."""
-        try:
-            with open(f"{self.root}/log/plancton.log", encoding="utf-8") as handle:
-                lines = handle.read().splitlines()
-        except FileNotFoundError:
-            return []
-        times = []
-        for line in lines:
-            match = LOG_TIME.match(line)
-            if match:
-                stamp = datetime.datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
-                times.append(stamp.timestamp())
-        return times
+        return log_times(f"{self.root}/log/plancton.log", STARTED_PILOT)
 
     def stop(self) -> None:
         """Stop the daemon and remove its pilots."""
