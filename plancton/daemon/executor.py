@@ -188,8 +188,9 @@ class Executor:
     def _freeze(self, container: str) -> PilotError | None:
         """Pause a pilot, asking again when the freezer gave up; return the last error, or None.
 
-        The runtime waits only a moment for every task of the pilot to reach the freezer, and
-        a pilot on a crowded CPU may miss it even with its weight lifted for the freeze.
+        On cgroup v1 the runtime waits only a moment for every task of the pilot to reach the
+        freezer, and a pilot on a crowded CPU may miss it even with its weight lifted for the
+        freeze.
         """
         error: PilotError | None = None
         with self.freeze_room():
