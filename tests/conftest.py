@@ -27,7 +27,6 @@ import pytest
 
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
-from plancton.platform.cgroups import PilotCgroup
 from tests import services
 from tests.workqueue_manager import OwnerLoad
 
@@ -153,7 +152,9 @@ def host_left_as_found() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[Engine]:
     """A real Docker Engine: the running one, or a dockerd started (and stopped) here. What the
-    session created in it (the busybox image) is removed before it stops."""
+    session created in it (the busybox image) is removed before it stops, with the parent cgroup
+    it made for containers started without one."""
+    cgroups_before = services.cgroup_names()
     engine = Engine()
     engine.ensure()
     before = services.HostSnapshot.take()
@@ -165,6 +166,7 @@ def docker_engine() -> Iterator[Engine]:
                 client.remove_image("busybox:latest", force=True)
         LEFT_BEHIND.extend(line for line in services.HostSnapshot.take().left_since(before) if "cgroups" not in line)
     engine.stop()
+    services.remove_engine_parent("docker", cgroups_before)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -192,8 +194,7 @@ def podman_engine(docker_engine: Engine) -> Iterator[str]:
             client.remove_image("busybox:latest", force=True)
     if started is not None:
         started.stop()
-        if not any(name.endswith("/libpod_parent") for name in cgroups_before):
-            PilotCgroup("libpod_parent").remove()
+        services.remove_engine_parent("libpod_parent", cgroups_before)
 
 
 #: Parametrizes a test's ``engine_name`` over both engines: ``@BOTH_ENGINES``.

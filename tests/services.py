@@ -222,7 +222,7 @@ def end_orphaned_pilots(before: "HostSnapshot", seconds: float = 30.0) -> None:
     those cgroups. Pilots whose engine a fault test killed live on out of any engine's reach
     (their shim gone, their command still running): the suite ends them, as it started them.
     Only cgroups named as the tests name instances are looked at."""
-    version = 2 if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")) else 1
+    version = cgroup_version()
     names = {name.rpartition("/")[2] for name in HostSnapshot.take().cgroups - before.cgroups}
     cgroups = [PilotCgroup(name, "cgroupfs", version) for name in names if TEST_INSTANCE.fullmatch(name)]
     for cgroup in cgroups:
@@ -239,6 +239,18 @@ def end_orphaned_pilots(before: "HostSnapshot", seconds: float = 30.0) -> None:
 def instance_cgroups(instance: str) -> list[str]:
     """Return the pilots' parent cgroups of an instance still on the host."""
     return sorted(name for name in cgroup_names() if name.rpartition("/")[2] in (instance, f"{instance}.slice"))
+
+
+def remove_engine_parent(name: str, before: set[str]) -> None:
+    """Remove the empty parent cgroup an engine makes for the containers started without one
+    (Docker's "docker", Podman's "libpod_parent"), unless the host had it before ``before``."""
+    if not any(entry.rpartition("/")[2] == name for entry in before):
+        PilotCgroup(name, "cgroupfs", cgroup_version()).remove()
+
+
+def cgroup_version() -> int:
+    """Return the host's cgroup version, 1 or 2."""
+    return 2 if os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")) else 1
 
 
 def cgroup_names(root: str = CGROUP_ROOT) -> set[str]:
