@@ -173,7 +173,7 @@ def finished_summary(manager: Manager) -> dict[str, Any]:
         raise BenchFailure("the manager did not finish its tasks in time") from None
     summary = manager.summary()
     if manager.process.returncode != 0 or summary is None:
-        raise BenchFailure(f"the manager failed:\n{manager.output()[-2000:]}")
+        raise BenchFailure(f"the manager failed:\n{manager.output()}")
     return summary
 
 

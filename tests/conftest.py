@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -317,16 +317,30 @@ class Installation:
             return ""
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on its test, so that fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
 def installation(
-    instance: str, engine_name: str, engine_url: str, tmp_path: "os.PathLike[str]"
+    instance: str, engine_name: str, engine_url: str, tmp_path: "os.PathLike[str]", request: pytest.FixtureRequest
 ) -> Iterator[Installation]:
     """A Plancton installation in a temporary folder, on the engine under test; its daemon is
-    stopped afterwards."""
+    stopped afterwards. When the test failed, what its pilots last wrote is printed (pytest
+    shows it with the failure)."""
     setup = Installation(
         root=str(tmp_path), instance=instance, engine_url=engine_url if engine_name != "docker" else None
     )
     yield setup
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        print(f"what the pilots of {instance} last wrote:\n{services.pilot_output(instance, engine_url)}")
     setup.ctl("stop", "--timeout", "20")
 
 

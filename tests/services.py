@@ -191,6 +191,19 @@ def running_ids(api: docker.APIClient, instance: str) -> set[str]:
     return {entry["Id"] for entry in instance_containers(api, instance, running_only=True)}
 
 
+def pilot_output(instance: str, url: str, lines: int = 40) -> str:
+    """Return the last lines each of an instance's containers wrote, for a failure's report."""
+    parts = []
+    try:
+        with engine_client(url=url) as client:
+            for entry in instance_containers(client, instance):
+                output = client.logs(entry["Id"], tail=lines).decode("utf-8", errors="replace")
+                parts.append(f"--- {entry['Names'][0].lstrip('/')} ({entry['State']}):\n{output}")
+    except docker.errors.DockerException as error:
+        parts.append(f"(the engine gave no pilot output: {error})")
+    return "\n".join(parts) or "(no pilot left)"
+
+
 def remove_instance(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> None:
     """Remove what a Plancton instance left on the host: every container labelled for it in the
     engine at ``url``, with their volumes, and then the pilots' parent cgroup."""

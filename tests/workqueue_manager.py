@@ -73,6 +73,7 @@ class Manager:
         events_path = os.path.join(folder, f"manager-{time.monotonic_ns()}.jsonl")
         command = [SYSTEM_PYTHON, MANAGER, "--port", "0", "--tasks", str(tasks), "--sleep", str(sleep)]
         command += ["--hash-mib", str(hash_mib), "--linger", str(linger), "--timeout", "900"]
+        command += ["--debug-log", events_path.replace(".jsonl", ".debug")]
         with open(events_path, "wb") as output:
             process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=folder)
         return cls(process, events_path)
@@ -93,9 +94,16 @@ class Manager:
         return [event for event in parsed if kind is None or event["event"] == kind]
 
     def output(self) -> str:
-        """Return everything the manager wrote, for failure messages."""
+        """Return the end of what the manager wrote, then the end of Work Queue's debug log,
+        for failure messages."""
         with open(self.events_path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
+            written = handle.read()[-3000:]
+        try:
+            with open(self.events_path.replace(".jsonl", ".debug"), encoding="utf-8", errors="replace") as handle:
+                debug = handle.read()[-4000:]
+        except FileNotFoundError:
+            debug = "(no debug log)"
+        return f"{written}\nWork Queue's debug log, its end:\n{debug}"
 
     def port(self) -> int | None:
         """Return the port the manager listens on, once it said so."""

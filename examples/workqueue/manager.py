@@ -146,7 +146,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    queue = work_queue.WorkQueue(port=args.port)
+    queue = work_queue.WorkQueue(port=args.port, debug_log=args.debug_log)
     started = time.time()
     emit(out, "listening", port=queue.port)
     with tempfile.TemporaryDirectory(prefix="plancton-wq-manager-") as workdir:
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cores", type=int, default=1, help="cores each task asks for (default 1)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     parser.add_argument("--linger", type=float, default=0.0, help="keep listening this long after the last task")
+    parser.add_argument("--debug-log", help="write Work Queue's own debug log (workers connecting, leaving) here")
     return parser
 
 
