@@ -92,7 +92,7 @@ def example_config(image: str, port: int, idle_timeout: float, **overrides: Any)
         config = yaml.safe_load(handle)
     del config["instance"]
     config["docker_image"] = image
-    config["docker_cmd"] = worker_command(config["docker_cmd"], port, idle_timeout)
+    config["docker_cmd"] = worker_command(config["docker_cmd"], port, idle_timeout, debug=True)
     config["max_docks"] = POOL
     config["vacate_time"] = 5
     config.update(overrides)
@@ -164,7 +164,7 @@ def test_pilots_complete_a_workload_and_idle_pilots_are_replaced_up_to_max_docks
     connected = [event["workers"] for event in manager.events("state")]
     # the only workers that know this manager's port are Plancton's pilots, never more than max_docks
     assert 1 <= max(connected) <= POOL
-    assert f"work_queue_worker --cores=1 --memory=2048 --timeout=4 127.0.0.1 {port})" in installation.log()
+    assert f"work_queue_worker --cores=1 --memory=2048 --timeout=4 --debug=wq 127.0.0.1 {port})" in installation.log()
     workload_pilots = {pilot["name"] for pilot in live_pilots(installation)}
     assert workload_pilots
 
@@ -218,7 +218,7 @@ def test_no_task_is_lost_when_the_pilots_are_stopped(
         assert installation.ctl("resume").returncode == 0
     else:
         owner_load.stop()
-    assert manager.process.wait(timeout=240) == 0, manager.output()
+    assert manager.exit_status(timeout=240) == 0, manager.output()
 
     done = assert_every_task_once_and_right(manager, tasks)
     summary = manager.summary()
@@ -240,5 +240,5 @@ def test_the_self_contained_image_needs_no_bind(
     installation.write_config(config)
     assert installation.ctl("start").returncode == 0
     # busybox's sha256sum and head, inside the image, do the tasks' work
-    assert manager.process.wait(timeout=120) == 0, manager.output()
+    assert manager.exit_status(timeout=120) == 0, manager.output()
     assert_every_task_once_and_right(manager, tasks)

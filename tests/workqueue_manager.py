@@ -124,15 +124,24 @@ class Manager:
         summaries = self.events("summary")
         return summaries[0] if summaries else None
 
+    def exit_status(self, timeout: float) -> int | None:
+        """Wait up to ``timeout`` seconds for the manager to end; return its exit status, or
+        None if it still runs."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
     def stop(self) -> None:
         """Stop the manager by its pid (SIGTERM, SIGKILL if it lingers)."""
         services.StartedProcess(self.process, self.events_path).stop(timeout=20)
 
 
-def worker_command(example: list[str], port: int, idle_timeout: float) -> list[str]:
-    """Given the example's docker_cmd, return it with another manager port and idle timeout."""
+def worker_command(example: list[str], port: int, idle_timeout: float, debug: bool = False) -> list[str]:
+    """Given the example's docker_cmd, return it with another manager port and idle timeout
+    and, if ``debug``, with the worker's own log of its talk with the manager on its output."""
     command = [f"--timeout={idle_timeout:g}" if item.startswith("--timeout=") else item for item in example]
-    return [*command[:-1], str(port)]
+    return [*command[:-2], *(["--debug=wq"] if debug else []), command[-2], str(port)]
 
 
 @dataclass
