@@ -135,6 +135,15 @@ def pilot_ids(running_only: bool = True, engine: str = DOCKER_SOCKET) -> set[str
     return {container["Id"] for container in containers}
 
 
+def running_pilots(timeout: float, engine: str = DOCKER_SOCKET) -> set[str]:
+    """Wait until the default instance's ``PILOTS`` pilots run on ``engine`` (a busy guest may
+    still be starting one, or hold one paused a moment) and return their ids."""
+    found: set[str] = wait_until(
+        lambda: len(ids := pilot_ids(engine=engine)) == PILOTS and ids, timeout, f"{PILOTS} running pilots on {engine}"
+    )
+    return found
+
+
 def short_ids(containers: set[str]) -> set[str]:
     """The 12-character ids planctonctl status shows."""
     return {container[:12] for container in containers}
@@ -332,7 +341,7 @@ def test_install_takes_the_systemd_branch() -> None:
 
 
 def test_pilots_live_under_the_slice_with_the_configured_limits() -> None:
-    pilots = wait_until(lambda: len(pilot_ids()) == PILOTS and pilot_ids(), 180, f"{PILOTS} running pilots")
+    pilots = running_pilots(180)
     assert read(f"{SLICE_FOLDER}/cpu.idle") == "1"
     for pilot in pilots:
         scope = scope_of(pilot)
@@ -369,8 +378,7 @@ def test_systemctl_reload_applies_a_changed_configuration() -> None:
 
 
 def test_systemctl_restart_adopts_the_running_pilots() -> None:
-    before = pilot_ids()
-    assert len(before) == PILOTS
+    before = running_pilots(60)
     pid = main_pid()
     systemctl("restart", "plancton.service")
     assert systemctl("is-active", "plancton.service", check=False) == "active"
@@ -409,8 +417,7 @@ def test_a_slice_without_the_idle_weight_is_reported_with_its_fix() -> None:
 
 
 def test_the_owner_gets_the_cpu_back(owner_load: OwnerLoad) -> None:
-    pilots = pilot_ids()
-    assert len(pilots) == PILOTS
+    pilots = running_pilots(60)
     before = slice_cores(2.0)
     assert before > 0.3, f"the pilots' busy loops used only {before:.2f} cores before the owner's load"
     owner_load.start()
@@ -461,7 +468,7 @@ def test_pilots_give_way_to_a_person_at_the_keyboard_as_the_guests_logind_tells(
         # the person leaves: pilots start input_idle and grace_spawn later
         session.set_idle(True)
         left = time.monotonic()
-        pilots = wait_until(lambda: len(pilot_ids()) == PILOTS and pilot_ids(), 120, f"{PILOTS} pilots started")
+        pilots = running_pilots(120)
         record_property("idle_hint_true_to_pilots_started_seconds", round(time.monotonic() - left, 1))
 
         # back at the keyboard: logind's signal wakes the daemon, which pauses the pilots

@@ -39,6 +39,7 @@ from tests.vm.guest.modern_host import (
     pilot_ids,
     read,
     run,
+    running_pilots,
     short_ids,
     status,
     status_pilots,
@@ -204,9 +205,7 @@ def test_install_with_the_podman_engine_switches_the_daemon_to_podman() -> None:
 
 
 def test_podman_pilots_live_under_the_slice_with_the_configured_limits() -> None:
-    pilots = wait_until(
-        lambda: len(ids := pilot_ids(engine=PODMAN_SOCKET)) == PILOTS and ids, 180, f"{PILOTS} running Podman pilots"
-    )
+    pilots = running_pilots(180, PODMAN_SOCKET)
     # systemd gave the slice cpu.idle 1 (install's slice unit) once Podman asked for it
     assert read(f"{SLICE_FOLDER}/cpu.idle") == "1"
     for pilot in pilots:
@@ -219,8 +218,7 @@ def test_podman_pilots_live_under_the_slice_with_the_configured_limits() -> None
 
 
 def test_systemctl_restart_adopts_the_podman_pilots() -> None:
-    before = pilot_ids(engine=PODMAN_SOCKET)
-    assert len(before) == PILOTS
+    before = running_pilots(60, PODMAN_SOCKET)
     pid = main_pid()
     systemctl("restart", "plancton.service")
     assert main_pid() != pid
@@ -230,8 +228,7 @@ def test_systemctl_restart_adopts_the_podman_pilots() -> None:
 
 
 def test_podman_pilots_are_paused_resumed_and_stopped_as_the_owner_needs_the_cpu(owner_load: OwnerLoad) -> None:
-    pilots = {pilot: process_cgroup(pilot, PODMAN_SOCKET) for pilot in pilot_ids(engine=PODMAN_SOCKET)}
-    assert len(pilots) == PILOTS
+    pilots = {pilot: process_cgroup(pilot, PODMAN_SOCKET) for pilot in running_pilots(60, PODMAN_SOCKET)}
     owner_load.start()
     wait_until(lambda: paused(pilots, PODMAN_SOCKET), PAUSE_DELAY + 60, "the pilots paused (frozen, State.Paused)")
     owner_load.stop()
@@ -368,10 +365,7 @@ def test_rootless_pilots_run_under_the_users_slice_and_give_way_to_the_owner(use
     started = user.run("planctonctl", "start", check=False)
     assert started.returncode == 0, started.stdout + started.stderr
     slice_folder = f"{user.manager}/{SLICE}"
-    ids = wait_until(
-        lambda: len(ids := pilot_ids(engine=user.socket)) == PILOTS and ids, 180, f"{PILOTS} rootless pilots"
-    )
-    pilots = {pilot: process_cgroup(pilot, user.socket) for pilot in ids}
+    pilots = {pilot: process_cgroup(pilot, user.socket) for pilot in running_pilots(180, user.socket)}
     for pilot, folder in pilots.items():
         assert folder.startswith(f"{slice_folder}/libpod-{pilot}.scope"), folder
         check_limits(folder, slice_folder)
