@@ -82,6 +82,31 @@ environment: {TASK_QUEUE: alice, SLOTS: 2}
     assert config["Hostname"].endswith(details["Name"].lstrip("/").split("-")[-1])
 
 
+def listed_in_hosts_file(name: str, text: str) -> bool:
+    """Return whether a hosts file's text gives an address for this name."""
+    return any(name in line.split("#")[0].split()[1:] for line in text.splitlines())
+
+
+@BOTH_ENGINES
+def test_a_pilot_on_the_hosts_network_bears_the_hosts_name(
+    installation: Installation, engine_api: docker.APIClient
+) -> None:
+    """On the host's network a pilot bears the host's name, which it resolves as the host does
+    (software such as the Work Queue worker looks its own name up)."""
+    command = "hostname; cat /etc/hosts; sleep 300"
+    installation.write_config(STEADY_POLICY + f"max_docks: 1\nnetwork_mode: host\ndocker_cmd: [sh, -c, '{command}']\n")
+    assert installation.ctl("start").returncode == 0
+    entries = wait_until(lambda: pilots(engine_api, installation.instance), what="a pilot")
+    assert isinstance(entries, list)
+    output = wait_until(lambda: engine_api.logs(entries[0]["Id"]).decode(), what="the pilot's output")
+    assert isinstance(output, str)
+    name, _, hosts = output.partition("\n")
+    assert name == socket.gethostname()
+    with open("/etc/hosts", encoding="utf-8") as handle:
+        if listed_in_hosts_file(name, handle.read()):
+            assert listed_in_hosts_file(name, hosts), hosts
+
+
 @pytest.fixture
 def owners_container(docker_api: docker.APIClient, instance: str) -> Iterator[str]:
     """The owner's own container, named like a pilot but without Plancton's label."""

@@ -369,7 +369,10 @@ class Config:
     )
     network_mode: str = field(
         default="bridge",
-        metadata=key(units.matching(r"bridge|host|none|container:[\w.-]+|[\w.-]+", "bridge"), "Network of the pilots"),
+        metadata=key(
+            units.matching(r"bridge|host|none|container:[\w.-]+|[\w.-]+", "bridge"),
+            "Network of the pilots; on the host's network a pilot bears the host's name",
+        ),
     )
     binds: tuple[str, ...] = field(
         default=(),

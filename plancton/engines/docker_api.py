@@ -252,7 +252,7 @@ class DockerPilots:
                 image=spec.image,
                 command=spec.command,
                 name=spec.name,
-                hostname=spec.hostname,
+                hostname=spec.hostname or None,
                 user=spec.user or "",
                 labels=spec.labels,
                 environment=spec.environment,

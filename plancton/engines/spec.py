@@ -26,7 +26,7 @@ class ContainerSpec:
     image: str
     command: list[str]
     name: str
-    hostname: str
+    hostname: str  # "" for the engine's default
     user: str | None
     labels: dict[str, str]
     environment: dict[str, str]
@@ -45,6 +45,14 @@ def read_only_by_default(bind: str) -> str:
     if "rw" not in modes and "ro" not in modes:
         modes.append("ro")
     return ":".join([*parts[:2], ",".join(modes)])
+
+
+def pilot_hostname(network_mode: str, short_host: str, instance: str, token: str) -> str:
+    """Return the name a pilot bears: its own, or "" (the engine then gives it the host's) on
+    the host's network. There a name of its own would resolve nowhere: Docker gives the pilot
+    the host's /etc/hosts, and software that looks itself up fails on it (the Work Queue worker
+    of Debian 12 then sends its manager an unset name, and is turned away)."""
+    return "" if network_mode == "host" else f"{short_host}-{instance}-{token}"[:63]
 
 
 def container_spec(
@@ -85,7 +93,7 @@ def container_spec(
         image=config.docker_image,
         command=list(config.docker_cmd),
         name=f"{config.instance}-{token}",
-        hostname=f"{short_host}-{config.instance}-{token}"[:63],
+        hostname=pilot_hostname(config.network_mode, short_host, config.instance, token),
         user=config.user_group,
         labels={
             LABEL_INSTANCE: config.instance,
