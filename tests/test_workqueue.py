@@ -71,11 +71,12 @@ def self_contained_image(docker_engine: None) -> Iterator[str]:
 
 @pytest.fixture
 def managers(tmp_path: "os.PathLike[str]") -> Iterator[Callable[..., Manager]]:
-    """Start example managers in the test's folder; each is stopped by its pid afterwards."""
+    """Start example managers in the test's folder, each keeping Work Queue's debug log there;
+    each is stopped by its pid afterwards."""
     started: list[Manager] = []
 
     def start(**options: Any) -> Manager:
-        manager = Manager.start(str(tmp_path), **options)
+        manager = Manager.start(str(tmp_path), debug=True, **options)
         started.append(manager)
         return manager
 

@@ -65,18 +65,22 @@ class Manager:
 
     process: subprocess.Popen[bytes]
     events_path: str
+    debug_path: str | None = None
 
     @classmethod
-    def start(cls, folder: str, tasks: int, sleep: float, hash_mib: int = 0, linger: float = 0.0) -> "Manager":
+    def start(
+        cls, folder: str, tasks: int, sleep: float, hash_mib: int = 0, linger: float = 0.0, debug: bool = False
+    ) -> "Manager":
         """Start a manager on a free port that submits ``tasks`` tasks; its events go to a file
-        in ``folder``."""
+        in ``folder``, and so does Work Queue's own debug log if ``debug``."""
         events_path = os.path.join(folder, f"manager-{time.monotonic_ns()}.jsonl")
+        debug_path = events_path.replace(".jsonl", ".debug") if debug else None
         command = [SYSTEM_PYTHON, MANAGER, "--port", "0", "--tasks", str(tasks), "--sleep", str(sleep)]
         command += ["--hash-mib", str(hash_mib), "--linger", str(linger), "--timeout", "900"]
-        command += ["--debug-log", events_path.replace(".jsonl", ".debug")]
+        command += ["--debug-log", debug_path] if debug_path else []
         with open(events_path, "wb") as output:
             process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, cwd=folder)
-        return cls(process, events_path)
+        return cls(process, events_path, debug_path)
 
     def events(self, kind: str | None = None) -> list[dict[str, Any]]:
         """Return the events written so far (of one kind, or all); a partial last line waits."""
@@ -94,15 +98,17 @@ class Manager:
         return [event for event in parsed if kind is None or event["event"] == kind]
 
     def output(self) -> str:
-        """Return the end of what the manager wrote, then the end of Work Queue's debug log,
-        for failure messages."""
+        """Return the end of what the manager wrote, then the end of Work Queue's debug log if
+        it keeps one, for failure messages."""
         with open(self.events_path, encoding="utf-8", errors="replace") as handle:
             written = handle.read()[-3000:]
+        if self.debug_path is None:
+            return written
         try:
-            with open(self.events_path.replace(".jsonl", ".debug"), encoding="utf-8", errors="replace") as handle:
+            with open(self.debug_path, encoding="utf-8", errors="replace") as handle:
                 debug = handle.read()[-4000:]
         except FileNotFoundError:
-            debug = "(no debug log)"
+            debug = "(none written)"
         return f"{written}\nWork Queue's debug log, its end:\n{debug}"
 
     def port(self) -> int | None:
