@@ -252,7 +252,7 @@ class DockerPilots:
                 image=spec.image,
                 command=spec.command,
                 name=spec.name,
-                hostname=spec.hostname or None,
+                hostname=spec.hostname,
                 user=spec.user or "",
                 labels=spec.labels,
                 environment=spec.environment,

@@ -26,7 +26,7 @@ class ContainerSpec:
     image: str
     command: list[str]
     name: str
-    hostname: str  # "" for the engine's default
+    hostname: str | None  # None: the engine's default
     user: str | None
     labels: dict[str, str]
     environment: dict[str, str]
@@ -47,12 +47,12 @@ def read_only_by_default(bind: str) -> str:
     return ":".join([*parts[:2], ",".join(modes)])
 
 
-def pilot_hostname(network_mode: str, short_host: str, instance: str, token: str) -> str:
-    """Return the name a pilot bears: its own, or "" (the engine then gives it the host's) on
+def pilot_hostname(network_mode: str, short_host: str, instance: str, token: str) -> str | None:
+    """Return the name a pilot bears: its own, or None (the engine then gives it the host's) on
     the host's network. There a name of its own would resolve nowhere: Docker gives the pilot
     the host's /etc/hosts, and software that looks itself up fails on it (the Work Queue worker
     of Debian 12 then sends its manager an unset name, and is turned away)."""
-    return "" if network_mode == "host" else f"{short_host}-{instance}-{token}"[:63]
+    return None if network_mode == "host" else f"{short_host}-{instance}-{token}"[:63]
 
 
 def container_spec(
