@@ -1,7 +1,8 @@
 """The docs show only what exists: every command line in a shell block of README.md and
 docs/*.md runs here in a form that acts on nothing, every YAML block made of Plancton's keys
-passes ``planctonctl check-config``, docs/configuration.md lists every key, and every
-relative link leads to a file and heading that exist.
+passes ``planctonctl check-config``, docs/configuration.md lists every key, every relative
+link leads to a file and heading that exist, and every file of the repository that a page
+names in backquotes (``tests/...``, ``plancton/...``) is there.
 
 How a command line's program is run:
 
@@ -365,3 +366,13 @@ def test_relative_links_lead_somewhere() -> None:
             elif anchor and target.suffix == ".md" and anchor not in heading_anchors(target):
                 broken.append(f"{page.relative_to(REPO)}: {link} (no such heading)")
     assert not broken, "\n".join(broken)
+
+
+def test_repository_paths_exist() -> None:
+    missing = []
+    for page in PAGES:
+        text = page.read_text(encoding="utf-8")
+        for path in re.findall(r"`(?:\./)?((?:plancton|tests|bench|etc|examples|docs|bin)/[^`\s]*)`", text):
+            if not any(REPO.glob(path.rstrip("/"))):
+                missing.append(f"{page.relative_to(REPO)}: {path}")
+    assert not missing, "the docs name files that are not in the repository:\n" + "\n".join(missing)
