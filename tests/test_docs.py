@@ -1,8 +1,8 @@
 """The docs show only what exists: every command line in a shell block of README.md and
 docs/*.md runs here in a form that acts on nothing, every YAML block made of Plancton's keys
 passes ``planctonctl check-config``, docs/configuration.md lists every key, every relative
-link leads to a file and heading that exist, and every file of the repository that a page
-names in backquotes (``tests/...``, ``plancton/...``) is there.
+link leads to a file and heading that exist, the README links every page of docs/, and
+every file of the repository that a page names in backquotes (``tests/...``) is there.
 
 How a command line's program is run:
 
@@ -314,6 +314,12 @@ def test_documented_command_runs(command: Command, empty_folder: Path) -> None:
 def test_readme_shows_the_two_commands() -> None:
     shown = {(command.program, command.arguments) for command in COMMANDS if command.where.startswith("README.md:")}
     assert {("./install", ()), ("./tests/run", ())} <= shown
+
+
+def test_readme_links_every_page() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    linked = {Path(link.partition("#")[0]).name for link in re.findall(r"\]\((docs/[^)\s]+)\)", readme)}
+    assert {page.name for page in PAGES[1:]} <= linked
 
 
 def configuration_blocks() -> list[tuple[str, str]]:
