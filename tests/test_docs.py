@@ -67,21 +67,33 @@ NOT_PLANCTONS = {
 PARSE_ONLY = """
 import argparse, runpy, sys
 
-parse_args = argparse.ArgumentParser.parse_args
+parse_known_args = argparse.ArgumentParser.parse_known_args
+depth = 0
 
 
 def parse_then_stop(self, *args, **kwargs):
-    parse_args(self, *args, **kwargs)
+    # the outermost parse (a verb's parser runs inside it) ends the program before it acts
+    global depth
+    depth += 1
+    try:
+        namespace, extras = parse_known_args(self, *args, **kwargs)
+    finally:
+        depth -= 1
+    if depth:
+        return namespace, extras
+    if extras:
+        self.error("unrecognized arguments: " + " ".join(extras))
     sys.exit(0)
 
 
-argparse.ArgumentParser.parse_args = parse_then_stop
+argparse.ArgumentParser.parse_known_args = parse_then_stop
 kind, target, *arguments = sys.argv[1:]
 sys.argv = [target, *arguments]
 if kind == "module":
     runpy.run_module(target, run_name="__main__", alter_sys=True)
 else:
     runpy.run_path(target, run_name="__main__")
+sys.exit(f"{target} ended without parsing its arguments")
 """
 
 
