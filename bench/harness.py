@@ -38,7 +38,7 @@ from plancton.engines.docker_api import EVENT_ALIASES, DockerPilots, event_actio
 from plancton.engines.spec import LABEL_INSTANCE, container_spec, instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
-from tests import services
+from tests.support import services
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLANCTONCTL = os.path.join(REPO, "bin", "planctonctl")

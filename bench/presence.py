@@ -1,7 +1,7 @@
 """Presence: a person touches the keyboard; how soon are the pilots paused?
 
 logind's idle hint turns false on a real D-Bus (a private system-like bus with
-python-dbusmock's logind, :mod:`tests.logind_mock`), and two parties follow it side by side:
+python-dbusmock's logind, :mod:`tests.support.logind_mock`), and two parties follow it side by side:
 
 - Plancton (``planctonctl foreground`` with ``input_idle`` set and a 30 s loop, so that only
   logind's signal can wake it in time), with POOL pilots;
@@ -42,7 +42,7 @@ from bench.harness import (
     at_most,
 )
 from plancton.platform import logind
-from tests import logind_mock
+from tests.support import logind_mock
 
 POOL = 2
 COMMAND = ("sleep", "3600")

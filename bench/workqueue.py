@@ -50,8 +50,8 @@ from typing import Any
 import yaml
 
 from bench.harness import Bench, BenchError, Figure, ScenarioResult, Stats, at_least, log_times
-from tests import services
-from tests.workqueue_manager import (
+from tests.support import services
+from tests.support.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
     REPOSITORY,

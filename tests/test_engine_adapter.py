@@ -14,8 +14,8 @@ from plancton.core.ulimits import limit_in_error, lowest_hard_limits, parse_ulim
 from plancton.engines.docker_api import DockerPilots, engine_identity, event_action, is_ours, socket_path
 from plancton.engines.spec import container_spec
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
-from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
+from tests.support import services
 
 # -- pure parts ------------------------------------------------------------------------------
 

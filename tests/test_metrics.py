@@ -25,7 +25,7 @@ from plancton.metrics.points import (
     sender_point,
 )
 from plancton.metrics.reporting import LoopReport, PilotEvent
-from tests import services
+from tests.support import services
 
 TAGS = {"host": "node1", "instance": "plancton"}
 FACTS = schema.HostFacts(ncpus=4, ram_bytes=8 * 2**30, swap_bytes=0)

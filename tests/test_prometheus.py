@@ -36,8 +36,8 @@ from plancton.metrics.prometheus import (
 )
 from plancton.metrics.reporting import LoopReport, PilotEvent, Reporters
 from tests.conftest import STEADY_POLICY, Installation, wait_until
-from tests.influx_server import InfluxServer, free_port, server_fixture
-from tests.prometheus_server import PrometheusServer, running_prometheus
+from tests.support.influx_server import InfluxServer, free_port, server_fixture
+from tests.support.prometheus_server import PrometheusServer, running_prometheus
 
 GIB = 1024**3
 FACTS = HostFacts(ncpus=4, ram_bytes=16 * GIB, swap_bytes=0)

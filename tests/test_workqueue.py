@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
-from tests.workqueue_manager import (
+from tests.support.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
     Manager,

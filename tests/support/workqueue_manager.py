@@ -15,9 +15,9 @@ from typing import Any
 
 import docker
 
-from tests import services
+from tests.support import services
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(REPOSITORY, "examples", "workqueue")
 MANAGER = os.path.join(EXAMPLE, "manager.py")
 BUILD_IMAGE = os.path.join(EXAMPLE, "build-image")
