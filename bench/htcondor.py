@@ -32,7 +32,10 @@ import docker
 import psutil
 import yaml
 
-from bench.harness import BENCH_LABEL, IDLE_OWNER, Bench, BenchError, Figure, ScenarioResult, Stats, at_least
+from bench.engine import BENCH_LABEL
+from bench.errors import BenchError
+from bench.harness import IDLE_OWNER, Bench
+from bench.stats import Figure, ScenarioResult, Stats, at_least
 from plancton.config.loader import parse
 from plancton.config.schema import HostFacts
 from plancton.engines.spec import container_spec

@@ -28,19 +28,12 @@ from jeepney import MatchRule  # type: ignore[import-untyped]
 from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
 from jeepney.io.blocking import open_dbus_connection  # type: ignore[import-untyped]
 
+from bench.engine import BENCH_LABEL
+from bench.errors import BenchError
+from bench.events import action_of, action_of_baseline
 from bench.floor import create_and_start
-from bench.harness import (
-    BENCH_LABEL,
-    IDLE_OWNER,
-    Bench,
-    BenchError,
-    Figure,
-    ScenarioResult,
-    Stats,
-    action_of,
-    action_of_baseline,
-    at_most,
-)
+from bench.harness import IDLE_OWNER, Bench
+from bench.stats import Figure, ScenarioResult, Stats, at_most
 from plancton.platform import logind
 from tests.support import logind_mock
 

@@ -49,7 +49,9 @@ from typing import Any
 
 import yaml
 
-from bench.harness import Bench, BenchError, Figure, ScenarioResult, Stats, at_least, log_times
+from bench.errors import BenchError
+from bench.harness import Bench, log_times
+from bench.stats import Figure, ScenarioResult, Stats, at_least
 from tests.support import services
 from tests.support.workqueue_manager import (
     EXAMPLE,

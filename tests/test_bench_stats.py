@@ -4,7 +4,8 @@ slowdown is judged by, and the CPU the rest of the host used while the owner ran
 import math
 import random
 
-from bench.harness import CpuReading, Figure, Stats, median_interval, other_seconds_between
+from bench.cpu import CpuReading, other_seconds_between
+from bench.stats import Figure, Stats, median_interval
 
 
 def test_ten_measurements_give_the_second_and_ninth() -> None:
