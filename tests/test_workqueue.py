@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
+from tests.support.owner_load import OwnerLoad
 from tests.support.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
     Manager,
-    OwnerLoad,
     bindings_problem,
     build_image,
     remove_image,

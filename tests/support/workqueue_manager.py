@@ -1,5 +1,5 @@
 """Real cctools Work Queue for the tests and benchmarks: the example manager, the example
-pilot image, host workers and an owner's CPU load, each started and stopped by its pid.
+pilot image and host workers, each started and stopped by its pid.
 
 The manager is ``examples/workqueue/manager.py``, run by Debian's interpreter because the
 Work Queue bindings (package ``python3-workqueue``) live in its dist-packages, outside the
@@ -167,24 +167,6 @@ class HostWorkers:
 
     def stop(self) -> None:
         """Stop every worker by its pid."""
-        for process in self.processes:
-            services.StartedProcess(process, os.devnull).stop(timeout=20)
-        self.processes.clear()
-
-
-@dataclass
-class OwnerLoad:
-    """Busy loops standing for the host's owner at work, one per core asked for."""
-
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, cores: int) -> None:
-        """Start ``cores`` processes that each keep one core busy."""
-        for _ in range(cores):
-            self.processes.append(subprocess.Popen(["/bin/sh", "-c", "while :; do :; done"]))
-
-    def stop(self) -> None:
-        """Stop every busy loop by its pid."""
         for process in self.processes:
             services.StartedProcess(process, os.devnull).stop(timeout=20)
         self.processes.clear()
