@@ -15,13 +15,13 @@ import yaml
 
 from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
 from tests.support.owner_load import OWNER_POLICY, OwnerLoad
+from tests.support.services import remove_image
 from tests.support.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
     Manager,
     bindings_problem,
     build_image,
-    remove_image,
     worker_command,
 )
 
