@@ -20,7 +20,9 @@ import docker.errors
 import psutil
 
 from bench import fill, htcondor, overhead, presence, reclaim, refill, workqueue
-from bench.harness import REPO, Bench, BenchError, Figure, ScenarioResult, deferred_signals
+from bench.errors import BenchError
+from bench.harness import REPO, Bench, deferred_signals
+from bench.stats import Figure, ScenarioResult
 
 SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "refill": refill.run,

@@ -28,27 +28,19 @@ from typing import Any
 
 import psutil
 
-from bench.harness import (
-    Bench,
-    BenchError,
+from bench.cpu import (
     CpuReading,
     CpuSampler,
-    Event,
-    Figure,
-    Plancton,
-    ScenarioResult,
-    Stats,
-    action_of,
-    at_least,
-    at_most,
     cores,
     host_busy_seconds,
     other_seconds_between,
     parent_cpu_idle,
     pilot_seconds_between,
-    running_at,
-    running_over_time,
 )
+from bench.errors import BenchError
+from bench.events import Event, action_of, running_at, running_over_time
+from bench.harness import Bench, Plancton
+from bench.stats import Figure, ScenarioResult, Stats, at_least, at_most
 from plancton.config.schema import default_value
 
 NCPUS = psutil.cpu_count() or 1

@@ -27,8 +27,8 @@ import pytest
 
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
-from tests import services
-from tests.workqueue_manager import OwnerLoad
+from tests.support import services
+from tests.support.owner_load import OwnerLoad
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
 #: counts as busy only at 100% of the host, pilots are never paused for it, start at once,

@@ -33,7 +33,7 @@ from typing import Any
 
 import psutil
 
-from tests import services
+from tests.support import services
 
 INSTANCE = "soak"
 #: After an engine restart, the seconds left out of the descriptor floors.

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests import services
 from tests.conftest import STEADY_POLICY, Engine, Installation, make_user, wait_until
+from tests.support import services
 from tests.test_user_mode import as_user
 
 pytestmark = [pytest.mark.docker, pytest.mark.disruptive]

@@ -10,8 +10,8 @@ import docker
 import psutil
 import pytest
 
-from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, venv_command, wait_until
+from tests.support import services
 
 pytestmark = pytest.mark.docker
 

@@ -27,7 +27,7 @@ import pytest
 from plancton.control.paths import resolve
 from plancton.engines.spec import instance_label
 from tests.conftest import STEADY_POLICY, venv_command, wait_until
-from tests.services import DOCKER_SOCKET
+from tests.support.services import DOCKER_SOCKET
 
 UNIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "plancton.service")
 INSTALLED_PROGRAM = "/opt/plancton/venv/bin/planctonctl"

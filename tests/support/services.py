@@ -154,6 +154,12 @@ def start_podman_service(log_dir: str) -> StartedProcess:
     return started
 
 
+def remove_image(reference: str) -> None:
+    """Remove an image from the Docker Engine (one a test or benchmark built); a missing one is fine."""
+    with engine_client() as client, contextlib.suppress(docker.errors.NotFound):
+        client.remove_image(reference, force=True)
+
+
 def copy_image(reference: str, url: str) -> bool:
     """Copy an image of the Docker Engine into the engine at ``url`` unless it has it; return
     whether it was copied (so that its copier removes it afterwards)."""
