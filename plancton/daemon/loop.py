@@ -21,7 +21,7 @@ from plancton.control.modefiles import read_mode, take_spawn_now, write_mode
 from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
 from plancton.core.modes import Mode
-from plancton.core.policy import HostSample, Memory, Plan, decide
+from plancton.core.policy import HostSample, Memory, Plan, decide, present_text
 from plancton.core.ulimits import DEFAULT_CAPPED, lowest_hard_limits
 from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
@@ -304,7 +304,7 @@ class Daemon:
                 *(sample.owner_percent, config.pause_delay),
             )
         if after.present and not before.present:
-            log.info("owner present (%s): pilots are paused at once", "; ".join(after.present))
+            log.info("owner present (%s): pilots are paused at once", present_text(after.present))
         if after.reclaim_ended == now and before.reclaim_ended != now:
             log.info("owner idle again: pilots start again after grace_spawn %g s", config.grace_spawn)
         elif before.owner_busy and not after.owner_busy:
@@ -362,6 +362,7 @@ class Daemon:
             api_calls=self.engine.api_calls - calls_before,
             engine_available=self.engine_error is None,
             reasons=self.last_plan.reasons,
+            holds=self.last_plan.holds,
         )
         self.reporter.loop(report)
         self._write_state(report)
@@ -382,6 +383,7 @@ class Daemon:
             cgroup=cgroup,
             log_error=logsetup.write_problem(),
             why=self.last_plan.reasons,
+            holds=tuple(hold.value for hold in self.last_plan.holds),
             loops=self.loops,
             api_calls_last_loop=report.api_calls if report else 0,
             loop_seconds=report.loop_seconds if report else 0.0,

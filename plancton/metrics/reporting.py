@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from plancton.config.schema import Config
+from plancton.core.holds import Hold
 from plancton.core.policy import HostSample
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,10 @@ class LoopReport:
     loop_seconds: float
     api_calls: int
     engine_available: bool
+    #: the policy's reasons, for people
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    #: what held pilots back, for metrics
+    holds: tuple[Hold, ...] = field(default_factory=tuple)
 
 
 class Reporter(Protocol):
