@@ -20,7 +20,7 @@ from plancton.daemon.loop import TIMER_SLACK_SECONDS, Daemon
 from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
 from plancton.engines.spec import ContainerSpec
-from plancton.errors import EngineUnavailable, PilotError
+from plancton.errors import EngineUnavailable, PilotGone
 from tests import services
 
 #: Pilots start at once.
@@ -77,7 +77,7 @@ class MemoryEngine:
         with self._lock:
             found = next((where for where in (self.pilots, self.originals) if container in where), None)
             if found is None:
-                raise PilotError(f"{container[:12]}: not found")
+                raise PilotGone(f"{container[:12]}: not found")
             found[container] = dataclasses.replace(found[container], state=state, exit_code=exit_code)
 
     def pause(self, container: str) -> None:

@@ -12,14 +12,14 @@ from contextlib import AbstractContextManager, nullcontext
 
 from plancton.config.schema import Config
 from plancton.core.policy import Plan
-from plancton.core.ulimits import limit_in_error, pilot_ulimits, rlimit_fix
+from plancton.core.ulimits import pilot_ulimits, rlimit_fix
 from plancton.daemon.actions import START_CONCURRENCY, STOP_CONCURRENCY, ActionRunner
 from plancton.daemon.roster import Roster
 from plancton.daemon.starts import StartTracker
 from plancton.engines.base import Engine
 from plancton.engines.images import ImageKeeper
 from plancton.engines.spec import container_spec
-from plancton.errors import EngineUnavailable, PilotError
+from plancton.errors import EngineUnavailable, ImageMissing, LimitRefused, PilotError
 from plancton.metrics.reporting import PilotEvent, Reporter
 
 log = logging.getLogger(__name__)
@@ -118,14 +118,13 @@ class Executor:
             spec = container_spec(config, self.cgroup_parent(), self.host_name, token, self.wall(), ceilings)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
-            if "no such image" in str(error).lower():
+            if isinstance(error, ImageMissing):
                 self.images.forget(config.docker_image)
             delay = self.starts.failed(self.clock())
             suffix = f"; backing off {delay:.0f} s" if delay else ""
             log.error("cannot start a pilot: %s%s", error, suffix)
-            limit = limit_in_error(str(error))
-            if limit is not None:
-                log.error("%s", rlimit_fix(limit, pilot_ulimits(config.ulimits, ceilings)))
+            if isinstance(error, LimitRefused):
+                log.error("%s", rlimit_fix(error.limit, pilot_ulimits(config.ulimits, ceilings)))
             self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
         else:
             self.starts.started(self.clock())

@@ -56,7 +56,9 @@ class Engine(Protocol):
     """The pilots of one Plancton instance on one container engine.
 
     Every method may raise :class:`~plancton.errors.EngineUnavailable` (the engine cannot be
-    reached) or :class:`~plancton.errors.PilotError` (it refused the request); nothing else.
+    reached) or :class:`~plancton.errors.PilotError` (it refused the request: among its kinds
+    :class:`~plancton.errors.PilotGone`, :class:`~plancton.errors.ImageMissing` and
+    :class:`~plancton.errors.LimitRefused`); nothing else.
     """
 
     #: How many requests the engine has been sent so far (for the loop's report).
