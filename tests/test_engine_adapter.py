@@ -10,7 +10,7 @@ import docker
 import pytest
 
 from plancton.config.schema import Config
-from plancton.core.ulimits import lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
+from plancton.config.ulimits import lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
 from plancton.engines.docker_api import DockerPilots, engine_identity, event_action, is_ours, socket_path
 from plancton.engines.rlimit_refusal import limit_in_error
 from plancton.engines.spec import container_spec

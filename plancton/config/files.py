@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from plancton.core import units
+from plancton.config import units
 from plancton.errors import ConfigError
 
 #: A configuration is a few kilobytes; anything much larger is a mistake (and slow to parse).

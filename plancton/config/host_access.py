@@ -16,7 +16,7 @@ one normal form that :mod:`plancton.engines.spec` hands to Docker:
 import re
 from typing import Any
 
-from plancton.core import units
+from plancton.config import units
 
 BIND_OPTION_GROUPS: tuple[tuple[str, ...], ...] = (
     ("ro", "rw"),

@@ -8,11 +8,10 @@ import difflib
 import os
 from typing import Any
 
-from plancton.config import older_keys
+from plancton.config import older_keys, units
+from plancton.config.expression import evaluate
 from plancton.config.files import parse_yaml, read_file, revision_of
 from plancton.config.schema import DEFAULT_REVISION, KEYS, MAX_POOL_SIZE, Config, HostFacts
-from plancton.core import units
-from plancton.core.expression import evaluate
 from plancton.errors import ConfigError, ExpressionError
 
 #: Binds that hand a pilot the host: refused unless ``allow_dangerous_binds`` is true.

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from plancton.config import units
 from plancton.config.schema import Config, default_value
-from plancton.core import units
 
 #: Older name -> today's key, for keys whose value means the same.
 RENAMED = {

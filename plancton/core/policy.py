@@ -19,8 +19,8 @@ Memory below ``mem_floor`` (or under pressure) kills the youngest pilots at once
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
-from plancton.config.schema import Config
 from plancton.core import hours
 from plancton.core.holds import Hold, Reason, in_order
 from plancton.core.modes import Mode
@@ -29,6 +29,50 @@ from plancton.core.modes import Mode
 CREATED_GRACE_SECONDS = 30.0
 LIVE_STATES = frozenset({"running", "paused", "restarting", "created"})
 FINISHED_STATES = frozenset({"exited", "dead"})
+
+
+class Settings(Protocol):
+    """The settings the policy reads, and nothing else (:class:`plancton.config.schema.Config`
+    is one): durations in seconds, sizes in bytes, loads in percent of the host's CPU."""
+
+    @property
+    def pool_size(self) -> int: ...  # max_docks, resolved
+    @property
+    def docks_per_loop(self) -> int: ...
+    @property
+    def max_starts_per_minute(self) -> int: ...
+    @property
+    def cpus_per_dock(self) -> float: ...
+    @property
+    def max_dock_mem(self) -> int: ...
+    @property
+    def max_ttl(self) -> float: ...
+    @property
+    def owner_busy_percent(self) -> float: ...
+    @property
+    def owner_idle_percent(self) -> float: ...
+    @property
+    def cpu_pressure_percent(self) -> float: ...
+    @property
+    def pause_delay(self) -> float: ...
+    @property
+    def grace_kill(self) -> float: ...
+    @property
+    def grace_spawn(self) -> float: ...
+    @property
+    def mem_floor(self) -> int: ...
+    @property
+    def memory_pressure_percent(self) -> float: ...
+    @property
+    def input_idle(self) -> float: ...
+    @property
+    def run_on_battery(self) -> bool: ...
+    @property
+    def run_hours(self) -> tuple[hours.Window, ...]: ...
+    @property
+    def docker_image(self) -> str: ...
+    @property
+    def replace_on_image_change(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -130,7 +174,7 @@ class _Situation:
     """The inputs of one decision, bundled for the helpers of :func:`decide`."""
 
     sample: HostSample
-    config: Config
+    config: Settings
     mode: Mode
     now: float
     memory: Memory
@@ -178,7 +222,7 @@ class _Draft:
 def decide(
     sample: HostSample,
     pilots: list[PilotView],
-    config: Config,
+    config: Settings,
     mode: Mode,
     now: float,
     memory: Memory,
@@ -224,7 +268,7 @@ def decide(
     return replace(draft.freeze(), wake_in=_wake_in(situation, memory)), memory
 
 
-def owner_busy_after(was_busy: bool, sample: HostSample, config: Config) -> bool:
+def owner_busy_after(was_busy: bool, sample: HostSample, config: Settings) -> bool:
     """Given whether the owner counted as busy and a new sample, return whether it counts as
     busy now. Hysteresis: busy at owner_busy_percent (or CPU pressure), idle again only below
     owner_idle_percent."""
@@ -239,7 +283,7 @@ def owner_busy_after(was_busy: bool, sample: HostSample, config: Config) -> bool
     return percent >= config.owner_busy_percent or pressured
 
 
-def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float) -> Memory:
+def _update_owner(memory: Memory, sample: HostSample, config: Settings, now: float) -> Memory:
     busy = owner_busy_after(memory.owner_busy, sample, config)
     if busy and not memory.owner_busy:
         return replace(memory, owner_busy=True, owner_since=now)
@@ -250,7 +294,7 @@ def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float
     return memory
 
 
-def _update_presence(memory: Memory, presence: Presence, config: Config, now: float) -> Memory:
+def _update_presence(memory: Memory, presence: Presence, config: Settings, now: float) -> Memory:
     """Record why the owner counts as present; when the last reason goes, grace_spawn starts."""
     present = _present_reasons(presence, config)
     if memory.present and not present:
@@ -258,7 +302,7 @@ def _update_presence(memory: Memory, presence: Presence, config: Config, now: fl
     return replace(memory, present=present)
 
 
-def _present_reasons(presence: Presence, config: Config) -> tuple[Reason, ...]:
+def _present_reasons(presence: Presence, config: Settings) -> tuple[Reason, ...]:
     """Return why input, battery or the hours make the owner present (none: not present)."""
     reasons = []
     idle, source = presence.input_idle_seconds, presence.input_source
@@ -307,7 +351,7 @@ def _youngest_first(pilots: list[PilotView]) -> list[PilotView]:
     return sorted(pilots, key=lambda pilot: (pilot.age, pilot.id))
 
 
-def _relieve_memory(sample: HostSample, live: list[PilotView], config: Config, draft: _Draft) -> bool:
+def _relieve_memory(sample: HostSample, live: list[PilotView], config: Settings, draft: _Draft) -> bool:
     """Kill the youngest pilots at once when memory is short; return whether it was."""
     shortfall = config.mem_floor - sample.available_bytes
     pressured = sample.memory_pressure is not None and sample.memory_pressure >= config.memory_pressure_percent
@@ -326,7 +370,7 @@ def _relieve_memory(sample: HostSample, live: list[PilotView], config: Config, d
     return True
 
 
-def _expire(live: list[PilotView], config: Config, draft: _Draft) -> None:
+def _expire(live: list[PilotView], config: Settings, draft: _Draft) -> None:
     expired = [pilot for pilot in live if pilot.state == "running" and pilot.age > config.max_ttl]
     draft.stop += [(pilot.id, "ttl") for pilot in expired]
     if expired:
@@ -381,7 +425,7 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
         draft.note(f"{owner}, idle again: resuming {len(held)} held pilots")
 
 
-def _pool_room(config: Config, live: list[PilotView]) -> int:
+def _pool_room(config: Settings, live: list[PilotView]) -> int:
     return config.pool_size - len(live)
 
 

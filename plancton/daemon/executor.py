@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 
 from plancton.config.schema import Config
+from plancton.config.ulimits import pilot_ulimits, rlimit_fix
 from plancton.core.policy import Plan
-from plancton.core.ulimits import pilot_ulimits, rlimit_fix
 from plancton.daemon.actions import START_CONCURRENCY, STOP_CONCURRENCY, ActionRunner
 from plancton.daemon.roster import Roster
 from plancton.daemon.starts import StartTracker

@@ -17,12 +17,12 @@ from dataclasses import asdict
 
 from plancton import __version__
 from plancton.config.schema import Config
+from plancton.config.ulimits import DEFAULT_CAPPED, lowest_hard_limits
 from plancton.control.modefiles import read_mode, take_spawn_now, write_mode
 from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
 from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory, Plan, decide, present_text
-from plancton.core.ulimits import DEFAULT_CAPPED, lowest_hard_limits
 from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
 from plancton.daemon.executor import Executor
