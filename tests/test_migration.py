@@ -26,7 +26,7 @@ from plancton.core.modes import Mode
 from plancton.core.policy import HostSample
 from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
-from plancton.metrics.points import InfluxReporter
+from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.reporting import LoopReport, PilotEvent
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 from tests.influx_server import InfluxServer, server_fixture

@@ -23,7 +23,7 @@ from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
 from plancton.core.holds import Hold
 from plancton.core.policy import HostSample
-from plancton.metrics.points import SenderStats, daemon_point, host_point
+from plancton.metrics.points import daemon_point, host_point
 from plancton.metrics.prometheus import (
     LISTEN_RETRY_SECONDS,
     PrometheusReporter,
@@ -31,7 +31,7 @@ from plancton.metrics.prometheus import (
     SnapshotCollector,
     initial_events,
 )
-from plancton.metrics.reporting import LoopReport, PilotEvent, Reporters
+from plancton.metrics.reporting import LoopReport, PilotEvent, Reporters, SenderStats
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 from tests.influx_server import InfluxServer, free_port, server_fixture
 from tests.prometheus_server import PrometheusServer, running_prometheus

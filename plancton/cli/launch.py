@@ -17,7 +17,7 @@ from plancton.daemon import logsetup
 from plancton.daemon.loop import Daemon
 from plancton.engines.docker_api import DockerPilots
 from plancton.errors import AlreadyRunning, EnginePermissionDenied, EngineUnavailable
-from plancton.metrics.points import InfluxReporter
+from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.prometheus import PrometheusReporter
 from plancton.metrics.reporting import Reporters
 

@@ -36,8 +36,14 @@ from plancton.config.listen_address import ListenAddress, parse_listen_address
 from plancton.config.schema import Config
 from plancton.core.holds import Hold
 from plancton.core.modes import Mode
-from plancton.metrics.points import COUNTED_STATES, REASON_TAG_KINDS, STOPPING_MODE, SenderStats
-from plancton.metrics.reporting import LoopReport, PilotEvent
+from plancton.metrics.reporting import (
+    COUNTED_STATES,
+    REASON_TAG_KINDS,
+    STOPPING_MODE,
+    LoopReport,
+    PilotEvent,
+    SenderStats,
+)
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """What the daemon reports after each loop and for each pilot event, and the interface of
-anything that receives those reports (the InfluxDB sender in :mod:`plancton.metrics.points`,
-the Prometheus endpoint and textfile in :mod:`plancton.metrics.prometheus`).
+anything that receives those reports (the InfluxDB reporter in
+:mod:`plancton.metrics.influx_reporter`, the Prometheus endpoint and textfile in
+:mod:`plancton.metrics.prometheus`), with what both reporters name alike.
 """
 
 import logging
@@ -13,6 +14,13 @@ from plancton.core.holds import Hold
 from plancton.core.policy import HostSample
 
 log = logging.getLogger(__name__)
+
+#: Pilot states always reported (0 when none), so graphs do not gap.
+COUNTED_STATES = ("running", "paused", "created", "exited")
+#: Event kinds whose reason is a short word (a tag, a label); other reasons are free text.
+REASON_TAG_KINDS = frozenset({"stopped", "killed"})
+#: The daemon's mode as reported at shutdown: the daemon is going away.
+STOPPING_MODE = "stopping"
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,15 @@ class PilotEvent:
     exit_code: int | None = None
     runtime_seconds: float | None = None
     reason: str = ""
+
+
+@dataclass(frozen=True)
+class SenderStats:
+    """One target's counters since the daemon started, and the points waiting now."""
+
+    sent: int = 0
+    dropped: int = 0
+    buffered: int = 0
 
 
 @dataclass(frozen=True)
