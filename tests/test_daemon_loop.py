@@ -202,7 +202,7 @@ def test_force_stop_stops_every_pilot_and_starts_none(harness: Harness) -> None:
 
 def test_drain_stop_ends_the_loop_and_removes_the_cgroup(harness: Harness) -> None:
     harness.turn()
-    parent = os.path.join(harness.daemon.cgroup_root, harness.daemon.config.instance)
+    parent = os.path.join(harness.daemon.placement.cgroup_root, harness.daemon.config.instance)
     assert os.path.isdir(parent)  # created for the pilots, with the lowest weight
     write_mode(harness.paths.rundir, Mode.DRAIN_STOP)
     for pilot in list(harness.engine.pilots):
@@ -220,7 +220,7 @@ def test_drain_stop_ends_the_loop_and_removes_the_cgroup(harness: Harness) -> No
 def test_the_cgroup_stays_while_pilots_are_left(harness: Harness) -> None:
     harness.turn()
     harness.daemon.shutdown()
-    assert os.path.isdir(os.path.join(harness.daemon.cgroup_root, harness.daemon.config.instance))
+    assert os.path.isdir(os.path.join(harness.daemon.placement.cgroup_root, harness.daemon.config.instance))
 
 
 def test_an_engine_away_is_retried_and_written_in_the_state(harness: Harness) -> None:
