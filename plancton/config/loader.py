@@ -8,7 +8,7 @@ import difflib
 import os
 from typing import Any
 
-from plancton.config import older_keys, units
+from plancton.config import legacy_keys, units
 from plancton.config.expression import evaluate
 from plancton.config.files import parse_yaml, read_file, revision_of
 from plancton.config.schema import DEFAULT_REVISION, KEYS, MAX_POOL_SIZE, Config, HostFacts
@@ -23,7 +23,7 @@ def load(path: str, facts: HostFacts) -> tuple[Config, list[str]]:
 
     A missing or empty file gives the defaults. Warnings name unknown keys (with a "did you
     mean" where one is close) and older keys read as today's ones
-    (:mod:`plancton.config.older_keys`).
+    (:mod:`plancton.config.legacy_keys`).
 
     Raises:
         ConfigError: the file cannot be read (unreadable, a directory, too large) or parsed
@@ -44,9 +44,9 @@ def parse(
     Raises:
         ConfigError: naming ``source``, with one line per problem.
     """
-    translated = older_keys.translate(raw)
+    translated = legacy_keys.translate(raw)
     problems, warnings = translated.problems, translated.warnings
-    unread = older_keys.unread_pilot_keys(translated.raw, set(KEYS))
+    unread = legacy_keys.unread_pilot_keys(translated.raw, set(KEYS))
     values: dict[str, Any] = {}
     for name, value in translated.raw.items():
         if name in unread:

@@ -25,7 +25,7 @@ from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
 from plancton.daemon.executor import Executor
 from plancton.daemon.host_watch import HostWatch
-from plancton.daemon.original_pilots import OriginalPilots
+from plancton.daemon.legacy_pilots import OriginalPilots
 from plancton.daemon.placement import Placement
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
