@@ -259,7 +259,7 @@ def test_the_originals_pilots_are_listed_and_left_alone_unless_removal_is_asked(
     assert len(harness.engine.pilots) == 3  # nor counted in the pool
 
     harness.daemon.config = config_of(max_docks=3, docks_per_loop=3, legacy_pilots="remove")
-    harness.daemon.original_pilots.look_again()  # as a reload does
+    harness.daemon.legacy_pilots.look_again()  # as a reload does
     harness.turn()
     assert original.id in harness.engine.stops and not harness.engine.originals
     harness.turn()

@@ -65,7 +65,7 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
 
 
 def adopt_legacy_mode(paths: Paths) -> None:
-    """Read the original Plancton's mode files in the run folder once, as the matching mode."""
+    """Read the legacy mode files (Plancton 0.6's) in the run folder once, as the matching mode."""
     try:
         mode, files = legacy.take_legacy_mode(paths.rundir)
         if mode is not None:

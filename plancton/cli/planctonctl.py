@@ -171,8 +171,8 @@ def signal_daemon(pid: int, number: int) -> None:
 # -- verbs ----------------------------------------------------------------------------------
 
 
-def refuse_beside_the_original(paths: Paths) -> None:
-    """Refuse to start while a daemon of the original Plancton (0.6) runs on this host: its
+def refuse_beside_legacy(paths: Paths) -> None:
+    """Refuse to start while a legacy daemon (Plancton 0.6) runs on this host: its
     pidfile in /var/run (root), or the same pidfile as ours (user mode, which 0.6 shared).
 
     Raises:
@@ -188,7 +188,7 @@ def refuse_beside_the_original(paths: Paths) -> None:
 def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     """Start the daemon in the background; return 0 once it really runs."""
     prepare(paths)
-    refuse_beside_the_original(paths)
+    refuse_beside_legacy(paths)
     pid = running_pid(paths.pidfile)
     if pid is not None:
         say(f"Plancton is already running (pid {pid})")
@@ -237,7 +237,7 @@ def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
     prepare(paths)
-    refuse_beside_the_original(paths)
+    refuse_beside_legacy(paths)
     config = load_config(paths.config_file)
     from plancton.cli import launch  # noqa: PLC0415
 

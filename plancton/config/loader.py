@@ -22,7 +22,7 @@ def load(path: str, facts: HostFacts) -> tuple[Config, list[str]]:
     """Given a configuration file and the host's facts, return the config and its warnings.
 
     A missing or empty file gives the defaults. Warnings name unknown keys (with a "did you
-    mean" where one is close) and older keys read as today's ones
+    mean" where one is close) and legacy keys read as today's ones
     (:mod:`plancton.config.legacy_keys`).
 
     Raises:
@@ -58,8 +58,8 @@ def parse(
         try:
             values[name] = KEYS[name].metadata["parse"](value)
         except ValueError as error:
-            older = translated.read_from.get(name)
-            problems.append(f"{older} (read as {name}): {error}" if older else f"{name}: {error}")
+            legacy = translated.read_from.get(name)
+            problems.append(f"{legacy} (read as {name}): {error}" if legacy else f"{name}: {error}")
     config = dataclasses.replace(Config(), **values, revision=revision, source=source, from_file=frozenset(values))
     problems += _cross_checks(config)
     try:

@@ -175,7 +175,7 @@ class Config:
         default="keep",
         metadata=key(
             units.one_of("keep", "remove"),
-            "The original Plancton's pilots (plancton-worker-*): keep (listed by planctonctl status, "
+            "Legacy pilots (Plancton 0.6's, plancton-worker-*): keep (listed by planctonctl status, "
             "never touched) or remove (stopped with vacate_time, then removed)",
         ),
     )

@@ -54,7 +54,7 @@ class State:
     #: the host sample of the last loop (see :class:`plancton.core.policy.HostSample`)
     sample: dict[str, Any] | None = None
     pilots: tuple[PilotRecord, ...] = ()
-    #: the original Plancton's (0.6) pilots on the engine, by name: not managed unless asked
+    #: legacy pilots (Plancton 0.6's) on the engine, by name: not managed unless asked
     legacy_pilots: tuple[str, ...] = ()
 
 

@@ -62,7 +62,7 @@ class Executor:
 
     def act_on_other(self, container: str, action: Callable[[], None]) -> None:
         """Run a slow action on a container that is not one of this instance's pilots (the
-        original Plancton's), in the background, unless one on it is under way."""
+        legacy pilots of Plancton 0.6), in the background, unless one on it is under way."""
         self._actions.act(container, action, slow=True)
 
     def under_way(self) -> tuple[frozenset[str], int]:

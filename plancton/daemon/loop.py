@@ -25,7 +25,7 @@ from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
 from plancton.daemon.executor import Executor
 from plancton.daemon.host_watch import HostWatch
-from plancton.daemon.legacy_pilots import OriginalPilots
+from plancton.daemon.legacy_pilots import LegacyPilots
 from plancton.daemon.placement import Placement
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
@@ -82,7 +82,7 @@ class Daemon:
         self.roster = Roster()
         self.placement = Placement(config.instance, cgroup_root)
         self.executor = Executor(engine, self.roster, self.reporter, self.placement, clock, wall)
-        self.original_pilots = OriginalPilots(engine, self.executor.act_on_other, clock)
+        self.legacy_pilots = LegacyPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
         self.watcher = ConfigWatcher(paths.config_file, clock, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
@@ -145,7 +145,7 @@ class Daemon:
             self._report(loop_start, calls_before, None)
             return None
         self._engine_up()
-        self.original_pilots.check(self.config)
+        self.legacy_pilots.check(self.config)
         assert self.host is not None
         sample = self.host.sample()
         now = self.clock()
@@ -175,7 +175,7 @@ class Daemon:
             return False
         self.config = new
         self.presence.configure(new.input_idle, new.run_on_battery)
-        self.original_pilots.look_again()
+        self.legacy_pilots.look_again()
         try:
             logsetup.set_level(new.log_level)
             self.reporter.configure(new)
@@ -315,7 +315,7 @@ class Daemon:
             config_revision=self.config.revision,
             engine_error=self.engine_error,
             engine=self.engine_name,
-            legacy_pilots=self.original_pilots.names,
+            legacy_pilots=self.legacy_pilots.names,
             cgroup=self.placement.describe(),
             log_error=logsetup.write_problem(),
             why=self.last_plan.reasons,

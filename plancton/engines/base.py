@@ -68,7 +68,7 @@ class Engine(Protocol):
         """Return the engine's version and cgroup setup."""
 
     def legacy_pilots(self) -> list[Pilot]:
-        """Return the original Plancton's (0.6) pilots on this engine: named plancton-worker-*,
+        """Return the legacy pilots (Plancton 0.6's) on this engine: named plancton-worker-*,
         without Plancton's labels."""
 
     def list(self) -> list[Pilot]:

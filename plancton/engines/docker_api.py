@@ -238,11 +238,11 @@ class DockerPilots:
         )
 
     def legacy_pilots(self) -> list[Pilot]:
-        """Return the original Plancton's (0.6) pilots, in any state: named plancton-worker-*,
+        """Return the legacy pilots (Plancton 0.6's), in any state: named plancton-worker-*,
         without Plancton's labels (the name filter matches anywhere in a name, so the listing
         is checked here too)."""
         filters = {"name": [LEGACY_PILOT_PREFIX]}
-        entries = self._call("list the original's pilots", lambda api: api.containers(all=True, filters=filters))
+        entries = self._call("list legacy pilots", lambda api: api.containers(all=True, filters=filters))
         return [_pilot_from_listing(entry) for entry in entries if is_legacy_pilot(entry)]
 
     def list(self) -> list[Pilot]:

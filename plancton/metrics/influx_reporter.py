@@ -102,7 +102,7 @@ class InfluxReporter:
         wanted = dict.fromkeys(config.influxdb_url)
         with self._lock:
             self._tags = {"host": self.host_name, "instance": config.instance}
-            # the original tagged its points with the host's short name
+            # legacy series are tagged with the host's short name, as Plancton 0.6 did
             self._legacy_hostname = self.host_name.split(".")[0] if config.influxdb_legacy_series else None
             for url in [url for url in self._senders if url not in wanted]:
                 sender = self._senders.pop(url)

@@ -21,7 +21,7 @@ SENDER = "plancton_sender"
 LEGACY_DAEMON = "daemon"
 LEGACY_MEASUREMENT = "measurement"
 LEGACY_CONTAINER = "container"
-#: Modes in which no pilot starts: the original's only such status was "draining".
+#: Modes in which no pilot starts: the legacy series' only such status was "draining".
 LEGACY_DRAINING_MODES = frozenset({"draining", "drain-stop", "force-stop"})
 
 FieldValue = bool | int | float | str
@@ -142,7 +142,7 @@ def legacy_loop_points(report: LoopReport, hostname: str, time_ns: int) -> list[
     at each loop: ``daemon`` (uptime, containers, status: active, draining, or waiting while
     the engine is unreachable) and ``measurement`` (cpu_eff: the host's busy CPU, percent).
 
-    Numbers are floats, as the original wrote them, so that they go into its fields.
+    Numbers are floats, as Plancton 0.6 wrote them, so that they go into its fields.
     """
     tags = {"hostname": hostname}
     if not report.engine_available:
