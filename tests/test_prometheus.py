@@ -124,7 +124,6 @@ def make_report(**changes: Any) -> LoopReport:
         "loop_seconds": 0.25,
         "api_calls": 3,
         "engine_available": True,
-        "reasons": ("pool full: 3 of max_docks 3 pilots",),
         "holds": (Hold.POOL_FULL,),
     }
     return LoopReport(**(values | changes))

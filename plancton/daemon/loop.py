@@ -298,7 +298,6 @@ class Daemon:
             loop_seconds=self.clock() - loop_start,
             api_calls=self.engine.api_calls - calls_before,
             engine_available=self.engine_error is None,
-            reasons=self.last_plan.reasons,
             holds=self.last_plan.holds,
         )
         self.reporter.loop(report)

@@ -21,11 +21,6 @@ class Pilot:
     image: str
     exit_code: int | None = None
 
-    @property
-    def short_id(self) -> str:
-        """The first 12 characters of the container id, as Docker shows it."""
-        return self.id[:12]
-
 
 @dataclass(frozen=True)
 class EngineInfo:

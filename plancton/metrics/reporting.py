@@ -60,8 +60,6 @@ class LoopReport:
     loop_seconds: float
     api_calls: int
     engine_available: bool
-    #: the policy's reasons, for people
-    reasons: tuple[str, ...] = field(default_factory=tuple)
     #: what held pilots back, for metrics
     holds: tuple[Hold, ...] = field(default_factory=tuple)
 
