@@ -1,6 +1,8 @@
-"""Launching the daemon: the part of ``planctonctl`` that needs the engine's client, the
-metrics senders and python-daemon, imported only by the verbs that start the daemon
-(``start``, ``foreground`` and the detached ``_daemon``), so that every other verb stays light.
+"""Launching the daemon: the part of ``planctonctl`` that starts it.
+
+It needs the engine's client, the metrics senders and python-daemon, so only the verbs that
+start the daemon import it (``start``, ``foreground`` and the detached ``_daemon``): every
+other verb stays light.
 """
 
 import logging

@@ -1,4 +1,6 @@
-"""Safe reading of a configuration file: a regular file of bounded size, opened without
+"""Safe reading of a configuration file.
+
+A regular file of bounded size, opened without
 blocking, parsed with YAML's safe loader only (duplicate keys refused), and its fingerprint
 for the watcher that notices a changed file.
 """

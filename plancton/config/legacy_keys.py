@@ -1,5 +1,4 @@
-"""Legacy keys (of configurations written for Plancton 0.6 and before), and unknown keys that
-name the pilots' image or command.
+"""Legacy keys read as today's, and unknown keys that name the pilots' image or command.
 
 Legacy keys whose meaning is certain are read as today's key, with a warning naming it; keys
 that have no equivalent are warned about with the nearest key. A file that names the pilots'

@@ -1,6 +1,8 @@
-"""Loading a configuration: read the file safely, parse every key with its declared parser,
-run the checks across keys, and resolve ``max_docks`` for this host. Every problem of a file
-is reported at once, naming the file and the key (load, validate, then the logical checks).
+"""Loading a configuration: read the file, parse every key, check across keys.
+
+The file is read safely, every key parsed with its declared parser, the checks across keys
+run, and ``max_docks`` resolved for this host. Every problem of a file is reported at once,
+naming the file and the key (load, validate, then the logical checks).
 """
 
 import dataclasses

@@ -1,5 +1,4 @@
-"""Resource limits (rlimits) of the pilots: the ``ulimits`` key, the limits a pilot gets when
-the key leaves them out, and the fix to give when the engine cannot set one.
+"""The pilots' resource limits: the ``ulimits`` key, the default ones, the fix when refused.
 
 A container runtime sets each limit it is given inside the new container; raising a hard
 limit above the one the runtime itself runs with needs CAP_SYS_RESOURCE, which containers,

@@ -1,5 +1,6 @@
-"""What legacy Plancton (0.6, Python 2) leaves on a host, recognised so that a site
-moving to this Plancton is told about it (standard library and psutil only).
+"""What legacy Plancton (0.6, Python 2) leaves on a host, recognised.
+
+A site moving to this Plancton is told about it (standard library and psutil only).
 
 - Its daemon wrote its pid to ``/var/run/plancton.pid`` (root) or
   ``~/.plancton/run/plancton.pid`` (user mode) and ran as ``planctonctl start`` under

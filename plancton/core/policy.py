@@ -1,4 +1,4 @@
-"""The pure decision core: given what was sensed, return what to do and why.
+"""The policy: given what was sensed, return what to do and why.
 
 :func:`decide` takes a host sample, the pilots, the configuration, the mode, the time and the
 policy's own memory of earlier loops, and returns a :class:`Plan` with a new memory. It does

@@ -1,5 +1,7 @@
-"""The executor of a plan: each action the policy decided, carried out through the engine on
-worker threads (:mod:`plancton.daemon.actions`), logged and reported.
+"""The executor of a plan: each action the policy decided, carried out through the engine.
+
+The actions run on worker threads (:mod:`plancton.daemon.actions`) and are logged and
+reported.
 """
 
 import functools

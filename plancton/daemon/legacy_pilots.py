@@ -1,8 +1,10 @@
-"""Legacy pilots (Plancton 0.6's) on the same engine: named ``plancton-worker-*``,
-without Plancton's labels. They are looked for at the first loop and every few minutes (one
-engine request), listed in the state file for ``planctonctl status``, said once in the log,
-and never touched unless the configuration says ``legacy_pilots: remove``: then each is
-stopped like a pilot of ours (SIGTERM, SIGKILL after vacate_time) and removed.
+"""Legacy pilots (Plancton 0.6's) on the same engine: listed, and removed when asked.
+
+They are named ``plancton-worker-*``, without Plancton's labels. They are looked for at the
+first loop and every few minutes (one engine request), listed in the state file for
+``planctonctl status``, said once in the log, and never touched unless the configuration
+says ``legacy_pilots: remove``: then each is stopped like a pilot of ours (SIGTERM, SIGKILL
+after vacate_time) and removed.
 """
 
 import functools

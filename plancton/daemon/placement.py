@@ -1,8 +1,9 @@
-"""Where pilots go on this host: their parent cgroup at the lowest CPU weight, the ulimit
-ceilings of their default limits, and the room a freeze needs.
+"""Where pilots go on this host: their parent cgroup, their limits' ceilings, the freeze room.
 
-Prepared once the engine has said how it runs containers (:meth:`Placement.prepare`); the
-executor reads it for every pilot it starts or pauses, the daemon for its state and at exit.
+The parent cgroup runs at the lowest CPU weight; the ceilings bound the pilots' default
+limits; a freeze lifts that weight for a moment. Prepared once the engine has said how it
+runs containers (:meth:`Placement.prepare`); the executor reads it for every pilot it starts
+or pauses, the daemon for its state and at exit.
 """
 
 import logging

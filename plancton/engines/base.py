@@ -1,5 +1,6 @@
-"""What the daemon needs of a container engine: the :class:`Engine` protocol and the facts it
-returns. The daemon, the image keeper and the tests' small fakes depend on this alone; the
+"""What the daemon needs of a container engine: the :class:`Engine` protocol and its facts.
+
+The daemon, the image keeper and the tests' small fakes depend on this alone; the
 adapter over the Docker API (:mod:`plancton.engines.docker_api`) implements it.
 """
 

@@ -1,11 +1,12 @@
-"""The adapter over the Docker API: list, create, start, pause, stop and remove an instance's
-pilots, on the Docker Engine or on Podman's Docker-compatible API service.
+"""The adapter over the Docker API, for the Docker Engine and Podman's API service.
 
-Every call goes through :meth:`DockerPilots._call`, which counts it and translates the Docker
-SDK's and requests' errors into Plancton's own (:class:`EngineUnavailable`,
+It lists, creates, starts, pauses, stops and removes an instance's pilots. Every call goes
+through :meth:`DockerPilots._call`, which counts it and translates the Docker SDK's and
+requests' errors into Plancton's own (:class:`EngineUnavailable`,
 :class:`EnginePermissionDenied`, :class:`PilotError` and its kinds :class:`PilotGone`,
-:class:`ImageMissing`, :class:`LimitRefused`) from docker-py's types and status codes.
-Pilots are found by their instance label only: a container without it is never touched, whatever its name.
+:class:`ImageMissing`, :class:`LimitRefused`) from docker-py's types and the request made.
+Pilots are found by their instance label only: a container without it is never touched,
+whatever its name.
 
 Where Podman answers differently, this module alone adapts, so the daemon never asks which
 engine it talks to:

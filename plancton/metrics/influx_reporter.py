@@ -1,6 +1,7 @@
-"""The InfluxDB reporter: the daemon's loop reports and pilot events, as points, to every
-target of ``influxdb_url`` (:class:`InfluxReporter`, a
-:class:`~plancton.metrics.reporting.Reporter`).
+"""The InfluxDB reporter: the daemon's reports, as points, to every ``influxdb_url`` target.
+
+:class:`InfluxReporter` is a :class:`~plancton.metrics.reporting.Reporter`; each target has
+its own :class:`~plancton.metrics.influx_sender.TargetSender`.
 """
 
 import logging

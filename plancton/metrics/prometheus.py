@@ -1,6 +1,7 @@
-"""Prometheus: the daemon's metrics over HTTP (``metrics_listen``) and in a file for
-node_exporter's textfile collector (``metrics_textfile``), from the same reports as the
-InfluxDB points.
+"""Prometheus: the daemon's metrics over HTTP and in a textfile.
+
+The endpoint is ``metrics_listen``; the file, for node_exporter's textfile collector, is
+``metrics_textfile``. Both come from the same reports as the InfluxDB points.
 
 The mapping is pure: :func:`families` turns a :class:`Snapshot` (the last loop's report, the
 event counters, the InfluxDB senders' counters) into metric families. The daemon's loop

@@ -1,7 +1,8 @@
-"""What the daemon reports after each loop and for each pilot event, and the interface of
-anything that receives those reports (the InfluxDB reporter in
-:mod:`plancton.metrics.influx_reporter`, the Prometheus endpoint and textfile in
-:mod:`plancton.metrics.prometheus`), with what both reporters name alike.
+"""What the daemon reports, the interface of what receives it, and the names reporters share.
+
+A report comes after each loop and for each pilot event. It goes to the InfluxDB reporter
+(:mod:`plancton.metrics.influx_reporter`) and to the Prometheus endpoint and textfile
+(:mod:`plancton.metrics.prometheus`), which both name states, reasons and modes as here.
 """
 
 import logging
