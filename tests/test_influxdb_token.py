@@ -17,7 +17,7 @@ import pytest
 
 from plancton.config.loader import parse
 from plancton.config.schema import HostFacts
-from plancton.metrics.points import InfluxReporter
+from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.reporting import LoopReport
 from tests.conftest import wait_until
 

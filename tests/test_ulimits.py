@@ -3,7 +3,8 @@ fix named when the runtime refuses a limit."""
 
 import pytest
 
-from plancton.core.ulimits import limit_in_error, lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
+from plancton.config.ulimits import lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
+from plancton.engines.rlimit_refusal import limit_in_error
 
 
 def test_ulimits_key() -> None:
