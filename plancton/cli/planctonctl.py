@@ -7,6 +7,7 @@ failure returns 1 with one line naming the cause and the fix.
 
 import argparse
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -20,16 +21,19 @@ from typing import Any
 import psutil
 
 from plancton import __version__
+from plancton.cli import stats
 from plancton.cli.output import (
     EXIT_FAILURE,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_RELOAD_NOT_RUNNING,
     complain,
+    duration,
     say,
 )
 from plancton.config import display, loader, schema
 from plancton.control import legacy
+from plancton.control.ledger import ledger_path
 from plancton.control.modefiles import read_mode, request_spawn_now, write_mode
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
@@ -56,13 +60,14 @@ MODE_VERBS = {
 
 
 def add_location_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    """Add --user, --confdir, --rundir, --logdir and --pidfile to a parser, with this default."""
+    """Add --user, --confdir, --rundir, --logdir, --pidfile and --statedir to a parser, with this default."""
     parser.add_argument("--user", action="store_true", default=default, help="user mode: folders under ~/.plancton")
     for name, what in (
         ("confdir", "folder of config.yaml"),
         ("rundir", "folder of the pidfile, mode and state"),
         ("logdir", "folder of the log file"),
         ("pidfile", "the pidfile"),
+        ("statedir", "folder of what is kept across reboots (the ledger)"),
     ):
         parser.add_argument(f"--{name}", metavar="PATH", default=default, help=what)
 
@@ -102,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     verb("reload", "make the daemon re-read its configuration now")
     for name, (_, summary) in MODE_VERBS.items():
         verb(name, summary)
+    stats = verb("stats", "what this node lent: CPU, pilots, time lent and given way, from its ledger")
+    stats.add_argument("--since", metavar="DATE", help="count from this day: YYYY-MM-DD, today, or 7d (days back)")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON, with every day")
     verb("config", "print the effective configuration and where each value comes from")
     verb("check-config", "validate a configuration file without touching the daemon").add_argument(
         "file", nargs="?", help="the file to check (default: the config.yaml in use)"
@@ -119,13 +127,14 @@ def paths_from(args: argparse.Namespace) -> Paths:
         rundir=args.rundir,
         logdir=args.logdir,
         pidfile=args.pidfile,
+        statedir=args.statedir,
     )
 
 
 def location_arguments(paths: Paths) -> list[str]:
     """Return the options that give another planctonctl process the same folders."""
     arguments = ["--confdir", paths.confdir, "--rundir", paths.rundir, "--logdir", paths.logdir]
-    arguments += ["--pidfile", paths.pidfile]
+    arguments += ["--pidfile", paths.pidfile, "--statedir", paths.statedir]
     return arguments + (["--user"] if paths.user_mode else [])
 
 
@@ -309,17 +318,6 @@ def status_data(paths: Paths) -> dict[str, Any]:
     }
 
 
-def _duration(seconds: float) -> str:
-    minutes, second = divmod(int(seconds), 60)
-    hours, minute = divmod(minutes, 60)
-    days, hour = divmod(hours, 24)
-    if days:
-        return f"{days}d {hour}h"
-    if hours:
-        return f"{hour}h {minute}m"
-    return f"{minute}m {second}s" if minute else f"{second}s"
-
-
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     """Print the status; exit 0 when running, 3 when not."""
     data = status_data(paths)
@@ -334,7 +332,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         for reason in data["why"] or ["nothing held back or stopped the pilots in the last loop"]:
             say(reason)
         return code
-    uptime = _duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
+    uptime = duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
     say(f"Plancton is running (pid {data['pid']}, up {uptime}), mode {data['mode']}, instance {data['instance']}")
     say(f"config {data['config_file']} (revision {data['config_revision']}); log {data['log_file']}")
     if data["engine"]:
@@ -353,7 +351,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     if data["pilots"]:
         say(f"  {'ID':<12}  {'NAME':<24}  {'STATE':<10}  AGE")
         for pilot in data["pilots"]:
-            say(f"  {pilot['id']:<12}  {pilot['name']:<24}  {pilot['state']:<10}  {_duration(pilot['age_seconds'])}")
+            say(f"  {pilot['id']:<12}  {pilot['name']:<24}  {pilot['state']:<10}  {duration(pilot['age_seconds'])}")
     return code
 
 
@@ -381,6 +379,24 @@ def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
         return EXIT_OK
     signal_daemon(pid, signal.SIGUSR1)
     say(f"mode {mode.value} set (pid {pid} notified)")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace, paths: Paths) -> int:
+    """Print what the ledger holds: today, this week and all time, or the total since a day."""
+    today = datetime.date.today()
+    since = stats.parse_since(args.since, today) if args.since else None
+    book = stats.read_ledger(paths.statedir)
+    if args.json:
+        say(json.dumps(stats.stats_data(book, today, since), indent=2))
+        return EXIT_OK
+    if not book.days:
+        say(f"nothing lent yet: the ledger {ledger_path(paths.statedir)} is empty or absent")
+        return EXIT_OK
+    columns = {f"since {since}": book.total(since)} if since else stats.periods(book, today)
+    say(f"what this node lent (ledger {ledger_path(paths.statedir)}, from {min(book.days)})")
+    for line in stats.stats_lines(columns):
+        say(line)
     return EXIT_OK
 
 
@@ -434,6 +450,7 @@ VERBS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "foreground": cmd_foreground,
     "nodaemon": cmd_foreground,
     "reload": cmd_reload,
+    "stats": cmd_stats,
     "config": cmd_config,
     "check-config": cmd_check_config,
     "help": cmd_help,
@@ -445,7 +462,7 @@ VERBS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
 def main(argv: list[str] | None = None) -> int:
     """Run planctonctl with the given arguments; return the exit code."""
     args = build_parser().parse_args(argv)
-    for name in ("user", "confdir", "rundir", "logdir", "pidfile"):
+    for name in ("user", "confdir", "rundir", "logdir", "pidfile", "statedir"):
         if not hasattr(args, name):
             setattr(args, name, None)
     try:
