@@ -34,10 +34,11 @@ from plancton.cli.output import (
 from plancton.config import display, loader, schema
 from plancton.control import legacy
 from plancton.control.ledger import ledger_path
-from plancton.control.modefiles import read_mode, request_spawn_now, write_mode
+from plancton.control.modefiles import cancel_snooze, read_mode, request_spawn_now, write_mode, write_snooze
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import State, read_state
+from plancton.core import units
 from plancton.core.modes import Mode
 from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
 from plancton.platform.host import host_facts
@@ -46,6 +47,8 @@ log = logging.getLogger("plancton")
 
 DEFAULT_START_WAIT = 30.0
 DEFAULT_STOP_TIMEOUT = 60.0
+#: A snooze is for hours; longer absences are what drain is for.
+MAX_SNOOZE_SECONDS = 7 * 86400.0
 
 MODE_VERBS = {
     "drain": (Mode.DRAINING, "start no pilot, let the running ones finish"),
@@ -107,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     verb("reload", "make the daemon re-read its configuration now")
     for name, (_, summary) in MODE_VERBS.items():
         verb(name, summary)
+    snooze = verb("snooze", "pilots give way now, as for a person at the keyboard, and come back when it ends")
+    snooze.add_argument(
+        "duration", nargs="?", default="1h", help="how long: 30m, 1h, 2h, or seconds such as 5400; default 1h"
+    )
+    snooze.add_argument("--cancel", action="store_true", help="end the snooze now")
     stats = verb("stats", "what this node lent: CPU, pilots, time lent and given way, from its ledger")
     stats.add_argument("--since", metavar="DATE", help="count from this day: YYYY-MM-DD, today, or 7d (days back)")
     stats.add_argument("--json", action="store_true", help="print the figures as JSON, with every day")
@@ -382,6 +390,44 @@ def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
     return EXIT_OK
 
 
+def cmd_snooze(args: argparse.Namespace, paths: Paths) -> int:
+    """Snooze lending for a while (or end the snooze) and tell the daemon at once (SIGUSR1)."""
+    prepare(paths)
+    if args.cancel:
+        had = cancel_snooze(paths.rundir)
+        what = "snooze cancelled: pilots come back" if had else "no snooze was set"
+    else:
+        seconds = parse_snooze(args.duration)
+        until = time.time() + seconds
+        write_snooze(paths.rundir, until)
+        what = f"snoozed until {time.strftime('%H:%M:%S', time.localtime(until))} ({duration(seconds)})"
+    pid = running_pid(paths.pidfile)
+    if pid is None:
+        say(f"{what}; Plancton is not running, so it applies when it starts")
+        return EXIT_OK
+    signal_daemon(pid, signal.SIGUSR1)
+    say(f"{what} (pid {pid} notified)")
+    return EXIT_OK
+
+
+def parse_snooze(text: str) -> float:
+    """Given a snooze's duration as typed, return its seconds.
+
+    Raises:
+        PlanctonError: not a duration, zero, or longer than :data:`MAX_SNOOZE_SECONDS`.
+    """
+    try:
+        seconds = units.parse_duration(text)
+    except ValueError as error:
+        raise PlanctonError(f"snooze {text!r}: {error}") from None
+    if not 0 < seconds <= MAX_SNOOZE_SECONDS:
+        raise PlanctonError(
+            f"snooze {text!r}: give a duration above zero and at most {duration(MAX_SNOOZE_SECONDS)} "
+            "(for longer, use planctonctl drain)"
+        )
+    return seconds
+
+
 def cmd_stats(args: argparse.Namespace, paths: Paths) -> int:
     """Print what the ledger holds: today, this week and all time, or the total since a day."""
     today = datetime.date.today()
@@ -451,6 +497,7 @@ VERBS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "nodaemon": cmd_foreground,
     "reload": cmd_reload,
     "stats": cmd_stats,
+    "snooze": cmd_snooze,
     "config": cmd_config,
     "check-config": cmd_check_config,
     "help": cmd_help,
