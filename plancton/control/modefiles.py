@@ -54,7 +54,7 @@ def write_snooze(rundir: str, until: float) -> None:
     Raises:
         OSError: the run folder is not writable.
     """
-    write_private_file(os.path.join(rundir, SNOOZE_FILE), f"{until:.3f}\n")
+    write_private_file(os.path.join(rundir, SNOOZE_FILE), f"{until!r}\n")
 
 
 def cancel_snooze(rundir: str) -> bool:
