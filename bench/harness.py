@@ -31,9 +31,9 @@ import psutil
 import yaml
 
 from plancton.config.schema import Config
+from plancton.config.ulimits import lowest_hard_limits
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
-from plancton.core.ulimits import lowest_hard_limits
 from plancton.engines.docker_api import EVENT_ALIASES, DockerPilots, event_action
 from plancton.engines.spec import LABEL_INSTANCE, container_spec, instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup

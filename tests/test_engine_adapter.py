@@ -10,9 +10,11 @@ import docker
 import pytest
 
 from plancton.config.schema import Config
-from plancton.core.ulimits import limit_in_error, lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
+from plancton.config.ulimits import lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
 from plancton.engines.docker_api import DockerPilots, engine_identity, event_action, is_ours, socket_path
+from plancton.engines.rlimit_refusal import limit_in_error
 from plancton.engines.spec import container_spec
+from plancton.errors import ImageMissing, LimitRefused, PilotGone
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
 from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
@@ -87,15 +89,37 @@ def adapter(instance: str, engine_url: str) -> Iterator[DockerPilots]:
     yield DockerPilots(instance, engine_url)
 
 
-def start_pilot(adapter: DockerPilots, command: list[str]) -> str:
-    """Start one pilot of the adapter's instance, as the daemon would, and return its id."""
-    config = Config(instance=adapter.instance, docker_cmd=tuple(command))
+def start_pilot(adapter: DockerPilots, command: list[str], **keys: object) -> str:
+    """Start one pilot of the adapter's instance, as the daemon would (with these Config
+    fields changed), and return its id."""
+    config = Config(instance=adapter.instance, docker_cmd=tuple(command), **keys)  # type: ignore[arg-type]
     info = adapter.engine_info()
     ceilings = lowest_hard_limits(own_hard_limits(), process_hard_limits(info.server_pid) if info.server_pid else {})
     token = f"{time.time_ns() % 10**8:08d}"
     return adapter.create_and_start(
         container_spec(config, f"/{adapter.instance}", "host", token, time.time(), ceilings)
     )
+
+
+@BOTH_ENGINES
+def test_the_engines_refusals_come_as_plancton_types(adapter: DockerPilots) -> None:
+    """A missing image, a pilot that is gone and one that is no longer paused, as the daemon
+    meets them: typed from docker-py's own errors, whatever words each engine uses."""
+    assert not adapter.image_present("busybox:no-such-tag") and adapter.image_present("busybox:latest")
+    with pytest.raises(ImageMissing):
+        start_pilot(adapter, ["sleep", "30"], docker_image="busybox:no-such-tag")
+    assert adapter.list() == []
+    pilot = start_pilot(adapter, ["sleep", "300"])
+    # the daemon saw it paused, but it runs: it is stopped all the same
+    adapter.stop(pilot, 0, paused=True)
+    assert [p.state for p in adapter.list()] == ["exited"]
+    adapter.remove(pilot)
+    with pytest.raises(PilotGone):
+        adapter.pause(pilot)
+    # stopping, killing or removing a pilot that is gone already is no error
+    adapter.stop(pilot, 0, paused=True)
+    adapter.kill(pilot, paused=True)
+    adapter.remove(pilot)
 
 
 @BOTH_ENGINES
@@ -144,3 +168,12 @@ def test_a_limit_above_the_engines_names_the_limit_and_the_fix(installation: Ins
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: "ulimits: {nofile: 1024}" in installation.log(), what="the fix in the log")
     assert f"nofile={too_high}:{too_high}" in installation.log()
+
+
+@pytest.mark.parametrize("engine_name", ["podman"])
+def test_a_limit_the_runtime_cannot_set_comes_as_limit_refused(adapter: DockerPilots) -> None:
+    too_high = 1 << 30
+    with pytest.raises(LimitRefused) as refused:
+        start_pilot(adapter, ["sleep", "30"], ulimits=(("nofile", too_high, too_high),))
+    assert refused.value.limit == "nofile"
+    assert adapter.list() == []  # a pilot that cannot start is removed

@@ -18,7 +18,7 @@ import pytest
 from plancton.config.influxdb_url import mask_credentials, parse_target
 from plancton.config.loader import parse
 from plancton.config.schema import HostFacts
-from plancton.metrics.points import InfluxReporter
+from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.reporting import LoopReport
 from tests.conftest import wait_until
 

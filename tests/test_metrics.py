@@ -12,19 +12,10 @@ from plancton.config import loader, schema
 from plancton.config.influxdb_url import parse_target
 from plancton.core.policy import HostSample
 from plancton.metrics.influx import InfluxDenied, InfluxRejected, InfluxUnavailable
-from plancton.metrics.points import (
-    Complaints,
-    InfluxReporter,
-    Point,
-    PointBuffer,
-    SenderStats,
-    daemon_point,
-    event_point,
-    host_point,
-    loop_points,
-    sender_point,
-)
-from plancton.metrics.reporting import LoopReport, PilotEvent
+from plancton.metrics.influx_reporter import InfluxReporter
+from plancton.metrics.influx_sender import Complaints, PointBuffer
+from plancton.metrics.points import Point, daemon_point, event_point, host_point, loop_points, sender_point
+from plancton.metrics.reporting import LoopReport, PilotEvent, SenderStats
 from tests import services
 
 TAGS = {"host": "node1", "instance": "plancton"}
@@ -196,7 +187,7 @@ def test_same_failure_is_logged_once_per_period(caplog: pytest.LogCaptureFixture
     clock = FakeClock()
     complaints = Complaints(period=300, clock=clock)
     denied = InfluxDenied("http://u:****@db:8086#x", "authorization failed (HTTP 401)")
-    with caplog.at_level(logging.INFO, logger="plancton.metrics.points"):
+    with caplog.at_level(logging.INFO, logger="plancton.metrics.influx_sender"):
         for _ in range(20):
             complaints.failed(denied, 5)
             clock.now += 10
@@ -208,7 +199,7 @@ def test_same_failure_is_logged_once_per_period(caplog: pytest.LogCaptureFixture
 
 def test_a_different_failure_and_the_recovery_are_logged_at_once(caplog: pytest.LogCaptureFixture) -> None:
     complaints = Complaints(period=300, clock=FakeClock())
-    with caplog.at_level(logging.INFO, logger="plancton.metrics.points"):
+    with caplog.at_level(logging.INFO, logger="plancton.metrics.influx_sender"):
         complaints.recovered("db")
         complaints.failed(InfluxUnavailable("db", "timed out"), 1)
         complaints.failed(InfluxRejected("db", "points refused"), 1)

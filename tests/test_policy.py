@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
+from plancton.core.holds import Hold
 from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory, PilotView, Plan, Presence, StartHistory, decide
 
@@ -237,6 +238,64 @@ def test_pilots_already_stopping_are_not_counted_or_acted_on() -> None:
     assert plan.stop == ()
 
 
+# -- holds: what held pilots back, for metrics --------------------------------------------
+
+
+def holds_once(
+    pilots: int,
+    mode: Mode = Mode.ACTIVE,
+    presence: Presence | None = None,
+    owner_cores: float = 0.0,
+    available: int = 12 * GIB,
+    memory: Memory | None = None,
+    history: StartHistory | None = None,
+    **keys: object,
+) -> set[Hold]:
+    """Decide once for ``pilots`` running pilots (max_docks 2) and return the plan's holds."""
+    config = make_config(max_docks=2, **keys)
+    sample = idle_host(owner_cores=owner_cores, available_bytes=available)
+    plan, _ = decide(
+        sample,
+        running(pilots),
+        config,
+        mode,
+        1000.0,
+        memory or Memory(),
+        history or StartHistory(),
+        presence or Presence(),
+    )
+    return set(plan.holds)
+
+
+def test_the_plan_names_what_held_the_pilots() -> None:
+    assert holds_once(0) == set()
+    assert holds_once(2) == {Hold.POOL_FULL}
+    assert holds_once(1, owner_cores=4.0) == {Hold.OWNER_BUSY}
+    assert holds_once(1, mode=Mode.DRAINING) == {Hold.MODE}
+    assert holds_once(1, mode=Mode.FORCE_STOP) == {Hold.MODE}
+    assert holds_once(1, available=100 * 2**20) == {Hold.MEMORY}
+    assert holds_once(1, available=100 * 2**20, mem_floor="100M") == {Hold.MEMORY}  # at the floor: no start
+    assert holds_once(1, presence=Presence(on_battery=True)) == {Hold.BATTERY}
+    keyboard = Presence(input_idle_seconds=3.0, input_source="logind")
+    assert holds_once(1, presence=keyboard, input_idle=60) == {Hold.INPUT}
+    assert holds_once(1, presence=Presence(), input_idle=60) == {Hold.INPUT}  # nothing can tell
+    sunday_noon = Presence(local_time=datetime(2024, 6, 2, 12, 0))
+    assert holds_once(1, presence=sunday_noon, run_hours=["Mon-Fri"]) == {Hold.RUN_HOURS}
+    assert holds_once(0, max_starts_per_minute=1, docks_per_loop=2) == {Hold.START_RATE}
+    assert holds_once(0, history=StartHistory(backoff_until=1010.0)) == {Hold.START_BACKOFF}
+    assert holds_once(0, memory=Memory(reclaim_ended=990.0), grace_spawn=60) == {Hold.GRACE_SPAWN}
+    paused = Memory(paused_since=(("p0", 900.0),))
+    assert holds_once(1, memory=paused) == {Hold.PAUSED_FIRST}
+
+
+def test_holds_follow_the_order_hold_declares() -> None:
+    config = make_config(max_docks=2, input_idle=60, run_hours=["Sat,Sun"])
+    everything = Presence(input_idle_seconds=5, on_battery=True, local_time=MONDAY_NOON)
+    plan, _ = decide(idle_host(owner_cores=4.0), [], config, Mode.ACTIVE, 0.0, Memory(), StartHistory(), everything)
+    assert plan.holds == (Hold.OWNER_BUSY, Hold.INPUT, Hold.BATTERY, Hold.RUN_HOURS)
+    assert "starting none: keyboard used 5 s ago; on battery; outside run_hours until Sat 00:00" in plan.reasons
+
+
 # -- properties ---------------------------------------------------------------------------
 
 STATES = st.sampled_from(["running", "paused", "created", "exited", "dead", "restarting"])
@@ -290,6 +349,7 @@ def test_plan_invariants(
     assert len(acted) == len(set(acted))
     assert not set(acted) & {p.id for p in pilots if p.stopping}
     assert plan.reasons  # a user can always see why
+    assert plan.start > 0 or plan.holds  # and metrics what held the pilots back
     # a timer to wake for lies ahead, never behind
     assert plan.wake_in is None or plan.wake_in > 0
 

@@ -1,6 +1,7 @@
 """``planctonctl snooze``: the snooze file it leaves for the daemon, and its errors."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -8,8 +9,9 @@ from plancton.cli import planctonctl
 from plancton.control.modefiles import read_snooze
 
 
-def run(tmp_path, *words):
-    folders = ["--user", "--rundir", str(tmp_path / "run"), "--logdir", str(tmp_path / "log")]
+def run(tmp_path: Path, *words: str) -> int:
+    folders = ["--user", "--confdir", str(tmp_path / "conf"), "--rundir", str(tmp_path / "run")]
+    folders += ["--logdir", str(tmp_path / "log")]
     return planctonctl.main([*folders, "--statedir", str(tmp_path / "state"), *words])
 
 

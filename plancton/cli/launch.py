@@ -1,6 +1,8 @@
-"""Launching the daemon: the part of ``planctonctl`` that needs the engine's client, the
-metrics senders and python-daemon, imported only by the verbs that start the daemon
-(``start``, ``foreground`` and the detached ``_daemon``), so that every other verb stays light.
+"""Launching the daemon: the part of ``planctonctl`` that starts it.
+
+It needs the engine's client, the metrics senders and python-daemon, so only the verbs that
+start the daemon import it (``start``, ``foreground`` and the detached ``_daemon``): every
+other verb stays light.
 """
 
 import logging
@@ -17,7 +19,7 @@ from plancton.daemon import logsetup
 from plancton.daemon.loop import Daemon
 from plancton.engines.docker_api import DockerPilots
 from plancton.errors import AlreadyRunning, EnginePermissionDenied, EngineUnavailable
-from plancton.metrics.points import InfluxReporter
+from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.prometheus import PrometheusReporter
 from plancton.metrics.reporting import Reporters
 
@@ -65,7 +67,7 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
 
 
 def adopt_legacy_mode(paths: Paths) -> None:
-    """Read the original Plancton's mode files in the run folder once, as the matching mode."""
+    """Read the legacy mode files (Plancton 0.6's) in the run folder once, as the matching mode."""
     try:
         mode, files = legacy.take_legacy_mode(paths.rundir)
         if mode is not None:

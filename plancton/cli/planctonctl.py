@@ -31,14 +31,14 @@ from plancton.cli.output import (
     duration,
     say,
 )
-from plancton.config import display, loader, schema
+from plancton.config import display, loader, schema, units
 from plancton.control import legacy
 from plancton.control.ledger import ledger_path
 from plancton.control.modefiles import cancel_snooze, read_mode, request_spawn_now, write_mode, write_snooze
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import State, read_state
-from plancton.core import units
+from plancton.core.holds import Hold
 from plancton.core.modes import Mode
 from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
 from plancton.platform.host import host_facts
@@ -187,8 +187,8 @@ def signal_daemon(pid: int, number: int) -> None:
 # -- verbs ----------------------------------------------------------------------------------
 
 
-def refuse_beside_the_original(paths: Paths) -> None:
-    """Refuse to start while a daemon of the original Plancton (0.6) runs on this host: its
+def refuse_beside_legacy(paths: Paths) -> None:
+    """Refuse to start while a legacy daemon (Plancton 0.6) runs on this host: its
     pidfile in /var/run (root), or the same pidfile as ours (user mode, which 0.6 shared).
 
     Raises:
@@ -204,7 +204,7 @@ def refuse_beside_the_original(paths: Paths) -> None:
 def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     """Start the daemon in the background; return 0 once it really runs."""
     prepare(paths)
-    refuse_beside_the_original(paths)
+    refuse_beside_legacy(paths)
     pid = running_pid(paths.pidfile)
     if pid is not None:
         say(f"Plancton is already running (pid {pid})")
@@ -253,7 +253,7 @@ def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
     prepare(paths)
-    refuse_beside_the_original(paths)
+    refuse_beside_legacy(paths)
     config = load_config(paths.config_file)
     from plancton.cli import launch  # noqa: PLC0415
 
@@ -297,7 +297,8 @@ def _remove_stale_pidfile(paths: Paths) -> None:
 
 
 def status_data(paths: Paths) -> dict[str, Any]:
-    """Return the daemon's status: running, pid, uptime, mode, engine, cgroup, why, pilots."""
+    """Return the daemon's status: running, pid, uptime, mode, engine, cgroup, why (sentences),
+    holds (values of :class:`plancton.core.holds.Hold`), pilots."""
     pid = running_pid(paths.pidfile)
     state = read_state(paths.state_file)
     if pid is None or state is None or state.pid != pid:
@@ -317,6 +318,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "cgroup": state.cgroup,
         "log_error": state.log_error,
         "why": list(state.why),
+        "holds": [hold.value for hold in Hold if hold.value in state.holds],
         "pilots": [
             {"id": p.id[:12], "name": p.name, "state": p.state, "age_seconds": round(now - p.created, 1)}
             for p in state.pilots
@@ -324,6 +326,11 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "legacy_pilots": list(state.legacy_pilots),
         "log_file": paths.log_file,
     }
+
+
+def _say_holds(holds: list[str]) -> None:
+    if holds:
+        say(f"held: {', '.join(holds)}")
 
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
@@ -339,6 +346,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     if args.why:
         for reason in data["why"] or ["nothing held back or stopped the pilots in the last loop"]:
             say(reason)
+        _say_holds(data["holds"])
         return code
     uptime = duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
     say(f"Plancton is running (pid {data['pid']}, up {uptime}), mode {data['mode']}, instance {data['instance']}")
@@ -353,6 +361,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(f"log: {data['log_error']}")
     for reason in data["why"]:
         say(f"why: {reason}")
+    _say_holds(data["holds"])
     if data["legacy_pilots"]:
         say(legacy.legacy_pilots_message(data["legacy_pilots"]))
     say(f"{len(data['pilots'])} pilots")

@@ -1,6 +1,7 @@
-"""Prometheus: the daemon's metrics over HTTP (``metrics_listen``) and in a file for
-node_exporter's textfile collector (``metrics_textfile``), from the same reports as the
-InfluxDB points.
+"""Prometheus: the daemon's metrics over HTTP and in a textfile.
+
+The endpoint is ``metrics_listen``; the file, for node_exporter's textfile collector, is
+``metrics_textfile``. Both come from the same reports as the InfluxDB points.
 
 The mapping is pure: :func:`families` turns a :class:`Snapshot` (the last loop's report, the
 event counters, the InfluxDB senders' counters) into metric families. The daemon's loop
@@ -34,10 +35,16 @@ from prometheus_client.registry import Collector
 from plancton import __version__
 from plancton.config.listen_address import ListenAddress, parse_listen_address
 from plancton.config.schema import Config
+from plancton.core.holds import Hold
 from plancton.core.modes import Mode
-from plancton.metrics.holds import HOLDS, hold_reasons
-from plancton.metrics.points import COUNTED_STATES, REASON_TAG_KINDS, STOPPING_MODE, SenderStats
-from plancton.metrics.reporting import LoopReport, PilotEvent
+from plancton.metrics.reporting import (
+    COUNTED_STATES,
+    REASON_TAG_KINDS,
+    STOPPING_MODE,
+    LoopReport,
+    PilotEvent,
+    SenderStats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -159,14 +166,13 @@ def _daemon_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield _labelled(
         GaugeMetricFamily, "plancton_pilots", "Pilots by container state", instance, "state", sorted(states.items())
     )
-    holds = hold_reasons(report.reasons)
     yield _labelled(
         GaugeMetricFamily,
         "plancton_hold_reason",
         "1 for each reason that keeps pilots from starting or holds, stops or kills running ones",
         instance,
         "reason",
-        [(hold, float(hold in holds)) for hold in HOLDS],
+        [(hold.value, float(hold in report.holds)) for hold in Hold],
     )
     config = InfoMetricFamily("plancton_config", "The configuration in force", labels=[INSTANCE_LABEL])
     config.add_metric([instance], {"revision": report.config_revision})

@@ -1,6 +1,8 @@
-"""What the daemon reports after each loop and for each pilot event, and the interface of
-anything that receives those reports (the InfluxDB sender in :mod:`plancton.metrics.points`,
-the Prometheus endpoint and textfile in :mod:`plancton.metrics.prometheus`).
+"""What the daemon reports, the interface of what receives it, and the names reporters share.
+
+A report comes after each loop and for each pilot event. It goes to the InfluxDB reporter
+(:mod:`plancton.metrics.influx_reporter`) and to the Prometheus endpoint and textfile
+(:mod:`plancton.metrics.prometheus`), which both name states, reasons and modes as here.
 """
 
 import logging
@@ -9,9 +11,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from plancton.config.schema import Config
+from plancton.core.holds import Hold
 from plancton.core.policy import HostSample
 
 log = logging.getLogger(__name__)
+
+#: Pilot states always reported (0 when none), so graphs do not gap.
+COUNTED_STATES = ("running", "paused", "created", "exited")
+#: Event kinds whose reason is a short word (a tag, a label); other reasons are free text.
+REASON_TAG_KINDS = frozenset({"stopped", "killed"})
+#: The daemon's mode as reported at shutdown: the daemon is going away.
+STOPPING_MODE = "stopping"
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,15 @@ class PilotEvent:
 
 
 @dataclass(frozen=True)
+class SenderStats:
+    """One target's counters since the daemon started, and the points waiting now."""
+
+    sent: int = 0
+    dropped: int = 0
+    buffered: int = 0
+
+
+@dataclass(frozen=True)
 class LoopReport:
     """The daemon's state at the end of one loop."""
 
@@ -42,7 +61,8 @@ class LoopReport:
     loop_seconds: float
     api_calls: int
     engine_available: bool
-    reasons: tuple[str, ...] = field(default_factory=tuple)
+    #: what held pilots back, for metrics
+    holds: tuple[Hold, ...] = field(default_factory=tuple)
 
 
 class Reporter(Protocol):
