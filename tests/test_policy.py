@@ -632,3 +632,9 @@ def test_memory_still_kills_while_lending() -> None:
         short, running(2), config, Mode.ACTIVE, 0.0, Memory(), StartHistory(), Presence(input_idle_seconds=1)
     )
     assert plan.kill and plan.cpu_cap == 1.0
+
+
+def test_a_snooze_takes_the_whole_host_back_even_with_lend_cores() -> None:
+    config = make_config(max_docks=2, input_idle=60, lend_cores=1)
+    plan, _ = present(config, Presence(input_idle_seconds=1, snooze_left=600.0), running(2), now=0.0)
+    assert plan.cpu_cap is None and len(plan.pause) == 2

@@ -418,7 +418,8 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
     if _owner_engaged(situation):
         # a present owner gets the whole host back, a busy one what its load needs; but for
         # the cores lent while the owner works
-        keep = max(_room_keep(situation), _lent_pilots(config))
+        lending = _lending_cap(situation) is not None
+        keep = _lent_pilots(config) if lending else _room_keep(situation)
         to_pause = _youngest_first(active)[: max(0, len(active) - keep)]
         draft.pause += [pilot.id for pilot in to_pause]
         why = present or f"{owner}, busy {in_state:.0f} s"
@@ -431,7 +432,7 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
                 f"{present or 'owner busy'} past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots",
                 *holds,
             )
-        if _lending_cap(situation) is not None:
+        if lending:
             _lend(situation, active, held, draft, keep)
     elif memory.owner_busy:
         draft.note(f"{owner}: pausing pilots if it stays busy {config.pause_delay:g} s", Hold.OWNER_BUSY)
@@ -468,9 +469,11 @@ def _lent_pilots(config: Settings) -> int:
 def _lending_cap(situation: _Situation) -> float | None:
     """Return the pilots' CPU cap while they lend part of the host to a present or busy
     owner (``lend_cores``), or None when they do not: no lending set, not in active mode, the
-    owner neither present nor busy, or a busy owner leaving more room than is lent."""
+    owner neither present nor busy, a busy owner leaving more room than is lent, or a snooze
+    (the owner asked for the whole host)."""
     config = situation.config
-    lending = situation.mode is Mode.ACTIVE and _owner_engaged(situation)
+    snoozed = any(reason.hold is Hold.SNOOZE for reason in situation.memory.present)
+    lending = situation.mode is Mode.ACTIVE and _owner_engaged(situation) and not snoozed
     if not lending or _lent_pilots(config) <= _room_keep(situation):
         return None
     return config.lend_cores
