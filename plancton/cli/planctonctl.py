@@ -34,7 +34,14 @@ from plancton.cli.output import (
 from plancton.config import display, loader, schema, units
 from plancton.control import legacy
 from plancton.control.ledger import ledger_path
-from plancton.control.modefiles import cancel_snooze, read_mode, request_spawn_now, write_mode, write_snooze
+from plancton.control.modefiles import (
+    cancel_snooze,
+    read_mode,
+    read_snooze,
+    request_spawn_now,
+    write_mode,
+    write_snooze,
+)
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import State, read_state
@@ -304,12 +311,14 @@ def status_data(paths: Paths) -> dict[str, Any]:
     if pid is None or state is None or state.pid != pid:
         state = State()  # what the file says is not about this daemon
     now = time.time()
+    snooze = read_snooze(paths.rundir)
     current = state.pid != 0
     return {
         "running": pid is not None,
         "pid": pid,
         "uptime_seconds": round(now - state.started_at, 1) if current else None,
         "mode": read_mode(paths.rundir).value,
+        "snooze_until": snooze if snooze is not None and snooze > now else None,
         "instance": state.instance or None,
         "config_file": paths.config_file,
         "config_revision": state.config_revision or None,
@@ -355,8 +364,13 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(f"engine {data['engine']}")
     if data["engine_error"]:
         say(f"container engine unavailable: {data['engine_error']}")
+    if data["snooze_until"]:
+        left = duration(data["snooze_until"] - time.time())
+        say(f"snoozed until {time.strftime('%H:%M:%S', time.localtime(data['snooze_until']))} ({left} left)")
     if data["cgroup"]:
-        say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')})")
+        cap = data["cgroup"].get("cap")
+        lending = f"; lending {cap} to the owner's host" if cap else ""
+        say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')}{lending})")
     if data["log_error"]:
         say(f"log: {data['log_error']}")
     for reason in data["why"]:
