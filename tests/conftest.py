@@ -284,6 +284,10 @@ class Installation:
         return os.path.join(self.root, "log")
 
     @property
+    def statedir(self) -> str:
+        return os.path.join(self.root, "state")
+
+    @property
     def config_file(self) -> str:
         return os.path.join(self.confdir, "config.yaml")
 
@@ -297,7 +301,7 @@ class Installation:
     def ctl(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run planctonctl on this installation and return the finished process."""
         command = [venv_command("planctonctl"), "--confdir", self.confdir, "--rundir", self.rundir]
-        command += ["--logdir", self.logdir, *args]
+        command += ["--logdir", self.logdir, "--statedir", self.statedir, *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check, cwd="/")
 
     def state(self) -> State:

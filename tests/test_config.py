@@ -158,6 +158,7 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [(-1, "not negative"), ("idle", "expected seconds such as")],
     ),
     "run_on_battery": ([(True, True), (False, False)], [("yes", 'got "yes"')]),
+    "lend_cores": ([(0, 0.0), (1, 1.0), (0.5, 0.5)], [(-1, "expected a number from 0 to 1024"), ("all", 'got "all"')]),
     "run_hours": (
         [(None, ()), ([], ())],
         [

@@ -56,6 +56,7 @@ HOLD_LABELS = (
     "input",
     "battery",
     "run_hours",
+    "snooze",
     "grace_spawn",
     "paused_first",
     "start_backoff",
