@@ -13,8 +13,8 @@ import pytest
 
 from plancton.control.pidfile import read_pid
 from plancton.platform.cgroups import PilotCgroup
-from tests import services
 from tests.conftest import Installation, wait_until
+from tests.support import services
 
 pytestmark = pytest.mark.docker
 

@@ -8,9 +8,9 @@ No registry is reachable on the test machines, so ``busybox:latest`` is made wit
 import contextlib
 import io
 import os
-import shutil
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
