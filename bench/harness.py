@@ -120,7 +120,7 @@ class Plancton:
     @property
     def locations(self) -> list[str]:
         """The planctonctl options that select this installation's folders."""
-        return ["--confdir", self.confdir, "--rundir", self.rundir, "--logdir", self.logdir]
+        return ["--confdir", self.confdir, "--rundir", self.rundir, "--logdir", self.logdir, "--statedir", self.rundir]
 
     def ctl(self, *args: str) -> str:
         """Run ``planctonctl`` on this installation; return its output.

@@ -114,6 +114,7 @@ class Installation:
             BenchFailure: the command failed.
         """
         folders = ["--confdir", f"{self.root}/conf", "--rundir", f"{self.root}/run", "--logdir", f"{self.root}/log"]
+        folders += ["--statedir", f"{self.root}/state"]
         done = subprocess.run(
             [PLANCTONCTL, *folders, *args],
             check=False,

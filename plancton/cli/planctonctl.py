@@ -210,7 +210,7 @@ def refuse_beside_legacy(paths: Paths) -> None:
 
 def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     """Start the daemon in the background; return 0 once it really runs."""
-    prepare(paths)
+    prepare(paths, daemon=True)
     refuse_beside_legacy(paths)
     pid = running_pid(paths.pidfile)
     if pid is not None:
@@ -259,7 +259,7 @@ def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
-    prepare(paths)
+    prepare(paths, daemon=True)
     refuse_beside_legacy(paths)
     config = load_config(paths.config_file)
     from plancton.cli import launch  # noqa: PLC0415
