@@ -318,6 +318,9 @@ class Daemon:
             holds=self.last_plan.holds,
             pilots_cpu=self.placement.cpu_counter(),
             cpu_cap=self.placement.cpu_cap,
+            engine=self.engine_name,
+            image_ready=self.executor.images.known(self.config.docker_image),
+            config_rejected=self.watcher.rejected,
         )
         self.reporter.loop(report)
         self._write_state(report)

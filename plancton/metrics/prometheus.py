@@ -15,6 +15,7 @@ import errno
 import logging
 import math
 import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -87,6 +88,7 @@ class Snapshot:
         api_calls: engine API calls so far.
         senders: each InfluxDB target's counters, by its URL (password masked).
         ledger: what the node lent over every day its ledger keeps (None: not known).
+        host: this host's name.
         version: Plancton's version.
     """
 
@@ -99,6 +101,7 @@ class Snapshot:
     senders: Mapping[str, SenderStats] = field(default_factory=dict)
     ledger: Day | None = None
     version: str = __version__
+    host: str = field(default_factory=socket.gethostname)
 
 
 def initial_events() -> Counter[tuple[str, str]]:
@@ -215,6 +218,14 @@ def _daemon_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield _gauge("plancton_loop_duration_seconds", "How long the last loop took", instance, report.loop_seconds)
     engine = "1 when the container engine answered in the last loop"
     yield _gauge("plancton_engine_up", engine, instance, float(report.engine_available))
+    node = InfoMetricFamily("plancton_node", "The host and the container engine", labels=[INSTANCE_LABEL])
+    node.add_metric([instance], {"host": snapshot.host, "engine": report.engine})
+    yield node
+    rejected = "1 while the configuration file on disk is refused and the daemon keeps its last good one"
+    yield _gauge("plancton_config_rejected", rejected, instance, float(report.config_rejected))
+    if report.image_ready is not None:
+        ready = "1 when the pilots' image was there when last looked for, 0 when it is missing"
+        yield _gauge("plancton_image_ready", ready, instance, float(report.image_ready))
 
 
 def _event_families(snapshot: Snapshot) -> Iterator[Metric]:

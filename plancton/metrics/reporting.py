@@ -71,6 +71,12 @@ class LoopReport:
     pilots_cpu: tuple[str, float] | None = None
     #: the pilots' CPU cap while they lend part of the host to its owner (None: none)
     cpu_cap: float | None = None
+    #: the engine that answers, as "Docker Engine 20.10.24" (empty: not known yet)
+    engine: str = ""
+    #: whether the pilots' image is there to start them with (None: not looked for yet)
+    image_ready: bool | None = None
+    #: whether the configuration file on disk was refused, the daemon keeping its last good one
+    config_rejected: bool = False
 
 
 class Reporter(Protocol):
