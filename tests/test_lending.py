@@ -46,12 +46,16 @@ def stats(installation: Installation) -> Any:
     return json.loads(shown.stdout)
 
 
+def start_two_pilots(installation: Installation, api: docker.APIClient, policy: str = POLICY) -> None:
+    installation.write_config(policy)
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: states(api, installation.instance) == ["running"] * 2, what="two burning pilots")
+
+
 def test_the_ledger_counts_every_cpu_second_once_through_five_sigkills(
     installation: Installation, docker_api: docker.APIClient
 ) -> None:
-    installation.write_config(POLICY)
-    assert installation.ctl("start").returncode == 0
-    wait_until(lambda: states(docker_api, installation.instance) == ["running"] * 2, what="two burning pilots")
+    start_two_pilots(installation, docker_api)
     for _ in range(5):
         time.sleep(2)
         pid = read_pid(os.path.join(installation.rundir, "plancton.pid"))
@@ -79,9 +83,7 @@ def test_the_ledger_counts_every_cpu_second_once_through_five_sigkills(
 def test_a_snooze_pauses_the_pilots_survives_a_restart_and_ends_by_itself(
     installation: Installation, docker_api: docker.APIClient
 ) -> None:
-    installation.write_config(POLICY)
-    assert installation.ctl("start").returncode == 0
-    wait_until(lambda: states(docker_api, installation.instance) == ["running"] * 2, what="two pilots")
+    start_two_pilots(installation, docker_api)
     snoozed = installation.ctl("snooze", "25s")
     assert snoozed.returncode == 0 and "notified" in snoozed.stdout, snoozed.stderr
     wait_until(lambda: states(docker_api, installation.instance) == ["paused"] * 2, what="pilots paused")
@@ -97,9 +99,7 @@ def test_a_snooze_pauses_the_pilots_survives_a_restart_and_ends_by_itself(
 
 
 def test_snooze_cancel_brings_the_pilots_back(installation: Installation, docker_api: docker.APIClient) -> None:
-    installation.write_config(POLICY)
-    assert installation.ctl("start").returncode == 0
-    wait_until(lambda: states(docker_api, installation.instance) == ["running"] * 2, what="two pilots")
+    start_two_pilots(installation, docker_api)
     assert installation.ctl("snooze", "1h").returncode == 0
     wait_until(lambda: states(docker_api, installation.instance) == ["paused"] * 2, what="pilots paused")
     assert installation.ctl("snooze", "--cancel").returncode == 0

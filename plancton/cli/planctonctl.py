@@ -404,13 +404,7 @@ def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
     write_mode(paths.rundir, mode)
     if args.verb == "force-start":
         request_spawn_now(paths.rundir)
-    pid = running_pid(paths.pidfile)
-    if pid is None:
-        say(f"mode {mode.value} set; Plancton is not running, so it applies when it starts")
-        return EXIT_OK
-    signal_daemon(pid, signal.SIGUSR1)
-    say(f"mode {mode.value} set (pid {pid} notified)")
-    return EXIT_OK
+    return tell_daemon(paths, f"mode {mode.value} set")
 
 
 def cmd_snooze(args: argparse.Namespace, paths: Paths) -> int:
@@ -424,6 +418,11 @@ def cmd_snooze(args: argparse.Namespace, paths: Paths) -> int:
         until = time.time() + seconds
         write_snooze(paths.rundir, until)
         what = f"snoozed until {time.strftime('%H:%M:%S', time.localtime(until))} ({duration(seconds)})"
+    return tell_daemon(paths, what)
+
+
+def tell_daemon(paths: Paths, what: str) -> int:
+    """Wake a running daemon to read the run folder again (SIGUSR1) and say ``what`` was done."""
     pid = running_pid(paths.pidfile)
     if pid is None:
         say(f"{what}; Plancton is not running, so it applies when it starts")
