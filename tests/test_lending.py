@@ -46,8 +46,8 @@ def stats(installation: Installation) -> Any:
     return json.loads(shown.stdout)
 
 
-def start_two_pilots(installation: Installation, api: docker.APIClient, policy: str = POLICY) -> None:
-    installation.write_config(policy)
+def start_two_pilots(installation: Installation, api: docker.APIClient) -> None:
+    installation.write_config(POLICY)
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: states(api, installation.instance) == ["running"] * 2, what="two burning pilots")
 
