@@ -69,23 +69,28 @@ def start_pilot(adapter: DockerPilots, command: list[str], **keys: object) -> st
 
 @BOTH_ENGINES
 def test_the_engines_refusals_come_as_plancton_types(adapter: DockerPilots) -> None:
-    """A missing image, a pilot that is gone and one that is no longer paused, as the daemon
-    meets them: typed from docker-py's own errors, whatever words each engine uses."""
+    """A missing image and a pilot that is gone, as the daemon meets them: typed from
+    docker-py's own errors, whatever words each engine uses."""
     assert not adapter.image_present("busybox:no-such-tag") and adapter.image_present("busybox:latest")
     with pytest.raises(ImageMissing):
         start_pilot(adapter, ["sleep", "30"], docker_image="busybox:no-such-tag")
     assert adapter.list() == []
+    gone = "0" * 64
+    with pytest.raises(PilotGone):
+        adapter.pause(gone)
+    # stopping, killing or removing a pilot that is gone already is no error
+    adapter.stop(gone, 0, paused=True)
+    adapter.kill(gone, paused=True)
+    adapter.remove(gone)
+
+
+@BOTH_ENGINES
+def test_a_pilot_no_longer_paused_is_stopped_all_the_same(adapter: DockerPilots) -> None:
+    """The daemon saw a pilot paused, but it runs again: both engines refuse the unpause in
+    words only, and the pilot is stopped all the same."""
     pilot = start_pilot(adapter, ["sleep", "300"])
-    # the daemon saw it paused, but it runs: it is stopped all the same
     adapter.stop(pilot, 0, paused=True)
     assert [p.state for p in adapter.list()] == ["exited"]
-    adapter.remove(pilot)
-    with pytest.raises(PilotGone):
-        adapter.pause(pilot)
-    # stopping, killing or removing a pilot that is gone already is no error
-    adapter.stop(pilot, 0, paused=True)
-    adapter.kill(pilot, paused=True)
-    adapter.remove(pilot)
 
 
 @BOTH_ENGINES
