@@ -44,6 +44,7 @@ def test_parent_names_and_lowest_weight(driver: str, version: int, folder: str, 
     make_tree(root, {f"{folder}/{weight}": "100"})
     cgroup = PilotCgroup("plancton", driver, version, root)
     assert cgroup.docker_parent == ("plancton.slice" if driver == "systemd" else "/plancton")
+    assert cgroup.cpu_folder == os.path.join(root, folder)
     assert cgroup.set_lowest_weight() is None
     assert read(root, f"{folder}/{weight}") == ("1" if version == 2 else "2")
 

@@ -75,6 +75,11 @@ class PilotCgroup:
             return os.path.join(self.root, f"user.slice/user-{uid}.slice/user@{uid}.service")
         return self.root
 
+    @property
+    def cpu_folder(self) -> str:
+        """The folder of the parent's CPU settings (``cpu.idle``, ``cpu.shares`` or ``cpu.weight``)."""
+        return self._folder("cpu")
+
     def _folder(self, controller: str) -> str:
         relative = self.docker_parent.lstrip("/")
         if self.version == 2:
@@ -112,7 +117,7 @@ class PilotCgroup:
         create (the engine asks for it with the first pilot), and a slice already at
         ``CPUWeight=idle`` needs nothing more. :attr:`setting` says what is in force.
         """
-        folder = self._folder("cpu")
+        folder = self.cpu_folder
         weight = ("cpu.weight", V2_LOWEST_WEIGHT) if self.version == 2 else ("cpu.shares", V1_LOWEST_SHARES)
         without_cpu = self._without_cpu_controller()
         if without_cpu:
@@ -184,7 +189,7 @@ class PilotCgroup:
         """Return the pilots' total CPU time in seconds so far, or None when not readable."""
         try:
             if self.version == 2:
-                with open(os.path.join(self._folder("cpu"), "cpu.stat"), encoding="ascii") as handle:
+                with open(os.path.join(self.cpu_folder, "cpu.stat"), encoding="ascii") as handle:
                     for line in handle:
                         name, _, value = line.partition(" ")
                         if name == "usage_usec":
@@ -225,7 +230,7 @@ class PilotCgroup:
         with self._lift_lock:
             self._lifts += change
             if (change > 0 and self._lifts == 1) or self._lifts == 0:
-                _write_if_present(os.path.join(self._folder("cpu"), name), ordinary if self._lifts else lowest)
+                _write_if_present(os.path.join(self.cpu_folder, name), ordinary if self._lifts else lowest)
 
 
 def _write(path: str, value: str) -> None:
