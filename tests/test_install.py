@@ -26,27 +26,15 @@ import pytest
 from plancton.platform.cgroups import PilotCgroup
 from tests import services
 from tests.conftest import STEADY_POLICY, wait_until
+from tests.installed import installation_traces
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_SOURCES = (".git", "__pycache__", "*.egg-info", "build", "dist", ".*_cache", ".hypothesis", ".venv")
 PROGRAM = "/usr/local/bin/planctonctl"  # a link into /opt/plancton/venv, on root's PATH
 CONFIG = "/etc/plancton/config.yaml"
 CRON_FILE = "/etc/cron.d/plancton"
-UNIT_FILE = "/etc/systemd/system/plancton.service"
-SLICE_FILE = "/etc/systemd/system/plancton.slice"
 LOG_FILE = "/var/log/plancton/plancton.log"
 INSTANCE = "plancton"  # the default configuration's
-TRACES = (
-    "/opt/plancton",
-    "/etc/plancton",
-    "/var/log/plancton",
-    "/run/plancton",
-    CRON_FILE,
-    UNIT_FILE,
-    SLICE_FILE,
-    PROGRAM,
-)
-
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(os.geteuid() != 0, reason="the install script runs as root"),
@@ -145,7 +133,7 @@ def fresh_machine(checkout: str, docker_engine: None) -> Iterator[set[str]]:
     """A machine without Plancton; yields the default instance's containers that were there
     before, and afterwards uninstalls and removes the containers the installed daemon made.
     """
-    leftovers = [path for path in TRACES if os.path.lexists(path)] + (["user plancton"] if user_exists() else [])
+    leftovers = installation_traces()
     if leftovers:
         pytest.fail(f"Plancton is installed here already ({', '.join(leftovers)}): ./install --uninstall --purge")
     client = docker.APIClient(version="auto", timeout=60)
@@ -174,8 +162,7 @@ def test_install_without_an_engine_starts_dockerd_itself(checkout: str) -> None:
         pytest.skip("a Docker Engine runs already (this test session's): run this module alone on a fresh machine")
     if os.path.isdir("/run/systemd/system"):
         pytest.skip("systemd starts the Docker Engine here")
-    leftovers = [path for path in TRACES if os.path.lexists(path)] + (["user plancton"] if user_exists() else [])
-    assert not leftovers, f"Plancton is installed here already: {leftovers}"
+    assert not installation_traces(), "Plancton is installed here already"
 
     done = install(checkout)
     started = re.search(r"dockerd started \(pid (\d+)", done.stdout)
@@ -191,7 +178,7 @@ def test_install_without_an_engine_starts_dockerd_itself(checkout: str) -> None:
 
         purged = install(checkout, "--uninstall", "--purge")
         assert purged.returncode == 0, purged.stdout + purged.stderr
-        assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+        assert not installation_traces()
         assert not processes_of(uid)
         assert not pilot_cgroups()
     finally:
@@ -208,7 +195,7 @@ def test_dry_run_changes_nothing(checkout: str, fresh_machine: set[str]) -> None
     assert "would: creating the system user plancton in the group docker" in done.stdout
     assert "would: installing Plancton" in done.stdout
     assert "would: writing the default configuration /etc/plancton/config.yaml" in done.stdout
-    assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+    assert not installation_traces()
     workstation = install(checkout, "--workstation", "--dry-run")
     assert workstation.returncode == 0, workstation.stdout + workstation.stderr
     assert (
@@ -306,7 +293,7 @@ def test_uninstall_keeps_the_configuration_and_purge_removes_it(
     uid = pwd.getpwnam("plancton").pw_uid
     purged = install(checkout, "--uninstall", "--purge")
     assert purged.returncode == 0, purged.stdout + purged.stderr
-    assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+    assert not installation_traces()
     assert not processes_of(uid)
     # --purge removed the instance's pilots, and with them gone their parent cgroup
     with docker.APIClient(version="auto", timeout=60) as client:
