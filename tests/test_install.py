@@ -218,12 +218,13 @@ def test_install_runs_the_daemon_as_the_plancton_user(
     if os.path.isdir("/run/systemd/system"):
         assert subprocess.run(["systemctl", "is-enabled", "plancton"], check=False).returncode == 0
     else:
-        with open(CRON_FILE, encoding="utf-8") as handle:
-            assert "@reboot root" in handle.read()
+        boot = boot_command()
+        assert boot.index(f"_cgroup {account.pw_name}") < boot.index("start")
 
     pid = daemon_pid()
     assert pid is not None, planctonctl("status").stdout
     assert psutil.Process(pid).username() == "plancton"
+    assert_lowest_weight_given(account.pw_uid)
     as_plancton = planctonctl_as_plancton("status", "--json")
     assert as_plancton.returncode == 0, as_plancton.stdout + as_plancton.stderr
     assert json.loads(as_plancton.stdout)["pid"] == pid
@@ -236,6 +237,71 @@ def test_install_runs_the_daemon_as_the_plancton_user(
     assert planctonctl("reload").returncode == 0
     wait_until(lambda: pilots(docker_api) - fresh_machine, 180, "a pilot of the installed daemon")
     wait_until(running_pilot_in_status, 60, "planctonctl status showing the running pilot")
+
+
+def boot_command() -> str:
+    """Return the command of the @reboot line that ./install wrote (no systemd here)."""
+    with open(CRON_FILE, encoding="utf-8") as handle:
+        lines = [line for line in handle if line.startswith("@reboot ")]
+    assert len(lines) == 1
+    _, user, command = lines[0].split(None, 2)
+    assert user == "root"
+    return command.strip()
+
+
+def assert_lowest_weight_given(uid: int) -> None:
+    """Check that the running daemon, an unprivileged one, gives its pilots the lowest CPU
+    weight, in the cgroup that root made for it and gave it (where systemd does not run, the
+    install script's work; under systemd, its slice's)."""
+    wait_until(lambda: json.loads(planctonctl("status", "--json").stdout)["cgroup"], 60, "the daemon's first loop")
+    status = json.loads(planctonctl("status", "--json").stdout)
+    cgroup = services.pilot_cgroup(INSTANCE)
+    assert status["cgroup"]["parent"] == cgroup.docker_parent
+    assert status["cgroup"]["cpu"] in ("cpu.idle 1", "cpu.shares 2", "cpu.weight 1"), status["cgroup"]
+    with open(LOG_FILE, encoding="utf-8") as handle:
+        assert "cannot give the pilots the lowest CPU weight" not in handle.read()
+    if not os.path.isdir("/run/systemd/system"):
+        setting, value = status["cgroup"]["cpu"].split()
+        for path in (cgroup.cpu_folder, os.path.join(cgroup.cpu_folder, setting)):
+            assert os.stat(path).st_uid == uid, path
+        with open(os.path.join(cgroup.cpu_folder, setting), encoding="ascii") as handle:
+            assert handle.read().strip() == value
+
+
+def test_the_boot_line_gives_the_pilots_cgroup_its_weight_again(
+    installed: subprocess.CompletedProcess[str], docker_api: docker.APIClient, fresh_machine: set[str]
+) -> None:
+    """A boot as the daemon's user meets it: no pilot, no pilots' cgroup, no run folder; the
+    @reboot line, run as cron runs it, makes the cgroup with the lowest weight for plancton
+    and then starts the daemon, which keeps that weight."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("systemd starts the daemon here, and the slice unit gives the weight")
+    assert planctonctl("stop").returncode == 0
+    for container in pilots(docker_api) - fresh_machine:
+        docker_api.remove_container(container, force=True, v=True)
+    cgroup = services.pilot_cgroup(INSTANCE)
+    services.remove_cgroups_once_empty([cgroup], 60)
+    assert not pilot_cgroups()
+    shutil.rmtree("/run/plancton")
+    with open(LOG_FILE, "a", encoding="utf-8") as handle:
+        handle.write("--- boot ---\n")  # what the daemon logs after the boot comes after this
+
+    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "SHELL": "/bin/sh"}
+    booted = subprocess.run(
+        ["/bin/sh", "-c", boot_command()],
+        check=False,
+        env=environment,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    pid = daemon_pid()
+    assert pid is not None and psutil.Process(pid).username() == "plancton"
+    assert_lowest_weight_given(pwd.getpwnam("plancton").pw_uid)
+    with open(LOG_FILE, encoding="utf-8") as handle:
+        assert "cannot give the pilots the lowest CPU weight" not in handle.read().rpartition("--- boot ---")[2]
 
 
 def test_second_run_changes_nothing(checkout: str, installed: subprocess.CompletedProcess[str]) -> None:
