@@ -87,7 +87,7 @@ TIMER_LATENESS_SECONDS = 0.2
 BACK_LATENESS_SECONDS = 0.5
 TARGET_SHARE_SECONDS = 1.0
 #: Turns of reclaim-installed (the owner alone, beside the installed service, beside root's).
-INSTALLED_TURNS = 10
+INSTALLED_TURNS = 8
 #: How far the service that ./install sets up may lag a daemon run as root.
 TARGET_INSTALLED = 1.2
 TARGET_HARVEST = 0.90
