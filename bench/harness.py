@@ -698,14 +698,16 @@ class InstalledPlancton(Plancton):
             yaml.safe_dump({"instance": name, **self.settings}, handle)
 
     def install(self) -> str:
-        """Run ./install, stop the service it started (each run starts its own); return what
-        ./install printed.
+        """Run ./install, stop the service it started and remove the pilots that service
+        started (each run starts its own daemon, on an empty pool); return what ./install
+        printed.
 
         Raises:
             BenchError: ./install failed.
         """
         output = self._install()
         self.ctl("stop")
+        self.remove_pilots()
         return output
 
     def _install(self, *options: str) -> str:
