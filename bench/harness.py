@@ -10,7 +10,9 @@ so a clock step is unlikely, and every figure is a difference over seconds.
 import contextlib
 import datetime
 import glob
+import grp
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -38,6 +40,7 @@ from plancton.engines.spec import container_spec, instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
 from tests.support import services
+from tests.support.installed import installation_traces, refusal
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLANCTONCTL = os.path.join(REPO, "bin", "planctonctl")
@@ -226,6 +229,93 @@ class Plancton:
         self.bench.remove_containers(instance_label(self.name))
 
 
+#: What ./install sets up: its program, folders and user.
+INSTALL = os.path.join(REPO, "install")
+INSTALLED_PLANCTONCTL = "/opt/plancton/venv/bin/planctonctl"
+INSTALLED_FOLDERS = {"confdir": "/etc/plancton", "rundir": "/run/plancton", "logdir": "/var/log/plancton"}
+SERVICE_USER = "plancton"
+#: The environment of a service started at boot.
+BOOT_ENVIRONMENT = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+INSTALL_TIMEOUT_SECONDS = 900
+
+
+class InstalledPlancton(Plancton):
+    """Plancton to be installed on this host by ./install from this checkout, with the
+    benchmark's configuration in place first, and run in the foreground as the service user,
+    as the installed service runs. :meth:`install` installs it; :meth:`uninstall` removes it
+    all (``--uninstall --purge``), also after a failed install.
+
+    Raises:
+        BenchError: Plancton is installed here already: the benchmark never replaces an
+            installation.
+    """
+
+    def __init__(self, bench: "Bench", name: str, settings: Mapping[str, Any]) -> None:
+        traces = installation_traces()
+        if traces:
+            raise BenchError(f"{refusal(traces)}; or run the other scenarios")
+        super().__init__(bench, name, settings)
+        self.confdir, self.rundir, self.logdir = (INSTALLED_FOLDERS[key] for key in ("confdir", "rundir", "logdir"))
+        os.makedirs(self.confdir)
+        with open(os.path.join(self.confdir, "config.yaml"), "w", encoding="utf-8") as handle:
+            yaml.safe_dump({"instance": name, **self.settings}, handle)
+
+    def install(self) -> str:
+        """Run ./install, stop the service it started and remove the pilots that service
+        started (each run starts its own daemon, on an empty pool); return what ./install
+        printed.
+
+        Raises:
+            BenchError: ./install failed.
+        """
+        output = self._install()
+        self.ctl("stop")
+        self.remove_pilots()
+        return output
+
+    def _install(self, *options: str) -> str:
+        done = subprocess.run(
+            [INSTALL, *options],
+            env={**BOOT_ENVIRONMENT, "HOME": "/root"},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"./install {' '.join(options)} failed: {(done.stdout + done.stderr).strip()[-500:]}")
+        return done.stdout
+
+    def foreground(self, start_concurrency: int | None = None) -> None:
+        """Start the installed ``planctonctl foreground`` as the service user, with its groups,
+        and wait for the daemon's first loop.
+
+        Raises:
+            BenchError: the daemon did not come up.
+        """
+        assert start_concurrency is None, "the installed program runs with its own concurrency"
+        account = pwd.getpwnam(SERVICE_USER)
+        groups = [group.gr_name for group in grp.getgrall() if SERVICE_USER in group.gr_mem]
+        command = [INSTALLED_PLANCTONCTL, *self.locations, "foreground"]
+        with open(os.path.join(self.root, "foreground.log"), "ab") as output:
+            self.process = self.bench.spawn(
+                command,
+                environment=BOOT_ENVIRONMENT,
+                user=account.pw_uid,
+                group=account.pw_gid,
+                extra_groups=groups,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        self.wait_loops(1, READY_TIMEOUT_SECONDS)
+
+    def uninstall(self) -> None:
+        """Stop the daemon and remove the installation (``./install --uninstall --purge``)."""
+        self.stop()
+        self._install("--uninstall", "--purge")
+
+
 class Bench:
     """One benchmark run: its engine client, events, temporary folder and clean-up.
 
@@ -319,11 +409,15 @@ class Bench:
             "host_config": spec.host_config,
         }
 
-    def spawn(self, command: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, command: list[str], environment: Mapping[str, str] | None = None, **options: Any
+    ) -> subprocess.Popen[bytes]:
         """Start a helper process, recorded so that clean-up stops it by its pid; it talks to
-        this run's engine (``DOCKER_HOST``)."""
-        environment = child_environment() | ({"DOCKER_HOST": self.engine_url} if self.engine_url else {})
-        process = subprocess.Popen(command, env=environment, cwd="/", **options)
+        this run's engine (``DOCKER_HOST``), in ``environment`` (by default this checkout's,
+        :func:`child_environment`)."""
+        base = child_environment() if environment is None else dict(environment)
+        base |= {"DOCKER_HOST": self.engine_url} if self.engine_url else {}
+        process = subprocess.Popen(command, env=base, cwd="/", **options)
         self.processes.append(process)
         return process
 

@@ -39,7 +39,7 @@ from bench.cpu import (
 )
 from bench.errors import BenchError
 from bench.events import Event, action_of, running_at, running_over_time
-from bench.harness import Bench, Plancton
+from bench.harness import Bench, InstalledPlancton, Plancton
 from bench.stats import Figure, ScenarioResult, Stats, at_least, at_most
 from plancton.config.schema import default_value
 
@@ -77,6 +77,10 @@ TIMER_LATENESS_SECONDS = 0.2
 #: How late pilots may be back after grace_spawn ends: the timer, then their starts.
 BACK_LATENESS_SECONDS = 0.5
 TARGET_SHARE_SECONDS = 1.0
+#: Turns of reclaim-installed (the owner alone, beside the installed service, beside root's).
+INSTALLED_TURNS = 8
+#: How far the service that ./install sets up may lag a daemon run as root.
+TARGET_INSTALLED = 1.2
 TARGET_HARVEST = 0.90
 TIMELINE_STEP = 0.1
 SETTLE_SECONDS = 1.5
@@ -491,3 +495,107 @@ def run_harvest(bench: Bench) -> ScenarioResult:
         "ceiling_cores": CEILING_CORES,
     }
     return result
+
+
+# -- reclaim by the installed service -------------------------------------------------------
+
+
+def run_reclaim_installed(bench: Bench) -> ScenarioResult:
+    """Measure, in one run, how the service that ./install sets up (running as its own user)
+    and a daemon run as root give the CPU back: the owner alone, with the installed service's
+    pilots, and with root's, in turns. Where systemd does not run, only root can give the
+    pilots' parent cgroup the lowest CPU weight; ./install does it for the service."""
+    turns = 4 if bench.quick else INSTALLED_TURNS
+    owner = Owner(bench)
+    iterations = owner.iterations_for(OWNER_SECONDS)
+    settings = settings_for(bench)
+    result = ScenarioResult(
+        "reclaim-installed", settings={"plancton": settings, "turns": turns, "owner_iterations_per_core": iterations}
+    )
+    installed = InstalledPlancton(bench, bench.instance_name("installed"), settings)
+    daemons = {"installed": installed, "root": bench.plancton("root", settings)}
+    alone: list[OwnerRun] = []
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in daemons}
+    try:
+        install_lines = [line for line in installed.install().splitlines() if "cgroup" in line]
+        for turn in range(turns):
+            order = ["alone", *daemons]
+            for which in order[turn % 3 :] + order[: turn % 3]:
+                if which == "alone":
+                    alone.append(_owner_alone(bench, owner, iterations, daemons["root"]))
+                else:
+                    runs[which].append(_owner_with_pilots(bench, owner, iterations, daemons[which]))
+        logs = {name: _daemon_log(daemon) for name, daemon in daemons.items()}
+    finally:
+        installed.uninstall()
+    result.figures = [Figure("owner alone", "s", Stats.of([spell.seconds for spell in alone]))]
+    for name in daemons:
+        result.figures += _yield_figures(name, runs[name], alone)
+    result.figures += _installed_beside_root(runs["installed"], runs["root"], logs["installed"])
+    result.raw = {
+        "install_lines": install_lines,
+        "cgroup_lines": {name: [line for line in log if "cgroup" in line][:4] for name, log in logs.items()},
+        "owner_alone_seconds": [spell.seconds for spell in alone],
+        "runs": {name: [{k: v for k, v in run.items() if k != "timeline"} for run in runs[name]] for name in runs},
+    }
+    return result
+
+
+def _daemon_log(plancton: Plancton) -> list[str]:
+    try:
+        with open(os.path.join(plancton.logdir, "plancton.log"), encoding="utf-8", errors="replace") as handle:
+            return handle.read().splitlines()
+    except OSError:
+        return []
+
+
+def _yield_figures(name: str, runs: Sequence[dict[str, Any]], alone: Sequence[OwnerRun]) -> list[Figure]:
+    """Return how the owner fared beside one daemon's pilots, and how fast they gave way."""
+    return [
+        Figure(
+            f"{name}: owner slowdown (paired)",
+            "x",
+            Stats.paired([run["owner_seconds"] for run in runs], [spell.seconds for spell in alone]),
+        ),
+        Figure(
+            f"{name}: owner start to pilots' CPU < 10%", "s", Stats.of([r["share_below_limit_after"] for r in runs])
+        ),
+        Figure(
+            f"{name}: pilots' CPU share while the owner runs",
+            "%",
+            Stats.of([100 * r["pilots_share_during"] for r in runs]),
+        ),
+    ]
+
+
+def _installed_beside_root(
+    installed: Sequence[dict[str, Any]], root: Sequence[dict[str, Any]], log: Sequence[str]
+) -> list[Figure]:
+    """Return the installed service's figures over root's, held to :data:`TARGET_INSTALLED`."""
+    owner = Stats.paired([run["owner_seconds"] for run in installed], [run["owner_seconds"] for run in root])
+    below = [Stats.of([run["share_below_limit_after"] for run in runs]).median for runs in (installed, root)]
+    warnings = [line for line in log if "cannot give the pilots the lowest CPU weight" in line]
+    target = f"<= {TARGET_INSTALLED}x"
+    return [
+        Figure(
+            "owner's time beside the installed service's pilots / root's (paired)",
+            "x",
+            owner,
+            target=f"median {target}",
+            met=at_most(owner.median, TARGET_INSTALLED),
+        ),
+        Figure(
+            "owner start to pilots' CPU < 10%, installed / root (medians)",
+            "x",
+            value=below[0] / below[1],
+            target=target,
+            met=at_most(below[0] / below[1], TARGET_INSTALLED),
+        ),
+        Figure(
+            "installed service's warnings of the default CPU weight",
+            "",
+            value=len(warnings),
+            target="0",
+            met=not warnings,
+        ),
+    ]

@@ -27,7 +27,7 @@ import pytest
 
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
-from tests.support import services
+from tests.support import installed, services
 from tests.support.owner_load import OwnerLoad
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
@@ -170,8 +170,14 @@ def docker_engine() -> Iterator[Engine]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that stop the shared Docker Engine last."""
+    """Run the tests that stop the shared Docker Engine last. Stop before any test, in one line,
+    when the install tests are selected on a host where Plancton is installed: they would
+    replace that installation."""
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+    if os.geteuid() == 0 and any(item.path.name == "test_install.py" for item in items):
+        traces = installed.installation_traces()
+        if traces:
+            pytest.exit(installed.refusal(traces), returncode=installed.EXIT_INSTALLED)
 
 
 @pytest.fixture(scope="session")

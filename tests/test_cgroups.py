@@ -35,6 +35,7 @@ def test_parent_names_and_lowest_weight(driver: str, version: int, folder: str, 
     make_tree(root, {f"{folder}/{weight}": "100"})
     cgroup = PilotCgroup("plancton", driver, version, root)
     assert cgroup.docker_parent == ("plancton.slice" if driver == "systemd" else "/plancton")
+    assert cgroup.cpu_folder == os.path.join(root, folder)
     assert cgroup.set_lowest_weight() is None
     assert read(root, f"{folder}/{weight}") == ("1" if version == 2 else "2")
 
@@ -161,3 +162,25 @@ def test_remove_clears_what_a_runtime_left_and_keeps_a_live_pilot() -> None:
         pilot.wait()
     assert parent in cgroup.remove()
     assert not os.path.exists(parent)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root gives files to another user")
+@pytest.mark.parametrize(("version", "folder"), [(1, "cpu/plancton"), (2, "plancton")])
+def test_root_hands_the_parent_with_the_lowest_weight_over_to_the_daemons_user(
+    version: int, folder: str, tmp_path: "os.PathLike[str]"
+) -> None:
+    root = str(tmp_path)
+    weight = "cpu.weight" if version == 2 else "cpu.shares"
+    make_tree(root, {f"{folder}/{weight}": "100", f"{folder}/cgroup.procs": "", f"{folder}/memory.max": "max"})
+    cgroup = PilotCgroup("plancton", "cgroupfs", version, root)
+    nobody = 65534
+    assert not cgroup.is_handed_over(nobody)  # not the user's yet
+    assert cgroup.set_lowest_weight() is None
+    cgroup.hand_over(nobody, nobody)
+    assert cgroup.is_handed_over(nobody) and not cgroup.is_handed_over(0)
+    owners = {name: os.stat(os.path.join(root, folder, name)).st_uid for name in (".", weight, "cgroup.procs")}
+    assert owners == {".": nobody, weight: nobody, "cgroup.procs": nobody}
+    assert os.stat(os.path.join(root, folder, "memory.max")).st_uid == 0  # none of the daemon's business
+    # an ordinary weight, as a hand-made cgroup may have, is not the lowest
+    make_tree(root, {f"{folder}/{weight}": "100"})
+    assert not cgroup.is_handed_over(nobody)

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from plancton.config import files, schema
 from plancton.config.loader import load, parse
 from plancton.config.schema import KEYS, Config, HostFacts
+from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
 
 GIB = 1024**3
@@ -326,6 +327,46 @@ def test_invalid_values_name_the_key_and_what_was_expected(name: str, raw: Any, 
     assert all(problem.startswith(f"{name}: ") for problem in error.value.problems)
     assert any(fragment in problem for problem in error.value.problems), error.value.problems
     assert str(error.value).startswith("/etc/plancton/config.yaml: ")
+
+
+FULL_SECURITY_OPTIONS = ["apparmor=unconfined", "apparmor:docker-default", "seccomp=unconfined", "label=disable"]
+
+
+@pytest.mark.parametrize(
+    ("secopt", "security_opts"),
+    [
+        (["docker-cvmfs"], ("apparmor=docker-cvmfs",)),
+        ("docker-allow-ptrace", ("apparmor=docker-allow-ptrace",)),
+        (
+            ["docker-cvmfs", "seccomp=/etc/docker/seccomp.json"],
+            ("apparmor=docker-cvmfs", "seccomp=/etc/docker/seccomp.json"),
+        ),
+        ([*FULL_SECURITY_OPTIONS, "no-new-privileges"], (*FULL_SECURITY_OPTIONS, "no-new-privileges")),
+    ],
+)
+def test_a_bare_name_under_the_older_secopt_is_that_apparmor_profile(
+    secopt: Any, security_opts: tuple[str, ...]
+) -> None:
+    """Releases before 0.6 read secopt as AppArmor profile names; full options pass as they are."""
+    config, warnings = parse({"secopt": secopt}, FACTS, source="old.yaml")
+    assert config.security_opts == security_opts
+    assert container_spec(config, "/plancton", "node1", "abcd", 0.0).host_config["security_opt"] == [
+        "no-new-privileges:true",
+        *security_opts,
+    ]
+    assert warnings == ["old.yaml: secopt: read as security_opts, its name since Plancton 0.6; rename it"]
+
+
+def test_a_bare_name_under_security_opts_is_still_refused() -> None:
+    """Under today's key, and for a name no profile has, behaviour is unchanged."""
+    with pytest.raises(ConfigError) as error:
+        parse({"security_opts": ["docker-cvmfs"]}, FACTS)
+    assert error.value.problems == ['security_opts: expected text such as "apparmor=my-profile", got "docker-cvmfs"']
+    with pytest.raises(ConfigError) as error:
+        parse({"secopt": ["docker cvmfs"]}, FACTS)
+    assert error.value.problems[0] == (
+        'secopt (read as security_opts): expected text such as "apparmor=my-profile", got "docker cvmfs"'
+    )
 
 
 def test_every_problem_of_a_file_is_reported_at_once(tmp_path: Path) -> None:

@@ -26,27 +26,15 @@ import pytest
 from plancton.platform.cgroups import PilotCgroup
 from tests.conftest import STEADY_POLICY, wait_until
 from tests.support import services
+from tests.support.installed import installation_traces
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_SOURCES = (".git", "__pycache__", "*.egg-info", "build", "dist", ".*_cache", ".hypothesis", ".venv")
 PROGRAM = "/usr/local/bin/planctonctl"  # a link into /opt/plancton/venv, on root's PATH
 CONFIG = "/etc/plancton/config.yaml"
 CRON_FILE = "/etc/cron.d/plancton"
-UNIT_FILE = "/etc/systemd/system/plancton.service"
-SLICE_FILE = "/etc/systemd/system/plancton.slice"
 LOG_FILE = "/var/log/plancton/plancton.log"
 INSTANCE = "plancton"  # the default configuration's
-TRACES = (
-    "/opt/plancton",
-    "/etc/plancton",
-    "/var/log/plancton",
-    "/run/plancton",
-    CRON_FILE,
-    UNIT_FILE,
-    SLICE_FILE,
-    PROGRAM,
-)
-
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.skipif(os.geteuid() != 0, reason="the install script runs as root"),
@@ -145,7 +133,7 @@ def fresh_machine(checkout: str, docker_engine: None) -> Iterator[set[str]]:
     """A machine without Plancton; yields the default instance's containers that were there
     before, and afterwards uninstalls and removes the containers the installed daemon made.
     """
-    leftovers = [path for path in TRACES if os.path.lexists(path)] + (["user plancton"] if user_exists() else [])
+    leftovers = installation_traces()
     if leftovers:
         pytest.fail(f"Plancton is installed here already ({', '.join(leftovers)}): ./install --uninstall --purge")
     client = docker.APIClient(version="auto", timeout=60)
@@ -174,8 +162,7 @@ def test_install_without_an_engine_starts_dockerd_itself(checkout: str) -> None:
         pytest.skip("a Docker Engine runs already (this test session's): run this module alone on a fresh machine")
     if os.path.isdir("/run/systemd/system"):
         pytest.skip("systemd starts the Docker Engine here")
-    leftovers = [path for path in TRACES if os.path.lexists(path)] + (["user plancton"] if user_exists() else [])
-    assert not leftovers, f"Plancton is installed here already: {leftovers}"
+    assert not installation_traces(), "Plancton is installed here already"
 
     done = install(checkout)
     started = re.search(r"dockerd started \(pid (\d+)", done.stdout)
@@ -191,7 +178,7 @@ def test_install_without_an_engine_starts_dockerd_itself(checkout: str) -> None:
 
         purged = install(checkout, "--uninstall", "--purge")
         assert purged.returncode == 0, purged.stdout + purged.stderr
-        assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+        assert not installation_traces()
         assert not processes_of(uid)
         assert not pilot_cgroups()
     finally:
@@ -208,7 +195,7 @@ def test_dry_run_changes_nothing(checkout: str, fresh_machine: set[str]) -> None
     assert "would: creating the system user plancton in the group docker" in done.stdout
     assert "would: installing Plancton" in done.stdout
     assert "would: writing the default configuration /etc/plancton/config.yaml" in done.stdout
-    assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+    assert not installation_traces()
     workstation = install(checkout, "--workstation", "--dry-run")
     assert workstation.returncode == 0, workstation.stdout + workstation.stderr
     assert (
@@ -231,12 +218,14 @@ def test_install_runs_the_daemon_as_the_plancton_user(
     if os.path.isdir("/run/systemd/system"):
         assert subprocess.run(["systemctl", "is-enabled", "plancton"], check=False).returncode == 0
     else:
-        with open(CRON_FILE, encoding="utf-8") as handle:
-            assert "@reboot root" in handle.read()
+        boot = boot_command()
+        assert boot.index(f"_cgroup {account.pw_name}") < boot.index("start")
 
     pid = daemon_pid()
     assert pid is not None, planctonctl("status").stdout
     assert psutil.Process(pid).username() == "plancton"
+    if not os.path.isdir("/run/systemd/system"):
+        assert_lowest_weight_given(account.pw_uid)
     as_plancton = planctonctl_as_plancton("status", "--json")
     assert as_plancton.returncode == 0, as_plancton.stdout + as_plancton.stderr
     assert json.loads(as_plancton.stdout)["pid"] == pid
@@ -249,6 +238,70 @@ def test_install_runs_the_daemon_as_the_plancton_user(
     assert planctonctl("reload").returncode == 0
     wait_until(lambda: pilots(docker_api) - fresh_machine, 180, "a pilot of the installed daemon")
     wait_until(running_pilot_in_status, 60, "planctonctl status showing the running pilot")
+
+
+def boot_command() -> str:
+    """Return the command of the @reboot line that ./install wrote (no systemd here)."""
+    with open(CRON_FILE, encoding="utf-8") as handle:
+        lines = [line for line in handle if line.startswith("@reboot ")]
+    assert len(lines) == 1
+    _, user, command = lines[0].split(None, 2)
+    assert user == "root"
+    return command.strip()
+
+
+def assert_lowest_weight_given(uid: int) -> None:
+    """Check that the running daemon, an unprivileged one, gives its pilots the lowest CPU
+    weight, in the cgroup that root made for it and gave it (where systemd does not run: the
+    install script's work)."""
+    wait_until(lambda: json.loads(planctonctl("status", "--json").stdout)["cgroup"], 60, "the daemon's first loop")
+    status = json.loads(planctonctl("status", "--json").stdout)
+    cgroup = services.pilot_cgroup(INSTANCE)
+    assert status["cgroup"]["parent"] == cgroup.docker_parent
+    assert status["cgroup"]["cpu"] in ("cpu.idle 1", "cpu.shares 2", "cpu.weight 1"), status["cgroup"]
+    with open(LOG_FILE, encoding="utf-8") as handle:
+        assert "cannot give the pilots the lowest CPU weight" not in handle.read()
+    setting, value = status["cgroup"]["cpu"].split()
+    for path in (cgroup.cpu_folder, os.path.join(cgroup.cpu_folder, setting)):
+        assert os.stat(path).st_uid == uid, path
+    with open(os.path.join(cgroup.cpu_folder, setting), encoding="ascii") as handle:
+        assert handle.read().strip() == value
+
+
+def test_the_boot_line_gives_the_pilots_cgroup_its_weight_again(
+    installed: subprocess.CompletedProcess[str], docker_api: docker.APIClient, fresh_machine: set[str]
+) -> None:
+    """A boot as the daemon's user meets it: no pilot, no pilots' cgroup, no run folder; the
+    @reboot line, run as cron runs it, makes the cgroup with the lowest weight for plancton
+    and then starts the daemon, which keeps that weight."""
+    if os.path.isdir("/run/systemd/system"):
+        pytest.skip("systemd starts the daemon here, and the slice unit gives the weight")
+    assert planctonctl("stop").returncode == 0
+    for container in pilots(docker_api) - fresh_machine:
+        docker_api.remove_container(container, force=True, v=True)
+    cgroup = services.pilot_cgroup(INSTANCE)
+    services.remove_cgroups_once_empty([cgroup], 60)
+    assert not pilot_cgroups()
+    shutil.rmtree("/run/plancton")
+    with open(LOG_FILE, "a", encoding="utf-8") as handle:
+        handle.write("--- boot ---\n")  # what the daemon logs after the boot comes after this
+
+    environment = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "SHELL": "/bin/sh"}
+    booted = subprocess.run(
+        ["/bin/sh", "-c", boot_command()],
+        check=False,
+        env=environment,
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    pid = daemon_pid()
+    assert pid is not None and psutil.Process(pid).username() == "plancton"
+    assert_lowest_weight_given(pwd.getpwnam("plancton").pw_uid)
+    with open(LOG_FILE, encoding="utf-8") as handle:
+        assert "cannot give the pilots the lowest CPU weight" not in handle.read().rpartition("--- boot ---")[2]
 
 
 def test_second_run_changes_nothing(checkout: str, installed: subprocess.CompletedProcess[str]) -> None:
@@ -306,7 +359,7 @@ def test_uninstall_keeps_the_configuration_and_purge_removes_it(
     uid = pwd.getpwnam("plancton").pw_uid
     purged = install(checkout, "--uninstall", "--purge")
     assert purged.returncode == 0, purged.stdout + purged.stderr
-    assert not [path for path in TRACES if os.path.lexists(path)] and not user_exists()
+    assert not installation_traces()
     assert not processes_of(uid)
     # --purge removed the instance's pilots, and with them gone their parent cgroup
     with docker.APIClient(version="auto", timeout=60) as client:

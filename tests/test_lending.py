@@ -35,12 +35,6 @@ def states(api: docker.APIClient, instance: str) -> list[str]:
     return sorted(entry["State"] for entry in services.instance_containers(api, instance))
 
 
-def pilots_cgroup(api: docker.APIClient, instance: str) -> PilotCgroup:
-    """The pilots' parent cgroup, found as the daemon finds it: from what the engine says."""
-    info = api.info()
-    return PilotCgroup(instance, info["CgroupDriver"], int(info.get("CgroupVersion") or 1))
-
-
 def cap_of(cgroup: PilotCgroup) -> float | None:
     """Return the CPU cap on the pilots' parent cgroup in cores, read from the kernel's files
     (None: no cap)."""
@@ -80,7 +74,7 @@ def test_the_ledger_counts_every_cpu_second_once_through_five_sigkills(
     # the pilots stop; once the counter stands still, the ledger must hold all of it
     assert installation.ctl("force-stop").returncode == 0
     wait_until(lambda: states(docker_api, installation.instance) == [], timeout=90, what="the pilots gone")
-    cgroup = pilots_cgroup(docker_api, installation.instance)
+    cgroup = services.pilot_cgroup(installation.instance)
     counted = cgroup.cpu_seconds()
     assert counted is not None and counted > 5
     loops = installation.state().loops
@@ -130,7 +124,7 @@ def test_lend_cores_keeps_pilots_running_under_a_cap_while_the_owner_is_present(
     # with the owner present from the start, only the pilots the lent cores need start
     wait_until(lambda: states(docker_api, installation.instance) == ["running"] * 2, what="two lent pilots")
     wait_until(lambda: "lending 0.75 cores" in installation.ctl("status").stdout, what="status says it lends")
-    cgroup = pilots_cgroup(docker_api, installation.instance)
+    cgroup = services.pilot_cgroup(installation.instance)
     assert cap_of(cgroup) == 0.75
     first, started = cgroup.cpu_seconds(), time.monotonic()
     time.sleep(10)

@@ -7,6 +7,7 @@ engine), and its InfluxDB series keep an existing dashboard working (real Influx
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import psutil
 import pytest
 import requests
 
@@ -151,16 +153,38 @@ def test_an_unread_image_key_is_only_a_warning_when_the_image_is_set_or_the_defa
 @pytest.fixture
 def old_daemon(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A process that looks like the original's daemon: a script named planctonctl, not run
-    by Python 3, with its pid in a pidfile of the original's."""
+    by Python 3, with its pid in a pidfile of the original's. It leads a process group of its
+    own, so that its ``sleep`` child ends with it."""
     script = tmp_path / "bin" / "planctonctl"
     script.parent.mkdir()
     script.write_text("#!/bin/sh\nwhile :; do sleep 1; done\n")
     script.chmod(0o755)
-    process = subprocess.Popen(["/bin/sh", str(script), "start"])
+    command = ["/bin/sh", str(script), "start"]
+    process = subprocess.Popen(command, start_new_session=True)
+    # the kernel shows the new command line only once exec has set it up
+    wait_until(lambda: _command_line(process.pid) == command, 30, "the script's command line")
     (tmp_path / "plancton.pid").write_text(f"{process.pid}\n")
     yield process
-    process.kill()
+    end_group(process)
+
+
+def _command_line(pid: int) -> list[str] | None:
+    try:
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return None
+
+
+def end_group(process: subprocess.Popen[bytes]) -> None:
+    """Kill a process that leads its own group with every process of the group, reap it, and
+    wait until the others are gone too."""
+    children: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        children = psutil.Process(process.pid).children(recursive=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    psutil.wait_procs(children, timeout=30)
 
 
 def test_a_live_daemon_of_the_original_is_found_from_its_pidfile(
@@ -172,8 +196,7 @@ def test_a_live_daemon_of_the_original_is_found_from_its_pidfile(
     # the same pid named by our own pidfile is ours, not the original's
     (tmp_path / "ours.pid").write_text(f"{old_daemon.pid}\n")
     assert legacy.running_legacy_daemon(pidfile, own_pidfiles=(str(tmp_path / "ours.pid"),)) is None
-    old_daemon.kill()
-    old_daemon.wait()
+    end_group(old_daemon)
     assert legacy.running_legacy_daemon(pidfile) is None
 
 

@@ -27,7 +27,7 @@ def pilots(api: docker.APIClient, instance: str, state: str | None = "running") 
 
 @BOTH_ENGINES
 def test_host_config_matches_the_configuration(
-    installation: Installation, engine_api: docker.APIClient, engine_name: str
+    installation: Installation, engine_api: docker.APIClient, engine_name: str, engine_url: str
 ) -> None:
     installation.write_config(
         STEADY_POLICY
@@ -71,7 +71,8 @@ environment: {TASK_QUEUE: alice, SLOTS: 2}
         hard = resource.getrlimit(number)[1]
         assert engine_name == "docker" or hard == resource.RLIM_INFINITY or 0 < limits[name] <= hard
     assert host["Privileged"] is False
-    assert host["CpuShares"] == 2 and host["CgroupParent"] == f"/{installation.instance}"
+    assert host["CpuShares"] == 2
+    assert host["CgroupParent"] == services.pilot_cgroup(installation.instance, engine_url).docker_parent
     config = details["Config"]
     assert config["User"] == "1000:1000"
     assert config["Cmd"] == ["sleep", "300"]

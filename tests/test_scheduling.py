@@ -84,7 +84,7 @@ def test_busy_pilots_are_left_alone_while_the_owner_is_idle(
 
 @BOTH_ENGINES
 def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
-    installation: Installation, engine_api: docker.APIClient, owner: list[subprocess.Popen[bytes]]
+    installation: Installation, engine_api: docker.APIClient, engine_url: str, owner: list[subprocess.Popen[bytes]]
 ) -> None:
     installation.write_config(policy(grace_kill=600))
     assert installation.ctl("start").returncode == 0
@@ -96,9 +96,11 @@ def test_owner_back_pauses_pilots_and_idle_again_resumes_them(
     wait_until(lambda: states(engine_api, installation.instance) == ["paused"] * len(pilots), what="every pilot paused")
     assert "could not be frozen" not in installation.log()
     # and, frozen, the pilots keep the lowest CPU weight that status says their parent has
-    cgroup = installation.status()["cgroup"]
-    setting, value = cgroup["cpu"].split()
-    with open(f"/sys/fs/cgroup/cpu{cgroup['parent']}/{setting}", encoding="ascii") as handle:
+    cgroup = services.pilot_cgroup(installation.instance, engine_url)
+    status = installation.status()["cgroup"]
+    assert status["parent"] == cgroup.docker_parent
+    setting, value = status["cpu"].split()
+    with open(os.path.join(cgroup.cpu_folder, setting), encoding="ascii") as handle:
         assert handle.read().strip() == value
     stop_owner(owner)
     wait_until(lambda: any("resuming" in r for r in installation.state().why), what="the owner idle again")

@@ -34,7 +34,7 @@ from plancton.config.files import parse_yaml, read_file
 from plancton.control.paths import CONFIG_NAME, Paths, resolve
 from plancton.control.pidfile import running_pid
 from plancton.errors import ConfigError, PlanctonError
-from plancton.platform.host import host_facts
+from plancton.platform.host import host_facts, systemd_runs
 
 GIT_TIMEOUT_SECONDS = 300
 GIT_PROTOCOLS = "file:git:http:https:ssh"
@@ -346,11 +346,6 @@ def planctonctl_command() -> list[str]:
         return [beside]
     found = shutil.which("planctonctl")
     return [found] if found else [sys.executable, "-m", "plancton.cli.planctonctl"]
-
-
-def systemd_runs() -> bool:
-    """Return whether systemd manages this host."""
-    return os.path.isdir("/run/systemd/system")
 
 
 def arrange_boot(paths: Paths) -> None:

@@ -11,6 +11,7 @@ import datetime
 import json
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -48,7 +49,8 @@ from plancton.control.state import State, read_state
 from plancton.core.holds import Hold
 from plancton.core.modes import Mode
 from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
-from plancton.platform.host import host_facts
+from plancton.platform.cgroups import PilotCgroup, host_cgroup_version
+from plancton.platform.host import host_facts, systemd_runs
 
 log = logging.getLogger("plancton")
 
@@ -131,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verb("help", "show this help")
     verbs.add_parser("_daemon")  # the detached daemon itself, started by "start"
+    # run as root by ./install and at boot where systemd does not run, before the daemon starts
+    cgroup = verbs.add_parser("_cgroup")
+    cgroup.add_argument("owner", help="the user the daemon runs as")
+    cgroup.add_argument("--check", action="store_true", help="only say (exit 0 or 1) whether it is done")
     return parser
 
 
@@ -255,6 +261,40 @@ def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
     from plancton.cli import launch  # noqa: PLC0415
 
     return launch.run_detached(paths, config)
+
+
+def cmd_cgroup(args: argparse.Namespace, paths: Paths) -> int:
+    """Create the pilots' parent cgroup with the lowest CPU weight and give it to the user the
+    daemon runs as, who could not do either; with ``--check``, return 0 when that is done
+    already and 1 when not, changing nothing.
+
+    Only for hosts without systemd (where a slice unit does it), whose engines put pilots in
+    cgroups with the cgroupfs driver: the cgroup is made before the engine may run (at boot).
+
+    Raises:
+        PlanctonError: systemd runs here, no such user, not root, or the kernel refused.
+    """
+    config = load_config(paths.config_file)
+    if systemd_runs():
+        raise PlanctonError("systemd runs here: the pilots' slice unit gives them the idle weight (./install adds it)")
+    try:
+        account = pwd.getpwnam(args.owner)
+    except KeyError:
+        raise PlanctonError(f"no user {args.owner} here: name the user the daemon runs as") from None
+    cgroup = PilotCgroup(config.instance, "cgroupfs", host_cgroup_version())
+    if args.check:
+        return EXIT_OK if cgroup.is_handed_over(account.pw_uid) else EXIT_FAILURE
+    if os.geteuid() != 0:
+        raise PlanctonError(f"only root can give the pilots' cgroup to {args.owner}: run this as root")
+    warning = cgroup.set_lowest_weight()
+    if warning:
+        raise PlanctonError(warning)
+    try:
+        cgroup.hand_over(account.pw_uid, account.pw_gid)
+    except OSError as error:
+        raise PlanctonError(f"cannot give {error.filename} to {args.owner}: {error.strerror}") from None
+    say(f"pilots' cgroup {cgroup.cpu_folder}: {cgroup.setting}, writable by {args.owner}")
+    return EXIT_OK
 
 
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
@@ -524,6 +564,7 @@ VERBS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "check-config": cmd_check_config,
     "help": cmd_help,
     "_daemon": cmd_daemon,
+    "_cgroup": cmd_cgroup,
     **{name: cmd_mode for name in MODE_VERBS},
 }
 

@@ -22,6 +22,9 @@ RENAMED = {
     "maxcontainers": "max_docks",
     "secopt": "security_opts",
 }
+#: An item of the legacy ``secopt`` key that is a bare name, not an option (``apparmor=...``,
+#: ``seccomp=...``, ``label=...``): releases before 0.6 read it as an AppArmor profile's name.
+_BARE_SECURITY_OPTION = re.compile(r"[^\s=:]+")
 #: Legacy keys with no equivalent -> what to use instead.
 RETIRED = {
     "morbidity": "main_sleep (seconds between two loops)",
@@ -63,7 +66,7 @@ def translate(raw: dict[Any, Any]) -> Translation:
         if new in raw:
             result.problems.append(f"{old}: the older name of {new}, which is set too; remove {old}")
             continue
-        result.raw[new] = raw[old]
+        result.raw[new] = _older_security_options(raw[old]) if old == "secopt" else raw[old]
         result.read_from[new] = old
         result.warnings.append(f"{old}: read as {new}, its name since Plancton 0.6; rename it")
     _translate_influxdb(raw, result)
@@ -72,6 +75,24 @@ def translate(raw: dict[Any, Any]) -> Translation:
             result.warnings.append(f"{old}: a key of Plancton before 0.6, ignored; use {instead}")
     result.raw = {name: value for name, value in result.raw.items() if name not in RETIRED}
     return result
+
+
+def _older_security_options(value: Any) -> Any:
+    """Given the value of the older ``secopt`` key (one item or a list), return it with each
+    bare AppArmor profile name written as the option ``apparmor=NAME``; full options, and
+    anything that is not text (for the parser to refuse), are left as they are.
+    """
+    if isinstance(value, str):
+        return _security_option(value)
+    if isinstance(value, list):
+        return [_security_option(item) if isinstance(item, str) else item for item in value]
+    return value
+
+
+def _security_option(item: str) -> str:
+    if item == "no-new-privileges" or not _BARE_SECURITY_OPTION.fullmatch(item):
+        return item
+    return f"apparmor={item}"
 
 
 def _translate_influxdb(raw: dict[Any, Any], result: Translation) -> None:

@@ -37,6 +37,26 @@ _LIFTS = {
 }
 
 
+#: The files of the parent's CPU folder that a daemon running as another user than root
+#: writes (its CPU settings), with those a delegated cgroup's user gets (the processes' lists
+#: and, on cgroup v2, the controllers of the cgroups below).
+_HANDED_OVER = (
+    "cpu.idle",
+    "cpu.shares",
+    "cpu.weight",
+    "cgroup.procs",
+    "tasks",
+    "cgroup.threads",
+    "cgroup.subtree_control",
+)
+
+
+def host_cgroup_version(root: str = CGROUP_ROOT) -> int:
+    """Return the cgroup version of the host whose cgroup file systems are mounted at
+    ``root``: 2 for the unified hierarchy alone, else 1 (hybrid hosts included)."""
+    return 2 if os.path.exists(os.path.join(root, "cgroup.controllers")) else 1
+
+
 @dataclass
 class PilotCgroup:
     """The parent cgroup of one instance's pilots.
@@ -78,11 +98,21 @@ class PilotCgroup:
             return os.path.join(self.root, f"user.slice/user-{uid}.slice/user@{uid}.service")
         return self.root
 
+    @property
+    def cpu_folder(self) -> str:
+        """The folder of the parent's CPU settings (``cpu.idle``, ``cpu.shares`` or ``cpu.weight``)."""
+        return self._folder("cpu")
+
     def _folder(self, controller: str) -> str:
         relative = self.docker_parent.lstrip("/")
         if self.version == 2:
             return os.path.join(self.manager_folder, relative)
         return os.path.join(self.root, controller, relative)
+
+    @property
+    def _lowest_weight(self) -> tuple[str, str]:
+        """The file of the CPU weight and its lowest value, where ``cpu.idle`` is missing."""
+        return ("cpu.weight", V2_LOWEST_WEIGHT) if self.version == 2 else ("cpu.shares", V1_LOWEST_SHARES)
 
     def _without_cpu_controller(self) -> str | None:
         """Return why the pilots' cgroup cannot have the CPU controller (cgroup v2: it is not
@@ -115,8 +145,8 @@ class PilotCgroup:
         create (the engine asks for it with the first pilot), and a slice already at
         ``CPUWeight=idle`` needs nothing more. :attr:`setting` says what is in force.
         """
-        folder = self._folder("cpu")
-        weight = ("cpu.weight", V2_LOWEST_WEIGHT) if self.version == 2 else ("cpu.shares", V1_LOWEST_SHARES)
+        folder = self.cpu_folder
+        weight = self._lowest_weight
         without_cpu = self._without_cpu_controller()
         if without_cpu:
             self.setting = "default weight"
@@ -142,6 +172,34 @@ class PilotCgroup:
             )
         return None
 
+    def _handed_over_paths(self) -> list[str]:
+        folder = self.cpu_folder
+        present = [os.path.join(folder, name) for name in _HANDED_OVER]
+        return [folder, *(path for path in present if os.path.exists(path))]
+
+    def hand_over(self, uid: int, gid: int) -> None:
+        """Give a user the parent's CPU folder and the files in it that a daemon running as
+        that user writes, so that it keeps, and lifts for a pause, the lowest weight root gave
+        (:meth:`set_lowest_weight`, which creates the folder with the cgroupfs driver).
+
+        Raises:
+            OSError: the folder is not there, or its owner cannot be changed (not root).
+        """
+        for path in self._handed_over_paths():
+            os.chown(path, uid, gid)
+
+    def is_handed_over(self, uid: int) -> bool:
+        """Return whether the parent's CPU folder is there with the lowest weight and, with
+        its files, belongs to the user ``uid`` (as :meth:`hand_over` leaves it)."""
+        folder = self.cpu_folder
+        name, value = self._lowest_weight
+        lowest = _read(os.path.join(folder, "cpu.idle")) == "1" or _read(os.path.join(folder, name)) == value
+        try:
+            owners = {os.stat(path).st_uid for path in self._handed_over_paths()}
+        except OSError:
+            return False
+        return lowest and owners == {uid}
+
     def _fix(self, error: OSError) -> str:
         if self._user_manager:
             return f"give the slice the idle weight (systemctl --user set-property {self.docker_parent} CPUWeight=idle)"
@@ -151,7 +209,7 @@ class PilotCgroup:
                 "./install does this)"
             )
         if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return "run Plancton as root to fix this"
+            return "run Plancton as root, or have root give it the cgroup first (./install does this)"
         return "check the cgroup setup"
 
     def remove(self) -> list[str]:
@@ -187,7 +245,7 @@ class PilotCgroup:
         """Return the pilots' total CPU time in seconds so far, or None when not readable."""
         try:
             if self.version == 2:
-                with open(os.path.join(self._folder("cpu"), "cpu.stat"), encoding="ascii") as handle:
+                with open(os.path.join(self.cpu_folder, "cpu.stat"), encoding="ascii") as handle:
                     for line in handle:
                         name, _, value = line.partition(" ")
                         if name == "usage_usec":
@@ -197,11 +255,6 @@ class PilotCgroup:
                 return int(handle.read()) / 1e9
         except (OSError, ValueError):
             return None
-
-    @property
-    def cpu_folder(self) -> str:
-        """The parent cgroup's folder of the CPU controller (the unified one on cgroup v2)."""
-        return self._folder("cpu")
 
     @property
     def exists(self) -> bool:
@@ -275,7 +328,7 @@ class PilotCgroup:
         with self._lift_lock:
             self._lifts += change
             if (change > 0 and self._lifts == 1) or self._lifts == 0:
-                _write_if_present(os.path.join(self._folder("cpu"), name), ordinary if self._lifts else lowest)
+                _write_if_present(os.path.join(self.cpu_folder, name), ordinary if self._lifts else lowest)
 
 
 def _write(path: str, value: str) -> None:

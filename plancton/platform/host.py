@@ -23,6 +23,11 @@ def host_facts() -> HostFacts:
     )
 
 
+def systemd_runs() -> bool:
+    """Return whether systemd manages this host."""
+    return os.path.isdir("/run/systemd/system")
+
+
 def read_pressure(resource: str, kind: str, folder: str = PRESSURE_FOLDER) -> float | None:
     """Given "cpu" or "memory" and "some" or "full", return its avg10 percent, or None."""
     try:

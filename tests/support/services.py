@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import docker
 
+from plancton.engines.docker_api import DockerPilots
 from plancton.engines.spec import instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 
@@ -231,11 +232,18 @@ def remove_instance(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> None
     with engine_client(url=url) as client:
         for entry in instance_containers(client, instance):
             client.remove_container(entry["Id"], force=True, v=True)
-        info = client.info()
-    cgroup = PilotCgroup(instance, str(info.get("CgroupDriver", "cgroupfs")), int(info.get("CgroupVersion") or 1))
+    cgroup = pilot_cgroup(instance, url)
     # the runtime removes a removed container's own cgroup a moment later; until then the
     # parent is not empty
     remove_cgroups_once_empty([cgroup], 60)
+
+
+def pilot_cgroup(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> PilotCgroup:
+    """Return an instance's parent cgroup as its daemon finds it: from what the engine at
+    ``url`` says of itself (its cgroup driver and version, the user it runs as), so that a
+    test holds on cgroup v1 or v2, with the cgroupfs or the systemd driver."""
+    info = DockerPilots(instance, url).engine_info()
+    return PilotCgroup(instance, info.cgroup_driver, info.cgroup_version, CGROUP_ROOT, info.server_uid)
 
 
 def remove_cgroups_once_empty(cgroups: list[PilotCgroup], seconds: float) -> None:
