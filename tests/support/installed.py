@@ -15,6 +15,7 @@ TRACES = (
     "/opt/plancton",
     "/etc/plancton",
     "/var/log/plancton",
+    "/var/lib/plancton",
     "/run/plancton",
     "/etc/cron.d/plancton",
     "/etc/systemd/system/plancton.service",
@@ -39,7 +40,8 @@ def refusal(traces: list[str]) -> str:
     do not run and what to do."""
     return (
         f"Plancton is installed on this host ({', '.join(traces)}) and the install tests would replace it: "
-        "remove it first with ./install --uninstall --purge (this deletes /etc/plancton and /var/log/plancton), "
+        "remove it first with ./install --uninstall --purge (this deletes /etc/plancton, /var/log/plancton "
+        "and the ledger in /var/lib/plancton), "
         "or keep it and run the suite without them: ./tests/run --ignore=tests/test_install.py"
     )
 
