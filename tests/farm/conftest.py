@@ -48,15 +48,15 @@ def farm() -> Iterator[Farm]:
 
 @pytest.fixture(autouse=True)
 def logs_of_a_failure(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a farm test that failed, print what each node's daemon last logged (pytest shows
-    it with the failure)."""
+    """After a farm test that failed, print what each node shows (:meth:`Node.report`;
+    pytest shows it with the failure)."""
     yield
     report = getattr(request.node, "report_call", None)
     if report is None or not report.failed or "farm" not in request.fixturenames:
         return
     farm: Farm = request.getfixturevalue("farm")
     for node in farm.nodes:
-        print(f"--- the log of {node.name}, last lines:\n" + "\n".join(node.log().splitlines()[-40:]))
+        print(node.report())
 
 
 @pytest.hookimpl(wrapper=True)

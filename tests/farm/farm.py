@@ -1,7 +1,8 @@
 """A farm on one machine: a hub network namespace holding the farm network's bridge and the
 farm's services (a Docker Engine for them, HTCondor's central manager with a schedd, a git
-daemon serving the site's configuration repository), and nodes (:class:`tests.farm.node.Node`)
-that take their configuration from that repository and feed their pilots to that pool.
+daemon serving the site's configuration repository, Prometheus scraping every node), and
+nodes (:class:`tests.farm.node.Node`) that take their configuration from that repository
+and feed their pilots to that pool.
 
 Everything made is written down in a ledger first (:mod:`tests.farm.ledger`), so that
 :meth:`Farm.stop`, or a later sweep of the ledger, removes it whatever happened meanwhile.
@@ -22,6 +23,7 @@ from tests.farm.layout import BRIDGE, GIT_PORT, FarmLayout
 from tests.farm.ledger import Ledger, sweep
 from tests.farm.node import Node, NodeEngine, create_namespace, in_namespace, run_checked, spawn, tail
 from tests.farm.support import htcondor_pool, services
+from tests.farm.watch import METRICS_PORT, FarmPrometheus
 
 #: The pilot image in every engine of the farm (the HTCondor example's, built by its script).
 PILOT_IMAGE = "plancton-htcondor:latest"
@@ -166,6 +168,7 @@ class Farm:
     repository: ConfigRepository = field(init=False)
     pool: FarmPool | None = None
     nodes: list[Node] = field(default_factory=list)
+    prometheus: FarmPrometheus | None = None
 
     def __post_init__(self) -> None:
         self.hub = NodeEngine(
@@ -204,6 +207,7 @@ class Farm:
                 node.create(farm.images_archive)
                 node.bootstrap(layout.repository_url)
                 node.start_daemon()
+            farm.start_prometheus()
         except BaseException:
             farm.stop()
             raise
@@ -266,6 +270,14 @@ class Farm:
 
         services.poll(serves, 30, "git daemon to serve the configuration repository")
 
+    def start_prometheus(self) -> None:
+        """Start the farm's Prometheus, in the hub, scraping every node's metrics_listen."""
+        targets = [f"{node.address}:{METRICS_PORT}" for node in self.nodes]
+        folder = os.path.join(self.layout.hub_folder, "prometheus")
+        hub = self.layout.hub_namespace
+        self.prometheus = FarmPrometheus(folder, hub, self.layout.hub_address, targets, self.ledger)
+        self.prometheus.start()
+
     def commit_config(self, message: str, **overrides: Any) -> str:
         """Commit the site's configuration with these keys changed; return the commit."""
         return self.repository.commit(site_config(self.layout, self.token_folder, **overrides), message)
@@ -280,6 +292,8 @@ class Farm:
         """Stop the nodes and the hub's services, then sweep the ledger: nothing of the farm
         is left on the host afterwards."""
         try:
+            if self.prometheus is not None:
+                self.prometheus.stop()
             for node in reversed(self.nodes):
                 node.stop()
             if self.pool is not None:

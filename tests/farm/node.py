@@ -333,6 +333,21 @@ class Node:
         """Return the daemon's log so far."""
         return tail(os.path.join(self.plancton_folder, "log", "plancton.log"), characters=10**7)
 
+    def report(self) -> str:
+        """Return what a failure's report shows of the node: its pilots as its engine lists
+        them, why its daemon holds them, the end of its daemon's and its engine's logs."""
+        try:
+            with self.engine.client() as client:
+                pilots = [f"{entry['Names'][0].lstrip('/')} {entry['Status']}" for entry in client.containers(all=True)]
+        except docker.errors.DockerException as error:
+            pilots = [f"(the engine did not list them: {error})"]
+        why = self.ctl("status", "--why").stdout.strip()
+        daemon = "\n".join(self.log().splitlines()[-40:])
+        return (
+            f"--- {self.name}: pilots {pilots}; status --why: {why}\n{daemon}\n"
+            f"--- the end of {self.name}'s engine's log:\n{tail(self.engine.log_path, 2000)}"
+        )
+
     def pilot_states(self) -> dict[str, str]:
         """Return the state of each of the instance's containers in the node's engine, by name."""
         with self.engine.client() as client:
