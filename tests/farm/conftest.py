@@ -1,0 +1,84 @@
+"""The farm tier's fixtures: one farm for the whole session, built from the number of nodes
+that ``tests/farm/run`` was given, and removed afterwards; the figures the tests measured,
+printed at the end and written to ``$PLANCTON_FARM_RESULTS`` when the runner names a file.
+
+The ordinary tier (``pytest`` from the checkout's top) does not collect the farm's tests:
+they run only under ``tests/farm/run``, which uses this folder's ``farm.ini``.
+"""
+
+import json
+import os
+import secrets
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.farm.farm import Farm
+from tests.farm.layout import FarmLayout, ledger_path, run_folder
+from tests.farm.ledger import RUN_MARK, Ledger
+
+FARM_INI = Path(__file__).with_name("farm.ini")
+#: The tests that need no farm, which the ordinary tier runs too.
+UNIT_TESTS = frozenset({"test_layout.py"})
+#: What the tests measured, by name: printed at the end, and written to the results file.
+FIGURES: dict[str, Any] = {}
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave the farm's tests to the farm tier's own runner."""
+    if config.inipath != FARM_INI and collection_path.name.startswith("test_"):
+        return collection_path.name not in UNIT_TESTS
+    return None
+
+
+@pytest.fixture(scope="session")
+def farm() -> Iterator[Farm]:
+    """The farm: its nodes ($PLANCTON_FARM_NODES, 3 by default) run their daemons; everything
+    is removed afterwards, also after a failure or Ctrl-C."""
+    run_id = os.environ.setdefault(RUN_MARK, secrets.token_hex(3))
+    layout = FarmLayout(run_id, int(os.environ.get("PLANCTON_FARM_NODES", "3")), run_folder(run_id))
+    started = Farm.start(layout, Ledger(ledger_path(run_id)))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(autouse=True)
+def logs_of_a_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a farm test that failed, print what each node shows (:meth:`Node.report`;
+    pytest shows it with the failure)."""
+    yield
+    report = getattr(request.node, "report_call", None)
+    if report is None or not report.failed or "farm" not in request.fixturenames:
+        return
+    farm: Farm = request.getfixturevalue("farm")
+    for node in farm.nodes:
+        print(node.report())
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on its test, for :func:`logs_of_a_failure`."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the figures the tests measured."""
+    if FIGURES:
+        terminalreporter.section("farm figures")
+        for name, value in FIGURES.items():
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+def pytest_sessionfinish() -> None:
+    """Write the figures to $PLANCTON_FARM_RESULTS, when it names a file."""
+    path = os.environ.get("PLANCTON_FARM_RESULTS")
+    if path and FIGURES:
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(FIGURES, handle, indent=2, sort_keys=True)
+            handle.write("\n")

@@ -1,0 +1,66 @@
+"""The farm's layout and the site's configuration: pure, so run by the ordinary tier too."""
+
+import ipaddress
+import os
+from pathlib import Path
+
+import pytest
+
+from plancton.config import loader
+from plancton.platform.host import host_facts
+from tests.farm.farm import site_config
+from tests.farm.layout import ENGINE_SUBNETS, FARM_SUBNET, MAX_NODES, FarmLayout, ledger_path, run_folder
+
+
+def layout(nodes: int = MAX_NODES) -> FarmLayout:
+    return FarmLayout("0a1b2c", nodes, run_folder("0a1b2c"))
+
+
+def test_every_node_has_names_and_addresses_of_its_own() -> None:
+    farm = layout()
+    numbers = farm.node_numbers()
+    for naming in (farm.node_namespace, farm.node_address, farm.hub_link, farm.engine_bridge, farm.node_user):
+        names = [naming(number) for number in numbers]
+        assert len(set(names)) == MAX_NODES, naming
+    addresses = [ipaddress.IPv4Address(farm.node_address(number)) for number in numbers]
+    assert all(address in FARM_SUBNET for address in addresses)
+    assert str(FARM_SUBNET.network_address + 1) == farm.hub_address not in map(str, addresses)
+    bridges = [ipaddress.IPv4Interface(farm.engine_bridge(number)).network for number in numbers]
+    assert all(bridge.subnet_of(ENGINE_SUBNETS) and not bridge.overlaps(FARM_SUBNET) for bridge in bridges)
+    assert len(set(bridges)) == MAX_NODES
+
+
+def test_names_fit_the_limits_of_the_host() -> None:
+    farm = layout()
+    # a link name has at most 15 characters; a user name at most 32
+    assert all(len(farm.hub_link(number)) <= 15 for number in farm.node_numbers())
+    assert all(len(farm.node_user(number)) <= 32 for number in farm.node_numbers())
+    assert farm.repository_url.startswith(f"git://{farm.hub_address}:")
+
+
+def test_a_run_keeps_its_files_in_one_folder_and_its_ledger_beside_it() -> None:
+    farm = layout(3)
+    folders = [farm.hub_folder, *(farm.node_folder(number) for number in farm.node_numbers())]
+    assert all(os.path.dirname(folder) == farm.root for folder in folders)
+    assert len(set(folders)) == 4
+    assert os.path.dirname(ledger_path("0a1b2c")) == os.path.dirname(farm.root)
+    assert not ledger_path("0a1b2c").startswith(farm.root + "/")
+
+
+@pytest.mark.parametrize(("run_id", "nodes"), [("0a1b2", 3), ("0A1B2C", 3), ("0a1b2c", 0), ("0a1b2c", MAX_NODES + 1)])
+def test_a_layout_refuses_what_it_cannot_name(run_id: str, nodes: int) -> None:
+    with pytest.raises(ValueError, match=r"run id|nodes"):
+        FarmLayout(run_id, nodes, "/nowhere")
+
+
+def test_the_site_configuration_is_valid_and_names_no_node(tmp_path: Path) -> None:
+    farm = layout(3)
+    path = tmp_path / "config.yaml"
+    path.write_text(site_config(farm, "/srv/tokens.d", max_docks=1))
+    config, _ = loader.load(str(path), host_facts())
+    assert config.instance == farm.instance
+    assert dict(config.environment)["_condor_CONDOR_HOST"] == farm.hub_address
+    assert config.binds == ("/srv/tokens.d:/etc/condor/tokens.d",)
+    assert config.max_docks == "1"
+    assert config.engine_url is None
+    assert all(farm.node_address(number) not in path.read_text() for number in farm.node_numbers())

@@ -1,0 +1,125 @@
+"""The farm's Prometheus, in the hub's network namespace on the farm network, scraping every
+node's ``metrics_listen``; and a thread inside a network namespace, through which the tests
+reach it (the farm network has no route from the host's own namespace, and needs none).
+"""
+
+import ctypes
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import requests
+
+from tests.farm.layout import NETNS_FOLDER
+from tests.farm.ledger import Ledger
+from tests.farm.node import in_namespace, spawn, tail
+from tests.farm.support import prometheus_server, services
+
+CLONE_NEWNET = 0x40000000
+PROMETHEUS_PORT = 9090
+#: The port of every node's metrics_listen (the site's configuration says it).
+METRICS_PORT = 9810
+START_SECONDS = 60.0
+
+T = TypeVar("T")
+
+
+def _enter_namespace(namespace: str) -> None:
+    """Move the calling thread into a network namespace (a thread's own, unlike a process's
+    other namespaces): sockets it opens from then on are there."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with open(os.path.join(NETNS_FOLDER, namespace), encoding="ascii") as handle:
+        if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"cannot enter network namespace {namespace}: {os.strerror(number)}")
+
+
+class NamespaceThread:
+    """One worker thread inside a network namespace, to run what must connect there."""
+
+    def __init__(self, namespace: str) -> None:
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="farm-net", initializer=_enter_namespace,
+                                           initargs=(namespace,))  # fmt: skip
+
+    def run(self, function: Callable[..., T], *arguments: Any, **keywords: Any) -> T:
+        """Run ``function(*arguments, **keywords)`` in the namespace and return what it
+        returns (or raise what it raises)."""
+        return self.executor.submit(function, *arguments, **keywords).result()
+
+    def close(self) -> None:
+        """End the thread."""
+        self.executor.shutdown()
+
+
+class FarmPrometheus(prometheus_server.PrometheusServer):
+    """Prometheus in the hub's namespace, listening on the hub's address and scraping each
+    target every second; its queries go through a thread in that namespace."""
+
+    def __init__(self, folder: str, namespace: str, address: str, targets: list[str], ledger: Ledger) -> None:
+        super().__init__(folder, ",".join(targets))
+        self.namespace = namespace
+        self.address = address
+        self.targets = targets
+        self.ledger = ledger
+        self.port = PROMETHEUS_PORT
+        self.thread = NamespaceThread(namespace)
+
+    @property
+    def base(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+    def start(self) -> None:
+        """Write the configuration, start Prometheus in the hub and wait until it is ready.
+
+        Raises:
+            RuntimeError: it exited or was not ready in time.
+        """
+        os.makedirs(self.folder, exist_ok=True)
+        config = os.path.join(self.folder, "prometheus.yml")
+        targets = ", ".join(f"'{target}'" for target in self.targets)
+        with open(config, "w", encoding="utf-8") as handle:
+            handle.write(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+                f"scrape_configs:\n  - job_name: plancton\n    static_configs:\n      - targets: [{targets}]\n"
+            )
+        log_path = os.path.join(self.folder, "prometheus.log")
+        command = [
+            prometheus_server.PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.folder}/data",
+            f"--web.listen-address={self.address}:{self.port}",
+        ]
+        process = spawn(in_namespace(self.namespace, command), log_path, self.ledger)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"prometheus exited with code {process.returncode}: {tail(log_path)}")
+            try:
+                return self.thread.run(requests.get, f"{self.base}/-/ready", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        services.poll(ready, START_SECONDS, "the farm's Prometheus to be ready")
+        self.process = services.StartedProcess(process, log_path)
+
+    # Every request goes through the hub's thread: from the host's own namespace, the farm's
+    # addresses lead out of the machine.
+
+    def query(self, expression: str) -> list[dict[str, Any]]:
+        """Run an instant PromQL query now (in the hub) and return its result vector."""
+        return self.thread.run(super().query, expression)
+
+    def target_health(self) -> str:
+        """Return the first scrape target's health (see :meth:`target_healths` for each)."""
+        return self.thread.run(super().target_health)
+
+    def target_healths(self) -> dict[str, str]:
+        """Return each scrape target's health as Prometheus sees it (up, down, unknown)."""
+        response = self.thread.run(requests.get, f"{self.base}/api/v1/targets", timeout=30)
+        return {target["labels"]["instance"]: target["health"] for target in response.json()["data"]["activeTargets"]}
+
+    def stop(self) -> None:
+        """Stop Prometheus by its pid and end the thread."""
+        super().stop()
+        self.thread.close()
