@@ -6,7 +6,7 @@ from typing import TypeVar
 
 import pytest
 
-from tests import htcondor_pool, logind_mock, prometheus_server, services
+from tests.support import htcondor_pool, logind_mock, prometheus_server, services
 
 __all__ = ["htcondor_pool", "logind_mock", "prometheus_server", "services", "wait_until"]
 
