@@ -1,11 +1,15 @@
 """A soak run of the daemon (not part of the test command): pilots of random lifetimes, a
-random owner load, a reload every minute and a Docker Engine restart every ten minutes.
+random owner load, a reload every minute and a Docker Engine restart every ten minutes
+(through systemd where the engine is its docker.service); with --presence, a person too, who
+comes to the keyboard and leaves again as the host's systemd-logind tells.
 
 Run as root on a machine whose Docker Engine the run may restart::
 
     /opt/plancton-test/venv/bin/python -m tests.soak --minutes 30
 
-from the checkout, after ./tests/run has made the test environment.
+from the checkout, after ./tests/run has made the test environment. ``tests/vm/run --soak
+MINUTES`` runs it with --presence in the VM tier's guest (systemd, cgroup v2, Docker's
+systemd cgroup driver).
 
 It prints (and writes with --output) pilots started, exits handled, kills, the daemon's RSS
 and open file descriptors at start and end, and the orphan containers left, and exits 1 when
@@ -23,6 +27,7 @@ import contextlib
 import json
 import math
 import os
+import pwd
 import random
 import signal
 import subprocess
@@ -34,8 +39,13 @@ from typing import Any
 import psutil
 
 from tests.support import services
+from tests.vm.guest.logind_session import LoginSession
 
 INSTANCE = "soak"
+#: The user whose login session is the person of --presence (created and removed by the run).
+PERSON = "plancton-soak"
+#: With --presence: seconds without input before the daemon counts the person gone.
+INPUT_IDLE_SECONDS = 5
 #: After an engine restart, the seconds left out of the descriptor floors.
 SETTLE_SECONDS = 120.0
 #: The shortest run whose engine connections are judged: by then the SDK's pools have filled.
@@ -98,8 +108,21 @@ def our_containers() -> list[dict[str, Any]]:
         return services.instance_containers(client, INSTANCE)
 
 
-def restart_engine(log_dir: str) -> services.StartedProcess:
-    """Stop every dockerd and start a new one."""
+def engine_unit_active() -> bool:
+    """Return whether the Docker Engine runs as systemd's docker.service here."""
+    if not os.path.isdir("/run/systemd/system"):
+        return False
+    done = subprocess.run(["systemctl", "is-active", "--quiet", "docker.service"], check=False)
+    return done.returncode == 0
+
+
+def restart_engine(log_dir: str, through_systemd: bool) -> services.StartedProcess | None:
+    """Restart the Docker Engine: through systemd, or by stopping every dockerd and starting
+    a new one, which is returned."""
+    if through_systemd:
+        subprocess.run(["systemctl", "restart", "docker.service"], check=True, capture_output=True, timeout=300)
+        services.wait_for_docker()
+        return None
     for process in psutil.process_iter(["name"]):
         if process.info["name"] == "dockerd":
             process.terminate()
@@ -107,21 +130,67 @@ def restart_engine(log_dir: str) -> services.StartedProcess:
     return services.start_dockerd(log_dir)
 
 
-def soak(minutes: float, seed: int) -> dict[str, Any]:
-    """Run the soak and return its figures."""
+class Person:
+    """A person at the keyboard as the host's systemd-logind tells: a graphical session of a
+    user made for the run, whose idle hint flips at random, as a desktop's idle monitor would
+    set it."""
+
+    def __init__(self) -> None:
+        subprocess.run(["useradd", "--create-home", "--user-group", PERSON], check=True, capture_output=True)
+        self.session: LoginSession | None = None
+        try:
+            self.session = LoginSession(pwd.getpwnam(PERSON).pw_uid)
+        except BaseException:
+            self.remove()
+            raise
+        self.present = True  # a new session is in use
+        self.changes = 0
+
+    def flip(self) -> None:
+        """The person leaves, or comes back."""
+        assert self.session is not None
+        self.present = not self.present
+        self.session.set_idle(not self.present)
+        self.changes += 1
+
+    def remove(self) -> None:
+        """Log out and remove the user with its processes and home."""
+        if self.session is not None:
+            self.session.close()
+        subprocess.run(["loginctl", "terminate-user", PERSON], check=False, capture_output=True)
+        deadline = time.monotonic() + 60
+        # userdel refuses (8) while the user's service manager is still going away
+        while subprocess.run(["userdel", "--remove", PERSON], check=False, capture_output=True).returncode == 8:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
+
+
+def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
+    """Run the soak (with a person coming and going when presence is set) and return its figures."""
     random.seed(seed)
     folder = tempfile.mkdtemp(prefix="plancton-soak-")
     os.chmod(folder, 0o700)
     engine: services.StartedProcess | None = None
     if not services.docker_answers():
         engine = services.start_dockerd(folder)
+    through_systemd = engine is None and engine_unit_active()
     services.ensure_busybox_image()
     owner: list[subprocess.Popen[bytes]] = []
+    person: Person | None = None
     restarts = reloads = 0
     config_path = os.path.join(folder, "config.yaml")
-    with open(config_path, "w", encoding="utf-8") as handle:
-        handle.write(CONFIG.format(max_docks=4))
+    config = CONFIG + (f"input_idle: {INPUT_IDLE_SECONDS}s\n" if presence else "")
+
+    def write_config(max_docks: int) -> None:
+        with open(config_path, "w", encoding="utf-8") as handle:
+            handle.write(config.format(max_docks=max_docks))
+
+    write_config(4)
     try:
+        if presence:
+            person = Person()
+            person.flip()  # gone, so that pilots start
         if ctl(folder, "start").returncode != 0:
             raise RuntimeError(f"the daemon did not start; see {folder}/plancton.log")
         time.sleep(60 if minutes >= 5 else 10)  # warm-up before the reference figures
@@ -132,7 +201,7 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
         began = time.monotonic()
         deadline = began + minutes * 60
         restart_every = min(600.0, minutes * 60 / 2)
-        next_reload, next_restart, next_owner = began + 60, began + restart_every, began
+        next_reload, next_restart, next_owner, next_person = began + 60, began + restart_every, began, began + 30
         while time.monotonic() < deadline:
             now = time.monotonic()
             if now >= next_owner:
@@ -141,14 +210,17 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
                     burner.wait()
                 owner = [subprocess.Popen(BURN) for _ in range(random.choice([0, 0, 1, 2]))]
                 next_owner = now + random.uniform(5, 40)
+            if person is not None and now >= next_person:
+                person.flip()
+                # at the keyboard for a short while; away for longer, so that pilots run
+                next_person = now + (random.uniform(10, 40) if person.present else random.uniform(30, 90))
             if now >= next_reload:
-                with open(config_path, "w", encoding="utf-8") as handle:
-                    handle.write(CONFIG.format(max_docks=random.choice([3, 4, 5])))
+                write_config(random.choice([3, 4, 5]))
                 ctl(folder, "reload")
                 reloads += 1
                 next_reload = now + 60
             if now >= next_restart:
-                engine = restart_engine(folder)
+                engine = restart_engine(folder, through_systemd) or engine
                 restarts += 1
                 restarted_at.append(now - began)
                 next_restart = now + restart_every
@@ -181,6 +253,8 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
             "pauses": log.count("paused pilot"),
             "reloads": reloads,
             "engine_restarts": restarts,
+            "engine_restarted_through": "systemd" if through_systemd else "dockerd",
+            "presence_changes": person.changes if person is not None else None,
             "rss_mb_start": round(start["rss_mb"], 1),
             "rss_mb_end": round(end["rss_mb"], 1),
             "fds_start": start["fds"],
@@ -206,6 +280,8 @@ def soak(minutes: float, seed: int) -> dict[str, Any]:
                 cleanup.callback(engine.stop)
             cleanup.callback(services.remove_instance, INSTANCE)
             cleanup.callback(ctl, folder, "stop")
+            if person is not None:
+                cleanup.callback(person.remove)
             for burner in owner:
                 cleanup.callback(burner.kill)
 
@@ -216,9 +292,12 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--output", help="write the figures as JSON here")
+    parser.add_argument(
+        "--presence", action="store_true", help="a person comes and goes, as systemd-logind tells (needs logind)"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(1))
-    figures = soak(args.minutes, args.seed)
+    figures = soak(args.minutes, args.seed, args.presence)
     text = json.dumps(figures, indent=2)
     print(text)
     if args.output:

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.support.owner_load import OwnerLoad
+from tests.vm.guest.logind_session import LoginSession
 
 CHECKOUT = os.environ.get("PLANCTON_CHECKOUT", "/root/plancton")
 CONFIG = "/etc/plancton/config.yaml"
@@ -64,9 +65,8 @@ PRESENCE_CONFIG = (
     + f"input_idle: {INPUT_IDLE}s\n"
 )
 PERSON = "vmtest-person"
-#: the interpreter ./install made, which has jeepney, for the session helper
+#: the interpreter ./install made, which runs the session helper (with jeepney)
 INSTALLED_PYTHON = "/opt/plancton/venv/bin/python"
-SESSION_HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "logind_session.py")
 NO_INPUT_SOURCE_WARNING = "nothing tells when a keyboard or mouse was last used"
 NO_INPUT_SOURCE_WHY = "no source tells when a keyboard was last used"
 
@@ -263,41 +263,6 @@ def running_unpaused(pilot: str) -> bool:
     return state["Running"] and not state["Paused"] and thawed
 
 
-class LoginSession:
-    """A graphical session of the guest's systemd-logind for a user, held open by
-    tests/vm/guest/logind_session.py until :meth:`close`."""
-
-    def __init__(self, uid: int) -> None:
-        self.helper = subprocess.Popen(
-            [INSTALLED_PYTHON, SESSION_HELPER, str(uid)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.helper.stdout is not None
-        line = self.helper.stdout.readline()
-        if not line:
-            self.helper.wait(30)
-            assert self.helper.stderr is not None
-            pytest.fail(f"no logind session for uid {uid}: {self.helper.stderr.read()}")
-        opened = json.loads(line)
-        self.id: str = opened["id"]
-        self.path: str = opened["path"]
-
-    def set_idle(self, idle: bool) -> None:
-        """Set the session's idle hint, as a desktop's idle monitor does."""
-        interface = "org.freedesktop.login1.Session"
-        run("busctl", "call", "org.freedesktop.login1", self.path, interface, "SetIdleHint", "b", str(idle).lower())
-
-    def close(self) -> None:
-        """Log out: the helper closes the session's FIFO and exits."""
-        if self.helper.poll() is None:
-            assert self.helper.stdin is not None
-            self.helper.stdin.close()
-            self.helper.wait(30)
-
-
 @pytest.fixture
 def person() -> Iterator[int]:
     """A user of the guest (its uid), removed afterwards with its logind sessions."""
@@ -456,7 +421,7 @@ def test_pilots_give_way_to_a_person_at_the_keyboard_as_the_guests_logind_tells(
     """
     with open(CONFIG, encoding="utf-8") as handle:
         configured = handle.read()
-    session = LoginSession(person)
+    session = LoginSession(person, INSTALLED_PYTHON)
     try:
         with open(CONFIG, "w", encoding="utf-8") as handle:
             handle.write(PRESENCE_CONFIG)
