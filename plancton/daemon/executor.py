@@ -2,6 +2,7 @@
 worker threads (:mod:`plancton.daemon.actions`), logged and reported.
 """
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -18,7 +19,7 @@ from plancton.daemon.roster import Roster
 from plancton.daemon.starts import StartTracker
 from plancton.engines.base import Engine
 from plancton.engines.images import ImageKeeper
-from plancton.engines.spec import container_spec
+from plancton.engines.spec import ContainerSpec, as_spare, container_spec, spec_digest
 from plancton.errors import EngineUnavailable, PilotError
 from plancton.metrics.reporting import PilotEvent, Reporter
 
@@ -80,8 +81,11 @@ class Executor:
         return self._actions.under_way()
 
     def execute(self, plan: Plan) -> None:
-        """Hand every action of the plan to the workers; return at once."""
+        """Hand every action of the plan to the workers; return at once. Spares start first:
+        a pilot's end waits for them."""
         act = self._actions.act
+        for container in plan.start_spares:
+            self._actions.start(functools.partial(self._start_spare, container), container)
         for container in plan.remove:
             act(container, functools.partial(self._remove, container))
         for container, reason in plan.kill:
@@ -97,10 +101,35 @@ class Executor:
                 log.warning("starting %d privileged pilots: docker_privileged is true", plan.start)
             for _ in range(plan.start):
                 self._actions.start(self._start_one)
+        if plan.prepare and self._image_ready():
+            for _ in range(plan.prepare):
+                self._actions.prepare(self._prepare_spare)
+
+    def preparing(self) -> int:
+        """Return how many spares are being created."""
+        return self._actions.preparing()
+
+    def digest(self) -> str:
+        """Return the digest of the container a pilot created now would be (a spare of another
+        digest is out of date)."""
+        return spec_digest(self._spec(self.config()))
 
     def shutdown(self) -> None:
         """Drop the actions that have not begun and wait for those that have."""
         self._actions.shutdown()
+
+    def remove_spares(self) -> None:
+        """Remove the spares that wait (created, never started): when the daemon stops, no
+        container of its is left for anything but a daemon to start.
+
+        Raises:
+            EngineUnavailable: the engine cannot be reached.
+            PilotError: it refused a removal.
+        """
+        for pilot in self.engine.list():
+            if pilot.spare and pilot.state == "created":
+                self.engine.remove(pilot.id)
+                log.info("removed spare pilot %s: the daemon stops", pilot.name)
 
     def _image_ready(self) -> bool:
         config = self.config()
@@ -110,34 +139,80 @@ class Executor:
             log.error("cannot check the image %s: %s", config.docker_image, error)
             return False
 
+    def _spec(self, config: Config) -> ContainerSpec:
+        """Return the container of a new pilot under this configuration."""
+        token = secrets.token_hex(4)
+        return container_spec(config, self.cgroup_parent(), self.host_name, token, self.wall(), self.ceilings())
+
     def _start_one(self) -> None:
         config = self.config()
         try:
-            ceilings = self.ceilings()
-            token = secrets.token_hex(4)
-            spec = container_spec(config, self.cgroup_parent(), self.host_name, token, self.wall(), ceilings)
+            spec = self._spec(config)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
-            if "no such image" in str(error).lower():
-                self.images.forget(config.docker_image)
-            delay = self.starts.failed(self.clock())
-            suffix = f"; backing off {delay:.0f} s" if delay else ""
-            log.error("cannot start a pilot: %s%s", error, suffix)
-            limit = limit_in_error(str(error))
-            if limit is not None:
-                log.error("%s", rlimit_fix(limit, pilot_ulimits(config.ulimits, ceilings)))
-            self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
+            self._start_failed(config, error, "start a pilot")
         else:
-            self.starts.started(self.clock())
-            log.info("started pilot %s (%s)", spec.name, " ".join(spec.command))
-            self.reporter.pilot_event(PilotEvent("started", spec.name))
+            self._started(spec.name, spec.command)
+
+    def _start_spare(self, container: str) -> None:
+        """Start a spare if it is still what a new pilot would be (configuration and image);
+        otherwise remove it and start a new pilot instead."""
+        config = self.config()
+        spare = self.roster.get(container)
+        try:
+            spec = self._spec(config)
+            current_image = self.engine.image_id(config.docker_image)
+            if spare is None or spare.digest != spec_digest(spec) or not _same_image(spare.image_id, current_image):
+                log.info("spare pilot %s is out of date: removing it", self.roster.name(container))
+                self.engine.remove(container)
+                self._start_one()
+                return
+            self.engine.start(container)
+        except (PilotError, EngineUnavailable) as error:
+            self._start_failed(config, error, "start a spare pilot")
+            with contextlib.suppress(PilotError, EngineUnavailable):
+                self.engine.remove(container)
+        else:
+            self.roster.started_spare(container, self.clock(), self.wall())
+            self._started(spare.name, spec.command)
+
+    def _prepare_spare(self) -> None:
+        config = self.config()
+        try:
+            spec = as_spare(self._spec(config))
+            self.engine.create(spec)
+        except (PilotError, EngineUnavailable) as error:
+            self._start_failed(config, error, "create a spare pilot")
+        else:
+            log.info("created spare pilot %s, started when a pilot ends", spec.name)
+
+    def _started(self, name: str, command: list[str]) -> None:
+        self.starts.started(self.clock())
+        log.info("started pilot %s (%s)", name, " ".join(command))
+        self.reporter.pilot_event(PilotEvent("started", name))
+
+    def _start_failed(self, config: Config, error: Exception, what: str) -> None:
+        """Count a failed start (or creation) towards the back-off, and say why it failed."""
+        if "no such image" in str(error).lower():
+            self.images.forget(config.docker_image)
+        delay = self.starts.failed(self.clock())
+        suffix = f"; backing off {delay:.0f} s" if delay else ""
+        log.error("cannot %s: %s%s", what, error, suffix)
+        limit = limit_in_error(str(error))
+        if limit is not None:
+            log.error("%s", rlimit_fix(limit, pilot_ulimits(config.ulimits, self.ceilings())))
+        self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
 
     def _remove(self, container: str) -> None:
         pilot = self.roster.get(container)
+        started = self.roster.started_at(container)
         self.engine.remove(container)
-        if pilot is None:
+        if pilot is None or started is None:
             return
-        runtime = max(0.0, self.wall() - pilot.created)
+        if pilot.spare and pilot.state == "created":
+            log.info("removed spare pilot %s", pilot.name)
+            return
+        runtime = max(0.0, self.wall() - started)
         ours = self.roster.take_stopped_by_us(container)
         log.info("pilot %s %s with code %s after %.0f s: removed", pilot.name, pilot.state, pilot.exit_code, runtime)
         self.reporter.pilot_event(PilotEvent("exited", pilot.name, pilot.exit_code, runtime))
@@ -202,3 +277,9 @@ class Executor:
                 else:
                     return None
         return error
+
+
+def _same_image(listed: str, current: str | None) -> bool:
+    """Return whether a container's image id (as the engine lists it) is the current id of its
+    image; engines differ on the ``sha256:`` prefix."""
+    return current is not None and listed.removeprefix("sha256:") == current.removeprefix("sha256:")

@@ -40,7 +40,7 @@ LEGACY_CONTAINER = "container"
 LEGACY_DRAINING_MODES = frozenset({"draining", "drain-stop", "force-stop"})
 
 #: Pilot states always present as ``pilots_<state>`` fields (0 when none), so graphs do not gap.
-COUNTED_STATES = ("running", "paused", "created", "exited")
+COUNTED_STATES = ("running", "paused", "created", "exited", "spare")
 #: Event kinds whose reason is a tag (a short word); other reasons are free text in a field.
 REASON_TAG_KINDS = frozenset({"stopped", "killed"})
 #: Most points in one write request (InfluxDB advises batches of up to 5000).
