@@ -30,6 +30,7 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "refill-podman": refill.run_podman,
     "fill-podman": fill.run_podman,
     "reclaim": reclaim.run_reclaim,
+    "reclaim-default-timers": reclaim.run_reclaim_default_timers,
     "harvest": reclaim.run_harvest,
     "overhead": overhead.run,
     "presence": presence.run,
@@ -140,22 +141,30 @@ def run(args: argparse.Namespace, selected: list[str]) -> tuple[list[ScenarioRes
     return measured, facts, interrupted
 
 
-def draw_plots(measured: list[ScenarioResult], args: argparse.Namespace) -> None:
-    """Draw the pictures of the scenarios that have one, or say in one line why none is drawn."""
-    timelines = {result.name: result.raw["timeline"] for result in measured if "timeline" in result.raw}
-    levels = next((result.raw["levels"] for result in measured if result.name == "overhead" and result.raw), None)
-    if not timelines and not levels:
+def draw_plots(scenarios: dict[str, Any], measured: list[str], args: argparse.Namespace) -> None:
+    """Draw the pictures of the results file's scenarios that have one, when a scenario just
+    measured is in them (so that a picture always shows the figures the file holds), or say
+    in one line why none is drawn."""
+    timelines = {
+        name: scenario["raw"]["timeline"]
+        for name, scenario in scenarios.items()
+        if name in reclaim.TITLES and "timeline" in scenario["raw"]
+    }
+    overhead = scenarios.get("overhead", {}).get("raw", {}).get("levels")
+    draw_timelines = bool(set(timelines) & set(measured))
+    draw_overhead = bool(overhead) and "overhead" in measured
+    if not draw_timelines and not draw_overhead:
         return
     try:
         from bench import plot  # noqa: PLC0415 - matplotlib only when there is something to draw
     except ModuleNotFoundError as error:
         print(f"bench: no plot drawn: {error.name} is missing (pip install '.[bench]')", file=sys.stderr)
         return
-    if timelines:
+    if draw_timelines:
         plot.draw(timelines, args.plot)
         print(f"bench: plot in {args.plot}", file=sys.stderr)
-    if levels:
-        plot.draw_overhead(levels, args.overhead_plot)
+    if draw_overhead:
+        plot.draw_overhead(overhead, args.overhead_plot)
         print(f"bench: overhead plot in {args.overhead_plot}", file=sys.stderr)
 
 
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.results, "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=1)
         handle.write("\n")
-    draw_plots(measured, args)
+    draw_plots(document["scenarios"], list(scenarios), args)
     kept = [name for name in document["scenarios"] if name not in scenarios]
     if kept:
         print(f"bench: {args.results} keeps the earlier figures of {', '.join(kept)}", file=sys.stderr)

@@ -4,7 +4,10 @@ slowdown is judged by, and the CPU the rest of the host used while the owner ran
 import math
 import random
 
+import pytest
+
 from bench.cpu import CpuReading, other_seconds_between
+from bench.reclaim import own_share_percent
 from bench.stats import Figure, Stats, median_interval
 
 
@@ -56,3 +59,10 @@ def test_the_rest_of_the_host_is_what_neither_pilots_nor_owner_used() -> None:
     assert other_seconds_between(readings, 0.5, 3.5) == 0.5  # from the 2nd reading to the 4th
     assert other_seconds_between(readings, 0.0, 4.0) == (8.0 - 5.5) - 0.5
     assert math.isnan(other_seconds_between(readings, 3.5, 4.5))  # a single reading
+
+
+def test_the_own_share_is_the_pilots_and_the_extra_rest_of_the_host_over_the_owners_cpu() -> None:
+    # pair 1: pilots 0.02 s, the rest of the host 0.30 s against 0.12 s alone, owner 16 s
+    # pair 2: the rest of the host took less than alone: the noise may make a share negative
+    shares = own_share_percent([0.02, 0.0], [0.30, 0.10], [0.12, 0.14], [16.0, 8.0])
+    assert shares == pytest.approx([100 * 0.20 / 16.0, 100 * -0.04 / 8.0])
