@@ -102,6 +102,11 @@ class Roster:
         """Return a pilot of the last listing, or None."""
         return self._pilots.get(container)
 
+    def waiting_spare(self, container: str) -> bool:
+        """Return whether a container was, at the last listing, a spare that waits."""
+        pilot = self._pilots.get(container)
+        return pilot is not None and pilot.shown_state == "spare"
+
     def name(self, container: str) -> str:
         """Return a pilot's name, or its short id when it is not in the last listing."""
         pilot = self._pilots.get(container)
