@@ -13,6 +13,7 @@ Only :func:`source_of` and :func:`load` touch the world (git and the file); the 
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,25 +23,39 @@ from bench.stats import Figure
 FORMAT = 2
 #: Changed files listed in a run's record at most (the rest are counted).
 CHANGED_SHOWN = 20
+#: In a copy of a checkout without git (the VM tier's guest), the source of the checkout it
+#: was copied from, as :func:`source_of` gave it there (``python -m bench.results REPO``).
+SOURCE_FILE = ".plancton-source.json"
 NOT_RECORDED = "not recorded"
 
 
 def source_of(repo: str, written: Iterable[str] = ()) -> dict[str, Any]:
     """Given a checkout and the files the run itself writes (results and plots), return its
-    commit, whether its tree was clean and which files differ from the commit; the commit is
-    None where the folder is not a git checkout (or git is missing). Files the run writes do
-    not count as changes: they hold figures, not code that is measured.
+    commit, whether its tree was clean and which files differ from the commit. Files the run
+    writes do not count as changes: they hold figures, not code that is measured. Where the
+    folder is not a git checkout (or git is missing), return what its :data:`SOURCE_FILE`
+    says, or a commit of None.
     """
     try:
         commit = _git(repo, "rev-parse", "HEAD").strip()
         excluded = [f":(exclude){os.path.relpath(os.path.abspath(path), repo)}" for path in written]
         status = _git(repo, "status", "--porcelain", "--untracked-files=all", "--", ".", *excluded)
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "clean": None, "changed": []}
+        return _copied_source(repo)
     changed = [line[3:] for line in status.splitlines() if line.strip()]
     more = len(changed) - CHANGED_SHOWN
     shown = changed[:CHANGED_SHOWN] + ([f"and {more} more"] if more > 0 else [])
     return {"commit": commit, "clean": not changed, "changed": shown}
+
+
+def _copied_source(repo: str) -> dict[str, Any]:
+    """Return the source recorded in a copy of a checkout, or an unknown one."""
+    try:
+        with open(os.path.join(repo, SOURCE_FILE), encoding="utf-8") as handle:
+            recorded = json.load(handle)
+    except (OSError, ValueError):
+        return {"commit": None, "clean": None, "changed": []}
+    return {key: recorded.get(key) for key in ("commit", "clean", "changed")}
 
 
 def _git(repo: str, *args: str) -> str:
@@ -204,3 +219,8 @@ def _table(rows: Sequence[tuple[str, ...]], markdown: bool) -> str:
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+if __name__ == "__main__":
+    # the source of a checkout, for a copy of it that has no git (tests/vm/run writes it there)
+    print(json.dumps(source_of(sys.argv[1])))

@@ -2,6 +2,7 @@
 date, machine, load), a run of some scenarios keeps the others' figures, and the tables of
 docs/benchmarks.md are those that ``bench/run --show --markdown`` prints."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -120,3 +121,9 @@ def test_the_docs_show_the_tables_of_each_results_file(name: str) -> None:
     for table in (results.figures_table(document, True), results.provenance_table(document, True)):
         shown = f"bench/run --show --markdown --results bench/{name}"
         assert table in docs, f"docs/benchmarks.md lacks this table of {shown}:\n{table}"
+
+
+def test_a_copy_without_git_has_the_source_recorded_where_it_was_copied_from(tmp_path: Path) -> None:
+    recorded = {"commit": "c" * 40, "clean": True, "changed": []}
+    (tmp_path / results.SOURCE_FILE).write_text(json.dumps(recorded))
+    assert results.source_of(str(tmp_path)) == recorded
