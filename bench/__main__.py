@@ -19,7 +19,7 @@ from typing import Any
 import docker.errors
 import psutil
 
-from bench import fill, htcondor, overhead, presence, reclaim, refill, results, workqueue
+from bench import fill, htcondor, overhead, owner, presence, reclaim, refill, results, workqueue
 from bench.errors import BenchError
 from bench.harness import REPO, Bench, deferred_signals
 from bench.stats import ScenarioResult
@@ -36,6 +36,8 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "presence": presence.run,
     "workqueue": workqueue.run_scenario,
     "htcondor": htcondor.run,
+    "snooze": owner.run_snooze,
+    "lending": owner.run_lending,
 }
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")

@@ -30,9 +30,9 @@ from bench.engine import BENCH_LABEL, docker_api
 from bench.errors import BenchError
 from bench.events import Event, EventLog, action_of
 from plancton.config.schema import Config
+from plancton.config.ulimits import lowest_hard_limits
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
-from plancton.core.ulimits import lowest_hard_limits
 from plancton.engines.docker_api import DockerPilots
 from plancton.engines.spec import container_spec, instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
@@ -120,7 +120,7 @@ class Plancton:
     @property
     def locations(self) -> list[str]:
         """The planctonctl options that select this installation's folders."""
-        return ["--confdir", self.confdir, "--rundir", self.rundir, "--logdir", self.logdir]
+        return ["--confdir", self.confdir, "--rundir", self.rundir, "--logdir", self.logdir, "--statedir", self.rundir]
 
     def ctl(self, *args: str) -> str:
         """Run ``planctonctl`` on this installation; return its output.

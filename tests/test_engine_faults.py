@@ -131,7 +131,7 @@ class PodmanService:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                ["podman", "system", "service", "--time=0", self.url],
+                ["podman", *services.podman_runtime_options(), "system", "service", "--time=0", self.url],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

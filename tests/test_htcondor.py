@@ -24,9 +24,9 @@ from tests.support.htcondor_pool import (
     build_image,
     expected_result,
 )
-from tests.support.owner_load import OwnerLoad
-from tests.support.workqueue_manager import LIVE_STATES, remove_image
-from tests.test_workqueue import OWNER_POLICY
+from tests.support.owner_load import OWNER_POLICY, OwnerLoad
+from tests.support.services import remove_image
+from tests.support.workqueue_manager import LIVE_STATES
 
 pytestmark = [pytest.mark.docker, pytest.mark.htcondor]
 

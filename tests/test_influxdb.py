@@ -14,7 +14,8 @@ import pytest
 
 from plancton.config import loader, schema
 from plancton.core.policy import HostSample
-from plancton.metrics.points import InfluxReporter, SenderSettings
+from plancton.metrics.influx_reporter import InfluxReporter
+from plancton.metrics.influx_sender import SenderSettings
 from plancton.metrics.reporting import LoopReport, PilotEvent
 from tests.conftest import STEADY_POLICY, Installation, wait_until
 from tests.support.influx_server import (

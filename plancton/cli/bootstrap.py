@@ -29,7 +29,7 @@ from pathlib import Path
 from plancton.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from plancton.cli.planctonctl import add_location_options, location_arguments, paths_from
 from plancton.cli.planctonctl import main as planctonctl
-from plancton.config import loader, older_keys, schema
+from plancton.config import legacy_keys, loader, schema
 from plancton.config.files import parse_yaml, read_file
 from plancton.control.paths import CONFIG_NAME, Paths, resolve
 from plancton.control.pidfile import running_pid
@@ -165,7 +165,7 @@ def validate(path: str, label: str) -> schema.Config:
         raise ConfigError(error.problems, label) from None
     for warning in warnings:
         say(f"warning: {warning.replace(path, label)}")
-    for note in older_keys.changed_meanings(config):
+    for note in legacy_keys.changed_meanings(config):
         say(f"note: {note}")
     return config
 

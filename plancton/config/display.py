@@ -1,4 +1,6 @@
-"""How ``planctonctl config`` shows a configuration: every key's value as plain YAML data,
+"""How ``planctonctl config`` shows a configuration.
+
+Every key's value as plain YAML data,
 passwords masked, and whether it comes from the file or is the default.
 """
 

@@ -1,6 +1,8 @@
-"""Loading a configuration: read the file safely, parse every key with its declared parser,
-run the checks across keys, and resolve ``max_docks`` for this host. Every problem of a file
-is reported at once, naming the file and the key (load, validate, then the logical checks).
+"""Loading a configuration: read the file, parse every key, check across keys.
+
+The file is read safely, every key parsed with its declared parser, the checks across keys
+run, and ``max_docks`` resolved for this host. Every problem of a file is reported at once,
+naming the file and the key (load, validate, then the logical checks).
 """
 
 import dataclasses
@@ -8,11 +10,10 @@ import difflib
 import os
 from typing import Any
 
-from plancton.config import older_keys
+from plancton.config import legacy_keys, units
+from plancton.config.expression import evaluate
 from plancton.config.files import parse_yaml, read_file, revision_of
 from plancton.config.schema import DEFAULT_REVISION, KEYS, MAX_POOL_SIZE, Config, HostFacts
-from plancton.core import units
-from plancton.core.expression import evaluate
 from plancton.errors import ConfigError, ExpressionError
 
 #: Binds that hand a pilot the host: refused unless ``allow_dangerous_binds`` is true.
@@ -23,8 +24,8 @@ def load(path: str, facts: HostFacts) -> tuple[Config, list[str]]:
     """Given a configuration file and the host's facts, return the config and its warnings.
 
     A missing or empty file gives the defaults. Warnings name unknown keys (with a "did you
-    mean" where one is close) and older keys read as today's ones
-    (:mod:`plancton.config.older_keys`).
+    mean" where one is close) and legacy keys read as today's ones
+    (:mod:`plancton.config.legacy_keys`).
 
     Raises:
         ConfigError: the file cannot be read (unreadable, a directory, too large) or parsed
@@ -45,9 +46,9 @@ def parse(
     Raises:
         ConfigError: naming ``source``, with one line per problem.
     """
-    translated = older_keys.translate(raw)
+    translated = legacy_keys.translate(raw)
     problems, warnings = translated.problems, translated.warnings
-    unread = older_keys.unread_pilot_keys(translated.raw, set(KEYS))
+    unread = legacy_keys.unread_pilot_keys(translated.raw, set(KEYS))
     values: dict[str, Any] = {}
     for name, value in translated.raw.items():
         if name in unread:
@@ -59,8 +60,8 @@ def parse(
         try:
             values[name] = KEYS[name].metadata["parse"](value)
         except ValueError as error:
-            older = translated.read_from.get(name)
-            problems.append(f"{older} (read as {name}): {error}" if older else f"{name}: {error}")
+            legacy = translated.read_from.get(name)
+            problems.append(f"{legacy} (read as {name}): {error}" if legacy else f"{name}: {error}")
     config = dataclasses.replace(Config(), **values, revision=revision, source=source, from_file=frozenset(values))
     problems += _cross_checks(config)
     try:

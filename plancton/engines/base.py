@@ -1,5 +1,6 @@
-"""What the daemon needs of a container engine: the :class:`Engine` protocol and the facts it
-returns. The daemon, the image keeper and the tests' small fakes depend on this alone; the
+"""What the daemon needs of a container engine: the :class:`Engine` protocol and its facts.
+
+The daemon, the image keeper and the tests' small fakes depend on this alone; the
 adapter over the Docker API (:mod:`plancton.engines.docker_api`) implements it.
 """
 
@@ -32,11 +33,6 @@ class Pilot:
         pilot of the pool), the engine's state otherwise."""
         return "spare" if self.spare and self.state == "created" else self.state
 
-    @property
-    def short_id(self) -> str:
-        """The first 12 characters of the container id, as Docker shows it."""
-        return self.id[:12]
-
 
 @dataclass(frozen=True)
 class EngineInfo:
@@ -67,7 +63,9 @@ class Engine(Protocol):
     """The pilots of one Plancton instance on one container engine.
 
     Every method may raise :class:`~plancton.errors.EngineUnavailable` (the engine cannot be
-    reached) or :class:`~plancton.errors.PilotError` (it refused the request); nothing else.
+    reached) or :class:`~plancton.errors.PilotError` (it refused the request: among its kinds
+    :class:`~plancton.errors.PilotGone`, :class:`~plancton.errors.ImageMissing` and
+    :class:`~plancton.errors.LimitRefused`); nothing else.
     """
 
     #: How many requests the engine has been sent so far (for the loop's report).
@@ -77,7 +75,7 @@ class Engine(Protocol):
         """Return the engine's version and cgroup setup."""
 
     def legacy_pilots(self) -> list[Pilot]:
-        """Return the original Plancton's (0.6) pilots on this engine: named plancton-worker-*,
+        """Return the legacy pilots (Plancton 0.6's) on this engine: named plancton-worker-*,
         without Plancton's labels."""
 
     def list(self) -> list[Pilot]:

@@ -13,8 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker
-
 from tests.support import services
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,17 +44,6 @@ def build_image(reference: str, self_contained: bool = False) -> None:
     """
     options = ["--self-contained"] if self_contained else []
     subprocess.run([BUILD_IMAGE, *options, reference], check=True, capture_output=True, text=True, timeout=300)
-
-
-def remove_image(reference: str) -> None:
-    """Remove an image built by :func:`build_image`; a missing one is fine."""
-    client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=60)
-    try:
-        client.remove_image(reference, force=True)
-    except docker.errors.NotFound:
-        pass
-    finally:
-        client.close()
 
 
 @dataclass
