@@ -154,7 +154,8 @@ class Daemon:
         self.placement.settle()
         self.roster.update(listing, now, self.wall())
         in_flight, _ = self.executor.under_way()
-        views = self.roster.views(now, in_flight, starting, self.executor.preparing(), self.executor.digest(self.config))
+        digest = self.executor.digest(self.config)
+        views = self.roster.views(now, in_flight, starting, self.executor.preparing(), digest)
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
         presence = replace(self.presence.sample(self.wall()), snooze_left=self._snooze_left())
         before = self.memory
