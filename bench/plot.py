@@ -11,10 +11,7 @@ matplotlib.use("Agg")  # no display: draw to a file
 
 import matplotlib.pyplot as plt
 
-TITLES = {
-    "reclaim": "Reclaim: the owner starts a fixed amount of work while pilots burn every core",
-    "harvest": "Harvest: the owner idle, busy, then idle again",
-}
+from bench.reclaim import TITLES
 
 
 def draw(timelines: dict[str, dict[str, Any]], path: str) -> None:

@@ -171,10 +171,15 @@ class ScenarioResult:
     raw: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    #: when the scenario started (UTC, ISO format) and the host's load average then
+    started: str | None = None
+    load_average_at_start: list[float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the result for results.json."""
         return {
+            "started": self.started,
+            "load_average_at_start": self.load_average_at_start,
             "seconds": round(self.seconds, 1),
             "error": self.error,
             "settings": self.settings,

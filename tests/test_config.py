@@ -184,6 +184,7 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [("1d", 86400.0), (60, 60.0)],
         [(0, "expected seconds from 1 to"), (-1, "not negative")],
     ),
+    "spare_pilot": ([(True, True), (False, False)], [("no", 'expected true or false, got "no"')]),
     "replace_on_image_change": (
         [(True, True), (False, False)],
         [("yes", 'expected true or false, got "yes"'), (1, "got 1")],

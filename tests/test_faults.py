@@ -21,7 +21,9 @@ def test_sigkill_mid_loop_leaves_no_duplicate_or_orphan(
     installation.write_config(STEADY_POLICY + "max_docks: 3\ndocks_per_loop: 3\ndocker_cmd: sleep 300\n")
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: len(services.running_ids(docker_api, installation.instance)) == 3, what="three pilots")
+    wait_until(lambda: services.spare_ids(docker_api, installation.instance), what="the spare")
     before = services.running_ids(docker_api, installation.instance)
+    spare = services.spare_ids(docker_api, installation.instance)
     for _ in range(3):
         pid = installation.status()["pid"]
         os.kill(pid, signal.SIGKILL)
@@ -30,13 +32,15 @@ def test_sigkill_mid_loop_leaves_no_duplicate_or_orphan(
         wait_until(lambda: installation.state().loops >= 3, what="three loops after the restart")
         assert services.running_ids(docker_api, installation.instance) == before
         assert len(services.instance_containers(docker_api, installation.instance)) == 3
+        assert services.spare_ids(docker_api, installation.instance) == spare  # adopted, not made twice
 
     assert installation.ctl("force-stop").returncode == 0
     os.kill(installation.status()["pid"], signal.SIGKILL)
     assert installation.ctl("start").returncode == 0
     assert installation.status()["mode"] == "force-stop"
     wait_until(
-        lambda: not services.instance_containers(docker_api, installation.instance), what="force-stop after the restart"
+        lambda: not services.instance_containers(docker_api, installation.instance, spares=True),
+        what="force-stop after the restart",
     )
 
 
@@ -94,8 +98,9 @@ def test_two_instances_share_a_host(
     others = services.running_ids(docker_api, second.instance)
     assert installation.ctl("force-stop").returncode == 0
     wait_until(
-        lambda: not services.instance_containers(docker_api, installation.instance), what="the first pool stopped"
+        lambda: not services.instance_containers(docker_api, installation.instance, spares=True),
+        what="the first pool stopped",
     )
     assert installation.ctl("stop").returncode == 0
     assert services.running_ids(docker_api, second.instance) == others
-    assert len(second.status()["pilots"]) == 3
+    assert [pilot["state"] for pilot in second.status()["pilots"]].count("running") == 3

@@ -19,12 +19,12 @@ from plancton.core.policy import HostSample, Memory
 from plancton.daemon.loop import TIMER_SLACK_SECONDS, Daemon
 from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
-from plancton.engines.spec import ContainerSpec
+from plancton.engines.spec import LABEL_SPARE, LABEL_SPEC, ContainerSpec
 from plancton.errors import EngineUnavailable, PilotGone
 from tests.support import services
 
-#: Pilots start at once.
-QUIET = {"grace_spawn": 0}
+#: Pilots start at once, and no spare waits beside them unless a test asks for one.
+QUIET = {"grace_spawn": 0, "spare_pilot": False}
 WALL_START = 1_800_000_000.0
 
 
@@ -39,6 +39,8 @@ class MemoryEngine:
         self.specs: dict[str, ContainerSpec] = {}
         self.available = True
         self.stops: list[str] = []
+        #: the id of the image every reference names
+        self.image = "sha256:1"
         self._created = 0
         self._lock = threading.Lock()
         self._events_closed = threading.Event()
@@ -64,13 +66,24 @@ class MemoryEngine:
             return list(self.pilots.values())
 
     def create_and_start(self, spec: ContainerSpec) -> str:
+        container = self.create(spec)
+        self.start(container)
+        return container
+
+    def create(self, spec: ContainerSpec) -> str:
         self._request()
         with self._lock:
             self._created += 1
             container = f"c{self._created:063d}"
-            self.pilots[container] = Pilot(container, spec.name, "running", WALL_START, spec.image)
+            spare, digest = spec.labels.get(LABEL_SPARE) == "true", spec.labels[LABEL_SPEC]
+            self.pilots[container] = Pilot(
+                container, spec.name, "created", WALL_START, spec.image, None, spare, digest, self.image
+            )
             self.specs[container] = spec
         return container
+
+    def start(self, container: str) -> None:
+        self._set_state(container, "running")
 
     def _set_state(self, container: str, state: str, exit_code: int | None = None) -> None:
         self._request()
@@ -100,8 +113,11 @@ class MemoryEngine:
             self.originals.pop(container, None)
 
     def image_present(self, reference: str) -> bool:
+        return self.image_id(reference) is not None
+
+    def image_id(self, reference: str) -> str | None:
         self._request()
-        return True
+        return self.image
 
     def pull(self, reference: str) -> None:
         self._request()
@@ -139,7 +155,9 @@ class Harness:
         """Move the clock on and run one iteration, then let its actions finish."""
         self.clock[0] += seconds
         self.daemon.iterate()
-        services.poll(lambda: self.daemon.executor.under_way() == (frozenset(), 0), 10, "the actions to finish", 0.01)
+        executor = self.daemon.executor
+        idle = lambda: executor.under_way() == (frozenset(), 0) and executor.preparing() == 0  # noqa: E731
+        services.poll(idle, 10, "the actions to finish", 0.01)
 
 
 def config_of(**values: object) -> Config:
@@ -302,3 +320,62 @@ def test_a_death_reported_by_events_wins_over_a_lagging_listing() -> None:
     assert (seen.state, seen.exit_code) == ("exited", 3)
     (seen,) = roster.update([pilot], 11.0, 11.0)  # reported once
     assert seen.state == "running"
+
+
+# -- the spare pilot ----------------------------------------------------------------------
+
+
+def spares(engine: MemoryEngine) -> list[str]:
+    """Return the spares that wait: created, never started."""
+    with engine._lock:
+        return [pilot.id for pilot in engine.pilots.values() if pilot.spare and pilot.state == "created"]
+
+
+@pytest.fixture
+def spared(harness: Harness) -> Harness:
+    """A pool of 3 with its spare, one loop in."""
+    harness.daemon.config = config_of(max_docks=3, docks_per_loop=3, spare_pilot=True)
+    harness.turn()
+    assert harness.engine.states() == ["created", "running", "running", "running"]
+    assert len(spares(harness.engine)) == 1
+    return harness
+
+
+def test_a_pilots_end_starts_the_spare_and_the_next_loop_makes_another(spared: Harness) -> None:
+    engine = spared.engine
+    (waiting,) = spares(engine)
+    created = len(engine.specs)
+    ended = next(pilot for pilot in engine.pilots if pilot != waiting)
+    engine.exit(ended, 0)
+    spared.turn()
+    assert ended not in engine.pilots and engine.pilots[waiting].state == "running"
+    assert len(engine.specs) == created  # one start, no new container
+    spared.turn()
+    assert engine.states() == ["created", "running", "running", "running"] and spares(engine) != [waiting]
+    assert spared.daemon.roster.started_at(waiting) == WALL_START + spared.clock[0] - 1  # counts from its start
+
+
+def test_a_spare_of_an_older_configuration_or_image_is_never_started(spared: Harness) -> None:
+    engine = spared.engine
+    (old,) = spares(engine)
+    spared.daemon.config = config_of(max_docks=3, docks_per_loop=3, spare_pilot=True, docker_cmd="sleep 7")
+    spared.turn()  # the pool is full: the stale spare goes, a fresh one comes
+    (fresh,) = spares(engine)
+    assert old not in engine.pilots and engine.specs[fresh].command == ["sleep", "7"]
+    engine.image = "sha256:2"  # the image was pulled or loaded again under the same name
+    ended = next(pilot for pilot in engine.pilots if pilot != fresh)
+    engine.exit(ended, 0)
+    spared.turn()
+    assert fresh not in engine.pilots  # removed at its start, a new pilot started instead
+    assert engine.states() == ["running"] * 3
+
+
+def test_draining_and_stopping_the_daemon_remove_the_spare(spared: Harness) -> None:
+    write_mode(spared.paths.rundir, Mode.DRAINING)
+    spared.turn()
+    assert spares(spared.engine) == [] and spared.engine.states() == ["running"] * 3
+    write_mode(spared.paths.rundir, Mode.ACTIVE)
+    spared.turn()
+    assert len(spares(spared.engine)) == 1
+    spared.daemon.shutdown()
+    assert spares(spared.engine) == [] and spared.engine.states() == ["running"] * 3

@@ -3,6 +3,7 @@ nothing foreign ever touched."""
 
 import os
 import resource
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +22,9 @@ MIB = 1024**2
 
 
 def pilots(api: docker.APIClient, instance: str, state: str | None = "running") -> list[dict[str, object]]:
-    """Return this instance's containers (in one state, or all)."""
-    return [entry for entry in services.instance_containers(api, instance) if state is None or entry["State"] == state]
+    """Return this instance's pilots (in one state, or all, spares included)."""
+    entries = services.instance_containers(api, instance, spares=state is None)
+    return [entry for entry in entries if state is None or entry["State"] == state]
 
 
 @BOTH_ENGINES
@@ -250,3 +252,42 @@ def test_engine_connections_stay_few_however_many_pilots_come_and_go(installatio
     assert isinstance(pid, int)
     # the pools, the starts in flight, the event stream and a log socket at most
     assert open_sockets(pid) <= DEFAULT_NUM_POOLS + START_CONCURRENCY + 2 < 40
+
+
+@BOTH_ENGINES
+def test_a_pilots_end_starts_its_spare_which_follows_the_configuration(
+    installation: Installation, engine_api: docker.APIClient
+) -> None:
+    """Once the pool is full a spare waits, created but not started, and a pilot's end starts
+    it; a reload that changes the pilots' container makes the spare again, and the daemon's
+    stop removes it, leaving the pool running."""
+    installation.write_config(STEADY_POLICY + "max_docks: 2\ndocker_cmd: sleep 300\n")
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: len(pilots(engine_api, installation.instance)) == 2, what="two pilots")
+    spare = wait_until(lambda: services.spare_ids(engine_api, installation.instance), what="the spare")
+    assert isinstance(spare, set)
+    (waiting,) = spare
+    assert engine_api.inspect_container(waiting)["State"]["Status"] == "created"
+
+    def ids(state: str | None = "running") -> set[str]:
+        return {str(entry["Id"]) for entry in pilots(engine_api, installation.instance, state)}
+
+    ended = min(ids())
+    os.kill(engine_api.inspect_container(ended)["State"]["Pid"], signal.SIGKILL)
+    wait_until(lambda: waiting in ids(), what="the spare running")
+    wait_until(lambda: ended not in ids(None), what="the ended pilot removed")
+    next_spare = wait_until(lambda: services.spare_ids(engine_api, installation.instance), timeout=30, what="a spare")
+    assert isinstance(next_spare, set) and waiting not in next_spare
+
+    installation.write_config(STEADY_POLICY + "max_docks: 2\ndocker_cmd: sleep 301\n")
+    assert installation.ctl("reload").returncode == 0
+    wait_until(
+        lambda: services.spare_ids(engine_api, installation.instance) - next_spare, timeout=30, what="a fresh spare"
+    )
+    (fresh,) = services.spare_ids(engine_api, installation.instance)
+    assert engine_api.inspect_container(fresh)["Config"]["Cmd"] == ["sleep", "301"]
+
+    running = ids()
+    assert installation.ctl("stop").returncode == 0
+    assert not services.spare_ids(engine_api, installation.instance)
+    assert ids(None) == running

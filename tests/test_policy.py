@@ -238,6 +238,64 @@ def test_pilots_already_stopping_are_not_counted_or_acted_on() -> None:
     assert plan.stop == ()
 
 
+# -- spares -------------------------------------------------------------------------------
+
+
+def spare(pilot_id: str = "s0", fresh: bool = True, age: float = 600.0, stopping: bool = False) -> PilotView:
+    """A spare created ``age`` seconds ago, not started."""
+    return PilotView(pilot_id, "created", age, stopping=stopping, spare=True, fresh=fresh)
+
+
+def test_a_full_pool_gets_one_spare_that_is_no_pilot_of_the_pool() -> None:
+    config = make_config(max_docks=3)
+    plan, _ = once(idle_host(), running(1), config)
+    assert (plan.start, plan.prepare) == (2, 1)  # full once these start
+    plan, _ = once(idle_host(), [*running(3), spare()], config)
+    assert (plan.start, plan.prepare, plan.remove) == (0, 0, ())  # an old spare is no failed start
+    plan, _ = once(idle_host(), [*running(2), spare()], config)
+    assert plan.start_spares == ("s0",) and plan.start == 0
+
+
+def test_a_pilots_end_starts_the_spare_and_no_new_pilot() -> None:
+    ended = PilotView("p2", "exited", 50.0)
+    plan, _ = once(idle_host(), [*running(2), ended, spare()], make_config(max_docks=3))
+    assert plan.remove == ("p2",) and plan.start_spares == ("s0",) and plan.start == 0
+    assert plan.prepare == 0  # the next spare is created once this one has started
+
+
+def test_a_stale_spare_is_removed_and_a_new_pilot_created_instead() -> None:
+    plan, _ = once(idle_host(), [*running(2), spare(fresh=False)], make_config(max_docks=3))
+    assert plan.remove == ("s0",) and plan.start_spares == () and plan.start == 1
+    assert any("configuration or image changed" in reason for reason in plan.reasons)
+
+
+def test_a_spare_being_started_or_created_is_left_alone_and_not_made_twice() -> None:
+    config = make_config(max_docks=3)
+    plan, _ = once(idle_host(), [*running(3), spare(stopping=True)], config)
+    assert (plan.start, plan.prepare, plan.remove, plan.start_spares) == (0, 0, (), ())
+
+
+@pytest.mark.parametrize("mode", [Mode.DRAINING, Mode.DRAIN_STOP, Mode.FORCE_STOP])
+def test_every_mode_but_active_removes_the_spare(mode: Mode) -> None:
+    plan, _ = once(idle_host(), [spare()], make_config(max_docks=3), mode=mode)
+    assert plan.remove == ("s0",) and plan.prepare == 0 and plan.start_spares == ()
+    assert not plan.exit_daemon  # drain-stop ends only once the spare is gone too
+    plan, _ = once(idle_host(), [], make_config(max_docks=3), mode=mode)
+    assert plan.prepare == 0
+
+
+def test_no_spare_while_pilots_may_not_start_or_when_turned_off() -> None:
+    busy = idle_host(owner_cores=4.0)
+    plan, _ = once(busy, running(3), make_config(max_docks=3), memory=Memory(owner_busy=True, owner_since=990.0))
+    assert plan.prepare == 0
+    plan, _ = once(busy, [*running(3), spare()], make_config(max_docks=3), memory=Memory(owner_busy=True))
+    assert plan.remove == ()  # kept for when the owner leaves
+    plan, _ = once(idle_host(), [*running(3), spare()], make_config(max_docks=3, spare_pilot=False))
+    assert plan.remove == ("s0",) and plan.prepare == 0
+    plan, _ = once(idle_host(), [], make_config(max_docks=0))
+    assert plan.prepare == 0
+
+
 # -- holds: what held pilots back, for metrics --------------------------------------------
 
 
@@ -300,7 +358,15 @@ def test_holds_follow_the_order_hold_declares() -> None:
 
 STATES = st.sampled_from(["running", "paused", "created", "exited", "dead", "restarting"])
 pilot_lists = st.lists(
-    st.builds(PilotView, id=st.uuids().map(str), state=STATES, age=st.floats(0, 1e5), stopping=st.booleans()),
+    st.builds(
+        PilotView,
+        id=st.uuids().map(str),
+        state=STATES,
+        age=st.floats(0, 1e5),
+        stopping=st.booleans(),
+        spare=st.booleans(),
+        fresh=st.booleans(),
+    ),
     max_size=30,
     unique_by=lambda pilot: pilot.id,
 )
@@ -333,23 +399,30 @@ def test_plan_invariants(
     sample: HostSample, pilots: list[PilotView], config: Config, mode: Mode, now: float, memory: Memory
 ) -> None:
     plan, after = decide(sample, pilots, config, mode, now, memory, StartHistory())
+    waiting = [p for p in pilots if p.spare and p.state == "created"]
     live = [p for p in pilots if p.state in {"running", "paused", "restarting", "created"} and not p.stopping]
-    live = [p for p in live if p.id not in plan.remove]
+    live = [p for p in live if p.id not in plan.remove and p not in waiting]
     leaving = {pilot for pilot, _ in plan.stop + plan.kill}
-    # never more than max_docks
-    assert len(live) - len(leaving) + plan.start <= max(config.pool_size, len(live) - len(leaving))
-    assert plan.start <= config.docks_per_loop
-    # never a spawn outside active mode, with a busy owner, or under the memory floor
+    starts = plan.start + len(plan.start_spares)
+    # never more than max_docks, a started spare counted
+    assert len(live) - len(leaving) + starts <= max(config.pool_size, len(live) - len(leaving))
+    assert starts <= config.docks_per_loop
+    # never a spawn (or a spare made) outside active mode, with a busy owner, or under the memory floor
     if mode is not Mode.ACTIVE or after.owner_busy or sample.available_bytes <= config.mem_floor:
-        assert plan.start == 0
+        assert starts == 0 and plan.prepare == 0
+    # only fresh spares that wait, with nothing under way on them, are started; at most one is made
+    assert set(plan.start_spares) <= {p.id for p in waiting if p.fresh and not p.stopping}
+    assert plan.prepare <= 1 and not (plan.prepare and [p for p in waiting if p.id not in plan.remove])
+    if mode is not Mode.ACTIVE:
+        assert {p.id for p in waiting if not p.stopping} <= set(plan.remove)
     # every action names a known pilot, and no pilot gets two actions
     known = {p.id for p in pilots}
-    acted = list(plan.pause) + list(plan.unpause) + [p for p, _ in plan.stop + plan.kill]
+    acted = list(plan.pause) + list(plan.unpause) + [p for p, _ in plan.stop + plan.kill] + list(plan.start_spares)
     assert set(acted) <= known and set(plan.remove) <= known
-    assert len(acted) == len(set(acted))
+    assert len(acted) == len(set(acted)) and not set(acted) & set(plan.remove)
     assert not set(acted) & {p.id for p in pilots if p.stopping}
     assert plan.reasons  # a user can always see why
-    assert plan.start > 0 or plan.holds  # and metrics what held the pilots back
+    assert plan.start > 0 or plan.start_spares or plan.holds  # and metrics what held the pilots back
     # a timer to wake for lies ahead, never behind
     assert plan.wake_in is None or plan.wake_in > 0
 

@@ -113,7 +113,7 @@ def test_a_loop_report_gives_the_same_facts_as_the_influxdb_points() -> None:
     assert report.sample is not None
     influx = {**daemon_point(report, {}, 1).fields, **host_point(report.sample, {}, 1).fields}
 
-    for state in ("running", "paused", "created", "exited"):
+    for state in ("running", "paused", "created", "exited", "spare"):
         assert value(samples, "plancton_pilots", state=state) == influx[f"pilots_{state}"]
     assert value(samples, "plancton_mode", mode="active") == 1
     assert {value(samples, "plancton_mode", mode=m) for m in ("draining", "drain-stop", "force-stop", "stopping")} == {

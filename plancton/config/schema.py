@@ -210,6 +210,14 @@ class Config:
         default=60,
         metadata=key(units.number_in_range(1, 10000, integer=True), "Most pilot starts in any minute"),
     )
+    spare_pilot: bool = field(
+        default=True,
+        metadata=key(
+            units.parse_bool,
+            "Keep one pilot created, not started, once the pool is full: a pilot's end then costs one "
+            "start; made again when the configuration or image changes",
+        ),
+    )
     max_ttl: float = field(
         default=12 * _HOURS,
         metadata=key(

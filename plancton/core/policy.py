@@ -16,6 +16,12 @@ too, without waiting for ``pause_delay``: every pilot is paused at once, and sto
 ``grace_kill``. With ``lend_cores`` the pilots keep that many cores instead, under a CPU cap
 on their parent cgroup, while the owner is present or busy. Memory below ``mem_floor`` (or
 under pressure) kills the youngest pilots at once.
+
+With ``spare_pilot``, one pilot is kept created but not started once the pool is full, so
+that a pilot's end costs one start rather than a create and a start. The spare is no pilot
+of the pool (``max_docks`` counts it only once it is started); it is started only while it
+is what a new pilot would be (``fresh``), removed when it is not, and removed in every mode
+but active.
 """
 
 import math
@@ -74,6 +80,8 @@ class Settings(Protocol):
     @property
     def lend_cores(self) -> float: ...
     @property
+    def spare_pilot(self) -> bool: ...
+    @property
     def docker_image(self) -> str: ...
     @property
     def replace_on_image_change(self) -> bool: ...
@@ -130,7 +138,12 @@ class PilotView:
     state: str
     age: float
     image: str = ""
+    #: an action on it is under way (a stop, a start, a removal...)
     stopping: bool = False
+    #: a spare: created ahead of need, not started (or being created)
+    spare: bool = False
+    #: for a spare, whether it is what a pilot created now would be (configuration, image)
+    fresh: bool = True
 
 
 @dataclass(frozen=True)
@@ -164,6 +177,10 @@ class Plan:
     stop: tuple[tuple[str, str], ...] = ()
     kill: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
+    #: spares to start, as part of ``start`` pilots (the rest are created and started)
+    start_spares: tuple[str, ...] = ()
+    #: spares to create, not started
+    prepare: int = 0
     reasons: tuple[str, ...] = ()
     #: What held pilots back in this loop, in the order :class:`Hold` declares them; the
     #: reasons say the same for people, with figures.
@@ -201,6 +218,8 @@ class _Draft:
     stop: list[tuple[str, str]] = field(default_factory=list)
     kill: list[tuple[str, str]] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
+    start_spares: list[str] = field(default_factory=list)
+    prepare: int = 0
     reasons: list[str] = field(default_factory=list)
     holds: set[Hold] = field(default_factory=set)
     exit_daemon: bool = False
@@ -222,6 +241,8 @@ class _Draft:
             stop=tuple(self.stop),
             kill=tuple(self.kill),
             remove=tuple(self.remove),
+            start_spares=tuple(self.start_spares),
+            prepare=self.prepare,
             reasons=tuple(self.reasons),
             holds=in_order(self.holds),
             exit_daemon=self.exit_daemon,
@@ -253,8 +274,13 @@ def decide(
     draft = _Draft()
     memory = _update_owner(memory, sample, config, now)
     memory = _update_presence(memory, presence, config, now)
-    _remove_finished(pilots, draft, _owner_holds(memory) if mode is Mode.ACTIVE else ())
-    live = [pilot for pilot in pilots if pilot.state in LIVE_STATES and not pilot.stopping]
+    spares = [pilot for pilot in pilots if waiting_spare(pilot)]
+    pool = [pilot for pilot in pilots if not waiting_spare(pilot)]
+    if mode is not Mode.ACTIVE or not config.spare_pilot:
+        _drop_spares(spares, draft, mode.value if mode is not Mode.ACTIVE else "spare_pilot off")
+        spares = []
+    _remove_finished(pool, draft, _owner_holds(memory) if mode is Mode.ACTIVE else ())
+    live = [pilot for pilot in pool if pilot.state in LIVE_STATES and not pilot.stopping]
     live = [pilot for pilot in live if pilot.id not in draft.remove]
     memory = _forget_gone_pauses(memory, live, now)
 
@@ -270,7 +296,8 @@ def decide(
     remaining = [pilot for pilot in live if pilot.id not in draft.leaving()]
     _follow_owner(situation, remaining, draft)
     remaining = [pilot for pilot in remaining if pilot.id not in draft.leaving()]
-    _spawn(situation, remaining, draft)
+    may_start = _spawn(situation, remaining, draft)
+    _tend_spares(situation, remaining, spares, draft, may_start)
     if mode is Mode.DRAIN_STOP and not pilots:
         draft.exit_daemon = True
         draft.note("drain-stop: no pilot left, the daemon exits")
@@ -494,13 +521,14 @@ def _pool_room(config: Settings, live: list[PilotView]) -> int:
     return config.pool_size - len(live)
 
 
-def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
+def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> bool:
+    """Decide how many pilots to start; return whether pilots may start now (unheld)."""
     config = situation.config
     hold = _spawn_hold(situation, live, draft)
     if hold:
         holds, why = hold
         draft.note(f"starting none: {why}", *holds)
-        return
+        return False
     wanted = min(config.docks_per_loop, _pool_room(config, live))
     lending = _lending_cap(situation) is not None
     if lending:
@@ -510,7 +538,7 @@ def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
     if wanted <= 0:
         if not lending:
             draft.note(f"pool full: {len(live)} of max_docks {config.pool_size} pilots", Hold.POOL_FULL)
-        return
+        return not lending
     recent = sum(1 for started in situation.history.recent_starts if situation.now - started < 60.0)
     draft.start = max(0, min(wanted, config.max_starts_per_minute - recent))
     if draft.start < wanted:
@@ -518,6 +546,42 @@ def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
     if draft.start:
         who = "lending to a present or busy owner" if lending else "owner idle"
         draft.note(f"{who}: starting {draft.start} pilots ({len(live)} of {config.pool_size} live)")
+    return not lending
+
+
+def waiting_spare(pilot: PilotView) -> bool:
+    """Return whether a pilot is a spare that has not started: no pilot of the pool yet."""
+    return pilot.spare and pilot.state == "created"
+
+
+def _tend_spares(
+    situation: _Situation, live: list[PilotView], spares: list[PilotView], draft: _Draft, may_start: bool
+) -> None:
+    """Start fresh spares for the pilots to start, remove stale ones, and create one when the
+    pool is full and none is left, unless a spare starts now (the next loop makes one: not
+    beside the start that a pilot's end waits for)."""
+    config = situation.config
+    if situation.mode is not Mode.ACTIVE or not config.spare_pilot:
+        return
+    idle = [spare for spare in spares if not spare.stopping]
+    stale = [spare for spare in idle if not spare.fresh]
+    _drop_spares(stale, draft, "configuration or image changed since it was created")
+    used = [spare.id for spare in idle if spare.fresh][: draft.start]
+    draft.start_spares += used
+    draft.start -= len(used)
+    left = len(spares) - len(stale) - len(used)
+    room = _pool_room(config, live) - len(used) - draft.start
+    if may_start and not used and left == 0 and room <= 0 and config.pool_size > 0:
+        draft.prepare = 1
+        draft.note("creating a spare pilot, started when a pilot ends")
+
+
+def _drop_spares(spares: list[PilotView], draft: _Draft, why: str) -> None:
+    """Remove spares that wait, saying why."""
+    idle = [spare.id for spare in spares if not spare.stopping]
+    draft.remove += idle
+    if idle:
+        draft.note(f"{why}: removing {len(idle)} spare pilots")
 
 
 def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> tuple[tuple[Hold, ...], str] | None:

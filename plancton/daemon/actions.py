@@ -26,6 +26,7 @@ class ActionRunner:
         self._lock = threading.Lock()
         self._busy: set[str] = set()
         self._starting = 0
+        self._preparing = 0
         self._quick = ThreadPoolExecutor(quick_workers, thread_name_prefix="plancton-act")
         self._slow = ThreadPoolExecutor(slow_workers, thread_name_prefix="plancton-stop")
 
@@ -52,26 +53,56 @@ class ActionRunner:
 
         (self._slow if slow else self._quick).submit(run)
 
-    def start(self, action: Callable[[], None]) -> None:
-        """Run ``action``, which starts a pilot; it counts as starting until it returns."""
+    def start(self, action: Callable[[], None], container: str | None = None) -> None:
+        """Run ``action``, which starts a pilot (``container``, a spare, or a new one); it
+        counts as starting until it returns. A spare with an action under way is left alone."""
         with self._lock:
+            if container is not None and container in self._busy:
+                return
+            if container is not None:
+                self._busy.add(container)
             self._starting += 1
+
+        def done() -> None:
+            self._starting -= 1
+            self._busy.discard(container or "")
+
+        self._quick.submit(self._guarded(action, "starting a pilot", done))
+
+    def prepare(self, action: Callable[[], None]) -> None:
+        """Run ``action``, which creates a spare; it counts as preparing until it returns."""
+        with self._lock:
+            self._preparing += 1
+
+        def done() -> None:
+            self._preparing -= 1
+
+        self._quick.submit(self._guarded(action, "creating a spare pilot", done))
+
+    def _guarded(self, action: Callable[[], None], what: str, done: Callable[[], None]) -> Callable[[], None]:
+        """Return ``action`` with its unexpected errors logged and ``done`` called after it,
+        under the lock."""
 
         def run() -> None:
             try:
                 action()
             except Exception:
-                log.exception("unexpected error starting a pilot")
+                log.exception("unexpected error %s", what)
             finally:
                 with self._lock:
-                    self._starting -= 1
+                    done()
 
-        self._quick.submit(run)
+        return run
 
     def under_way(self) -> tuple[frozenset[str], int]:
         """Return the pilots with an action under way and how many starts are."""
         with self._lock:
             return frozenset(self._busy), self._starting
+
+    def preparing(self) -> int:
+        """Return how many spares are being created."""
+        with self._lock:
+            return self._preparing
 
     def shutdown(self) -> None:
         """Drop what has not begun and wait for what has."""

@@ -72,5 +72,6 @@ class EventWatcher:
         if action == "die":
             # the engine's listing may still say "running" for a moment after this event
             self.roster.died(container, exit_code)
-        if action in WAKING_EVENTS:
+        # a spare that started leaves none waiting: the loop makes the next one at once
+        if action in WAKING_EVENTS or (action == "start" and self.roster.waiting_spare(container)):
             self.wake.set()

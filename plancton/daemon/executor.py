@@ -4,6 +4,7 @@ The actions run on worker threads (:mod:`plancton.daemon.actions`) and are logge
 reported.
 """
 
+import contextlib
 import functools
 import logging
 import secrets
@@ -20,7 +21,7 @@ from plancton.daemon.roster import Roster
 from plancton.daemon.starts import INSTANT_EXIT_SECONDS, StartTracker
 from plancton.engines.base import Engine
 from plancton.engines.images import ImageKeeper
-from plancton.engines.spec import container_spec
+from plancton.engines.spec import ContainerSpec, as_spare, container_spec, spec_digest
 from plancton.errors import EngineUnavailable, ImageMissing, LimitRefused, PilotError
 from plancton.metrics.reporting import PilotEvent, Reporter
 
@@ -73,9 +74,11 @@ class Executor:
 
     def execute(self, plan: Plan, config: Config) -> None:
         """Hand every action of the plan to the workers, under the configuration it was
-        decided with; return at once."""
+        decided with; return at once. Spares start first: a pilot's end waits for them."""
         self.placement.cap(plan.cpu_cap)  # a file write: at once, before pilots are resumed or started
         act = self._actions.act
+        for container in plan.start_spares:
+            self._actions.start(functools.partial(self._start_spare, container, config), container)
         for container in plan.remove:
             act(container, functools.partial(self._remove, container))
         for container, reason in plan.kill:
@@ -91,10 +94,35 @@ class Executor:
                 log.warning("starting %d privileged pilots: docker_privileged is true", plan.start)
             for _ in range(plan.start):
                 self._actions.start(functools.partial(self._start_one, config))
+        if plan.prepare and self._image_ready(config):
+            for _ in range(plan.prepare):
+                self._actions.prepare(functools.partial(self._prepare_spare, config))
+
+    def preparing(self) -> int:
+        """Return how many spares are being created."""
+        return self._actions.preparing()
+
+    def digest(self, config: Config) -> str:
+        """Return the digest of the container a pilot created now would be under ``config`` (a
+        spare of another digest is out of date)."""
+        return spec_digest(self._spec(config))
 
     def shutdown(self) -> None:
         """Drop the actions that have not begun and wait for those that have."""
         self._actions.shutdown()
+
+    def remove_spares(self) -> None:
+        """Remove the spares that wait (created, never started): when the daemon stops, no
+        container of its is left for anything but a daemon to start.
+
+        Raises:
+            EngineUnavailable: the engine cannot be reached.
+            PilotError: it refused a removal.
+        """
+        for pilot in self.engine.list():
+            if pilot.shown_state == "spare":
+                self.engine.remove(pilot.id)
+                log.info("removed spare pilot %s: the daemon stops", pilot.name)
 
     def _image_ready(self, config: Config) -> bool:
         try:
@@ -103,32 +131,77 @@ class Executor:
             log.error("cannot check the image %s: %s", config.docker_image, error)
             return False
 
+    def _spec(self, config: Config) -> ContainerSpec:
+        """Return the container of a new pilot under this configuration."""
+        token = secrets.token_hex(4)
+        placement = self.placement
+        return container_spec(config, placement.parent, self.host_name, token, self.wall(), placement.ulimit_ceilings)
+
     def _start_one(self, config: Config) -> None:
-        ceilings = self.placement.ulimit_ceilings
         try:
-            token = secrets.token_hex(4)
-            spec = container_spec(config, self.placement.parent, self.host_name, token, self.wall(), ceilings)
+            spec = self._spec(config)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
-            if isinstance(error, ImageMissing):
-                self.images.forget(config.docker_image)
-            delay = self.starts.failed(self.clock())
-            suffix = f"; backing off {delay:.0f} s" if delay else ""
-            log.error("cannot start a pilot: %s%s", error, suffix)
-            if isinstance(error, LimitRefused):
-                log.error("%s", rlimit_fix(error.limit, pilot_ulimits(config.ulimits, ceilings)))
-            self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
+            self._start_failed(config, error, "start a pilot")
         else:
-            self.starts.started(self.clock())
-            log.info("started pilot %s (%s)", spec.name, " ".join(spec.command))
-            self.reporter.pilot_event(PilotEvent("started", spec.name))
+            self._started(spec.name, spec.command)
+
+    def _start_spare(self, container: str, config: Config) -> None:
+        """Start a spare if it is still what a new pilot would be (configuration and image);
+        otherwise remove it and start a new pilot instead."""
+        spare = self.roster.get(container)
+        try:
+            spec = self._spec(config)
+            current_image = self.engine.image_id(config.docker_image)
+            if spare is None or spare.digest != spec_digest(spec) or not _same_image(spare.image_id, current_image):
+                log.info("spare pilot %s is out of date: removing it", self.roster.name(container))
+                self.engine.remove(container)
+                self._start_one(config)
+                return
+            self.engine.start(container)
+        except (PilotError, EngineUnavailable) as error:
+            self._start_failed(config, error, "start a spare pilot")
+            with contextlib.suppress(PilotError, EngineUnavailable):
+                self.engine.remove(container)
+        else:
+            self.roster.started_spare(container, self.clock(), self.wall())
+            self._started(spare.name, spec.command)
+
+    def _prepare_spare(self, config: Config) -> None:
+        try:
+            spec = as_spare(self._spec(config))
+            self.engine.create(spec)
+        except (PilotError, EngineUnavailable) as error:
+            self._start_failed(config, error, "create a spare pilot")
+        else:
+            log.info("created spare pilot %s, started when a pilot ends", spec.name)
+
+    def _started(self, name: str, command: list[str]) -> None:
+        self.starts.started(self.clock())
+        log.info("started pilot %s (%s)", name, " ".join(command))
+        self.reporter.pilot_event(PilotEvent("started", name))
+
+    def _start_failed(self, config: Config, error: Exception, what: str) -> None:
+        """Count a failed start (or creation) towards the back-off, and say why it failed."""
+        if isinstance(error, ImageMissing):
+            self.images.forget(config.docker_image)
+        delay = self.starts.failed(self.clock())
+        suffix = f"; backing off {delay:.0f} s" if delay else ""
+        log.error("cannot %s: %s%s", what, error, suffix)
+        if isinstance(error, LimitRefused):
+            log.error("%s", rlimit_fix(error.limit, pilot_ulimits(config.ulimits, self.placement.ulimit_ceilings)))
+        self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
 
     def _remove(self, container: str) -> None:
         pilot = self.roster.get(container)
+        started = self.roster.started_at(container)
         self.engine.remove(container)
-        if pilot is None:
+        if pilot is None or started is None:
             return
-        runtime = max(0.0, self.wall() - pilot.created)
+        if pilot.shown_state == "spare":
+            log.info("removed spare pilot %s", pilot.name)
+            return
+        runtime = max(0.0, self.wall() - started)
         ours = self.roster.take_stopped_by_us(container)
         log.info("pilot %s %s with code %s after %.0f s: removed", pilot.name, pilot.state, pilot.exit_code, runtime)
         failed = not ours and (pilot.state == "created" or runtime < INSTANT_EXIT_SECONDS)
@@ -195,3 +268,9 @@ class Executor:
                 else:
                     return None
         return error
+
+
+def _same_image(listed: str, current: str | None) -> bool:
+    """Return whether a container's image id (as the engine lists it) is the current id of its
+    image; engines differ on the ``sha256:`` prefix."""
+    return current is not None and listed.removeprefix("sha256:") == current.removeprefix("sha256:")

@@ -154,7 +154,8 @@ class Daemon:
         self.placement.settle()
         self.roster.update(listing, now, self.wall())
         in_flight, _ = self.executor.under_way()
-        views = self.roster.views(now, in_flight, starting)
+        digest = self.executor.digest(self.config)
+        views = self.roster.views(now, in_flight, starting, self.executor.preparing(), digest)
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
         presence = replace(self.presence.sample(self.wall()), snooze_left=self._snooze_left())
         before = self.memory
@@ -193,6 +194,7 @@ class Daemon:
             self.host.stop()
         self.presence.close()
         self.executor.shutdown()
+        self._remove_spares()
         self.reporter.close()
         left = self._pilots_left()
         if left == 0:
@@ -212,6 +214,16 @@ class Daemon:
             "%s (cgroup v%d, %s driver); pilots go under cgroup %s (%s)",
             *(self.engine_name, info.cgroup_version, info.cgroup_driver, cgroup.docker_parent, cgroup.setting),
         )
+
+    def _remove_spares(self) -> None:
+        """Remove the spares that wait, so that none is left behind for anything else to start
+        (a daemon started later would create its own)."""
+        if self.host is None:
+            return
+        try:
+            self.executor.remove_spares()
+        except (EngineUnavailable, PilotError) as error:
+            log.error("cannot remove the spare pilot: %s; the next start of the daemon removes or adopts it", error)
 
     def _pilots_left(self) -> int | None:
         """Return how many pilots of this instance the engine still has, or None when unknown."""
@@ -346,7 +358,7 @@ class Daemon:
             loop_seconds=report.loop_seconds if report else 0.0,
             sample=asdict(report.sample) if report and report.sample else None,
             pilots=tuple(
-                PilotRecord(id=p.id, name=p.name, state=p.state, created=p.created, image=p.image)
+                PilotRecord(id=p.id, name=p.name, state=p.shown_state, created=p.created, image=p.image)
                 for p in self.roster.pilots()
             ),
         )

@@ -21,6 +21,17 @@ class Pilot:
     created: float
     image: str
     exit_code: int | None = None
+    #: created ahead of need and not started yet (a spare), with the digest of its container
+    #: (:func:`plancton.engines.spec.spec_digest`) and the id of the image it was created from
+    spare: bool = False
+    digest: str = ""
+    image_id: str = ""
+
+    @property
+    def shown_state(self) -> str:
+        """The state that status and metrics show: "spare" for a spare that waits (it is no
+        pilot of the pool), the engine's state otherwise."""
+        return "spare" if self.spare and self.state == "created" else self.state
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,12 @@ class Engine(Protocol):
     def create_and_start(self, spec: ContainerSpec) -> str:
         """Create and start a pilot; return its id."""
 
+    def create(self, spec: ContainerSpec) -> str:
+        """Create a pilot without starting it; return its id."""
+
+    def start(self, container: str) -> None:
+        """Start a pilot created earlier."""
+
     def pause(self, container: str) -> None:
         """Freeze every process of a pilot."""
 
@@ -90,6 +107,9 @@ class Engine(Protocol):
 
     def image_present(self, reference: str) -> bool:
         """Return whether the image is in the engine's local store."""
+
+    def image_id(self, reference: str) -> str | None:
+        """Return the id of the image a reference names in the local store, or None."""
 
     def pull(self, reference: str) -> None:
         """Pull an image from its registry."""

@@ -43,7 +43,15 @@ import requests.exceptions
 from plancton.control.legacy import LEGACY_PILOT_PREFIX, is_legacy_pilot
 from plancton.engines.base import EngineInfo, Pilot
 from plancton.engines.rlimit_refusal import limit_in_error
-from plancton.engines.spec import LABEL_CREATED, LABEL_IMAGE, LABEL_INSTANCE, ContainerSpec, instance_label
+from plancton.engines.spec import (
+    LABEL_CREATED,
+    LABEL_IMAGE,
+    LABEL_INSTANCE,
+    LABEL_SPARE,
+    LABEL_SPEC,
+    ContainerSpec,
+    instance_label,
+)
 from plancton.errors import EnginePermissionDenied, EngineUnavailable, ImageMissing, LimitRefused, PilotError, PilotGone
 
 log = logging.getLogger(__name__)
@@ -71,6 +79,9 @@ def _pilot_from_listing(entry: dict[str, Any]) -> Pilot:
         created=created,
         image=labels.get(LABEL_IMAGE) or entry.get("Image", ""),
         exit_code=int(match.group(1)) if match else None,
+        spare=labels.get(LABEL_SPARE) == "true",
+        digest=labels.get(LABEL_SPEC, ""),
+        image_id=entry.get("ImageID", ""),
     )
 
 
@@ -258,6 +269,20 @@ class DockerPilots:
         Raises:
             PilotError: the engine refused to create or start it.
         """
+        container = self.create(spec)
+        try:
+            self.start(container)
+        except PilotError:
+            self.remove(container)
+            raise
+        return container
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create a pilot without starting it; return its id.
+
+        Raises:
+            PilotError: the engine refused to create it (ImageMissing: its image is not there).
+        """
 
         def create(api: docker.APIClient) -> str:
             host_config = api.create_host_config(**spec.host_config)
@@ -273,13 +298,15 @@ class DockerPilots:
             )
             return str(created["Id"])
 
-        container = self._call(f"create pilot {spec.name}", create, missing=ImageMissing)
-        try:
-            self._call(f"start pilot {spec.name}", lambda api: api.start(container))
-        except PilotError:
-            self.remove(container)
-            raise
-        return container
+        return self._call(f"create pilot {spec.name}", create, missing=ImageMissing)
+
+    def start(self, container: str) -> None:
+        """Start a pilot created earlier.
+
+        Raises:
+            PilotError: the engine refused to start it.
+        """
+        self._call(f"start pilot {container[:12]}", lambda api: api.start(container))
 
     def stop(self, container: str, vacate_seconds: float, paused: bool = False) -> None:
         """Stop a pilot: SIGTERM, then SIGKILL after ``vacate_seconds``. Gone already is fine."""
@@ -331,11 +358,17 @@ class DockerPilots:
 
     def image_present(self, reference: str) -> bool:
         """Return whether the image is in the engine's local store."""
+        return self.image_id(reference) is not None
+
+    def image_id(self, reference: str) -> str | None:
+        """Return the id of the image a reference names in the local store, or None."""
         try:
-            self._call(f"inspect image {reference}", lambda api: api.inspect_image(reference), missing=ImageMissing)
+            found = self._call(
+                f"inspect image {reference}", lambda api: api.inspect_image(reference), missing=ImageMissing
+            )
         except ImageMissing:
-            return False
-        return True
+            return None
+        return str(found["Id"])
 
     def pull(self, reference: str) -> None:
         """Pull an image from its registry.

@@ -1,7 +1,9 @@
 """Pure translation of the configuration into the container that Docker creates for a pilot."""
 
+import hashlib
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from plancton.config.schema import Config
@@ -12,6 +14,11 @@ LABEL_CREATED = "org.plancton.created"
 LABEL_REVISION = "org.plancton.config.schema-revision"
 #: The image as the configuration names it (engines may list it otherwise: Podman adds "localhost/").
 LABEL_IMAGE = "org.plancton.image"
+#: A digest of everything in a pilot's container but its own name, host name and date: a pilot
+#: created ahead of need (a spare) is started only while it is what a new pilot would be.
+LABEL_SPEC = "org.plancton.spec"
+#: Marks a pilot created ahead of need, to be started when a pilot ends (see ``spare_pilot``).
+LABEL_SPARE = "org.plancton.spare"
 CPU_PERIOD_US = 100_000
 #: Per-pilot CPU weight inside the pilots' parent cgroup (the lowest Docker accepts).
 PILOT_CPU_SHARES = 2
@@ -89,7 +96,7 @@ def container_spec(
     if config.max_dock_mem:
         host_config["mem_limit"] = config.max_dock_mem
         host_config["memswap_limit"] = config.max_dock_mem + config.max_dock_swap
-    return ContainerSpec(
+    spec = ContainerSpec(
         image=config.docker_image,
         command=list(config.docker_cmd),
         name=f"{config.instance}-{token}",
@@ -104,3 +111,26 @@ def container_spec(
         environment={"PLANCTON_INSTANCE": config.instance, "PLANCTON_HOST": host_name, **dict(config.environment)},
         host_config=host_config,
     )
+    return replace(spec, labels={**spec.labels, LABEL_SPEC: spec_digest(spec)})
+
+
+def spec_digest(spec: ContainerSpec) -> str:
+    """Given a pilot's container, return a digest of all of it but what each pilot has of its
+    own (its name, its host name's token, its creation date and this digest): two pilots made
+    under the same configuration, cgroup parent and limits have the same one."""
+    labels = {key: value for key, value in spec.labels.items() if key not in (LABEL_CREATED, LABEL_SPEC, LABEL_SPARE)}
+    shared = {
+        "image": spec.image,
+        "command": spec.command,
+        "own_hostname": spec.hostname is not None,
+        "user": spec.user,
+        "labels": labels,
+        "environment": spec.environment,
+        "host_config": spec.host_config,
+    }
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def as_spare(spec: ContainerSpec) -> ContainerSpec:
+    """Given a pilot's container, return it marked as a spare: created ahead of need."""
+    return replace(spec, labels={**spec.labels, LABEL_SPARE: "true"})

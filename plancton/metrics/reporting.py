@@ -17,7 +17,7 @@ from plancton.core.policy import HostSample
 log = logging.getLogger(__name__)
 
 #: Pilot states always reported (0 when none), so graphs do not gap.
-COUNTED_STATES = ("running", "paused", "created", "exited")
+COUNTED_STATES = ("running", "paused", "created", "exited", "spare")
 #: Event kinds whose reason is a short word (a tag, a label); other reasons are free text.
 REASON_TAG_KINDS = frozenset({"stopped", "killed"})
 #: The daemon's mode as reported at shutdown: the daemon is going away.

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import docker
 
 from plancton.engines.docker_api import DockerPilots
-from plancton.engines.spec import instance_label
+from plancton.engines.spec import LABEL_SPARE, instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 
 DOCKER_SOCKET = "/var/run/docker.sock"
@@ -203,9 +203,24 @@ def engine_client(timeout: float = 60.0, url: str = f"unix://{DOCKER_SOCKET}") -
         client.close()
 
 
-def instance_containers(api: docker.APIClient, instance: str, running_only: bool = False) -> list[dict[str, Any]]:
-    """Return the containers that carry a Plancton instance's label (the running ones only, or all)."""
-    return list(api.containers(all=not running_only, filters={"label": [instance_label(instance)]}))
+def instance_containers(
+    api: docker.APIClient, instance: str, running_only: bool = False, spares: bool = False
+) -> list[dict[str, Any]]:
+    """Return the pilots of a Plancton instance: the containers that carry its label (the running
+    ones only, or all), and with ``spares`` its spare too (created ahead of need, not started)."""
+    entries = api.containers(all=not running_only, filters={"label": [instance_label(instance)]})
+    return [entry for entry in entries if spares or not is_waiting_spare(entry)]
+
+
+def is_waiting_spare(entry: dict[str, Any]) -> bool:
+    """Return whether a container of a listing is a spare pilot that has not started."""
+    return (entry.get("Labels") or {}).get(LABEL_SPARE) == "true" and entry.get("State") == "created"
+
+
+def spare_ids(api: docker.APIClient, instance: str) -> set[str]:
+    """Return the ids of a Plancton instance's spares that wait (created, not started)."""
+    entries = instance_containers(api, instance, spares=True)
+    return {entry["Id"] for entry in entries if is_waiting_spare(entry)}
 
 
 def running_ids(api: docker.APIClient, instance: str) -> set[str]:
@@ -230,7 +245,7 @@ def remove_instance(instance: str, url: str = f"unix://{DOCKER_SOCKET}") -> None
     """Remove what a Plancton instance left on the host: every container labelled for it in the
     engine at ``url``, with their volumes, and then the pilots' parent cgroup."""
     with engine_client(url=url) as client:
-        for entry in instance_containers(client, instance):
+        for entry in instance_containers(client, instance, spares=True):
             client.remove_container(entry["Id"], force=True, v=True)
     cgroup = pilot_cgroup(instance, url)
     # the runtime removes a removed container's own cgroup a moment later; until then the
