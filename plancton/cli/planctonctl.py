@@ -31,12 +31,13 @@ from plancton.cli.output import (
 from plancton.config import display, loader, schema
 from plancton.control import legacy
 from plancton.control.modefiles import read_mode, request_spawn_now, write_mode
+from plancton.control.node import node_facts
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import State, read_state
+from plancton.control.updates import read_record, record_path
 from plancton.core.modes import Mode
 from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
-from plancton.platform.host import host_facts
 
 log = logging.getLogger("plancton")
 
@@ -56,13 +57,14 @@ MODE_VERBS = {
 
 
 def add_location_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    """Add --user, --confdir, --rundir, --logdir and --pidfile to a parser, with this default."""
+    """Add --user, --confdir, --rundir, --logdir, --pidfile and --statedir to a parser, with this default."""
     parser.add_argument("--user", action="store_true", default=default, help="user mode: folders under ~/.plancton")
     for name, what in (
         ("confdir", "folder of config.yaml"),
         ("rundir", "folder of the pidfile, mode and state"),
         ("logdir", "folder of the log file"),
         ("pidfile", "the pidfile"),
+        ("statedir", "folder of what is kept across reboots (the ledger)"),
     ):
         parser.add_argument(f"--{name}", metavar="PATH", default=default, help=what)
 
@@ -119,26 +121,28 @@ def paths_from(args: argparse.Namespace) -> Paths:
         rundir=args.rundir,
         logdir=args.logdir,
         pidfile=args.pidfile,
+        statedir=args.statedir,
     )
 
 
 def location_arguments(paths: Paths) -> list[str]:
     """Return the options that give another planctonctl process the same folders."""
     arguments = ["--confdir", paths.confdir, "--rundir", paths.rundir, "--logdir", paths.logdir]
-    arguments += ["--pidfile", paths.pidfile]
+    arguments += ["--pidfile", paths.pidfile, "--statedir", paths.statedir]
     return arguments + (["--user"] if paths.user_mode else [])
 
 
 # -- shared steps -------------------------------------------------------------------------
 
 
-def load_config(path: str) -> schema.Config:
-    """Load and validate a configuration file, printing its warnings.
+def load_config(path: str, paths: Paths) -> schema.Config:
+    """Load and validate a configuration file with the overlays beside it that select this
+    node (given the labels in its state folder), printing its warnings.
 
     Raises:
-        ConfigError: the file is invalid.
+        ConfigError: the file, an overlay or the labels are invalid.
     """
-    config, warnings = loader.load(path, host_facts())
+    config, warnings = loader.load(path, node_facts(paths))
     for warning in warnings:
         complain(f"warning: {warning}")
     return config
@@ -192,7 +196,7 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     if pid is not None:
         say(f"Plancton is already running (pid {pid})")
         return EXIT_OK
-    config = load_config(paths.config_file)
+    config = load_config(paths.config_file, paths)
     # the engine's client, the metrics senders and python-daemon: only the verbs that start the
     # daemon import them, so that status and the other verbs stay light
     from plancton.cli import launch  # noqa: PLC0415
@@ -227,7 +231,7 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
     """Detach and run the daemon (the process that ``start`` launches)."""
-    config = load_config(paths.config_file)
+    config = load_config(paths.config_file, paths)
     from plancton.cli import launch  # noqa: PLC0415
 
     return launch.run_detached(paths, config)
@@ -237,7 +241,7 @@ def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
     prepare(paths)
     refuse_beside_the_original(paths)
-    config = load_config(paths.config_file)
+    config = load_config(paths.config_file, paths)
     from plancton.cli import launch  # noqa: PLC0415
 
     launch.check_engine(config)
@@ -306,6 +310,21 @@ def status_data(paths: Paths) -> dict[str, Any]:
         ],
         "legacy_pilots": list(state.legacy_pilots),
         "log_file": paths.log_file,
+        "config_update": update_data(paths),
+    }
+
+
+def update_data(paths: Paths) -> dict[str, Any] | None:
+    """Return how the last ``plancton-bootstrap --update`` ended, or None when none ran."""
+    update = read_record(record_path(paths))
+    if update is None:
+        return None
+    return {
+        "outcome": update.outcome.value,
+        "failed": update.failed,
+        "checked_at": update.checked_at,
+        "commit": update.commit or None,
+        "message": update.message,
     }
 
 
@@ -345,6 +364,12 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')})")
     if data["log_error"]:
         say(f"log: {data['log_error']}")
+    update = data["config_update"]
+    if update:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(update["checked_at"]))
+        say(
+            f"configuration update {'FAILED' if update['failed'] else update['outcome']} at {when}: {update['message']}"
+        )
     for reason in data["why"]:
         say(f"why: {reason}")
     if data["legacy_pilots"]:
@@ -391,12 +416,14 @@ def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
     status = status_data(paths)
     running = status["config_revision"]
     try:
-        config = load_config(paths.config_file)
+        config = load_config(paths.config_file, paths)
     except ConfigError:
         if running is not None:
             complain(f"the running daemon keeps its last valid configuration (revision {running})")
         raise
     say(f"# {paths.config_file} (revision {config.revision}); max_docks resolves to {config.pool_size} on this host")
+    if config.overlays:
+        say(f"# with the overlays that select this node, in this order: {', '.join(config.overlays)}")
     if running not in (None, config.revision):
         say(f"# the running daemon still uses revision {running}: reload it (planctonctl reload) to apply this")
     if status["engine"]:
@@ -415,7 +442,7 @@ def cmd_check_config(args: argparse.Namespace, paths: Paths) -> int:
     if args.file and not os.path.lexists(path):
         complain(f"{path}: no such file")
         return EXIT_FAILURE
-    config = load_config(path)
+    config = load_config(path, paths)
     defaults = "" if os.path.lexists(path) else "no such file, so the defaults apply; "
     say(f"{path}: valid ({defaults}revision {config.revision}; max_docks resolves to {config.pool_size})")
     return EXIT_OK
@@ -445,7 +472,7 @@ VERBS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
 def main(argv: list[str] | None = None) -> int:
     """Run planctonctl with the given arguments; return the exit code."""
     args = build_parser().parse_args(argv)
-    for name in ("user", "confdir", "rundir", "logdir", "pidfile"):
+    for name in ("user", "confdir", "rundir", "logdir", "pidfile", "statedir"):
         if not hasattr(args, name):
             setattr(args, name, None)
     try:

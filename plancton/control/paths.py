@@ -22,6 +22,8 @@ class Paths:
     logdir: str
     pidfile: str
     user_mode: bool
+    #: what is kept across reboots (the ledger)
+    statedir: str
 
     @property
     def config_file(self) -> str:
@@ -45,19 +47,20 @@ def resolve(
     rundir: str | None = None,
     logdir: str | None = None,
     pidfile: str | None = None,
+    statedir: str | None = None,
 ) -> Paths:
     """Return the paths: root mode for root unless ``user_mode``; overrides win.
 
-    Root mode uses /etc/plancton, /var/run/plancton and /var/log/plancton; user mode
-    ~/.plancton/{conf,run,log}.
+    Root mode uses /etc/plancton, /var/run/plancton, /var/log/plancton and /var/lib/plancton;
+    user mode ~/.plancton/{conf,run,log,state}.
     """
     if user_mode is None:
         user_mode = os.geteuid() != 0
     if user_mode:
         home = os.path.join(os.path.expanduser("~"), ".plancton")
-        defaults = (os.path.join(home, "conf"), os.path.join(home, "run"), os.path.join(home, "log"))
+        defaults = tuple(os.path.join(home, name) for name in ("conf", "run", "log", "state"))
     else:
-        defaults = ("/etc/plancton", "/var/run/plancton", "/var/log/plancton")
+        defaults = ("/etc/plancton", "/var/run/plancton", "/var/log/plancton", "/var/lib/plancton")
     run = os.path.abspath(rundir or defaults[1])
     return Paths(
         confdir=os.path.abspath(confdir or defaults[0]),
@@ -65,12 +68,13 @@ def resolve(
         logdir=os.path.abspath(logdir or defaults[2]),
         pidfile=os.path.abspath(pidfile or os.path.join(run, PID_NAME)),
         user_mode=user_mode,
+        statedir=os.path.abspath(statedir or defaults[3]),
     )
 
 
 def prepare(paths: Paths) -> None:
-    """Create the run and log folders, and in user mode the configuration folder (0700 in user
-    mode), and check they are safe to use.
+    """Create the run, log and state folders, and in user mode the configuration folder (0700
+    in user mode), and check they are safe to use.
 
     Raises:
         PlanctonError: a folder cannot be created or written, or is writable by others.
@@ -80,13 +84,13 @@ def prepare(paths: Paths) -> None:
         # where config.yaml goes; only created, since it only needs to be readable
         with contextlib.suppress(OSError):
             os.makedirs(paths.confdir, mode=0o700)
-    for folder in (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile)):
+    for folder in (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile), paths.statedir):
         try:
             os.makedirs(folder, mode=mode, exist_ok=True)
         except OSError as error:
             raise PlanctonError(
                 f"cannot create {folder}: {error.strerror}; create it and make it writable for this user, "
-                "or choose another folder with --rundir/--logdir/--pidfile"
+                "or choose another folder with --rundir/--logdir/--pidfile/--statedir"
             ) from None
         check_private_folder(folder)
 

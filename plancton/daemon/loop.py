@@ -18,8 +18,10 @@ from dataclasses import asdict
 from plancton import __version__
 from plancton.config.schema import Config
 from plancton.control.modefiles import read_mode, take_spawn_now, write_mode
+from plancton.control.node import labels_path
 from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
+from plancton.control.updates import read_record, record_path
 from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory, Plan, decide
 from plancton.core.ulimits import DEFAULT_CAPPED, lowest_hard_limits
@@ -97,7 +99,7 @@ class Daemon:
         )
         self.original_pilots = OriginalPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
-        self.watcher = ConfigWatcher(paths.config_file, clock, wall)
+        self.watcher = ConfigWatcher(paths.config_file, labels_path(paths), clock, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
@@ -352,6 +354,7 @@ class Daemon:
     # -- reporting --------------------------------------------------------------------------
 
     def _report(self, loop_start: float, calls_before: int, sample: HostSample | None) -> None:
+        update = read_record(record_path(self.paths))
         report = LoopReport(
             mode=self.mode.value,
             uptime_seconds=self.clock() - self.started_at,
@@ -362,6 +365,8 @@ class Daemon:
             api_calls=self.engine.api_calls - calls_before,
             engine_available=self.engine_error is None,
             reasons=self.last_plan.reasons,
+            config_update_failure=update.outcome.value if update and update.failed else "",
+            config_update_checked_at=update.checked_at if update else None,
         )
         self.reporter.loop(report)
         self._write_state(report)

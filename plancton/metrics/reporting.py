@@ -43,6 +43,10 @@ class LoopReport:
     api_calls: int
     engine_available: bool
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    #: how the last ``plancton-bootstrap --update`` failed (an :class:`UpdateOutcome` value), or "" when it did not
+    config_update_failure: str = ""
+    #: when the last update ran (Unix seconds), or None when none ran
+    config_update_checked_at: float | None = None
 
 
 class Reporter(Protocol):
