@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from plancton.config import display, files, loader, overlays
 from plancton.config.schema import HostFacts
+from plancton.daemon.watcher import ConfigWatcher
 from plancton.errors import ConfigError
+from plancton.platform.host import host_facts
 
 GIB = 1024**3
 NODE = HostFacts(ncpus=64, ram_bytes=256 * GIB, swap_bytes=0, hostname="node07", labels=frozenset({"gpu", "rack-3"}))
@@ -297,3 +299,28 @@ def test_check_all_tells_a_problem_of_the_base_once(tmp_path: Path) -> None:
     found = raised.value.problems
     assert [problem.split(": ")[0] for problem in found] == ["config.yaml", "config.yaml + hosts/a.yaml"]
     assert "main_sleep" in found[0] and "max_docks (set by hosts/a.yaml)" in found[1]
+
+
+# -- the daemon's watcher -----------------------------------------------------------------------
+
+
+def test_the_watcher_notices_a_new_overlay_and_changed_labels_and_loads_them(tmp_path: Path) -> None:
+    path = checkout(tmp_path, "max_docks: 2\n")
+    labels = tmp_path / "labels"
+    later = [2000000000.0]  # every file looks written long ago, none half-written
+    watcher = ConfigWatcher(path, str(labels), clock=lambda: later[0], wall=lambda: later[0])
+    config, _ = loader.load(path, host_facts())
+    assert not watcher.changed(0)
+
+    (tmp_path / "hosts" / "gpu.yaml").write_text("match: {labels: [gpu]}\nmax_docks: 1\n")
+    assert watcher.changed(0)
+    assert watcher.load(config) is None  # the overlay does not select this node: nothing changes
+    assert not watcher.changed(0)
+
+    labels.write_text("gpu\n")
+    assert watcher.changed(0)
+    new = watcher.load(config)
+    assert new is not None and new.overlays == ("hosts/gpu.yaml",) and new.pool_size == 1
+
+    labels.write_text("not a label!\n")
+    assert watcher.changed(0) and watcher.load(new) is None  # refused: the old configuration stays
