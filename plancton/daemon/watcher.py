@@ -91,10 +91,8 @@ class ConfigWatcher:
             log.info("configuration unchanged (revision %s)", new.revision)
             return None
         changed = [name for name in KEYS if getattr(new, name) != getattr(old, name)]
+        overlays = f" with the overlays {', '.join(new.overlays)}" if new.overlays else ""
         log.info(
-            "configuration revision %s applied (changed: %s; overlays: %s)",
-            new.revision,
-            ", ".join(changed) or "nothing",
-            ", ".join(new.overlays) or "none",
+            "configuration revision %s applied (changed: %s)%s", new.revision, ", ".join(changed) or "nothing", overlays
         )
         return new
