@@ -43,6 +43,27 @@ class PilotError(PlanctonError):
     """The Docker Engine refused an operation on one pilot container or image."""
 
 
+class PilotGone(PilotError):
+    """The pilot container no longer exists on the engine."""
+
+
+class ImageMissing(PilotError):
+    """The image is not in the engine's local store (nor, for a pull, in its registry)."""
+
+
+class LimitRefused(PilotError):
+    """The container runtime could not set one of the pilot's resource limits.
+
+    Args:
+        message: what the engine said, for people.
+        limit: the limit's name, such as "nofile".
+    """
+
+    def __init__(self, message: str, limit: str) -> None:
+        self.limit = limit
+        super().__init__(message)
+
+
 class AlreadyRunning(PlanctonError):
     """Another Plancton daemon holds the pidfile lock."""
 

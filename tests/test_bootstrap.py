@@ -26,9 +26,9 @@ from plancton.cli import bootstrap, output
 from plancton.config.loader import load
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
-from tests import services
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
-from tests.influx_server import free_port
+from tests.support import services
+from tests.support.influx_server import free_port
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

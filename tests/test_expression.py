@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plancton.core.expression import MAX_DEPTH, MAX_MAGNITUDE, evaluate
+from plancton.config.expression import MAX_DEPTH, MAX_MAGNITUDE, evaluate
 from plancton.errors import ExpressionError
 
 NAMES = {"ncpus": 8.0, "ram_bytes": 16.0 * 2**30, "swap_bytes": 0.0, "max_dock_mem": 2.0 * 2**30, "max_dock_swap": 0.0}

@@ -18,7 +18,7 @@ import docker
 import pytest
 import requests
 
-from plancton.config import older_keys
+from plancton.config import legacy_keys
 from plancton.config.loader import load, parse
 from plancton.config.schema import HostFacts
 from plancton.control import legacy
@@ -26,10 +26,10 @@ from plancton.core.modes import Mode
 from plancton.core.policy import HostSample
 from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
-from plancton.metrics.points import InfluxReporter
+from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.reporting import LoopReport, PilotEvent
 from tests.conftest import STEADY_POLICY, Installation, wait_until
-from tests.influx_server import InfluxServer, server_fixture
+from tests.support.influx_server import InfluxServer, server_fixture
 
 FACTS = HostFacts(ncpus=8, ram_bytes=16 * 1024**3, swap_bytes=0)
 
@@ -410,7 +410,7 @@ def test_a_wrong_value_under_an_older_key_names_that_key() -> None:
 def test_settings_the_original_read_differently_get_a_note_each() -> None:
     raw = {"binds": ["/cvmfs:/cvmfs", "/data:/data:rw,shared", "/etc/x:/x:Z"], "grace_kill": 300, "grace_spawn": 60}
     config, _ = parse(raw, FACTS)
-    notes = older_keys.changed_meanings(config)
+    notes = legacy_keys.changed_meanings(config)
     assert [note.split(":")[0] + " " + note.split(" ")[1] for note in notes] == [
         "binds /cvmfs:/cvmfs",
         "binds /etc/x:/x:Z",
@@ -420,4 +420,4 @@ def test_settings_the_original_read_differently_get_a_note_each() -> None:
     ]
     assert 'set user_group: "0:0"' in notes[2] and "pause_delay + grace_kill" in notes[3]
     config, _ = parse({"binds": ["/cvmfs:/cvmfs:ro"], "user_group": "0:0"}, FACTS)
-    assert older_keys.changed_meanings(config) == []
+    assert legacy_keys.changed_meanings(config) == []

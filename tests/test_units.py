@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plancton.core import units
+from plancton.config import units
 
 GIB = 1024**3
 

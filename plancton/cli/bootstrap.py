@@ -36,7 +36,7 @@ from pathlib import Path
 from plancton.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from plancton.cli.planctonctl import add_location_options, location_arguments, paths_from
 from plancton.cli.planctonctl import main as planctonctl
-from plancton.config import loader, older_keys, overlays, schema
+from plancton.config import legacy_keys, loader, overlays, schema, units
 from plancton.config.files import parse_yaml, read_file
 from plancton.config.schema import HostFacts
 from plancton.control.node import (
@@ -50,7 +50,6 @@ from plancton.control.node import (
 from plancton.control.paths import CONFIG_NAME, Paths, resolve
 from plancton.control.pidfile import running_pid
 from plancton.control.updates import UpdateFailed, UpdateOutcome, UpdateRecord, record_path, write_record
-from plancton.core import units
 from plancton.errors import ConfigError, PlanctonError
 from plancton.platform.host import host_facts
 
@@ -194,7 +193,7 @@ def validate(path: str, label: str, facts: HostFacts) -> schema.Config:
         raise ConfigError(error.problems, label) from None
     for warning in warnings:
         say(f"warning: {warning.replace(path, label)}")
-    for note in older_keys.changed_meanings(config):
+    for note in legacy_keys.changed_meanings(config):
         say(f"note: {note}")
     return config
 

@@ -1,6 +1,8 @@
-"""Launching the daemon: the part of ``planctonctl`` that needs the engine's client, the
-metrics senders and python-daemon, imported only by the verbs that start the daemon
-(``start``, ``foreground`` and the detached ``_daemon``), so that every other verb stays light.
+"""Launching the daemon: the part of ``planctonctl`` that starts it.
+
+It needs the engine's client, the metrics senders and python-daemon, so only the verbs that
+start the daemon import it (``start``, ``foreground`` and the detached ``_daemon``): every
+other verb stays light.
 """
 
 import logging
@@ -17,7 +19,8 @@ from plancton.daemon import logsetup
 from plancton.daemon.loop import Daemon
 from plancton.engines.docker_api import DockerPilots
 from plancton.errors import AlreadyRunning, EnginePermissionDenied, EngineUnavailable
-from plancton.metrics.points import InfluxReporter
+from plancton.metrics.influx_reporter import InfluxReporter
+from plancton.metrics.ledger_reporter import LedgerReporter
 from plancton.metrics.prometheus import PrometheusReporter
 from plancton.metrics.reporting import Reporters
 
@@ -54,8 +57,9 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
         # the engine's address is read at start: a reload keeps the engine the daemon began with
         engine = DockerPilots(config.instance, config.engine_url)
         # each reporter does nothing until the configuration names a target, address or file
-        influx = InfluxReporter()
-        reporter = Reporters(influx, PrometheusReporter(influx.sender_stats))
+        ledger = LedgerReporter(paths.statedir)
+        influx = InfluxReporter(ledger=ledger.all_time)
+        reporter = Reporters(ledger, influx, PrometheusReporter(influx.sender_stats, ledger.all_time))
         return Daemon(paths, config, engine, reporter).run()
     except Exception:
         log.exception("the daemon failed")
@@ -65,7 +69,7 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
 
 
 def adopt_legacy_mode(paths: Paths) -> None:
-    """Read the original Plancton's mode files in the run folder once, as the matching mode."""
+    """Read the legacy mode files (Plancton 0.6's) in the run folder once, as the matching mode."""
     try:
         mode, files = legacy.take_legacy_mode(paths.rundir)
         if mode is not None:

@@ -18,3 +18,15 @@ def say(message: str) -> None:
 def complain(message: str, program: str = "planctonctl") -> None:
     """Print a line for the user on stderr, after the program's name."""
     print(f"{program}: {message}", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """Return a duration for people, to the two largest units: ``45s``, ``12m 3s``, ``3h 20m``, ``2d 4h``."""
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    if days:
+        return f"{days}d {hour}h"
+    if hours:
+        return f"{hour}h {minute}m"
+    return f"{minute}m {second}s" if minute else f"{second}s"

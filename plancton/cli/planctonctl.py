@@ -7,6 +7,7 @@ failure returns 1 with one line naming the cause and the fix.
 
 import argparse
 import contextlib
+import datetime
 import json
 import logging
 import os
@@ -20,22 +21,33 @@ from typing import Any
 import psutil
 
 from plancton import __version__
+from plancton.cli import stats
 from plancton.cli.output import (
     EXIT_FAILURE,
     EXIT_NOT_RUNNING,
     EXIT_OK,
     EXIT_RELOAD_NOT_RUNNING,
     complain,
+    duration,
     say,
 )
-from plancton.config import display, loader, schema
+from plancton.config import display, loader, schema, units
 from plancton.control import legacy
-from plancton.control.modefiles import read_mode, request_spawn_now, write_mode
+from plancton.control.ledger import ledger_path
+from plancton.control.modefiles import (
+    cancel_snooze,
+    read_mode,
+    read_snooze,
+    request_spawn_now,
+    write_mode,
+    write_snooze,
+)
 from plancton.control.node import node_facts
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import State, read_state
 from plancton.control.updates import read_record, record_path
+from plancton.core.holds import Hold
 from plancton.core.modes import Mode
 from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
 
@@ -43,6 +55,8 @@ log = logging.getLogger("plancton")
 
 DEFAULT_START_WAIT = 30.0
 DEFAULT_STOP_TIMEOUT = 60.0
+#: A snooze is for hours; longer absences are what drain is for.
+MAX_SNOOZE_SECONDS = 7 * 86400.0
 
 MODE_VERBS = {
     "drain": (Mode.DRAINING, "start no pilot, let the running ones finish"),
@@ -104,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     verb("reload", "make the daemon re-read its configuration now")
     for name, (_, summary) in MODE_VERBS.items():
         verb(name, summary)
+    snooze = verb("snooze", "pilots give way now, as for a person at the keyboard, and come back when it ends")
+    snooze.add_argument(
+        "duration", nargs="?", default="1h", help="how long: 30m, 1h, 2h, or seconds such as 5400; default 1h"
+    )
+    snooze.add_argument("--cancel", action="store_true", help="end the snooze now")
+    stats = verb("stats", "what this node lent: CPU, pilots, time lent and given way, from its ledger")
+    stats.add_argument("--since", metavar="DATE", help="count from this day: YYYY-MM-DD, today, or 7d (days back)")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON, with every day")
     verb("config", "print the effective configuration and where each value comes from")
     verb("check-config", "validate a configuration file without touching the daemon").add_argument(
         "file", nargs="?", help="the file to check (default: the config.yaml in use)"
@@ -174,8 +196,8 @@ def signal_daemon(pid: int, number: int) -> None:
 # -- verbs ----------------------------------------------------------------------------------
 
 
-def refuse_beside_the_original(paths: Paths) -> None:
-    """Refuse to start while a daemon of the original Plancton (0.6) runs on this host: its
+def refuse_beside_legacy(paths: Paths) -> None:
+    """Refuse to start while a legacy daemon (Plancton 0.6) runs on this host: its
     pidfile in /var/run (root), or the same pidfile as ours (user mode, which 0.6 shared).
 
     Raises:
@@ -190,8 +212,8 @@ def refuse_beside_the_original(paths: Paths) -> None:
 
 def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     """Start the daemon in the background; return 0 once it really runs."""
-    prepare(paths)
-    refuse_beside_the_original(paths)
+    prepare(paths, daemon=True)
+    refuse_beside_legacy(paths)
     pid = running_pid(paths.pidfile)
     if pid is not None:
         say(f"Plancton is already running (pid {pid})")
@@ -239,8 +261,8 @@ def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
-    prepare(paths)
-    refuse_beside_the_original(paths)
+    prepare(paths, daemon=True)
+    refuse_beside_legacy(paths)
     config = load_config(paths.config_file, paths)
     from plancton.cli import launch  # noqa: PLC0415
 
@@ -284,18 +306,21 @@ def _remove_stale_pidfile(paths: Paths) -> None:
 
 
 def status_data(paths: Paths) -> dict[str, Any]:
-    """Return the daemon's status: running, pid, uptime, mode, engine, cgroup, why, pilots."""
+    """Return the daemon's status: running, pid, uptime, mode, engine, cgroup, why (sentences),
+    holds (values of :class:`plancton.core.holds.Hold`), pilots."""
     pid = running_pid(paths.pidfile)
     state = read_state(paths.state_file)
     if pid is None or state is None or state.pid != pid:
         state = State()  # what the file says is not about this daemon
     now = time.time()
+    snooze = read_snooze(paths.rundir)
     current = state.pid != 0
     return {
         "running": pid is not None,
         "pid": pid,
         "uptime_seconds": round(now - state.started_at, 1) if current else None,
         "mode": read_mode(paths.rundir).value,
+        "snooze_until": snooze if snooze is not None and snooze > now else None,
         "instance": state.instance or None,
         "config_file": paths.config_file,
         "config_revision": state.config_revision or None,
@@ -304,6 +329,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "cgroup": state.cgroup,
         "log_error": state.log_error,
         "why": list(state.why),
+        "holds": [hold.value for hold in Hold if hold.value in state.holds],
         "pilots": [
             {"id": p.id[:12], "name": p.name, "state": p.state, "age_seconds": round(now - p.created, 1)}
             for p in state.pilots
@@ -328,15 +354,9 @@ def update_data(paths: Paths) -> dict[str, Any] | None:
     }
 
 
-def _duration(seconds: float) -> str:
-    minutes, second = divmod(int(seconds), 60)
-    hours, minute = divmod(minutes, 60)
-    days, hour = divmod(hours, 24)
-    if days:
-        return f"{days}d {hour}h"
-    if hours:
-        return f"{hour}h {minute}m"
-    return f"{minute}m {second}s" if minute else f"{second}s"
+def _say_holds(holds: list[str]) -> None:
+    if holds:
+        say(f"held: {', '.join(holds)}")
 
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
@@ -352,16 +372,22 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     if args.why:
         for reason in data["why"] or ["nothing held back or stopped the pilots in the last loop"]:
             say(reason)
+        _say_holds(data["holds"])
         return code
-    uptime = _duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
+    uptime = duration(data["uptime_seconds"]) if data["uptime_seconds"] is not None else "starting"
     say(f"Plancton is running (pid {data['pid']}, up {uptime}), mode {data['mode']}, instance {data['instance']}")
     say(f"config {data['config_file']} (revision {data['config_revision']}); log {data['log_file']}")
     if data["engine"]:
         say(f"engine {data['engine']}")
     if data["engine_error"]:
         say(f"container engine unavailable: {data['engine_error']}")
+    if data["snooze_until"]:
+        left = duration(data["snooze_until"] - time.time())
+        say(f"snoozed until {time.strftime('%H:%M:%S', time.localtime(data['snooze_until']))} ({left} left)")
     if data["cgroup"]:
-        say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')})")
+        cap = data["cgroup"].get("cap")
+        lending = f"; lending {cap} to the owner's host" if cap else ""
+        say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')}{lending})")
     if data["log_error"]:
         say(f"log: {data['log_error']}")
     update = data["config_update"]
@@ -372,13 +398,14 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         )
     for reason in data["why"]:
         say(f"why: {reason}")
+    _say_holds(data["holds"])
     if data["legacy_pilots"]:
         say(legacy.legacy_pilots_message(data["legacy_pilots"]))
     say(f"{len(data['pilots'])} pilots")
     if data["pilots"]:
         say(f"  {'ID':<12}  {'NAME':<24}  {'STATE':<10}  AGE")
         for pilot in data["pilots"]:
-            say(f"  {pilot['id']:<12}  {pilot['name']:<24}  {pilot['state']:<10}  {_duration(pilot['age_seconds'])}")
+            say(f"  {pilot['id']:<12}  {pilot['name']:<24}  {pilot['state']:<10}  {duration(pilot['age_seconds'])}")
     return code
 
 
@@ -400,12 +427,67 @@ def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
     write_mode(paths.rundir, mode)
     if args.verb == "force-start":
         request_spawn_now(paths.rundir)
+    return tell_daemon(paths, f"mode {mode.value} set")
+
+
+def cmd_snooze(args: argparse.Namespace, paths: Paths) -> int:
+    """Snooze lending for a while (or end the snooze) and tell the daemon at once (SIGUSR1)."""
+    prepare(paths)
+    if args.cancel:
+        had = cancel_snooze(paths.rundir)
+        what = "snooze cancelled: pilots come back" if had else "no snooze was set"
+    else:
+        seconds = parse_snooze(args.duration)
+        until = time.time() + seconds
+        write_snooze(paths.rundir, until)
+        what = f"snoozed until {time.strftime('%H:%M:%S', time.localtime(until))} ({duration(seconds)})"
+    return tell_daemon(paths, what)
+
+
+def tell_daemon(paths: Paths, what: str) -> int:
+    """Wake a running daemon to read the run folder again (SIGUSR1) and say ``what`` was done."""
     pid = running_pid(paths.pidfile)
     if pid is None:
-        say(f"mode {mode.value} set; Plancton is not running, so it applies when it starts")
+        say(f"{what}; Plancton is not running, so it applies when it starts")
         return EXIT_OK
     signal_daemon(pid, signal.SIGUSR1)
-    say(f"mode {mode.value} set (pid {pid} notified)")
+    say(f"{what} (pid {pid} notified)")
+    return EXIT_OK
+
+
+def parse_snooze(text: str) -> float:
+    """Given a snooze's duration as typed, return its seconds.
+
+    Raises:
+        PlanctonError: not a duration, zero, or longer than :data:`MAX_SNOOZE_SECONDS`.
+    """
+    try:
+        seconds = units.parse_duration(text)
+    except ValueError as error:
+        raise PlanctonError(f"snooze {text!r}: {error}") from None
+    if not 0 < seconds <= MAX_SNOOZE_SECONDS:
+        raise PlanctonError(
+            f"snooze {text!r}: give a duration above zero and at most {duration(MAX_SNOOZE_SECONDS)} "
+            "(for longer, use planctonctl drain)"
+        )
+    return seconds
+
+
+def cmd_stats(args: argparse.Namespace, paths: Paths) -> int:
+    """Print what the ledger holds: today, this week and all time, or the total since a day."""
+    today = datetime.date.today()
+    since = stats.parse_since(args.since, today) if args.since else None
+    book = stats.read_ledger(paths.statedir)
+    if args.json:
+        say(json.dumps(stats.stats_data(book, today, since), indent=2))
+        return EXIT_OK
+    if not book.days:
+        say(f"nothing lent yet: the ledger {ledger_path(paths.statedir)} is empty or absent")
+        return EXIT_OK
+    columns = {f"since {since}": book.total(since)} if since else stats.periods(book, today)
+    say(f"what this node lent (ledger {ledger_path(paths.statedir)}, from {min(book.days)})")
+    for line in stats.stats_lines(columns):
+        say(line)
     return EXIT_OK
 
 
@@ -461,6 +543,8 @@ VERBS: dict[str, Callable[[argparse.Namespace, Paths], int]] = {
     "foreground": cmd_foreground,
     "nodaemon": cmd_foreground,
     "reload": cmd_reload,
+    "stats": cmd_stats,
+    "snooze": cmd_snooze,
     "config": cmd_config,
     "check-config": cmd_check_config,
     "help": cmd_help,

@@ -1,5 +1,7 @@
-"""How ``planctonctl config`` shows a configuration: every key's value as plain YAML data,
-passwords masked, and the file it comes from (config.yaml or an overlay) or that it is the default.
+"""How ``planctonctl config`` shows a configuration.
+
+Every key's value as plain YAML data, passwords masked, and the file it comes from
+(config.yaml or an overlay) or that it is the default.
 """
 
 import os

@@ -1,4 +1,6 @@
-"""Safe reading of a configuration file: a regular file of bounded size, opened without
+"""Safe reading of a configuration file.
+
+A regular file of bounded size, opened without
 blocking, parsed with YAML's safe loader only (duplicate keys refused), and its fingerprint
 for the watcher that notices a changed file.
 """
@@ -10,7 +12,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from plancton.core import units
+from plancton.config import units
 from plancton.errors import ConfigError
 
 #: A configuration is a few kilobytes; anything much larger is a mistake (and slow to parse).

@@ -1,22 +1,22 @@
 """Parsers of what a pilot may reach on the host: binds, devices and capabilities.
 
-They accept the forms the original Plancton (0.6) accepted, with its meaning, and return
+They accept the forms legacy Plancton (0.6) accepted, with its meaning, and return
 one normal form that :mod:`plancton.engines.spec` hands to Docker:
 
 - a bind is ``host:container[:options]``, the options a comma-separated set of at most one
   access mode (``ro``, ``rw``), one SELinux label (``z``, ``Z``) and one propagation mode
   (``shared``, ``rshared``, ``slave``, ``rslave``, ``private``, ``rprivate``);
-- a device is ``/dev/host[:/dev/container][:permissions]``, or the mapping the original
-  passed to Docker (``PathOnHost``, ``PathInContainer``, ``CgroupPermissions``), which
+- a device is ``/dev/host[:/dev/container][:permissions]``, or the mapping legacy
+  Plancton passed to Docker (``PathOnHost``, ``PathInContainer``, ``CgroupPermissions``), which
   becomes that text;
-- a capability is ``+NAME`` (add) or ``-NAME`` (drop); a bare ``NAME`` adds, as the
-  original did, and becomes ``+NAME``.
+- a capability is ``+NAME`` (add) or ``-NAME`` (drop); a bare ``NAME`` adds, as legacy
+  Plancton did, and becomes ``+NAME``.
 """
 
 import re
 from typing import Any
 
-from plancton.core import units
+from plancton.config import units
 
 BIND_OPTION_GROUPS: tuple[tuple[str, ...], ...] = (
     ("ro", "rw"),
@@ -60,7 +60,7 @@ def parse_bind(value: Any) -> str:
 
 
 def parse_device(value: Any) -> str:
-    """Given ``/dev/host[:/dev/container][:permissions]`` or the original's mapping
+    """Given ``/dev/host[:/dev/container][:permissions]`` or legacy Plancton's mapping
     ``{PathOnHost: ..., PathInContainer: ..., CgroupPermissions: ...}``, return the text form.
 
     Raises:
@@ -90,7 +90,7 @@ def _device_from_mapping(mapping: dict[Any, Any], expected: str) -> str:
 
 
 def parse_capability(value: Any) -> str:
-    """Given ``+NAME``, ``-NAME`` or a bare ``NAME`` (an add, as in the original), return
+    """Given ``+NAME``, ``-NAME`` or a bare ``NAME`` (an add, as in legacy Plancton), return
     ``+NAME`` or ``-NAME``.
 
     Raises:

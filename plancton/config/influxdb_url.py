@@ -1,5 +1,7 @@
-"""The one definition of an InfluxDB URL, ``scheme://[user:password@]host:port#database``:
-its parser, the target it names, and the masking of its password for display and logs.
+"""The one definition of an InfluxDB URL: its parser, the target it names, its masked form.
+
+The URL is ``scheme://[user:password@]host:port#database``; its password is masked for
+display and logs.
 
 An empty user name before the password, ``scheme://:TOKEN@host:port#bucket``, makes the
 password an API token, sent as ``Authorization: Token TOKEN``: the form InfluxDB 2 and 3

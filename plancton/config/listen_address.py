@@ -1,5 +1,6 @@
-"""The one definition of ``metrics_listen``, the address of the Prometheus endpoint: its
-parser, the address it names, and whether that address is reachable from other hosts.
+"""The one definition of ``metrics_listen``, the address of the Prometheus endpoint.
+
+Its parser, the address it names, and whether that address is reachable from other hosts.
 
 The rule: what is written is where Plancton listens, and only loopback is ever implied.
 

@@ -1,8 +1,9 @@
-"""Loading a configuration: read the file and the overlays beside it (``hosts/*.yaml``, see
-:mod:`plancton.config.overlays`) safely, merge those that select this node, parse every key
-with its declared parser, run the checks across keys, and resolve ``max_docks`` for this host.
-Every problem is reported at once, naming the file and the key (load, validate, then the
-logical checks).
+"""Loading a configuration: read the file and its overlays, parse every key, check across keys.
+
+The file and the overlays beside it (``hosts/*.yaml``, see :mod:`plancton.config.overlays`)
+are read safely, those that select this node merged, every key parsed with its declared
+parser, the checks across keys run, and ``max_docks`` resolved for this host. Every problem is
+reported at once, naming the file and the key (load, validate, then the logical checks).
 """
 
 import dataclasses
@@ -12,11 +13,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from plancton.config import older_keys, overlays
+from plancton.config import legacy_keys, overlays, units
+from plancton.config.expression import evaluate
 from plancton.config.files import parse_yaml, read_file, revision_of
 from plancton.config.schema import DEFAULT_REVISION, KEYS, MAX_POOL_SIZE, Config, HostFacts
-from plancton.core import units
-from plancton.core.expression import evaluate
 from plancton.errors import ConfigError, ExpressionError
 
 #: Binds that hand a pilot the host: refused unless ``allow_dangerous_binds`` is true.
@@ -33,8 +33,8 @@ def load(path: str, facts: HostFacts) -> tuple[Config, list[str]]:
     the file, then every overlay in ``hosts/`` beside it that selects the node, in name order.
 
     A missing or empty file (and no overlay) gives the defaults. Warnings name unknown keys
-    (with a "did you mean" where one is close), older keys read as today's ones
-    (:mod:`plancton.config.older_keys`), and files in ``hosts/`` that are not overlays.
+    (with a "did you mean" where one is close), legacy keys read as today's ones
+    (:mod:`plancton.config.legacy_keys`), and files in ``hosts/`` that are not overlays.
 
     Raises:
         ConfigError: a file cannot be read (unreadable, a directory, too large) or parsed
@@ -188,9 +188,9 @@ def parse(
     def named(key: str) -> str:
         return f"{key} (set by {origins[key]})" if key in origins else key
 
-    translated = older_keys.translate(raw)
+    translated = legacy_keys.translate(raw)
     problems, warnings = translated.problems, translated.warnings
-    unread = older_keys.unread_pilot_keys(translated.raw, set(KEYS))
+    unread = legacy_keys.unread_pilot_keys(translated.raw, set(KEYS))
     values: dict[str, Any] = {}
     for name, value in translated.raw.items():
         if name in unread:
@@ -202,8 +202,8 @@ def parse(
         try:
             values[name] = KEYS[name].metadata["parse"](value)
         except ValueError as error:
-            older = translated.read_from.get(name)
-            problems.append(f"{older} (read as {name}): {error}" if older else f"{named(name)}: {error}")
+            legacy = translated.read_from.get(name)
+            problems.append(f"{legacy} (read as {name}): {error}" if legacy else f"{named(name)}: {error}")
     config = dataclasses.replace(Config(), **values, revision=revision, source=source, from_file=frozenset(values))
     problems += [f"{named(key)}: {problem}" for key, problem in _cross_checks(config)]
     try:

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from plancton.config import units
 from plancton.config.schema import HostFacts
-from plancton.core import units
 from plancton.errors import ConfigError
 
 #: The key of an overlay that holds its selector.

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from plancton.config import host_access, influxdb_url, listen_address
-from plancton.core import hours, units
-from plancton.core import ulimits as pilot_limits
+from plancton.config import host_access, hours, influxdb_url, listen_address, units
+from plancton.config import ulimits as pilot_limits
+from plancton.core.hours import Window
 
 DEFAULT_REVISION = "defaults"
 #: Most pilots any ``max_docks`` may ask for.
@@ -175,7 +175,7 @@ class Config:
         default="keep",
         metadata=key(
             units.one_of("keep", "remove"),
-            "The original Plancton's pilots (plancton-worker-*): keep (listed by planctonctl status, "
+            "Legacy pilots (Plancton 0.6's, plancton-worker-*): keep (listed by planctonctl status, "
             "never touched) or remove (stopped with vacate_time, then removed)",
         ),
     )
@@ -293,12 +293,20 @@ class Config:
         default=False,
         metadata=key(units.parse_bool, "Keep pilots running on battery (false: they give way as to a busy owner)"),
     )
-    run_hours: tuple[hours.Window, ...] = field(
+    run_hours: tuple[Window, ...] = field(
         default=(),
         metadata=key(
             hours.parse_windows,
             'Local times pilots may run in, such as ["Mon-Fri 18:00-08:00", "Sat,Sun"] (none: always)',
             show=lambda windows: [window.text for window in windows],
+        ),
+    )
+    lend_cores: float = field(
+        default=0.0,
+        metadata=key(
+            units.number_in_range(0, 1024),
+            "Cores the pilots may keep while the owner is present or busy, instead of giving all of them back "
+            "(0: pilots give way entirely)",
         ),
     )
     # -- what each pilot runs ------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""What the original Plancton (0.6, Python 2) leaves on a host, recognised so that a site
-moving to this Plancton is told about it (standard library and psutil only).
+"""What legacy Plancton (0.6, Python 2) leaves on a host, recognised.
+
+A site moving to this Plancton is told about it (standard library and psutil only).
 
 - Its daemon wrote its pid to ``/var/run/plancton.pid`` (root) or
   ``~/.plancton/run/plancton.pid`` (user mode) and ran as ``planctonctl start`` under
@@ -20,23 +21,23 @@ import psutil
 from plancton.control.pidfile import read_pid
 from plancton.core.modes import Mode
 
-#: The original's pidfile when run by root.
+#: The legacy pidfile when run by root.
 LEGACY_PIDFILE = "/var/run/plancton.pid"
-#: The original's mode files, in its run folder (the same folder as ours by default).
+#: The legacy mode files, in its run folder (the same folder as ours by default).
 LEGACY_DRAIN_FILE = "drain"
 LEGACY_STOP_FILE = "stop"
 LEGACY_FORCE_STOP_FILE = "force-stop"
-#: The prefix of the names of the original's pilots.
+#: The prefix of the names of legacy pilots.
 LEGACY_PILOT_PREFIX = "plancton-worker-"
 #: The label every pilot of ours carries (the same as :data:`plancton.engines.spec.LABEL_INSTANCE`).
 INSTANCE_LABEL = "org.plancton.instance"
 
 
 def running_legacy_daemon(pidfile: str = LEGACY_PIDFILE, own_pidfiles: tuple[str, ...] = ()) -> int | None:
-    """Given the original's pidfile, return the pid of the original daemon running, or None.
+    """Given the legacy pidfile, return the pid of the legacy daemon running, or None.
 
     A pid counts only when its process is alive, is not this process or its parent, is not
-    the daemon named by one of ``own_pidfiles`` (ours), and it is the original's daemon
+    the daemon named by one of ``own_pidfiles`` (ours), and it is the legacy daemon
     by :func:`is_legacy_process`. Never raises.
     """
     pid = read_pid(pidfile)
@@ -58,7 +59,7 @@ def running_legacy_daemon(pidfile: str = LEGACY_PIDFILE, own_pidfiles: tuple[str
 
 def is_legacy_process(command_line: list[str], executable: str = "") -> bool:
     """Given a process's arguments and its resolved executable ("" when unknown), return
-    whether it is the original Plancton's daemon (``python2 /usr/bin/planctonctl start``),
+    whether it is the legacy daemon (``python2 /usr/bin/planctonctl start``),
     not this Plancton's, which runs under Python 3 from its ``plancton.cli`` package.
     """
     text = " ".join(command_line)
@@ -66,16 +67,16 @@ def is_legacy_process(command_line: list[str], executable: str = "") -> bool:
         return False
     if any(marker in text for marker in ("plancton.cli", "plancton/cli", "/opt/plancton/venv/")):
         return False
-    # the original needs Python 2; ours needs Python 3
+    # legacy Plancton needs Python 2; ours needs Python 3
     interpreter = os.path.basename(executable or (command_line[0] if command_line else ""))
     return not interpreter.startswith("python3")
 
 
 def take_legacy_mode(rundir: str) -> tuple[Mode | None, list[str]]:
-    """Given a run folder, return the mode the original's mode files there asked for (None
+    """Given a run folder, return the mode the legacy mode files there asked for (None
     when there are none) and the files found; the files are removed, so that the mode is
     taken once. ``force-stop`` wins over ``drain`` with ``stop`` (drain-stop), which wins
-    over ``drain`` alone; a ``stop`` without ``drain`` meant nothing to the original.
+    over ``drain`` alone; a ``stop`` without ``drain`` meant nothing to legacy Plancton.
 
     Raises:
         OSError: a file is there but cannot be removed (the run folder is read-only).
@@ -94,7 +95,7 @@ def take_legacy_mode(rundir: str) -> tuple[Mode | None, list[str]]:
 
 def is_legacy_pilot(entry: Mapping[str, Any]) -> bool:
     """Given one entry of a Docker container listing (``GET /containers/json``: ``Names``,
-    ``Labels``), return whether it is one of the original's pilots: a name starting with
+    ``Labels``), return whether it is a legacy pilot: a name starting with
     ``plancton-worker-`` and no Plancton instance label.
     """
     labels = entry.get("Labels") or {}
@@ -105,7 +106,7 @@ def is_legacy_pilot(entry: Mapping[str, Any]) -> bool:
 
 
 def legacy_daemon_message(pid: int, pidfile: str = LEGACY_PIDFILE) -> str:
-    """Return the line to print when the original's daemon runs (pid from ``pidfile``)."""
+    """Return the line to print when the legacy daemon runs (pid from ``pidfile``)."""
     return (
         f"the original Plancton (0.6) is running as pid {pid} ({pidfile}): stop it first with its own "
         f"planctonctl stop (or kill {pid}), then remove its crontab @reboot line and {pidfile}"
@@ -113,7 +114,7 @@ def legacy_daemon_message(pid: int, pidfile: str = LEGACY_PIDFILE) -> str:
 
 
 def legacy_mode_message(mode: Mode | None, files: list[str], rundir: str) -> str:
-    """Return the line to log when the original's mode files were taken from ``rundir``."""
+    """Return the line to log when the legacy mode files were taken from ``rundir``."""
     found = ", ".join(os.path.join(rundir, name) for name in files)
     if mode is None:
         return f"removed the original Plancton's {found}, which asked for nothing without a drain file"
@@ -121,7 +122,7 @@ def legacy_mode_message(mode: Mode | None, files: list[str], rundir: str) -> str
 
 
 def legacy_pilots_message(names: list[str]) -> str:
-    """Return the line to print when containers of the original's are on the host."""
+    """Return the line to print when legacy pilots are on the host."""
     shown = ", ".join(sorted(names)[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     return (
         f"{len(names)} pilot(s) of the original Plancton (0.6) are on this host and are not managed: {shown}; "

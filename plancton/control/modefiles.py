@@ -1,9 +1,11 @@
 """The daemon's mode and its persistence in the run folder (standard library only).
 
 A mode is written by ``planctonctl`` and read by the daemon, so it survives a restart of
-either. The file holds one line: the mode's name.
+either. The file holds one line: the mode's name. A snooze is kept beside it: one line, the
+Unix time at which it ends.
 """
 
+import math
 import os
 
 from plancton.control.files import write_private_file
@@ -11,6 +13,7 @@ from plancton.core.modes import Mode
 
 MODE_FILE = "mode"
 SPAWN_NOW_FILE = "spawn-now"
+SNOOZE_FILE = "snooze"
 
 
 def read_mode(rundir: str) -> Mode:
@@ -43,3 +46,34 @@ def take_spawn_now(rundir: str) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def write_snooze(rundir: str, until: float) -> None:
+    """Persist a snooze ending at ``until`` (Unix seconds) in the run folder, atomically.
+
+    Raises:
+        OSError: the run folder is not writable.
+    """
+    write_private_file(os.path.join(rundir, SNOOZE_FILE), f"{until!r}\n")
+
+
+def cancel_snooze(rundir: str) -> bool:
+    """Remove the snooze; return whether there was one."""
+    try:
+        os.unlink(os.path.join(rundir, SNOOZE_FILE))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def read_snooze(rundir: str) -> float | None:
+    """Given the run folder, return when the snooze ends (Unix seconds), or None for none.
+
+    A snooze already over is still returned: the reader compares it with its own clock.
+    """
+    try:
+        with open(os.path.join(rundir, SNOOZE_FILE), encoding="utf-8") as handle:
+            until = float(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+    return until if math.isfinite(until) else None

@@ -46,13 +46,15 @@ class State:
     log_error: str | None = None
     #: the policy's reasons for what it did in the last loop
     why: tuple[str, ...] = ()
+    #: what held pilots back in the last loop: values of :class:`plancton.core.holds.Hold`
+    holds: tuple[str, ...] = ()
     loops: int = 0
     api_calls_last_loop: int = 0
     loop_seconds: float = 0.0
     #: the host sample of the last loop (see :class:`plancton.core.policy.HostSample`)
     sample: dict[str, Any] | None = None
     pilots: tuple[PilotRecord, ...] = ()
-    #: the original Plancton's (0.6) pilots on the engine, by name: not managed unless asked
+    #: legacy pilots (Plancton 0.6's) on the engine, by name: not managed unless asked
     legacy_pilots: tuple[str, ...] = ()
 
 
@@ -81,6 +83,7 @@ def read_state(path: str) -> State | None:
     values = {name: value for name, value in data.items() if name in known}
     try:
         values["why"] = tuple(values.get("why") or ())
+        values["holds"] = tuple(values.get("holds") or ())
         values["legacy_pilots"] = tuple(values.get("legacy_pilots") or ())
         values["pilots"] = tuple(PilotRecord(**pilot) for pilot in values.get("pilots") or ())
         return State(**values)

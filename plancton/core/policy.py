@@ -1,4 +1,4 @@
-"""The pure decision core: given what was sensed, return what to do and why.
+"""The policy: given what was sensed, return what to do and why.
 
 :func:`decide` takes a host sample, the pilots, the configuration, the mode, the time and the
 policy's own memory of earlier loops, and returns a :class:`Plan` with a new memory. It does
@@ -11,23 +11,72 @@ Graded response to the host's owner:
 3. paused for ``grace_kill`` with the owner still busy: stop them (SIGTERM, then SIGKILL);
 4. start pilots again only after ``grace_spawn`` of owner idleness.
 A person at the host (input within ``input_idle``), a host on battery (unless
-``run_on_battery``) or a time outside ``run_hours`` counts as a busy owner too, without
-waiting for ``pause_delay``: every pilot is paused at once, and stopped after ``grace_kill``.
-Memory below ``mem_floor`` (or under pressure) kills the youngest pilots at once.
+``run_on_battery``), a time outside ``run_hours`` or the owner's snooze counts as a busy owner
+too, without waiting for ``pause_delay``: every pilot is paused at once, and stopped after
+``grace_kill``. With ``lend_cores`` the pilots keep that many cores instead, under a CPU cap
+on their parent cgroup, while the owner is present or busy. Memory below ``mem_floor`` (or
+under pressure) kills the youngest pilots at once.
 """
 
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Protocol
 
-from plancton.config.schema import Config
 from plancton.core import hours
+from plancton.core.holds import Hold, Reason, in_order
 from plancton.core.modes import Mode
 
 #: A container created but not started for this long is given up and removed.
 CREATED_GRACE_SECONDS = 30.0
 LIVE_STATES = frozenset({"running", "paused", "restarting", "created"})
 FINISHED_STATES = frozenset({"exited", "dead"})
+
+
+class Settings(Protocol):
+    """The settings the policy reads, and nothing else (:class:`plancton.config.schema.Config`
+    is one): durations in seconds, sizes in bytes, loads in percent of the host's CPU."""
+
+    @property
+    def pool_size(self) -> int: ...  # max_docks, resolved
+    @property
+    def docks_per_loop(self) -> int: ...
+    @property
+    def max_starts_per_minute(self) -> int: ...
+    @property
+    def cpus_per_dock(self) -> float: ...
+    @property
+    def max_dock_mem(self) -> int: ...
+    @property
+    def max_ttl(self) -> float: ...
+    @property
+    def owner_busy_percent(self) -> float: ...
+    @property
+    def owner_idle_percent(self) -> float: ...
+    @property
+    def cpu_pressure_percent(self) -> float: ...
+    @property
+    def pause_delay(self) -> float: ...
+    @property
+    def grace_kill(self) -> float: ...
+    @property
+    def grace_spawn(self) -> float: ...
+    @property
+    def mem_floor(self) -> int: ...
+    @property
+    def memory_pressure_percent(self) -> float: ...
+    @property
+    def input_idle(self) -> float: ...
+    @property
+    def run_on_battery(self) -> bool: ...
+    @property
+    def run_hours(self) -> tuple[hours.Window, ...]: ...
+    @property
+    def lend_cores(self) -> float: ...
+    @property
+    def docker_image(self) -> str: ...
+    @property
+    def replace_on_image_change(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -63,12 +112,14 @@ class Presence:
         input_source: where that figure comes from ("logind", "terminals", "input devices").
         on_battery: whether the host runs on battery.
         local_time: the host's local time, for ``run_hours`` (None: not checked).
+        snooze_left: seconds left of a snooze the owner asked for (None or 0: none).
     """
 
     input_idle_seconds: float | None = None
     input_source: str = ""
     on_battery: bool = False
     local_time: datetime | None = None
+    snooze_left: float | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +142,7 @@ class Memory:
     reclaim_ended: float = -math.inf
     paused_since: tuple[tuple[str, float], ...] = ()
     #: Why the owner counts as present (input, battery, hours); empty when it does not.
-    present: tuple[str, ...] = ()
+    present: tuple[Reason, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,7 +165,13 @@ class Plan:
     kill: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
     reasons: tuple[str, ...] = ()
+    #: What held pilots back in this loop, in the order :class:`Hold` declares them; the
+    #: reasons say the same for people, with figures.
+    holds: tuple[Hold, ...] = ()
     exit_daemon: bool = False
+    #: The cores the pilots as a whole may use (a CPU cap on their parent cgroup), while
+    #: they lend part of the host to a present or busy owner; None: no cap.
+    cpu_cap: float | None = None
     #: Seconds until one of the policy's timers (pause_delay, grace_kill, grace_spawn, a
     #: back-off) falls due, when one is running: the daemon decides again then rather than
     #: after a whole main_sleep.
@@ -126,7 +183,7 @@ class _Situation:
     """The inputs of one decision, bundled for the helpers of :func:`decide`."""
 
     sample: HostSample
-    config: Config
+    config: Settings
     mode: Mode
     now: float
     memory: Memory
@@ -145,8 +202,14 @@ class _Draft:
     kill: list[tuple[str, str]] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    holds: set[Hold] = field(default_factory=set)
     exit_daemon: bool = False
     released: list[str] = field(default_factory=list)  # held pilots that never froze, let go
+
+    def note(self, reason: str, *holds: Hold) -> None:
+        """Record a reason for people, and the holds it stands for."""
+        self.reasons.append(reason)
+        self.holds.update(holds)
 
     def leaving(self) -> set[str]:
         return {pilot for pilot, _ in self.stop + self.kill}
@@ -160,6 +223,7 @@ class _Draft:
             kill=tuple(self.kill),
             remove=tuple(self.remove),
             reasons=tuple(self.reasons),
+            holds=in_order(self.holds),
             exit_daemon=self.exit_daemon,
         )
 
@@ -167,7 +231,7 @@ class _Draft:
 def decide(
     sample: HostSample,
     pilots: list[PilotView],
-    config: Config,
+    config: Settings,
     mode: Mode,
     now: float,
     memory: Memory,
@@ -189,32 +253,32 @@ def decide(
     draft = _Draft()
     memory = _update_owner(memory, sample, config, now)
     memory = _update_presence(memory, presence, config, now)
-    owner_busy = mode is Mode.ACTIVE and (memory.owner_busy or bool(memory.present))
-    _remove_finished(pilots, draft, owner_busy)
+    _remove_finished(pilots, draft, _owner_holds(memory) if mode is Mode.ACTIVE else ())
     live = [pilot for pilot in pilots if pilot.state in LIVE_STATES and not pilot.stopping]
     live = [pilot for pilot in live if pilot.id not in draft.remove]
     memory = _forget_gone_pauses(memory, live, now)
 
     if mode is Mode.FORCE_STOP:
         draft.stop += [(pilot.id, "force-stop") for pilot in _youngest_first(live)]
-        draft.reasons.append(f"force-stop: stopping {len(live)} pilots, starting none")
+        draft.note(f"force-stop: stopping {len(live)} pilots, starting none", Hold.MODE)
         return draft.freeze(), memory
-    if _relieve_memory(sample, live, config, draft):
-        return draft.freeze(), memory
-    _expire(live, config, draft)
     situation = _Situation(sample, config, mode, now, memory, history, presence)
+    cap = _lending_cap(situation)
+    if _relieve_memory(sample, live, config, draft):
+        return replace(draft.freeze(), cpu_cap=cap), memory
+    _expire(live, config, draft)
     remaining = [pilot for pilot in live if pilot.id not in draft.leaving()]
     _follow_owner(situation, remaining, draft)
     remaining = [pilot for pilot in remaining if pilot.id not in draft.leaving()]
     _spawn(situation, remaining, draft)
     if mode is Mode.DRAIN_STOP and not pilots:
         draft.exit_daemon = True
-        draft.reasons.append("drain-stop: no pilot left, the daemon exits")
+        draft.note("drain-stop: no pilot left, the daemon exits")
     memory = _record_pauses(memory, draft, now)
-    return replace(draft.freeze(), wake_in=_wake_in(situation, memory)), memory
+    return replace(draft.freeze(), cpu_cap=cap, wake_in=_wake_in(situation, memory)), memory
 
 
-def owner_busy_after(was_busy: bool, sample: HostSample, config: Config) -> bool:
+def owner_busy_after(was_busy: bool, sample: HostSample, config: Settings) -> bool:
     """Given whether the owner counted as busy and a new sample, return whether it counts as
     busy now. Hysteresis: busy at owner_busy_percent (or CPU pressure), idle again only below
     owner_idle_percent."""
@@ -229,7 +293,7 @@ def owner_busy_after(was_busy: bool, sample: HostSample, config: Config) -> bool
     return percent >= config.owner_busy_percent or pressured
 
 
-def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float) -> Memory:
+def _update_owner(memory: Memory, sample: HostSample, config: Settings, now: float) -> Memory:
     busy = owner_busy_after(memory.owner_busy, sample, config)
     if busy and not memory.owner_busy:
         return replace(memory, owner_busy=True, owner_since=now)
@@ -240,7 +304,7 @@ def _update_owner(memory: Memory, sample: HostSample, config: Config, now: float
     return memory
 
 
-def _update_presence(memory: Memory, presence: Presence, config: Config, now: float) -> Memory:
+def _update_presence(memory: Memory, presence: Presence, config: Settings, now: float) -> Memory:
     """Record why the owner counts as present; when the last reason goes, grace_spawn starts."""
     present = _present_reasons(presence, config)
     if memory.present and not present:
@@ -248,45 +312,63 @@ def _update_presence(memory: Memory, presence: Presence, config: Config, now: fl
     return replace(memory, present=present)
 
 
-def _present_reasons(presence: Presence, config: Config) -> tuple[str, ...]:
-    """Return why input, battery or the hours make the owner present (none: not present)."""
+def _present_reasons(presence: Presence, config: Settings) -> tuple[Reason, ...]:
+    """Return why a snooze, input, battery or the hours make the owner present (none: not
+    present)."""
     reasons = []
+    if presence.snooze_left:
+        reasons.append(Reason(Hold.SNOOZE, f"snoozed by the owner for another {_minutes(presence.snooze_left)}"))
     idle, source = presence.input_idle_seconds, presence.input_source
     if config.input_idle and idle is None:
-        reasons.append("no source tells when a keyboard was last used (input_idle is set)")
+        reasons.append(Reason(Hold.INPUT, "no source tells when a keyboard was last used (input_idle is set)"))
     elif config.input_idle and idle is not None and idle < config.input_idle:
-        reasons.append(f"keyboard used {idle:.0f} s ago" + (f" ({source})" if source else ""))
+        reasons.append(Reason(Hold.INPUT, f"keyboard used {idle:.0f} s ago" + (f" ({source})" if source else "")))
     if presence.on_battery and not config.run_on_battery:
-        reasons.append("on battery")
+        reasons.append(Reason(Hold.BATTERY, "on battery"))
     moment = presence.local_time
     if moment is not None and not hours.allowed(config.run_hours, moment):
         change = hours.next_change(config.run_hours, moment)
         until = f" until {hours.describe_moment(change, moment)}" if change else ""
-        reasons.append(f"outside run_hours{until}")
+        reasons.append(Reason(Hold.RUN_HOURS, f"outside run_hours{until}"))
     return tuple(reasons)
 
 
-def _remove_finished(pilots: list[PilotView], draft: _Draft, owner_busy: bool) -> None:
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
+
+
+def present_text(present: tuple[Reason, ...]) -> str:
+    """Given why the owner counts as present, return it as one sentence for people."""
+    return "; ".join(reason.text for reason in present)
+
+
+def _owner_holds(memory: Memory) -> tuple[Hold, ...]:
+    """Return the holds of an owner who is busy or present (none when neither)."""
+    busy = (Hold.OWNER_BUSY,) if memory.owner_busy else ()
+    return busy + tuple(reason.hold for reason in memory.present)
+
+
+def _remove_finished(pilots: list[PilotView], draft: _Draft, owner_holds: tuple[Hold, ...]) -> None:
     """Remove pilots that have ended (or never started): at once, or, while the owner is busy
-    or present, once the owner is idle again, so that the engine's work of removing them (file
-    systems, cgroups) is not done in the owner's time."""
+    or present (``owner_holds``), once the owner is idle again, so that the engine's work of
+    removing them (file systems, cgroups) is not done in the owner's time."""
     finished = []
     for pilot in pilots:
         never_started = pilot.state == "created" and pilot.age > CREATED_GRACE_SECONDS
         if pilot.state in FINISHED_STATES or (never_started and not pilot.stopping):
             finished.append(pilot.id)
-    if finished and owner_busy:
-        draft.reasons.append(f"owner busy: removing {len(finished)} finished pilots once it is idle")
+    if finished and owner_holds:
+        draft.note(f"owner busy: removing {len(finished)} finished pilots once it is idle", *owner_holds)
     elif finished:
         draft.remove += finished
-        draft.reasons.append(f"removing {len(finished)} finished pilots")
+        draft.note(f"removing {len(finished)} finished pilots")
 
 
 def _youngest_first(pilots: list[PilotView]) -> list[PilotView]:
     return sorted(pilots, key=lambda pilot: (pilot.age, pilot.id))
 
 
-def _relieve_memory(sample: HostSample, live: list[PilotView], config: Config, draft: _Draft) -> bool:
+def _relieve_memory(sample: HostSample, live: list[PilotView], config: Settings, draft: _Draft) -> bool:
     """Kill the youngest pilots at once when memory is short; return whether it was."""
     shortfall = config.mem_floor - sample.available_bytes
     pressured = sample.memory_pressure is not None and sample.memory_pressure >= config.memory_pressure_percent
@@ -301,20 +383,20 @@ def _relieve_memory(sample: HostSample, live: list[PilotView], config: Config, d
         if shortfall > 0
         else f"memory pressure {sample.memory_pressure:.0f}%"
     )
-    draft.reasons.append(f"{why}: killing {len(victims)} youngest pilots, starting none")
+    draft.note(f"{why}: killing {len(victims)} youngest pilots, starting none", Hold.MEMORY)
     return True
 
 
-def _expire(live: list[PilotView], config: Config, draft: _Draft) -> None:
+def _expire(live: list[PilotView], config: Settings, draft: _Draft) -> None:
     expired = [pilot for pilot in live if pilot.state == "running" and pilot.age > config.max_ttl]
     draft.stop += [(pilot.id, "ttl") for pilot in expired]
     if expired:
-        draft.reasons.append(f"{len(expired)} pilots older than max_ttl {config.max_ttl:g} s: stopping them")
+        draft.note(f"{len(expired)} pilots older than max_ttl {config.max_ttl:g} s: stopping them")
     if config.replace_on_image_change:
         outdated = [p for p in live if p.image and p.image != config.docker_image and p not in expired]
         draft.stop += [(pilot.id, "image changed") for pilot in outdated]
         if outdated:
-            draft.reasons.append(f"{len(outdated)} pilots run an older image: stopping them")
+            draft.note(f"{len(outdated)} pilots run an older image: stopping them")
 
 
 def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
@@ -331,34 +413,84 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
     active = [pilot for pilot in live if pilot.state == "running" and pilot.id not in held_since]
     owner = f"owner at {sample.owner_percent:.0f}% of host CPU (pilots excluded)"
     in_state = now - memory.owner_since
-    present = "; ".join(memory.present)
-    if memory.present or (memory.owner_busy and in_state >= config.pause_delay):
-        # a present owner gets the whole host back; a busy one what its load needs
-        room = 0.0 if memory.present else max(0.0, sample.ncpus - sample.owner_cores)
-        keep = math.floor(room / config.cpus_per_dock + 1e-9)
+    present = present_text(memory.present)
+    holds = _owner_holds(memory) if memory.present else (Hold.OWNER_BUSY,)
+    if _owner_engaged(situation):
+        # a present owner gets the whole host back, a busy one what its load needs; but for
+        # the cores lent while the owner works
+        lending = _lending_cap(situation) is not None
+        keep = _lent_pilots(config) if lending else _room_keep(situation)
         to_pause = _youngest_first(active)[: max(0, len(active) - keep)]
         draft.pause += [pilot.id for pilot in to_pause]
         why = present or f"{owner}, busy {in_state:.0f} s"
         if to_pause:
-            draft.reasons.append(f"{why}: pausing {len(to_pause)} youngest pilots")
+            draft.note(f"{why}: pausing {len(to_pause)} youngest pilots", *holds)
         overdue = [pilot for pilot in held if now - held_since[pilot.id] >= config.grace_kill]
         draft.stop += [(pilot.id, "owner reclaim") for pilot in overdue]
         if overdue:
-            draft.reasons.append(
-                f"{present or 'owner busy'} past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots"
+            draft.note(
+                f"{present or 'owner busy'} past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots",
+                *holds,
             )
+        if lending:
+            _lend(situation, active, held, draft, keep)
     elif memory.owner_busy:
-        draft.reasons.append(f"{owner}: pausing pilots if it stays busy {config.pause_delay:g} s")
+        draft.note(f"{owner}: pausing pilots if it stays busy {config.pause_delay:g} s", Hold.OWNER_BUSY)
     elif held:
         paused = [pilot for pilot in held if pilot.state == "paused"]
         room = max(0, _pool_room(config, live) + len(paused))
         to_resume = sorted(paused, key=lambda pilot: (-pilot.age, pilot.id))[:room]
         draft.unpause += [pilot.id for pilot in to_resume]
         draft.released += [pilot.id for pilot in held if pilot.state != "paused"]
-        draft.reasons.append(f"{owner}, idle again: resuming {len(held)} held pilots")
+        draft.note(f"{owner}, idle again: resuming {len(held)} held pilots")
 
 
-def _pool_room(config: Config, live: list[PilotView]) -> int:
+def _owner_engaged(situation: _Situation) -> bool:
+    """Return whether the owner is present, or busy for pause_delay: pilots give way then."""
+    memory, config = situation.memory, situation.config
+    busy_for = situation.now - memory.owner_since
+    return bool(memory.present) or (memory.owner_busy and busy_for >= config.pause_delay)
+
+
+def _room_keep(situation: _Situation) -> int:
+    """Return how many pilots fit beside the owner: none for a present owner, those that fit in
+    the CPU a busy owner leaves."""
+    if situation.memory.present:
+        return 0
+    room = max(0.0, situation.sample.ncpus - situation.sample.owner_cores)
+    return math.floor(room / situation.config.cpus_per_dock + 1e-9)
+
+
+def _lent_pilots(config: Settings) -> int:
+    """Return how many pilots run on the cores lent to a present or busy owner's host."""
+    return math.ceil(config.lend_cores / config.cpus_per_dock - 1e-9) if config.lend_cores > 0 else 0
+
+
+def _lending_cap(situation: _Situation) -> float | None:
+    """Return the pilots' CPU cap while they lend part of the host to a present or busy
+    owner (``lend_cores``), or None when they do not: no lending set, not in active mode, the
+    owner neither present nor busy, a busy owner leaving more room than is lent, or a snooze
+    (the owner asked for the whole host)."""
+    config = situation.config
+    snoozed = any(reason.hold is Hold.SNOOZE for reason in situation.memory.present)
+    lending = situation.mode is Mode.ACTIVE and _owner_engaged(situation) and not snoozed
+    if not lending or _lent_pilots(config) <= _room_keep(situation):
+        return None
+    return config.lend_cores
+
+
+def _lend(situation: _Situation, active: list[PilotView], held: list[PilotView], draft: _Draft, keep: int) -> None:
+    """While lending, keep ``keep`` pilots running: resume held pilots first (oldest first),
+    then start new ones (see :func:`_spawn`)."""
+    paused = [pilot for pilot in held if pilot.state == "paused" and pilot.id not in draft.leaving()]
+    wanted = max(0, keep - len(active))
+    to_resume = sorted(paused, key=lambda pilot: (-pilot.age, pilot.id))[:wanted]
+    draft.unpause += [pilot.id for pilot in to_resume]
+    cap = situation.config.lend_cores
+    draft.note(f"lending {cap:g} cores to the owner's host: {min(keep, len(active) + len(to_resume))} pilots run")
+
+
+def _pool_room(config: Settings, live: list[PilotView]) -> int:
     return config.pool_size - len(live)
 
 
@@ -366,39 +498,48 @@ def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
     config = situation.config
     hold = _spawn_hold(situation, live, draft)
     if hold:
-        draft.reasons.append(f"starting none: {hold}")
+        holds, why = hold
+        draft.note(f"starting none: {why}", *holds)
         return
     wanted = min(config.docks_per_loop, _pool_room(config, live))
+    lending = _lending_cap(situation) is not None
+    if lending:
+        held = dict(situation.memory.paused_since)
+        lent = [pilot for pilot in live if pilot.id not in held and pilot.state != "paused"]
+        wanted = min(wanted, _lent_pilots(config) - len(lent))
     if wanted <= 0:
-        draft.reasons.append(f"pool full: {len(live)} of max_docks {config.pool_size} pilots")
+        if not lending:
+            draft.note(f"pool full: {len(live)} of max_docks {config.pool_size} pilots", Hold.POOL_FULL)
         return
     recent = sum(1 for started in situation.history.recent_starts if situation.now - started < 60.0)
     draft.start = max(0, min(wanted, config.max_starts_per_minute - recent))
     if draft.start < wanted:
-        draft.reasons.append(f"start rate at max_starts_per_minute {config.max_starts_per_minute}")
+        draft.note(f"start rate at max_starts_per_minute {config.max_starts_per_minute}", Hold.START_RATE)
     if draft.start:
-        draft.reasons.append(f"owner idle: starting {draft.start} pilots ({len(live)} of {config.pool_size} live)")
+        who = "lending to a present or busy owner" if lending else "owner idle"
+        draft.note(f"{who}: starting {draft.start} pilots ({len(live)} of {config.pool_size} live)")
 
 
-def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> str | None:
-    """Return why no pilot may start now, or None when they may."""
+def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> tuple[tuple[Hold, ...], str] | None:
+    """Return why no pilot may start now (the holds, and a sentence), or None when they may."""
     config, now, memory, history = situation.config, situation.now, situation.memory, situation.history
     held = dict(memory.paused_since)
+    lending = _lending_cap(situation) is not None
     if situation.mode is not Mode.ACTIVE:
-        return f"{situation.mode.value} ({len(live)} pilots left)"
-    if memory.present:
-        return "; ".join(memory.present)
-    if memory.owner_busy:
-        return "owner busy"
+        return (Hold.MODE,), f"{situation.mode.value} ({len(live)} pilots left)"
+    if memory.present and not lending:
+        return _owner_holds(memory), present_text(memory.present)
+    if memory.owner_busy and not lending:
+        return (Hold.OWNER_BUSY,), "owner busy"
     if draft.unpause or draft.released or any(p.state == "paused" or p.id in held for p in live):
-        return "paused pilots resume first"
+        return (Hold.PAUSED_FIRST,), "paused pilots resume first"
     idle_for = now - memory.reclaim_ended
-    if idle_for < config.grace_spawn and not history.spawn_now:
-        return f"owner idle again only {idle_for:.0f} s of grace_spawn {config.grace_spawn:g} s"
+    if idle_for < config.grace_spawn and not history.spawn_now and not lending:
+        return (Hold.GRACE_SPAWN,), f"owner idle again only {idle_for:.0f} s of grace_spawn {config.grace_spawn:g} s"
     if now < history.backoff_until:
-        return f"backing off after failed starts for {history.backoff_until - now:.0f} s"
+        return (Hold.START_BACKOFF,), f"backing off after failed starts for {history.backoff_until - now:.0f} s"
     if situation.sample.available_bytes <= config.mem_floor:
-        return "available memory at mem_floor"
+        return (Hold.MEMORY,), "available memory at mem_floor"
     return None
 
 
@@ -418,8 +559,8 @@ def _record_pauses(memory: Memory, draft: _Draft, now: float) -> Memory:
 def _wake_in(situation: _Situation, memory: Memory) -> float | None:
     """Return the seconds until the next of the running timers falls due, or None for none.
 
-    Besides the policy's own timers, the owner's presence may end by itself: input_idle
-    running out since the last keystroke, or run_hours opening or closing.
+    Besides the policy's own timers, the owner's presence may end by itself: a snooze ending,
+    input_idle running out since the last keystroke, or run_hours opening or closing.
     """
     config, history, now, presence = situation.config, situation.history, situation.now, situation.presence
     due = []
@@ -429,6 +570,8 @@ def _wake_in(situation: _Situation, memory: Memory) -> float | None:
         due += [since + config.grace_kill for _, since in memory.paused_since]
     else:
         due += [memory.reclaim_ended + config.grace_spawn, history.backoff_until]
+    if presence.snooze_left:
+        due.append(now + presence.snooze_left)
     idle = presence.input_idle_seconds
     if config.input_idle and idle is not None and idle < config.input_idle:
         due.append(now + config.input_idle - idle)

@@ -1,5 +1,7 @@
-"""The event thread: follows the engine's event stream so that a pilot's death wakes the
-loop at once, and a replacement starts within a second instead of at the next loop.
+"""The event thread: a pilot's death, seen in the engine's event stream, wakes the loop.
+
+A pilot's death wakes the loop at once, and a replacement starts within a second instead of
+at the next loop.
 """
 
 import logging

@@ -1,5 +1,7 @@
-"""The executor of a plan: each action the policy decided, carried out through the engine on
-worker threads (:mod:`plancton.daemon.actions`), logged and reported.
+"""The executor of a plan: each action the policy decided, carried out through the engine.
+
+The actions run on worker threads (:mod:`plancton.daemon.actions`) and are logged and
+reported.
 """
 
 import functools
@@ -7,19 +9,19 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable
 
 from plancton.config.schema import Config
+from plancton.config.ulimits import pilot_ulimits, rlimit_fix
 from plancton.core.policy import Plan
-from plancton.core.ulimits import limit_in_error, pilot_ulimits, rlimit_fix
 from plancton.daemon.actions import START_CONCURRENCY, STOP_CONCURRENCY, ActionRunner
+from plancton.daemon.placement import Placement
 from plancton.daemon.roster import Roster
-from plancton.daemon.starts import StartTracker
+from plancton.daemon.starts import INSTANT_EXIT_SECONDS, StartTracker
 from plancton.engines.base import Engine
 from plancton.engines.images import ImageKeeper
 from plancton.engines.spec import container_spec
-from plancton.errors import EngineUnavailable, PilotError
+from plancton.errors import EngineUnavailable, ImageMissing, LimitRefused, PilotError
 from plancton.metrics.reporting import PilotEvent, Reporter
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,9 @@ class Executor:
         engine: the engine of this instance's pilots.
         roster: the daemon's roster, for names and our own stops.
         reporter: where pilot events go.
-        config: returns the configuration in force (it may change between two actions).
-        cgroup_parent: returns the pilots' parent cgroup, as the engine wants it.
+        placement: the pilots' parent cgroup, limits and freeze room.
         clock: a monotonic clock.
         wall: the wall clock, to date pilots.
-        ceilings: returns the hard limits that pilots' default nofile and nproc stay within.
-        freeze_room: returns what a pause request runs within, so that the engine's freezer
-            can freeze the pilots (the pilots' cgroup lifts their lowest CPU weight where needed).
     """
 
     def __init__(
@@ -49,20 +47,14 @@ class Executor:
         engine: Engine,
         roster: Roster,
         reporter: Reporter,
-        config: Callable[[], Config],
-        cgroup_parent: Callable[[], str],
+        placement: Placement,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
-        ceilings: Callable[[], Mapping[str, int]] = dict,
-        freeze_room: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
         self.engine = engine
-        self.freeze_room = freeze_room
-        self.ceilings = ceilings
         self.roster = roster
         self.reporter = reporter
-        self.config = config
-        self.cgroup_parent = cgroup_parent
+        self.placement = placement
         self.clock = clock
         self.wall = wall
         self.starts = StartTracker()
@@ -72,60 +64,59 @@ class Executor:
 
     def act_on_other(self, container: str, action: Callable[[], None]) -> None:
         """Run a slow action on a container that is not one of this instance's pilots (the
-        original Plancton's), in the background, unless one on it is under way."""
+        legacy pilots of Plancton 0.6), in the background, unless one on it is under way."""
         self._actions.act(container, action, slow=True)
 
     def under_way(self) -> tuple[frozenset[str], int]:
         """Return the pilots with an action under way and how many starts are."""
         return self._actions.under_way()
 
-    def execute(self, plan: Plan) -> None:
-        """Hand every action of the plan to the workers; return at once."""
+    def execute(self, plan: Plan, config: Config) -> None:
+        """Hand every action of the plan to the workers, under the configuration it was
+        decided with; return at once."""
+        self.placement.cap(plan.cpu_cap)  # a file write: at once, before pilots are resumed or started
         act = self._actions.act
         for container in plan.remove:
             act(container, functools.partial(self._remove, container))
         for container, reason in plan.kill:
-            act(container, functools.partial(self._end, container, reason, True), slow=True)
+            act(container, functools.partial(self._end, container, reason, None), slow=True)
         for container, reason in plan.stop:
-            act(container, functools.partial(self._end, container, reason, False), slow=True)
+            act(container, functools.partial(self._end, container, reason, config.vacate_time), slow=True)
         for container in plan.pause:
             act(container, functools.partial(self._pause, container, True))
         for container in plan.unpause:
             act(container, functools.partial(self._pause, container, False))
-        if plan.start and self._image_ready():
-            if self.config().docker_privileged:
+        if plan.start and self._image_ready(config):
+            if config.docker_privileged:
                 log.warning("starting %d privileged pilots: docker_privileged is true", plan.start)
             for _ in range(plan.start):
-                self._actions.start(self._start_one)
+                self._actions.start(functools.partial(self._start_one, config))
 
     def shutdown(self) -> None:
         """Drop the actions that have not begun and wait for those that have."""
         self._actions.shutdown()
 
-    def _image_ready(self) -> bool:
-        config = self.config()
+    def _image_ready(self, config: Config) -> bool:
         try:
             return self.images.ready(config.docker_image, config.pull_policy, config.image_expiration)
         except (PilotError, EngineUnavailable) as error:
             log.error("cannot check the image %s: %s", config.docker_image, error)
             return False
 
-    def _start_one(self) -> None:
-        config = self.config()
+    def _start_one(self, config: Config) -> None:
+        ceilings = self.placement.ulimit_ceilings
         try:
-            ceilings = self.ceilings()
             token = secrets.token_hex(4)
-            spec = container_spec(config, self.cgroup_parent(), self.host_name, token, self.wall(), ceilings)
+            spec = container_spec(config, self.placement.parent, self.host_name, token, self.wall(), ceilings)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
-            if "no such image" in str(error).lower():
+            if isinstance(error, ImageMissing):
                 self.images.forget(config.docker_image)
             delay = self.starts.failed(self.clock())
             suffix = f"; backing off {delay:.0f} s" if delay else ""
             log.error("cannot start a pilot: %s%s", error, suffix)
-            limit = limit_in_error(str(error))
-            if limit is not None:
-                log.error("%s", rlimit_fix(limit, pilot_ulimits(config.ulimits, ceilings)))
+            if isinstance(error, LimitRefused):
+                log.error("%s", rlimit_fix(error.limit, pilot_ulimits(config.ulimits, ceilings)))
             self.reporter.pilot_event(PilotEvent("start_failed", "", reason=str(error)[:200]))
         else:
             self.starts.started(self.clock())
@@ -140,7 +131,9 @@ class Executor:
         runtime = max(0.0, self.wall() - pilot.created)
         ours = self.roster.take_stopped_by_us(container)
         log.info("pilot %s %s with code %s after %.0f s: removed", pilot.name, pilot.state, pilot.exit_code, runtime)
-        self.reporter.pilot_event(PilotEvent("exited", pilot.name, pilot.exit_code, runtime))
+        failed = not ours and (pilot.state == "created" or runtime < INSTANT_EXIT_SECONDS)
+        event = PilotEvent("exited", pilot.name, pilot.exit_code, runtime, by_plancton=ours, failed=failed)
+        self.reporter.pilot_event(event)
         if pilot.state == "created":
             self.starts.failed(self.clock())
         elif not ours:
@@ -154,19 +147,19 @@ class Executor:
                     delay,
                 )
 
-    def _end(self, container: str, reason: str, kill: bool) -> None:
+    def _end(self, container: str, reason: str, vacate: float | None) -> None:
+        """Stop a pilot with ``vacate`` seconds to finish, or kill it at once (None)."""
         pilot = self.roster.get(container)
         name = self.roster.name(container)
         paused = pilot is not None and pilot.state == "paused"
         self.roster.stopping_ourselves(container)
-        if kill:
+        if vacate is None:
             log.warning("killing pilot %s (%s)", name, reason)
             self.engine.kill(container, paused=paused)
         else:
-            vacate = self.config().vacate_time
             log.info("stopping pilot %s (%s): SIGTERM, SIGKILL after %.0f s", name, reason, vacate)
             self.engine.stop(container, vacate, paused=paused)
-        self.reporter.pilot_event(PilotEvent("killed" if kill else "stopped", name, reason=reason))
+        self.reporter.pilot_event(PilotEvent("stopped" if vacate is not None else "killed", name, reason=reason))
 
     def _pause(self, container: str, pause: bool) -> None:
         name = self.roster.name(container)
@@ -193,7 +186,7 @@ class Executor:
         freeze.
         """
         error: PilotError | None = None
-        with self.freeze_room():
+        with self.placement.freeze_room():
             for _ in range(FREEZE_ATTEMPTS):
                 try:
                     self.engine.pause(container)

@@ -1,4 +1,6 @@
-"""The host watched between loops: a thread samples the host's CPU and memory every half second,
+"""The host watched between loops: the owner's last half second, and a wake when it changes.
+
+A thread samples the host's CPU and memory every half second,
 so that the loop decides on the owner's last moment rather than on an average since the last
 loop, and wakes the loop as soon as the owner starts or stops being busy, whatever main_sleep.
 

@@ -1,5 +1,7 @@
-"""Logging: a rotating file in the log folder, syslog where /dev/log exists, stderr in the
-foreground. A log that cannot be written (disk full, folder gone) never stops the daemon.
+"""Logging: a rotating file, syslog, stderr in the foreground; a failing log never stops the daemon.
+
+The file rotates in the log folder; syslog is used where /dev/log exists. A log that cannot
+be written (disk full, folder gone) never stops the daemon.
 """
 
 import contextlib

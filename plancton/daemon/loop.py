@@ -12,34 +12,32 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from plancton import __version__
 from plancton.config.schema import Config
-from plancton.control.modefiles import read_mode, take_spawn_now, write_mode
+from plancton.control.modefiles import cancel_snooze, read_mode, read_snooze, take_spawn_now, write_mode
 from plancton.control.node import labels_path
 from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
 from plancton.control.updates import read_record, record_path
 from plancton.core.modes import Mode
-from plancton.core.policy import HostSample, Memory, Plan, decide
-from plancton.core.ulimits import DEFAULT_CAPPED, lowest_hard_limits
+from plancton.core.policy import HostSample, Memory, Plan, decide, present_text
 from plancton.daemon import logsetup
 from plancton.daemon.events import EventWatcher
 from plancton.daemon.executor import Executor
 from plancton.daemon.host_watch import HostWatch
-from plancton.daemon.original_pilots import OriginalPilots
+from plancton.daemon.legacy_pilots import LegacyPilots
+from plancton.daemon.placement import Placement
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
 from plancton.daemon.watcher import ConfigWatcher
-from plancton.engines.base import Engine, EngineInfo
+from plancton.engines.base import Engine
 from plancton.errors import EngineUnavailable, PilotError
 from plancton.metrics.reporting import LoopReport, NullReporter, Reporter
-from plancton.platform.cgroups import CGROUP_ROOT, NOT_SET, PilotCgroup
+from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 from plancton.platform.host import HostSensor, Sensor
 from plancton.platform.presence import PresenceSensor
-from plancton.platform.rlimits import own_hard_limits, process_hard_limits
 from plancton.platform.sdnotify import notify
 
 log = logging.getLogger(__name__)
@@ -75,7 +73,6 @@ class Daemon:
         sensor: Callable[[PilotCgroup], Sensor] = HostSensor,
     ) -> None:
         self.paths = paths
-        self.cgroup_root = cgroup_root
         self.make_sensor = sensor
         self.config = config
         self.engine = engine
@@ -85,27 +82,17 @@ class Daemon:
         self.wake = threading.Event()
         self.signals = SignalReceiver(self.wake)
         self.roster = Roster()
-        self.ulimit_ceilings: dict[str, int] = {}
-        self.executor = Executor(
-            engine,
-            self.roster,
-            self.reporter,
-            lambda: self.config,
-            self._parent,
-            clock,
-            wall,
-            self._ceilings,
-            self._freeze_room,
-        )
-        self.original_pilots = OriginalPilots(engine, self.executor.act_on_other, clock)
+        self.placement = Placement(config.instance, cgroup_root)
+        self.executor = Executor(engine, self.roster, self.reporter, self.placement, clock, wall)
+        self.legacy_pilots = LegacyPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
         self.watcher = ConfigWatcher(paths.config_file, labels_path(paths), clock, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
+        self.snooze_until: float | None = None
         self.started_at = clock()
         self.started_wall = wall()
-        self.cgroup: PilotCgroup | None = None
         self.host: HostWatch | None = None
         self.watching = False
         self.engine_name = ""
@@ -161,22 +148,22 @@ class Daemon:
             self._report(loop_start, calls_before, None)
             return None
         self._engine_up()
-        self.original_pilots.check(self.config)
+        self.legacy_pilots.check(self.config)
         assert self.host is not None
         sample = self.host.sample()
         now = self.clock()
         self._follow_mode()
-        self._settle_cgroup()
+        self.placement.settle()
         self.roster.update(listing, now, self.wall())
         in_flight, _ = self.executor.under_way()
         views = self.roster.views(now, in_flight, starting)
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
-        presence = self.presence.sample(self.wall())
+        presence = replace(self.presence.sample(self.wall()), snooze_left=self._snooze_left())
         before = self.memory
         plan, self.memory = decide(sample, views, self.config, self.mode, now, before, history, presence)
         self._log_owner_change(before, sample, now)
         self.host.expect(self.memory.owner_busy, self.config)
-        self.executor.execute(plan)
+        self.executor.execute(plan, self.config)
         self.last_plan, self.decided_at = plan, now
         self._report(loop_start, calls_before, sample)
         return plan
@@ -191,7 +178,7 @@ class Daemon:
             return False
         self.config = new
         self.presence.configure(new.input_idle, new.run_on_battery)
-        self.original_pilots.look_again()
+        self.legacy_pilots.look_again()
         try:
             logsetup.set_level(new.log_level)
             self.reporter.configure(new)
@@ -210,9 +197,8 @@ class Daemon:
         self.executor.shutdown()
         self.reporter.close()
         left = self._pilots_left()
-        if left == 0 and self.cgroup is not None:
-            for folder in self.cgroup.remove():
-                log.info("removed the pilots' cgroup %s: no pilot left", folder)
+        if left == 0:
+            self.placement.remove()
         log.info("Plancton stopped; %s pilots left running", "some" if left is None else left)
 
     # -- the engine and the host ------------------------------------------------------------
@@ -220,62 +206,14 @@ class Daemon:
     def _prepare_engine(self) -> None:
         info = self.engine.engine_info()
         self.engine_name = f"{info.name} {info.version}"
-        self.cgroup = PilotCgroup(
-            self.config.instance, info.cgroup_driver, info.cgroup_version, self.cgroup_root, info.server_uid
-        )
-        warning = self.cgroup.set_lowest_weight()
-        if warning:
-            log.warning("%s", warning)
-        self.host = HostWatch(self.make_sensor(self.cgroup), self.wake.set)
+        cgroup = self.placement.prepare(info, self.config)
+        self.host = HostWatch(self.make_sensor(cgroup), self.wake.set)
         if self.watching:
             self.host.start()
         log.info(
             "%s (cgroup v%d, %s driver); pilots go under cgroup %s (%s)",
-            *(self.engine_name, info.cgroup_version, info.cgroup_driver, self.cgroup.docker_parent),
-            self.cgroup.setting,
+            *(self.engine_name, info.cgroup_version, info.cgroup_driver, cgroup.docker_parent, cgroup.setting),
         )
-        self._find_ulimit_ceilings(info)
-
-    def _find_ulimit_ceilings(self, info: EngineInfo) -> None:
-        """Where the engine gives containers limits of its own choosing, bound the pilots'
-        default limits by Plancton's and the engine process's hard limits, and say once what
-        pilots get. Elsewhere pilots inherit the engine's own limits, which the host allows."""
-        if not info.sets_own_ulimits:
-            self.ulimit_ceilings = {}
-            return
-        engine_limits = process_hard_limits(info.server_pid) if info.server_pid else {}
-        ceilings = lowest_hard_limits(own_hard_limits(), engine_limits)
-        if ceilings == self.ulimit_ceilings:
-            return
-        self.ulimit_ceilings = ceilings
-        configured = {name for name, _, _ in self.config.ulimits}
-        shown = ", ".join(f"{name} {ceilings[name]}" for name in DEFAULT_CAPPED if name in ceilings)
-        if shown and not configured >= set(DEFAULT_CAPPED):
-            source = "Plancton's and the engine's" if engine_limits else "Plancton's"
-            log.info(
-                "pilots get limits no higher than %s hard limits (%s) unless the ulimits key sets them",
-                *(source, shown),
-            )
-
-    def _ceilings(self) -> dict[str, int]:
-        return self.ulimit_ceilings
-
-    def _freeze_room(self) -> AbstractContextManager[None]:
-        return self.cgroup.lifted_for_freeze() if self.cgroup is not None else nullcontext()
-
-    def _parent(self) -> str:
-        assert self.cgroup is not None
-        return self.cgroup.docker_parent
-
-    def _settle_cgroup(self) -> None:
-        """Give a systemd slice, which systemd creates with the first pilot, the lowest weight
-        once it exists."""
-        if self.cgroup is not None and self.cgroup.setting == NOT_SET:
-            warning = self.cgroup.set_lowest_weight()
-            if warning:
-                log.warning("%s", warning)
-            elif self.cgroup.setting != NOT_SET:
-                log.info("pilots' cgroup %s: %s", self.cgroup.docker_parent, self.cgroup.setting)
 
     def _pilots_left(self) -> int | None:
         """Return how many pilots of this instance the engine still has, or None when unknown."""
@@ -306,13 +244,29 @@ class Daemon:
                 *(sample.owner_percent, config.pause_delay),
             )
         if after.present and not before.present:
-            log.info("owner present (%s): pilots are paused at once", "; ".join(after.present))
+            log.info("owner present (%s): pilots are paused at once", present_text(after.present))
         if after.reclaim_ended == now and before.reclaim_ended != now:
             log.info("owner idle again: pilots start again after grace_spawn %g s", config.grace_spawn)
         elif before.owner_busy and not after.owner_busy:
             log.info("owner idle again at %.0f%% of host CPU, before pause_delay", sample.owner_percent)
 
     # -- modes, signals and timers ----------------------------------------------------------
+
+    def _snooze_left(self) -> float | None:
+        """Return the seconds left of the owner's snooze (None: none); say when one begins or
+        ends, and remove the snooze file once it is over."""
+        until = read_snooze(self.paths.rundir)
+        if until is not None and until <= self.wall():
+            cancel_snooze(self.paths.rundir)
+            until = None
+        if until != self.snooze_until:
+            if until is not None:
+                moment = time.strftime("%H:%M:%S", time.localtime(until))
+                log.info("snoozed by the owner until %s: pilots give way", moment)
+            else:
+                log.info("snooze over: pilots may run again")
+            self.snooze_until = until
+        return until - self.wall() if until is not None else None
 
     def _follow_mode(self) -> None:
         mode = read_mode(self.paths.rundir)
@@ -364,7 +318,12 @@ class Daemon:
             loop_seconds=self.clock() - loop_start,
             api_calls=self.engine.api_calls - calls_before,
             engine_available=self.engine_error is None,
-            reasons=self.last_plan.reasons,
+            holds=self.last_plan.holds,
+            pilots_cpu=self.placement.cpu_counter(),
+            cpu_cap=self.placement.cpu_cap,
+            engine=self.engine_name,
+            image_ready=self.executor.images.known(self.config.docker_image),
+            config_rejected=self.watcher.rejected,
             config_update_failure=update.outcome.value if update and update.failed else "",
             config_update_checked_at=update.checked_at if update else None,
         )
@@ -372,7 +331,6 @@ class Daemon:
         self._write_state(report)
 
     def _write_state(self, report: LoopReport | None = None) -> None:
-        cgroup = {"parent": self.cgroup.docker_parent, "cpu": self.cgroup.setting} if self.cgroup else {}
         state = State(
             pid=os.getpid(),
             instance=self.config.instance,
@@ -383,10 +341,11 @@ class Daemon:
             config_revision=self.config.revision,
             engine_error=self.engine_error,
             engine=self.engine_name,
-            legacy_pilots=self.original_pilots.names,
-            cgroup=cgroup,
+            legacy_pilots=self.legacy_pilots.names,
+            cgroup=self.placement.describe(),
             log_error=logsetup.write_problem(),
             why=self.last_plan.reasons,
+            holds=tuple(hold.value for hold in self.last_plan.holds),
             loops=self.loops,
             api_calls_last_loop=report.api_calls if report else 0,
             loop_seconds=report.loop_seconds if report else 0.0,

@@ -1,5 +1,6 @@
-"""Signals: handlers only record them and wake the loop, which acts on them (like
-Supervisor's ``SignalReceiver``); no engine or network call ever runs inside a handler.
+"""Signals: handlers only record them and wake the loop, which acts on them.
+
+Like Supervisor's ``SignalReceiver``: no engine or network call ever runs inside a handler.
 """
 
 import signal

@@ -43,6 +43,8 @@ class ConfigWatcher:
         self.wall = wall
         self._fingerprint = self._fingerprints()
         self._checked = clock()
+        #: whether the file on disk was refused at the last look (the daemon keeps its last good one)
+        self.rejected = False
 
     def _fingerprints(self) -> Fingerprints:
         try:
@@ -69,6 +71,7 @@ class ConfigWatcher:
         ``old``, else None (the reason is logged)."""
         self._fingerprint = self._fingerprints()
         rejected = f"configuration {self.path} rejected, keeping revision {old.revision}"
+        self.rejected = True  # until the file proves good
         try:
             new, warnings = loader.load(self.path, host_facts(loader.read_labels(self.labels_path)))
         except ConfigError as error:
@@ -87,6 +90,7 @@ class ConfigWatcher:
                 new.instance,
             )
             return None
+        self.rejected = False
         if new.revision == old.revision:
             log.info("configuration unchanged (revision %s)", new.revision)
             return None

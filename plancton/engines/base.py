@@ -1,5 +1,6 @@
-"""What the daemon needs of a container engine: the :class:`Engine` protocol and the facts it
-returns. The daemon, the image keeper and the tests' small fakes depend on this alone; the
+"""What the daemon needs of a container engine: the :class:`Engine` protocol and its facts.
+
+The daemon, the image keeper and the tests' small fakes depend on this alone; the
 adapter over the Docker API (:mod:`plancton.engines.docker_api`) implements it.
 """
 
@@ -20,11 +21,6 @@ class Pilot:
     created: float
     image: str
     exit_code: int | None = None
-
-    @property
-    def short_id(self) -> str:
-        """The first 12 characters of the container id, as Docker shows it."""
-        return self.id[:12]
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,9 @@ class Engine(Protocol):
     """The pilots of one Plancton instance on one container engine.
 
     Every method may raise :class:`~plancton.errors.EngineUnavailable` (the engine cannot be
-    reached) or :class:`~plancton.errors.PilotError` (it refused the request); nothing else.
+    reached) or :class:`~plancton.errors.PilotError` (it refused the request: among its kinds
+    :class:`~plancton.errors.PilotGone`, :class:`~plancton.errors.ImageMissing` and
+    :class:`~plancton.errors.LimitRefused`); nothing else.
     """
 
     #: How many requests the engine has been sent so far (for the loop's report).
@@ -66,7 +64,7 @@ class Engine(Protocol):
         """Return the engine's version and cgroup setup."""
 
     def legacy_pilots(self) -> list[Pilot]:
-        """Return the original Plancton's (0.6) pilots on this engine: named plancton-worker-*,
+        """Return the legacy pilots (Plancton 0.6's) on this engine: named plancton-worker-*,
         without Plancton's labels."""
 
     def list(self) -> list[Pilot]:

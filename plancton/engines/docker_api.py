@@ -1,10 +1,12 @@
-"""The adapter over the Docker API: list, create, start, pause, stop and remove an instance's
-pilots, on the Docker Engine or on Podman's Docker-compatible API service.
+"""The adapter over the Docker API, for the Docker Engine and Podman's API service.
 
-Every call goes through :meth:`DockerPilots._call`, which counts it and translates the Docker
-SDK's and requests' errors into Plancton's own (:class:`EngineUnavailable`,
-:class:`EnginePermissionDenied`, :class:`PilotError`). Pilots are found by their instance
-label only: a container without it is never touched, whatever its name.
+It lists, creates, starts, pauses, stops and removes an instance's pilots. Every call goes
+through :meth:`DockerPilots._call`, which counts it and translates the Docker SDK's and
+requests' errors into Plancton's own (:class:`EngineUnavailable`,
+:class:`EnginePermissionDenied`, :class:`PilotError` and its kinds :class:`PilotGone`,
+:class:`ImageMissing`, :class:`LimitRefused`) from docker-py's types and the request made.
+Pilots are found by their instance label only: a container without it is never touched,
+whatever its name.
 
 Where Podman answers differently, this module alone adapts, so the daemon never asks which
 engine it talks to:
@@ -31,7 +33,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, TypeVar
 
 import docker
@@ -40,8 +42,9 @@ import requests.exceptions
 
 from plancton.control.legacy import LEGACY_PILOT_PREFIX, is_legacy_pilot
 from plancton.engines.base import EngineInfo, Pilot
+from plancton.engines.rlimit_refusal import limit_in_error
 from plancton.engines.spec import LABEL_CREATED, LABEL_IMAGE, LABEL_INSTANCE, ContainerSpec, instance_label
-from plancton.errors import EnginePermissionDenied, EngineUnavailable, PilotError
+from plancton.errors import EnginePermissionDenied, EngineUnavailable, ImageMissing, LimitRefused, PilotError, PilotGone
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,6 +147,13 @@ def _describe_connection_error(error: BaseException, base_url: str | None) -> En
     return EngineUnavailable(f"{what} does not answer as an engine ({answer}): {check}{running}")
 
 
+def _refusal(message: str) -> PilotError:
+    """Given what the engine said when it refused a request, return the error to raise: a
+    :class:`LimitRefused` when the runtime could not set a resource limit."""
+    limit = limit_in_error(message)
+    return PilotError(message) if limit is None else LimitRefused(message, limit)
+
+
 class DockerPilots:
     """Pilots of one Plancton instance on one engine that speaks the Docker API (the
     :class:`~plancton.engines.base.Engine` protocol).
@@ -175,16 +185,19 @@ class DockerPilots:
             return self._client
 
     @contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        """Translate library errors of one engine request into Plancton's own."""
+    def _translated(self, action: str, missing: type[PilotError] = PilotGone) -> Iterator[None]:
+        """Translate library errors of one engine request into Plancton's own; ``missing`` is
+        what a 404 means for this request (a pilot gone, or an image missing)."""
         try:
             yield
+        except docker.errors.ImageNotFound as error:
+            raise ImageMissing(f"{action}: not found ({error.explanation})") from error
         except docker.errors.NotFound as error:
-            raise PilotError(f"{action}: not found ({error.explanation})") from error
+            raise missing(f"{action}: not found ({error.explanation})") from error
         except docker.errors.APIError as error:
             if error.status_code is not None and error.status_code >= 500 and "connect" in str(error).lower():
                 raise EngineUnavailable(f"{action}: {error.explanation}") from error
-            raise PilotError(f"{action}: {error.explanation or error}") from error
+            raise _refusal(f"{action}: {error.explanation or error}") from error
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
             self._forget_client()
             raise _describe_connection_error(error, self.base_url) from error
@@ -192,8 +205,8 @@ class DockerPilots:
             self._forget_client()
             raise _describe_connection_error(error, self.base_url) from error
 
-    def _call(self, action: str, request: Callable[[docker.APIClient], T]) -> T:
-        with self._translated(action):
+    def _call(self, action: str, request: Callable[[docker.APIClient], T], missing: type[PilotError] = PilotGone) -> T:
+        with self._translated(action, missing):
             client = self._api()
             with self._lock:
                 self.api_calls += 1
@@ -226,11 +239,11 @@ class DockerPilots:
         )
 
     def legacy_pilots(self) -> list[Pilot]:
-        """Return the original Plancton's (0.6) pilots, in any state: named plancton-worker-*,
+        """Return the legacy pilots (Plancton 0.6's), in any state: named plancton-worker-*,
         without Plancton's labels (the name filter matches anywhere in a name, so the listing
         is checked here too)."""
         filters = {"name": [LEGACY_PILOT_PREFIX]}
-        entries = self._call("list the original's pilots", lambda api: api.containers(all=True, filters=filters))
+        entries = self._call("list legacy pilots", lambda api: api.containers(all=True, filters=filters))
         return [_pilot_from_listing(entry) for entry in entries if is_legacy_pilot(entry)]
 
     def list(self) -> list[Pilot]:
@@ -260,7 +273,7 @@ class DockerPilots:
             )
             return str(created["Id"])
 
-        container = self._call(f"create pilot {spec.name}", create)
+        container = self._call(f"create pilot {spec.name}", create, missing=ImageMissing)
         try:
             self._call(f"start pilot {spec.name}", lambda api: api.start(container))
         except PilotError:
@@ -271,14 +284,14 @@ class DockerPilots:
     def stop(self, container: str, vacate_seconds: float, paused: bool = False) -> None:
         """Stop a pilot: SIGTERM, then SIGKILL after ``vacate_seconds``. Gone already is fine."""
         if paused:
-            self._ignoring_gone(f"unpause {container[:12]}", lambda api: api.unpause(container))
+            self._thaw(container)
         self._ignoring_gone(f"stop {container[:12]}", lambda api: api.stop(container, timeout=round(vacate_seconds)))
 
     def kill(self, container: str, paused: bool = False) -> None:
         """Kill a pilot at once with SIGKILL. Gone already is fine."""
         self._ignoring_gone(f"kill {container[:12]}", lambda api: api.kill(container))
         if paused:
-            self._ignoring_gone(f"unpause {container[:12]}", lambda api: api.unpause(container))
+            self._thaw(container)
 
     def remove(self, container: str) -> None:
         """Remove a pilot and its anonymous volumes, stopping it first if needed."""
@@ -293,20 +306,35 @@ class DockerPilots:
         self._call(f"unpause {container[:12]}", lambda api: api.unpause(container))
 
     def _ignoring_gone(self, action: str, request: Callable[[docker.APIClient], Any]) -> None:
-        try:
+        with suppress(PilotGone):
             self._call(action, request)
-        except PilotError as error:
-            if "not found" not in str(error).lower() and "is not paused" not in str(error).lower():
+
+    def _thaw(self, container: str) -> None:
+        """Thaw a pilot that was paused, so that a signal reaches it; one that is gone or no
+        longer paused is fine. The engines say "not paused" only in words (Docker with a 500,
+        Podman with a 500 too), so the pilot's state is asked instead, only when it failed."""
+        try:
+            self._call(f"unpause {container[:12]}", lambda api: api.unpause(container))
+        except PilotGone:
+            pass
+        except PilotError:
+            if self._state(container) == "paused":
                 raise
+
+    def _state(self, container: str) -> str | None:
+        """Return a pilot's state ("running", "paused" ...), or None when it is gone."""
+        try:
+            found = self._call(f"inspect {container[:12]}", lambda api: api.inspect_container(container))
+        except PilotGone:
+            return None
+        return str((found.get("State") or {}).get("Status", ""))
 
     def image_present(self, reference: str) -> bool:
         """Return whether the image is in the engine's local store."""
         try:
-            self._call(f"inspect image {reference}", lambda api: api.inspect_image(reference))
-        except PilotError as error:
-            if "not found" in str(error).lower() or "no such image" in str(error).lower():
-                return False
-            raise
+            self._call(f"inspect image {reference}", lambda api: api.inspect_image(reference), missing=ImageMissing)
+        except ImageMissing:
+            return False
         return True
 
     def pull(self, reference: str) -> None:
@@ -324,7 +352,7 @@ class DockerPilots:
                 if "error" in line:
                     raise PilotError(f"pull {reference}: {line['error']}")
 
-        self._call(f"pull {reference}", pull)
+        self._call(f"pull {reference}", pull, missing=ImageMissing)
 
     def watch_events(self, on_event: Callable[[str, str, int | None], None], since: int | None = None) -> None:
         """Call ``on_event(action, container id, exit code)`` for each event of this instance's

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from plancton.config.schema import Config
-from plancton.core.ulimits import pilot_ulimits
+from plancton.config.ulimits import pilot_ulimits
 
 LABEL_INSTANCE = "org.plancton.instance"
 LABEL_CREATED = "org.plancton.created"
@@ -65,7 +65,7 @@ def container_spec(
 ) -> ContainerSpec:
     """Given the config, the pilots' cgroup parent, the host's name, a unique token, the
     wall-clock creation time and the hard limits in force (see
-    :func:`plancton.core.ulimits.pilot_ulimits`), return the container to create.
+    :func:`plancton.config.ulimits.pilot_ulimits`), return the container to create.
     """
     short_host = host_name.split(".", maxsplit=1)[0][:40] or "host"
     host_config: dict[str, Any] = {

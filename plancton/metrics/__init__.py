@@ -1,3 +1,5 @@
-"""Monitoring: what the daemon reports each loop, the points built from it, and the bounded
-non-blocking InfluxDB sender.
+"""Monitoring: the daemon's reports, as InfluxDB points and Prometheus metrics.
+
+The reports and their interface, the pure points, the bounded non-blocking InfluxDB sender
+and reporter, and the Prometheus endpoint and textfile.
 """

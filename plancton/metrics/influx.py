@@ -1,5 +1,4 @@
-"""The one module that talks to InfluxDB: a target parsed from an ``influxdb_url`` and a
-connection that writes line protocol to it.
+"""The one module that talks to InfluxDB: a connection that writes line protocol to a target.
 
 It wraps the ``influxdb`` package (InfluxDB 1.x HTTP API), which is no longer developed. The
 rest of Plancton uses only :class:`InfluxTarget`, :class:`InfluxConnection` and the

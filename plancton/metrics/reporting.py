@@ -1,6 +1,8 @@
-"""What the daemon reports after each loop and for each pilot event, and the interface of
-anything that receives those reports (the InfluxDB sender in :mod:`plancton.metrics.points`,
-the Prometheus endpoint and textfile in :mod:`plancton.metrics.prometheus`).
+"""What the daemon reports, the interface of what receives it, and the names reporters share.
+
+A report comes after each loop and for each pilot event. It goes to the InfluxDB reporter
+(:mod:`plancton.metrics.influx_reporter`) and to the Prometheus endpoint and textfile
+(:mod:`plancton.metrics.prometheus`), which both name states, reasons and modes as here.
 """
 
 import logging
@@ -9,9 +11,17 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from plancton.config.schema import Config
+from plancton.core.holds import Hold
 from plancton.core.policy import HostSample
 
 log = logging.getLogger(__name__)
+
+#: Pilot states always reported (0 when none), so graphs do not gap.
+COUNTED_STATES = ("running", "paused", "created", "exited")
+#: Event kinds whose reason is a short word (a tag, a label); other reasons are free text.
+REASON_TAG_KINDS = frozenset({"stopped", "killed"})
+#: The daemon's mode as reported at shutdown: the daemon is going away.
+STOPPING_MODE = "stopping"
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,19 @@ class PilotEvent:
     exit_code: int | None = None
     runtime_seconds: float | None = None
     reason: str = ""
+    #: for exited: Plancton had stopped or killed the pilot itself
+    by_plancton: bool = False
+    #: for exited: the pilot never ran, or exited at once by itself (a failure)
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class SenderStats:
+    """One target's counters since the daemon started, and the points waiting now."""
+
+    sent: int = 0
+    dropped: int = 0
+    buffered: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,7 +65,18 @@ class LoopReport:
     loop_seconds: float
     api_calls: int
     engine_available: bool
-    reasons: tuple[str, ...] = field(default_factory=tuple)
+    #: what held pilots back, for metrics
+    holds: tuple[Hold, ...] = field(default_factory=tuple)
+    #: what identifies the pilots' CPU counter, and the CPU seconds it holds (None: unread)
+    pilots_cpu: tuple[str, float] | None = None
+    #: the pilots' CPU cap while they lend part of the host to its owner (None: none)
+    cpu_cap: float | None = None
+    #: the engine that answers, as "Docker Engine 20.10.24" (empty: not known yet)
+    engine: str = ""
+    #: whether the pilots' image is there to start them with (None: not looked for yet)
+    image_ready: bool | None = None
+    #: whether the configuration file on disk was refused, the daemon keeping its last good one
+    config_rejected: bool = False
     #: how the last ``plancton-bootstrap --update`` failed (an :class:`UpdateOutcome` value), or "" when it did not
     config_update_failure: str = ""
     #: when the last update ran (Unix seconds), or None when none ran

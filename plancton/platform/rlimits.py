@@ -1,5 +1,7 @@
-"""The hard resource limits that processes on this host run with: Plancton's own and those of
-another process (the container engine's), so that pilots never ask for more than they allow.
+"""The hard resource limits that processes on this host run with.
+
+Plancton's own and those of another process (the container engine's), so that pilots never
+ask for more than they allow.
 """
 
 import resource

@@ -1,4 +1,6 @@
-"""The systemd notification protocol (sd_notify), so a Type=notify unit knows when the
+"""The systemd notification protocol (sd_notify): ready, and the watchdog.
+
+A Type=notify unit knows when the
 daemon is ready and that its loop is alive (watchdog). Does nothing outside systemd.
 """
 

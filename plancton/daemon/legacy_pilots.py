@@ -1,8 +1,10 @@
-"""The original Plancton's pilots (0.6) on the same engine: named ``plancton-worker-*``,
-without Plancton's labels. They are looked for at the first loop and every few minutes (one
-engine request), listed in the state file for ``planctonctl status``, said once in the log,
-and never touched unless the configuration says ``legacy_pilots: remove``: then each is
-stopped like a pilot of ours (SIGTERM, SIGKILL after vacate_time) and removed.
+"""Legacy pilots (Plancton 0.6's) on the same engine: listed, and removed when asked.
+
+They are named ``plancton-worker-*``, without Plancton's labels. They are looked for at the
+first loop and every few minutes (one engine request), listed in the state file for
+``planctonctl status``, said once in the log, and never touched unless the configuration
+says ``legacy_pilots: remove``: then each is stopped like a pilot of ours (SIGTERM, SIGKILL
+after vacate_time) and removed.
 """
 
 import functools
@@ -17,15 +19,15 @@ from plancton.errors import EngineUnavailable, PilotError
 
 log = logging.getLogger(__name__)
 
-#: How often the engine is asked for the original's pilots.
+#: How often the engine is asked for legacy pilots.
 CHECK_SECONDS = 300.0
 
 #: Runs an action on a container in the background (skipped while one on it is under way).
 Act = Callable[[str, Callable[[], None]], None]
 
 
-class OriginalPilots:
-    """Follows the original Plancton's pilots on one engine.
+class LegacyPilots:
+    """Follows legacy pilots (Plancton 0.6's) on one engine.
 
     Args:
         engine: the engine of this instance's pilots.
@@ -37,7 +39,7 @@ class OriginalPilots:
         self.engine = engine
         self.act = act
         self.clock = clock
-        #: the names of the original's pilots found by the last look
+        #: the names of the legacy pilots found by the last look
         self.names: tuple[str, ...] = ()
         self._looked: float | None = None
 
@@ -46,7 +48,7 @@ class OriginalPilots:
         self._looked = None
 
     def check(self, config: Config) -> None:
-        """Look for the original's pilots when due; say so when they change; remove them when
+        """Look for legacy pilots when due; say so when they change; remove them when
         the configuration asks. Never raises: an engine error leaves the last names in place."""
         now = self.clock()
         if self._looked is not None and now - self._looked < CHECK_SECONDS:
@@ -55,7 +57,7 @@ class OriginalPilots:
         try:
             pilots = self.engine.legacy_pilots()
         except (EngineUnavailable, PilotError) as error:
-            log.debug("cannot look for the original Plancton's pilots: %s", error)
+            log.debug("cannot look for legacy pilots: %s", error)
             return
         names = tuple(sorted(pilot.name for pilot in pilots))
         if names and names != self.names and config.legacy_pilots == "keep":

@@ -7,13 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from plancton.config.display import describe
+from plancton.config.hours import parse_windows
 from plancton.config.loader import parse
 from plancton.config.schema import HostFacts
 from plancton.core import hours
 from plancton.errors import ConfigError
 
 FACTS = HostFacts(ncpus=4, ram_bytes=16 * 1024**3, swap_bytes=0)
-EVENINGS_AND_WEEKENDS = hours.parse_windows(["Mon-Fri 18:00-08:00", "Sat,Sun"])
+EVENINGS_AND_WEEKENDS = parse_windows(["Mon-Fri 18:00-08:00", "Sat,Sun"])
 # 2026-11-23 is a Monday
 MONDAY = datetime(2026, 11, 23)
 
@@ -45,26 +46,26 @@ def test_evenings_and_weekends(moment: datetime, inside: bool) -> None:
 
 
 def test_a_window_past_midnight_belongs_to_the_day_it_starts() -> None:
-    friday_night = hours.parse_windows(["Fri 22:00-06:00"])
+    friday_night = parse_windows(["Fri 22:00-06:00"])
     assert hours.allowed(friday_night, at(5, "05:00"))  # Saturday 05:00
     assert not hours.allowed(friday_night, at(4, "05:00"))  # Friday 05:00
     assert not hours.allowed(friday_night, at(5, "22:30"))
 
 
 def test_day_ranges_wrap_over_the_week_end_and_times_alone_mean_every_day() -> None:
-    (window,) = hours.parse_windows("Fri-Mon")
+    (window,) = parse_windows("Fri-Mon")
     assert window.days == frozenset({4, 5, 6, 0})
-    lunch = hours.parse_windows(["12:00-14:00"])
+    lunch = parse_windows(["12:00-14:00"])
     assert all(hours.allowed(lunch, at(day, "13:00")) for day in range(7))
     assert not hours.allowed(lunch, at(2, "14:00"))
-    until_midnight = hours.parse_windows(["sat 20:00-24:00"])
+    until_midnight = parse_windows(["sat 20:00-24:00"])
     assert hours.allowed(until_midnight, at(5, "23:59")) and not hours.allowed(until_midnight, at(6, "00:00"))
 
 
 def test_no_windows_means_always() -> None:
     assert hours.allowed((), at(2, "03:00"))
     assert hours.next_change((), at(2, "03:00")) is None
-    assert hours.next_change(hours.parse_windows(["Mon-Sun"]), at(2, "03:00")) is None
+    assert hours.next_change(parse_windows(["Mon-Sun"]), at(2, "03:00")) is None
 
 
 def test_next_change_across_midnight_and_the_week_end() -> None:

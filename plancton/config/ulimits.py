@@ -1,5 +1,4 @@
-"""Resource limits (rlimits) of the pilots: the ``ulimits`` key, the limits a pilot gets when
-the key leaves them out, and which limit an engine's "setrlimit" refusal is about.
+"""The pilots' resource limits: the ``ulimits`` key, the default ones, the fix when refused.
 
 A container runtime sets each limit it is given inside the new container; raising a hard
 limit above the one the runtime itself runs with needs CAP_SYS_RESOURCE, which containers,
@@ -33,28 +32,7 @@ NAMES = (
 )
 #: The limits every pilot gets by default, capped at the hard limits in force.
 DEFAULT_CAPPED = ("nofile", "nproc")
-#: The kernel's RLIMIT_* numbers, as runc prints them ("error setting rlimit type 7").
-_KERNEL_NUMBERS = {
-    0: "cpu",
-    1: "fsize",
-    2: "data",
-    3: "stack",
-    4: "core",
-    5: "rss",
-    6: "nproc",
-    7: "nofile",
-    8: "memlock",
-    9: "as",
-    10: "locks",
-    11: "sigpending",
-    12: "msgqueue",
-    13: "nice",
-    14: "rtprio",
-    15: "rttime",
-}
 _SOFT_HARD = re.compile(r"^\s*(\d+)\s*(?::\s*(\d+)\s*)?$")
-_RUNC_TYPE = re.compile(r"rlimit type (\d+)", re.IGNORECASE)
-_CRUN_NAME = re.compile(r"RLIMIT_([A-Z]+)")
 _EXAMPLE = '{nofile: 1024, nproc: "2048:4096"}'
 
 #: One limit: (name, soft, hard).
@@ -120,20 +98,6 @@ def pilot_ulimits(configured: tuple[Ulimit, ...], ceilings: Mapping[str, int]) -
     capped = [name for name in DEFAULT_CAPPED if name not in given and name in ceilings]
     added = [(name, ceilings[name], ceilings[name]) for name in capped]
     return tuple(sorted([*configured, *added]))
-
-
-def limit_in_error(text: str) -> str | None:
-    """Given an engine's error text, return the name of the limit it could not set ("nofile"
-    for runc's "error setting rlimit type 7" or crun's "setrlimit `RLIMIT_NOFILE`"), or None
-    when the error is not about a limit.
-    """
-    if "rlimit" not in text.lower():
-        return None
-    runc = _RUNC_TYPE.search(text)
-    if runc is not None:
-        return _KERNEL_NUMBERS.get(int(runc.group(1)), f"type {runc.group(1)}")
-    crun = _CRUN_NAME.search(text)
-    return crun.group(1).lower() if crun is not None else None
 
 
 def rlimit_fix(name: str, limits: tuple[Ulimit, ...]) -> str:

@@ -1,7 +1,6 @@
 """The adapter over the Docker API where Podman answers otherwise: pure parts with plain
 asserts, and each difference shown against both real engines."""
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -10,12 +9,13 @@ import docker
 import pytest
 
 from plancton.config.schema import Config
-from plancton.core.ulimits import limit_in_error, lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
+from plancton.config.ulimits import lowest_hard_limits
 from plancton.engines.docker_api import DockerPilots, engine_identity, event_action, is_ours, socket_path
 from plancton.engines.spec import container_spec
+from plancton.errors import ImageMissing, LimitRefused, PilotGone
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
-from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
+from tests.support import services
 
 # -- pure parts ------------------------------------------------------------------------------
 
@@ -46,38 +46,6 @@ def test_the_local_socket_of_an_engine_address() -> None:
     assert socket_path("tcp://host:2376") is None
 
 
-def test_ulimits_key() -> None:
-    assert parse_ulimits({"nproc": "100:200", "nofile": 1024}) == (("nofile", 1024, 1024), ("nproc", 100, 200))
-    assert parse_ulimits(None) == ()
-    for bad, said in (({"nofiles": 1}, "unknown limit 'nofiles'"), ({"nofile": "9:3"}, "above the hard limit")):
-        with pytest.raises(ValueError, match=said):
-            parse_ulimits(bad)
-    with pytest.raises(ValueError, match="soft:hard"):
-        parse_ulimits({"nofile": True})
-
-
-def test_default_limits_stay_within_the_lowest_hard_limits() -> None:
-    ceilings = lowest_hard_limits({"nofile": 20000, "nproc": None}, {"nofile": 1048576, "nproc": 32768})
-    assert ceilings == {"nofile": 20000, "nproc": 32768}
-    assert pilot_ulimits((), ceilings) == (("nofile", 20000, 20000), ("nproc", 32768, 32768))
-    # what the key sets is kept as it is, above the ceiling too
-    assert pilot_ulimits((("nofile", 50000, 50000),), ceilings) == (("nofile", 50000, 50000), ("nproc", 32768, 32768))
-    assert pilot_ulimits((), lowest_hard_limits({"nofile": None})) == ()
-
-
-def test_an_rlimit_refusal_names_the_limit_and_the_fix() -> None:
-    assert limit_in_error("runc create failed: error setting rlimit type 7: operation not permitted") == "nofile"
-    assert limit_in_error("crun: setrlimit `RLIMIT_NPROC`: Operation not permitted: OCI permission denied") == "nproc"
-    assert limit_in_error("no such image") is None
-    fix = rlimit_fix("nofile", (("nofile", 1048576, 1048576),))
-    assert "nofile=1048576:1048576" in fix and "ulimits: {nofile: 1024}" in fix
-
-
-def test_hard_limits_of_this_process_read_alike_from_proc() -> None:
-    assert process_hard_limits(0) == {}
-    assert process_hard_limits(os.getpid()) == own_hard_limits()
-
-
 # -- against the real engines -----------------------------------------------------------------
 
 
@@ -87,15 +55,37 @@ def adapter(instance: str, engine_url: str) -> Iterator[DockerPilots]:
     yield DockerPilots(instance, engine_url)
 
 
-def start_pilot(adapter: DockerPilots, command: list[str]) -> str:
-    """Start one pilot of the adapter's instance, as the daemon would, and return its id."""
-    config = Config(instance=adapter.instance, docker_cmd=tuple(command))
+def start_pilot(adapter: DockerPilots, command: list[str], **keys: object) -> str:
+    """Start one pilot of the adapter's instance, as the daemon would (with these Config
+    fields changed), and return its id."""
+    config = Config(instance=adapter.instance, docker_cmd=tuple(command), **keys)  # type: ignore[arg-type]
     info = adapter.engine_info()
     ceilings = lowest_hard_limits(own_hard_limits(), process_hard_limits(info.server_pid) if info.server_pid else {})
     token = f"{time.time_ns() % 10**8:08d}"
     return adapter.create_and_start(
         container_spec(config, f"/{adapter.instance}", "host", token, time.time(), ceilings)
     )
+
+
+@BOTH_ENGINES
+def test_the_engines_refusals_come_as_plancton_types(adapter: DockerPilots) -> None:
+    """A missing image, a pilot that is gone and one that is no longer paused, as the daemon
+    meets them: typed from docker-py's own errors, whatever words each engine uses."""
+    assert not adapter.image_present("busybox:no-such-tag") and adapter.image_present("busybox:latest")
+    with pytest.raises(ImageMissing):
+        start_pilot(adapter, ["sleep", "30"], docker_image="busybox:no-such-tag")
+    assert adapter.list() == []
+    pilot = start_pilot(adapter, ["sleep", "300"])
+    # the daemon saw it paused, but it runs: it is stopped all the same
+    adapter.stop(pilot, 0, paused=True)
+    assert [p.state for p in adapter.list()] == ["exited"]
+    adapter.remove(pilot)
+    with pytest.raises(PilotGone):
+        adapter.pause(pilot)
+    # stopping, killing or removing a pilot that is gone already is no error
+    adapter.stop(pilot, 0, paused=True)
+    adapter.kill(pilot, paused=True)
+    adapter.remove(pilot)
 
 
 @BOTH_ENGINES
@@ -144,3 +134,12 @@ def test_a_limit_above_the_engines_names_the_limit_and_the_fix(installation: Ins
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: "ulimits: {nofile: 1024}" in installation.log(), what="the fix in the log")
     assert f"nofile={too_high}:{too_high}" in installation.log()
+
+
+@pytest.mark.parametrize("engine_name", ["podman"])
+def test_a_limit_the_runtime_cannot_set_comes_as_limit_refused(adapter: DockerPilots) -> None:
+    too_high = 1 << 30
+    with pytest.raises(LimitRefused) as refused:
+        start_pilot(adapter, ["sleep", "30"], ulimits=(("nofile", too_high, too_high),))
+    assert refused.value.limit == "nofile"
+    assert adapter.list() == []  # a pilot that cannot start is removed

@@ -1,7 +1,6 @@
-"""Keys of configurations written for older releases of Plancton, and unknown keys that
-name the pilots' image or command.
+"""Legacy keys read as today's, and unknown keys that name the pilots' image or command.
 
-Older keys whose meaning is certain are read as today's key, with a warning naming it; keys
+Legacy keys whose meaning is certain are read as today's key, with a warning naming it; keys
 that have no equivalent are warned about with the nearest key. A file that names the pilots'
 image or command only under a key Plancton does not read is refused: running the default
 busybox pilot in place of a site's own is never what its administrator meant.
@@ -12,10 +11,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from plancton.config import units
 from plancton.config.schema import Config, default_value
-from plancton.core import units
 
-#: Older name -> today's key, for keys whose value means the same.
+#: Legacy name -> today's key, for keys whose value means the same.
 RENAMED = {
     "pilot_dock": "docker_image",
     "pilot_entrypoint": "docker_cmd",
@@ -23,7 +22,7 @@ RENAMED = {
     "maxcontainers": "max_docks",
     "secopt": "security_opts",
 }
-#: Older keys with no equivalent -> what to use instead.
+#: Legacy keys with no equivalent -> what to use instead.
 RETIRED = {
     "morbidity": "main_sleep (seconds between two loops)",
     "rigidity": "pause_delay and grace_kill (seconds before a busy owner's pilots are paused, then stopped)",
@@ -41,18 +40,18 @@ _IMAGE_WORDS = re.compile(r"image|img")
 
 @dataclass
 class Translation:
-    """A configuration's raw keys with older names read as today's, and what was said."""
+    """A configuration's raw keys with legacy names read as today's, and what was said."""
 
     raw: dict[Any, Any]
     warnings: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
-    #: today's key -> the older key(s) its value was read from, to name them in a problem
+    #: today's key -> the legacy key(s) its value was read from, to name them in a problem
     read_from: dict[str, str] = field(default_factory=dict)
 
 
 def translate(raw: dict[Any, Any]) -> Translation:
-    """Given a file's raw mapping, return the mapping with older keys
-    read as today's ones, a warning for each older key, and a problem for each one whose
+    """Given a file's raw mapping, return the mapping with legacy keys
+    read as today's ones, a warning for each legacy key, and a problem for each one whose
     today's key is set too (which one was meant cannot be known).
     """
     result = Translation(
@@ -97,7 +96,7 @@ def _translate_influxdb(raw: dict[Any, Any], result: Translation) -> None:
 
 
 def unread_pilot_keys(raw: dict[Any, Any], keys: set[str]) -> dict[str, str]:
-    """Given a file's raw mapping (older keys already translated) and today's key names,
+    """Given a file's raw mapping (legacy keys already translated) and today's key names,
     return the unknown keys that name the pilots' image or command, each with its problem,
     when the file does not set that through docker_image or docker_cmd and the value is not
     what would run anyway.
@@ -139,7 +138,7 @@ def _runs_anyway(right: str, value: Any) -> bool:
 
 def changed_meanings(config: Config) -> list[str]:
     """Given a configuration, return one note for each of its settings that Plancton 0.6
-    read differently (for a site that moves a configuration of the original here).
+    read differently (for a site that moves a legacy configuration here).
     """
     notes = []
     for bind in config.binds:

@@ -20,8 +20,8 @@ from plancton.daemon.loop import TIMER_SLACK_SECONDS, Daemon
 from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
 from plancton.engines.spec import ContainerSpec
-from plancton.errors import EngineUnavailable, PilotError
-from tests import services
+from plancton.errors import EngineUnavailable, PilotGone
+from tests.support import services
 
 #: Pilots start at once.
 QUIET = {"grace_spawn": 0}
@@ -77,7 +77,7 @@ class MemoryEngine:
         with self._lock:
             found = next((where for where in (self.pilots, self.originals) if container in where), None)
             if found is None:
-                raise PilotError(f"{container[:12]}: not found")
+                raise PilotGone(f"{container[:12]}: not found")
             found[container] = dataclasses.replace(found[container], state=state, exit_code=exit_code)
 
     def pause(self, container: str) -> None:
@@ -202,7 +202,7 @@ def test_force_stop_stops_every_pilot_and_starts_none(harness: Harness) -> None:
 
 def test_drain_stop_ends_the_loop_and_removes_the_cgroup(harness: Harness) -> None:
     harness.turn()
-    parent = os.path.join(harness.daemon.cgroup_root, harness.daemon.config.instance)
+    parent = os.path.join(harness.daemon.placement.cgroup_root, harness.daemon.config.instance)
     assert os.path.isdir(parent)  # created for the pilots, with the lowest weight
     write_mode(harness.paths.rundir, Mode.DRAIN_STOP)
     for pilot in list(harness.engine.pilots):
@@ -220,7 +220,7 @@ def test_drain_stop_ends_the_loop_and_removes_the_cgroup(harness: Harness) -> No
 def test_the_cgroup_stays_while_pilots_are_left(harness: Harness) -> None:
     harness.turn()
     harness.daemon.shutdown()
-    assert os.path.isdir(os.path.join(harness.daemon.cgroup_root, harness.daemon.config.instance))
+    assert os.path.isdir(os.path.join(harness.daemon.placement.cgroup_root, harness.daemon.config.instance))
 
 
 def test_an_engine_away_is_retried_and_written_in_the_state(harness: Harness) -> None:
@@ -259,7 +259,7 @@ def test_the_originals_pilots_are_listed_and_left_alone_unless_removal_is_asked(
     assert len(harness.engine.pilots) == 3  # nor counted in the pool
 
     harness.daemon.config = config_of(max_docks=3, docks_per_loop=3, legacy_pilots="remove")
-    harness.daemon.original_pilots.look_again()  # as a reload does
+    harness.daemon.legacy_pilots.look_again()  # as a reload does
     harness.turn()
     assert original.id in harness.engine.stops and not harness.engine.originals
     harness.turn()

@@ -1,6 +1,6 @@
 """Following logind's idle hint on a real D-Bus: a private dbus-daemon configured like a
 system bus, with python-dbusmock's logind template as org.freedesktop.login1
-(:mod:`tests.logind_mock`)."""
+(:mod:`tests.support.logind_mock`)."""
 
 import logging
 import os
@@ -15,9 +15,9 @@ import pytest
 
 from plancton.platform import logind
 from plancton.platform.presence import PresenceSensor
-from tests import logind_mock, services
 from tests.conftest import Installation, wait_until
-from tests.logind_mock import MISSING, WAIT_SECONDS, running_logind, wait_for
+from tests.support import logind_mock, services
+from tests.support.logind_mock import MISSING, WAIT_SECONDS, running_logind, wait_for
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
@@ -163,7 +163,9 @@ def test_a_daemon_pauses_its_pilots_while_someone_is_at_the_keyboard(
     # the loop that paused the pilot may already be followed by one with nothing left to do,
     # which status shows: the log says what was done, status --why why the pilot is held
     assert "paused pilot" in installation.log()
-    assert "keyboard used 0 s ago (logind)" in installation.ctl("status", "--why").stdout
+    why = installation.ctl("status", "--why").stdout
+    assert "keyboard used 0 s ago (logind)" in why and "held: input" in why
+    assert installation.status()["holds"] == ["input"]
     mock_logind(True, time.time() - 120)
     wait_until(lambda: pilot_states() == ["running"], timeout=15, what="the pilot running again")
     assert "keyboard used" not in installation.ctl("status", "--why").stdout
