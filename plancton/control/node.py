@@ -22,6 +22,16 @@ _SIGNER = re.compile(
 )
 
 
+def made_state_folder(paths: Paths) -> str:
+    """Create the state folder when it is missing (private in user mode); return it.
+
+    Raises:
+        OSError: it cannot be created.
+    """
+    os.makedirs(paths.statedir, mode=0o700 if paths.user_mode else 0o755, exist_ok=True)
+    return paths.statedir
+
+
 def labels_path(paths: Paths) -> str:
     """Return the labels file of a node: one label a line, in its state folder."""
     return os.path.join(paths.statedir, LABELS_NAME)
@@ -47,7 +57,7 @@ def write_labels(paths: Paths, labels: frozenset[str]) -> None:
         if os.path.lexists(path):
             os.unlink(path)
         return
-    os.makedirs(paths.statedir, mode=0o700 if paths.user_mode else 0o755, exist_ok=True)
+    made_state_folder(paths)
     heading = "# Labels of this node, one a line: overlays of the configuration repository select nodes by them.\n"
     write_private_file(path, heading + "".join(f"{label}\n" for label in sorted(labels)))
 
@@ -83,6 +93,6 @@ def store_signers(paths: Paths, text: str) -> str:
     Raises:
         OSError: the state folder cannot be created or written.
     """
-    os.makedirs(paths.statedir, mode=0o700 if paths.user_mode else 0o755, exist_ok=True)
+    made_state_folder(paths)
     write_private_file(trust_path(paths), text)
     return trust_path(paths)

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 
 from plancton.control.files import write_private_file
+from plancton.control.node import made_state_folder
 from plancton.control.paths import Paths
 from plancton.errors import PlanctonError
 
@@ -75,7 +76,7 @@ def write_record(paths: Paths, record: UpdateRecord) -> None:
     Raises:
         OSError: the state folder cannot be created or written.
     """
-    os.makedirs(paths.statedir, mode=0o700 if paths.user_mode else 0o755, exist_ok=True)
+    made_state_folder(paths)
     data = {**dataclasses.asdict(record), "outcome": record.outcome.value}
     write_private_file(record_path(paths), json.dumps(data) + "\n")
 
