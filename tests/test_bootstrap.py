@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plancton.cli import bootstrap, output
 from plancton.config.loader import load
+from plancton.control.updates import UpdateFailed, UpdateOutcome
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
@@ -446,7 +447,8 @@ def test_overlays_select_a_node_by_its_labels_and_a_bad_one_is_refused_with_its_
     node.commit_files(repository, {"hosts/10-test.yaml": labelled, "hosts/20-other.yaml": elsewhere}, "fixed")
     checked = node.bootstrap("--check", repository)
     assert checked.returncode == 0, checked.stderr
-    assert "valid: config.yaml and 2 overlays (hosts/10-test.yaml, hosts/20-other.yaml)" in checked.stdout
+    overlays = "(hosts/10-test.yaml, hosts/20-other.yaml)"
+    assert f"valid: config.yaml, alone and with each overlay over it {overlays}" in checked.stdout
 
     # the repository is out of reach: nothing changes, and the next update takes the fix
     os.rename(repository, f"{repository}.away")
@@ -584,3 +586,52 @@ def test_the_interval_of_updates_is_one_cron_can_keep(every: str, seconds: float
 def test_an_interval_cron_cannot_keep_is_refused_with_examples(every: str) -> None:
     with pytest.raises(PlanctonError, match=f"--every {every}: expected whole minutes that divide an hour"):
         bootstrap.parse_every(every)
+
+
+def test_git_tells_which_commits_a_trusted_key_signed(tmp_path: "os.PathLike[str]") -> None:
+    def run(*command: str) -> str:
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.strip()
+
+    for name in ("trusted", "stranger"):
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", os.path.join(tmp_path, name))
+    signers = os.path.join(tmp_path, "allowed-signers")
+    with open(os.path.join(tmp_path, "trusted.pub"), encoding="utf-8") as public:
+        key = " ".join(public.read().split()[:2])
+    with open(signers, "w", encoding="utf-8") as handle:
+        handle.write(f"admin@farm {key}\n")
+    bootstrap.read_signers(signers)
+    repository = os.path.join(tmp_path, "conf")
+    run("git", "init", "--quiet", repository)
+    identity = ["-c", "user.name=Plancton Test", "-c", "user.email=test@plancton.invalid", "-C", repository]
+    commits = {}
+    for name in ("unsigned", "trusted", "stranger"):
+        signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={tmp_path}/{name}"] if name != "unsigned" else []
+        sign = ["-S"] if signing else []
+        run("git", *identity, *signing, "commit", "--quiet", "--allow-empty", *sign, "-m", name)
+        commits[name] = run("git", "-C", repository, "rev-parse", "HEAD")
+
+    bootstrap.check_signed(repository, commits["trusted"], signers)
+    for name, why in (("unsigned", "it is not signed"), ("stranger", "it is signed by key SHA256:")):
+        with pytest.raises(UpdateFailed) as refused:
+            bootstrap.check_signed(repository, commits[name], signers)
+        assert str(refused.value).startswith(f"refused commit {commits[name][:12]}: {why}")
+        assert str(refused.value).endswith("; the configuration is unchanged")
+        assert refused.value.outcome is UpdateOutcome.UNTRUSTED and refused.value.commit == commits[name]
+
+
+def test_check_validates_a_checkout_for_the_repositorys_ci(
+    tmp_path: "os.PathLike[str]", capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder_with(tmp_path, {"config.yaml": "max_docks: 2\n"})
+    os.mkdir(os.path.join(folder, "hosts"))
+    with open(os.path.join(folder, "hosts", "big.yaml"), "w", encoding="utf-8") as handle:
+        handle.write("match: {ncpus: {min: 64}}\nmax_docks: ncpus - 4\n")
+    assert bootstrap.main(["--check", folder]) == output.EXIT_OK
+    valid = "valid: config.yaml, alone and with each overlay over it (hosts/big.yaml), on a host of"
+    assert valid in capsys.readouterr().out
+    with open(os.path.join(folder, "hosts", "bad.yaml"), "w", encoding="utf-8") as handle:
+        handle.write("match: {ncpus: '>=64'}\n")
+    assert bootstrap.main(["--check", folder]) == output.EXIT_FAILURE
+    assert "hosts/bad.yaml: match.ncpus: expected {min: 32}" in capsys.readouterr().err
+    assert bootstrap.main(["--check", folder, "--label", "gpu"]) == output.EXIT_USAGE

@@ -471,7 +471,7 @@ def check_checkout(folder: str) -> int:
     names, warnings = loader.check_all(path, facts)
     for warning in warnings:
         say(f"warning: {warning}")
-    merged = f" and {len(names)} overlays ({', '.join(names)}), each merged over it," if names else ""
+    merged = f", alone and with each overlay over it ({', '.join(names)})," if names else ""
     say(f"{folder}: valid: {CONFIG_NAME}{merged} on a host of {facts.ncpus} CPUs")
     return EXIT_OK
 
