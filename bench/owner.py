@@ -6,8 +6,8 @@
   its file) to the ``unpause`` of the last one. The daemon runs a 30 s loop, so only the
   command's signal and the snooze's own timer can wake it in time.
 - **lending**: an owner present all along (outside ``run_hours``) with ``lend_cores: 1`` and
-  pilots that could each use the whole host (``cpus_per_dock`` = every core) burning CPU: the
-  pilots' CPU from their parent cgroup, which must stay at 1 core; then the owner's work on the
+  more pilots than that burning CPU: the pilots' CPU from their parent cgroup, which must stay
+  at 1 core; then the owner's work on the
   other cores, timed with the pilots paused by a snooze (what ``lend_cores: 0`` does) and with
   them lending, in pairs, against the owner alone before any pilot ran.
 """
@@ -89,12 +89,12 @@ def run_snooze(bench: Bench) -> ScenarioResult:
 
 def lending_settings() -> dict[str, Any]:
     """Return the lending daemon's settings: the owner present all along (run_hours allow no
-    day but one that is not today), one core lent, pilots that could use the whole host."""
+    day but one that is not today), one core lent to two pilots of half a core, of four."""
     other_day = time.strftime("%a", time.localtime(time.time() + 86400))
     return {
-        "max_docks": POOL,
-        "docks_per_loop": POOL,
-        "cpus_per_dock": NCPUS,
+        "max_docks": 2 * POOL,
+        "docks_per_loop": 2 * POOL,
+        "cpus_per_dock": 0.5,
         "docker_cmd": list(BURNING),
         "lend_cores": LENT_CORES,
         "run_hours": [other_day],

@@ -158,7 +158,7 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
         [(-1, "not negative"), ("idle", "expected seconds such as")],
     ),
     "run_on_battery": ([(True, True), (False, False)], [("yes", 'got "yes"')]),
-    "lend_cores": ([(0, 0.0), (1, 1.0), (0.5, 0.5)], [(-1, "expected a number from 0 to 1024"), ("all", 'got "all"')]),
+    "lend_cores": ([(0, 0.0), (1, 1.0), (2.5, 2.5)], [(-1, "expected a number from 0 to 1024"), ("all", 'got "all"')]),
     "run_hours": (
         [(None, ()), ([], ())],
         [
@@ -531,3 +531,11 @@ def test_a_file_written_just_now_is_settling(tmp_path: Path) -> None:
     # a modification time in the future (a clock set back) does not hold a reload forever
     assert not files.settling(current, now - 3600)
     assert not files.settling(None, now)
+
+
+def test_lend_cores_below_cpus_per_dock_is_refused_with_the_fix() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse({"lend_cores": 0.5, "cpus_per_dock": 1}, FACTS)
+    assert "lend_cores: expected 0 or at least cpus_per_dock (1)" in str(refused.value)
+    assert "lend more, or lower cpus_per_dock" in str(refused.value)
+    assert parse({"lend_cores": 0.5, "cpus_per_dock": 0.5}, FACTS)[0].lend_cores == 0.5

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -38,6 +39,18 @@ def pilots_cgroup(api: docker.APIClient, instance: str) -> PilotCgroup:
     """The pilots' parent cgroup, found as the daemon finds it: from what the engine says."""
     info = api.info()
     return PilotCgroup(instance, info["CgroupDriver"], int(info.get("CgroupVersion") or 1))
+
+
+def cap_of(cgroup: PilotCgroup) -> float | None:
+    """Return the CPU cap on the pilots' parent cgroup in cores, read from the kernel's files
+    (None: no cap)."""
+    folder = Path(cgroup.cpu_folder)
+    if cgroup.version == 2:
+        quota, period = (folder / "cpu.max").read_text(encoding="ascii").split()
+    else:
+        quota = (folder / "cpu.cfs_quota_us").read_text(encoding="ascii").strip()
+        period = (folder / "cpu.cfs_period_us").read_text(encoding="ascii").strip()
+    return None if quota in ("max", "-1") else int(quota) / int(period)
 
 
 def stats(installation: Installation) -> Any:
@@ -111,23 +124,24 @@ def test_lend_cores_keeps_pilots_running_under_a_cap_while_the_owner_is_present(
 ) -> None:
     # outside run_hours the owner counts as present: a window on a day that is not today
     tomorrow = (datetime.date.today() + datetime.timedelta(days=1)).strftime("%a")
-    installation.write_config(
-        POLICY.replace("cpus_per_dock: 0.5", "cpus_per_dock: 2") + f'lend_cores: 1\nrun_hours: ["{tomorrow}"]\n'
-    )
+    lending = POLICY.replace("max_docks: 2", "max_docks: 3").replace("docks_per_loop: 2", "docks_per_loop: 3")
+    installation.write_config(lending + f'lend_cores: 0.75\nrun_hours: ["{tomorrow}"]\n')
     assert installation.ctl("start").returncode == 0
-    # with the owner present from the start, only the lent pilot starts
-    wait_until(lambda: states(docker_api, installation.instance) == ["running"], what="one lent pilot")
-    wait_until(lambda: "lending 1 cores" in installation.ctl("status").stdout, what="status says it lends")
+    # with the owner present from the start, only the pilots the lent cores need start
+    wait_until(lambda: states(docker_api, installation.instance) == ["running"] * 2, what="two lent pilots")
+    wait_until(lambda: "lending 0.75 cores" in installation.ctl("status").stdout, what="status says it lends")
     cgroup = pilots_cgroup(docker_api, installation.instance)
+    assert cap_of(cgroup) == 0.75
     first, started = cgroup.cpu_seconds(), time.monotonic()
     time.sleep(10)
     last, ended = cgroup.cpu_seconds(), time.monotonic()
     assert first is not None and last is not None
     cores = (last - first) / (ended - started)
-    assert 0.3 < cores <= 1.05, f"the lent pilot used {cores:.2f} cores under a cap of 1"
+    assert 0.3 < cores <= 0.8, f"two pilots of 0.5 cores each used {cores:.2f} cores under a cap of 0.75"
     # the owner leaves (run_hours opens): the cap goes and the pool fills
-    installation.write_config(POLICY.replace("cpus_per_dock: 0.5", "cpus_per_dock: 2") + "lend_cores: 1\n")
+    installation.write_config(lending + "lend_cores: 0.75\n")
     assert installation.ctl("reload").returncode == 0
-    wait_until(lambda: states(docker_api, installation.instance) == ["running"] * 2, what="the pool full again")
+    wait_until(lambda: states(docker_api, installation.instance) == ["running"] * 3, what="the pool full again")
     wait_until(lambda: "lending" not in installation.ctl("status").stdout, what="the cap lifted")
     assert "pilots' CPU cap lifted" in installation.log()
+    assert cap_of(cgroup) is None

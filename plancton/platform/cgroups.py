@@ -199,9 +199,14 @@ class PilotCgroup:
             return None
 
     @property
+    def cpu_folder(self) -> str:
+        """The parent cgroup's folder of the CPU controller (the unified one on cgroup v2)."""
+        return self._folder("cpu")
+
+    @property
     def exists(self) -> bool:
         """Whether the parent cgroup is there (a systemd slice appears with its first pilot)."""
-        return os.path.isdir(self._folder("cpu"))
+        return os.path.isdir(self.cpu_folder)
 
     def cpu_counter(self) -> tuple[str, float] | None:
         """Return what identifies the pilots' CPU counter (this boot and the cgroup folder, so
