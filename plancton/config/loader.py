@@ -250,8 +250,11 @@ def _cross_checks(config: Config) -> list[tuple[str, str]]:
     if 0 < config.lend_cores < config.cpus_per_dock:
         # the kernel (cgroup v1) refuses a pilot whose own CPU cap exceeds its parent's
         problems.append(
-            f"lend_cores: expected 0 or at least cpus_per_dock ({config.cpus_per_dock:g}), since a lent pilot's "
-            f"own CPU cap cannot exceed the cores lent, got {config.lend_cores:g}; lend more, or lower cpus_per_dock"
+            (
+                "lend_cores",
+                f"expected 0 or at least cpus_per_dock ({config.cpus_per_dock:g}), since a lent pilot's own CPU cap "
+                f"cannot exceed the cores lent, got {config.lend_cores:g}; lend more, or lower cpus_per_dock",
+            )
         )
     if config.max_dock_mem and config.max_dock_mem < 6 * 1024**2:
         problems.append(
