@@ -17,7 +17,12 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["plancton", "plancton.*"]),
     scripts=["bin/planctonctl", "bin/plancton-bootstrap"],
-    data_files=[("share/plancton", ["etc/config.yaml", "etc/plancton.service"])],
+    data_files=[
+        (
+            "share/plancton",
+            ["etc/config.yaml", "etc/plancton.service", "etc/plancton-update.service", "etc/plancton-update.timer"],
+        )
+    ],
     install_requires=[
         "docker>=7.0,<8",
         "PyYAML>=6.0,<7",

@@ -7,23 +7,29 @@ administrator would: clone, refusal without --force, rollback of an invalid conf
 import json
 import os
 import pwd
+import shlex
 import string
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import docker
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from plancton.cli import bootstrap, output
 from plancton.config.loader import load
+from plancton.control.updates import UpdateFailed, UpdateOutcome
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
 from tests.support import services
+from tests.support.influx_server import free_port
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,12 +150,19 @@ class NodeUser:
 
     def commit(self, repository: str, config_text: str, message: str) -> None:
         """Commit a new config.yaml in a repository."""
-        path = os.path.join(repository, "config.yaml")
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(config_text)
-        os.chown(path, self.account.pw_uid, self.account.pw_gid)
-        self.git(repository, "add", "config.yaml")
-        self.git(repository, "commit", "--quiet", "-m", message)
+        self.commit_files(repository, {"config.yaml": config_text}, message)
+
+    def commit_files(self, repository: str, texts: dict[str, str], message: str, *options: str) -> None:
+        """Commit files (path in the repository: text) in a repository, with these options of
+        git commit."""
+        for name, text in texts.items():
+            path = os.path.join(repository, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            subprocess.run(["chown", "-R", f"{self.account.pw_name}:", repository], check=True)
+            self.git(repository, "add", name)
+        self.git(repository, "commit", "--quiet", *options, "-m", message)
 
     def crontab(self) -> str:
         listed = subprocess.run(
@@ -161,9 +174,9 @@ class NodeUser:
         with open(os.path.join(self.confdir, "config.yaml"), encoding="utf-8") as handle:
             return handle.read()
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> dict[str, Any]:
         done = self.planctonctl("status", "--json")
-        return json.loads(done.stdout)  # type: ignore[no-any-return]
+        return dict(json.loads(done.stdout))
 
 
 @pytest.fixture
@@ -242,7 +255,8 @@ def test_invalid_repository_is_rolled_back_and_force_replaces(node: NodeUser, in
     assert replaced.returncode == 0, replaced.stderr
     assert node.config() == pilot_config(instance, seconds=90)
     assert node.git(node.confdir, "remote", "get-url", "origin") == other
-    assert node.crontab().count("# plancton-bootstrap ") == 1
+    assert node.crontab().count(f"# plancton-bootstrap {node.confdir}") == 1  # the @reboot line, once
+    assert node.crontab().count(f"# plancton-bootstrap update {node.confdir}") == 1
 
 
 @pytest.mark.docker
@@ -357,3 +371,267 @@ def test_an_edited_configuration_is_replaced_only_with_force_and_kept(node: Node
     with open(os.path.join(kept, "config.yaml"), encoding="utf-8") as handle:
         assert handle.read() == edited
     assert node.config() == pilot_config(instance)
+
+
+# -- per-node overlays ----------------------------------------------------------------------------
+
+
+def pilot_command(api: docker.APIClient, instance: str) -> list[str]:
+    """Wait for one running pilot of this instance; return its command."""
+    ids = wait_until(lambda: services.running_ids(api, instance), 120, "a pilot")
+    assert isinstance(ids, set)
+    return list(api.inspect_container(next(iter(ids)))["Config"]["Cmd"])
+
+
+def update_line(node: NodeUser) -> tuple[str, list[str]]:
+    """Return the schedule and the command of the user's crontab line that updates its node."""
+    marker = f"  # plancton-bootstrap update {node.confdir}"
+    (line,) = [line for line in node.crontab().splitlines() if line.endswith(marker)]
+    fields = shlex.split(line.removesuffix(marker))
+    return " ".join(fields[:5]), fields[5:]
+
+
+def option_of(arguments: list[str], name: str) -> str:
+    """Return the value that follows an option in an argument list."""
+    return arguments[arguments.index(name) + 1]
+
+
+def origins(shown: str) -> dict[str, str]:
+    """Return, from planctonctl config's output, each key's origin."""
+    return {line.split(":")[0]: line.rpartition("  # ")[2] for line in shown.splitlines() if not line.startswith("#")}
+
+
+@pytest.mark.docker
+def test_overlays_select_a_node_by_its_labels_and_a_bad_one_is_refused_with_its_file(
+    node: NodeUser, instance: str, docker_api: docker.APIClient
+) -> None:
+    repository = node.make_repository("farm-conf", pilot_config(instance))
+    labelled = "match: {labels: [plancton-test]}\ndocker_cmd: [sleep, '62']\n"
+    elsewhere = "match: {hosts: [no-such-host-*]}\nmax_docks: 5\n"
+    node.commit_files(repository, {"hosts/10-test.yaml": labelled, "hosts/20-other.yaml": elsewhere}, "overlays")
+
+    cloned = node.bootstrap("--label", "plancton-test", repository)
+    assert cloned.returncode == 0, cloned.stderr
+    assert "this node's labels: plancton-test" in cloned.stdout
+    assert f"warning: anyone who can push to {repository} can run any image" in cloned.stdout
+    schedule, command = update_line(node)
+    assert schedule == "*/15 * * * *"
+    assert command[1:4] == ["--update", "--jitter", "900"] and option_of(command, "--confdir") == node.confdir
+    cron_update = [*command[:3], "1", *command[4:]]  # the line cron runs, with a short random wait
+    shown = node.planctonctl("config")
+    assert shown.returncode == 0, shown.stderr
+    assert "# with the overlays that select this node, in this order: hosts/10-test.yaml" in shown.stdout
+    assert origins(shown.stdout)["docker_cmd"] == "hosts/10-test.yaml"
+    assert origins(shown.stdout)["max_docks"] == "config.yaml"
+    assert origins(shown.stdout)["docker_image"] == "default"
+
+    assert node.planctonctl("start").returncode == 0
+    assert pilot_command(docker_api, instance) == ["sleep", "62"]
+    running = node.status()["config_revision"]
+
+    # an overlay that makes this node's configuration invalid: refused, nothing moves
+    good_commit = node.git(node.confdir, "rev-parse", "HEAD")
+    node.commit_files(repository, {"hosts/10-test.yaml": labelled + "max_dock_mem: lots\n"}, "a typo")
+    refused = node.bootstrap("--update")
+    assert refused.returncode == 1
+    assert "unchanged" in refused.stderr and "max_dock_mem (set by hosts/10-test.yaml)" in refused.stderr
+    assert node.git(node.confdir, "rev-parse", "HEAD") == good_commit
+    assert node.status()["config_revision"] == running
+
+    # the repository's own CI sees the same problem in a checkout, whichever nodes it selects
+    node.commit_files(repository, {"hosts/20-other.yaml": elsewhere + "main_sleep: never\n"}, "another typo")
+    checked = node.bootstrap("--check", repository)
+    assert checked.returncode == 1
+    assert "config.yaml + hosts/10-test.yaml: max_dock_mem (set by hosts/10-test.yaml)" in checked.stderr
+    assert "config.yaml + hosts/20-other.yaml: main_sleep (set by hosts/20-other.yaml)" in checked.stderr
+    node.commit_files(repository, {"hosts/10-test.yaml": labelled, "hosts/20-other.yaml": elsewhere}, "fixed")
+    checked = node.bootstrap("--check", repository)
+    assert checked.returncode == 0, checked.stderr
+    overlays = "(hosts/10-test.yaml, hosts/20-other.yaml)"
+    assert f"valid: config.yaml, alone and with each overlay over it {overlays}" in checked.stdout
+
+    # the repository is out of reach: nothing changes, and the next update takes the fix
+    os.rename(repository, f"{repository}.away")
+    unreachable = node.run(*cron_update, timeout=360)
+    assert unreachable.returncode == 1 and len(unreachable.stderr.splitlines()) == 1, unreachable.stderr
+    assert "cannot fetch the configuration repository (git fetch failed: " in unreachable.stderr
+    assert node.git(node.confdir, "rev-parse", "HEAD") == good_commit
+    assert node.status()["config_update"]["outcome"] == "unreachable"
+    os.rename(f"{repository}.away", repository)
+    fixed = node.bootstrap("--update")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "warning" not in fixed.stdout and node.status()["config_update"]["outcome"] == "updated"
+    # the fixed commit changes nothing for this node: the same configuration, the same revision
+    assert node.status()["config_revision"] == running
+
+    # the node loses its label: the daemon's reload merges as the loader does
+    os.unlink(os.path.join(node.account.pw_dir, ".plancton", "state", "labels"))
+    assert node.planctonctl("reload").returncode == 0
+    wait_until(lambda: node.status()["config_revision"] != running, 60, "the daemon without the overlay")
+    assert origins(node.planctonctl("config").stdout)["docker_cmd"] == "config.yaml"
+
+
+# -- signed revisions ---------------------------------------------------------------------------
+
+
+def signing_key(node: NodeUser, name: str) -> str:
+    """Make an ed25519 key of this user's with ssh-keygen; return its private key's path."""
+    path = os.path.join(node.account.pw_dir, name)
+    made = node.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path)
+    assert made.returncode == 0, made.stderr
+    return path
+
+
+def commit_signed(node: NodeUser, repository: str, key: str | None, *options: str) -> str:
+    """Make a commit (git commit with these options), signed with this ssh key when one is
+    given; return its hash."""
+    signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={key}"] if key else []
+    node.git(repository, *signing, "commit", "--quiet", *(["-S"] if key else []), *options)
+    return node.git(repository, "rev-parse", "HEAD")
+
+
+def metric(port: int, name: str, **labels: str) -> float | None:
+    """Return a sample of the daemon's Prometheus endpoint, or None when it has none."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return float(sample.value)
+    return None
+
+
+@pytest.mark.docker
+def test_with_trust_only_commits_signed_by_a_trusted_key_are_taken(
+    node: NodeUser, instance: str, docker_api: docker.APIClient
+) -> None:
+    trusted, stranger = signing_key(node, "trusted"), signing_key(node, "stranger")
+    signers = os.path.join(node.account.pw_dir, "allowed-signers")
+    with open(f"{trusted}.pub", encoding="utf-8") as public, open(signers, "w", encoding="utf-8") as handle:
+        handle.write("# the farm's administrators\nadmin@farm " + " ".join(public.read().split()[:2]) + "\n")
+    port = free_port()
+    config = pilot_config(instance) + f"metrics_listen: 127.0.0.1:{port}\n"
+    repository = node.make_repository("signed-conf", config)  # an unsigned first commit
+
+    refused = node.bootstrap("--trust", signers, repository)
+    assert refused.returncode == 1
+    unsigned = node.git(repository, "rev-parse", "HEAD")
+    assert refused.stderr == (
+        f"plancton-bootstrap: refused commit {unsigned[:12]}: it is not signed; sign it with a trusted ssh key "
+        "(git -c gpg.format=ssh commit -S); the configuration is unchanged\n"
+    )
+    assert not os.path.exists(node.confdir)
+
+    commit_signed(node, repository, trusted, "--amend", "--no-edit")
+    cloned = node.bootstrap("--trust", signers, "--every", "1h", repository)
+    assert cloned.returncode == 0, cloned.stderr
+    assert update_line(node)[0] == "0 * * * *"
+    assert "updates take only commits signed by a key of " in cloned.stdout and "warning" not in cloned.stdout
+    assert node.planctonctl("start").returncode == 0
+    wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot")
+    wait_until(lambda: metric(port, "plancton_config_update_failed", reason="untrusted") == 0, 60, "the metrics")
+    running, good = node.status()["config_revision"], node.git(node.confdir, "rev-parse", "HEAD")
+
+    for key, why in ((None, "it is not signed"), (stranger, "it is signed by key SHA256:")):
+        commit = commit_signed(node, repository, key, "--allow-empty", "-m", "a new revision")
+        update = node.bootstrap("--update")
+        assert update.returncode == 1
+        assert update.stderr.startswith(f"plancton-bootstrap: refused commit {commit[:12]}: {why}")
+        assert len(update.stderr.splitlines()) == 1
+        assert node.git(node.confdir, "rev-parse", "HEAD") == good
+        status = node.status()
+        assert status["config_revision"] == running
+        assert status["config_update"] == {**status["config_update"], "outcome": "untrusted", "commit": commit}
+        assert "configuration update FAILED at " in node.planctonctl("status").stdout
+        wait_until(lambda: metric(port, "plancton_config_update_failed", reason="untrusted") == 1, 60, "the alert")
+
+    commit_signed(node, repository, trusted, "--allow-empty", "-m", "signed")
+    taken = node.bootstrap("--update")
+    assert taken.returncode == 0, taken.stderr
+    assert node.git(node.confdir, "rev-parse", "HEAD") == node.git(repository, "rev-parse", "HEAD")
+    assert node.status()["config_update"] == {**node.status()["config_update"], "outcome": "updated"}
+    wait_until(lambda: metric(port, "plancton_config_update_failed", reason="untrusted") == 0, 60, "the alert gone")
+
+
+def test_a_trust_file_that_lists_no_key_is_refused(tmp_path: "os.PathLike[str]") -> None:
+    signers = os.path.join(tmp_path, "signers")
+    with open(signers, "w", encoding="utf-8") as handle:
+        handle.write("# nobody yet\nadmin@farm AAAAC3NzaC1lZDI1NTE5AAAAIB\n")
+    folders = ["--confdir", os.path.join(tmp_path, "conf"), "--statedir", os.path.join(tmp_path, "state")]
+    with pytest.raises(PlanctonError, match="line 2 is not an allowed signer; expected PRINCIPAL KEYTYPE KEY"):
+        bootstrap.read_signers(signers)
+    assert bootstrap.main([*folders, "--trust", signers, "/srv/conf"]) == output.EXIT_FAILURE
+    assert not os.path.exists(os.path.join(tmp_path, "conf"))
+    assert bootstrap.main([*folders, "--update", "--trust", signers]) == output.EXIT_USAGE
+
+
+@pytest.mark.parametrize(
+    ("every", "seconds", "schedule"),
+    [
+        ("1m", 60, "* * * * *"),
+        ("15m", 900, "*/15 * * * *"),
+        ("900", 900, "*/15 * * * *"),
+        ("1h", 3600, "0 * * * *"),
+        ("6h", 21600, "0 */6 * * *"),
+        ("24h", 86400, "0 0 * * *"),
+    ],
+)
+def test_the_interval_of_updates_is_one_cron_can_keep(every: str, seconds: float, schedule: str) -> None:
+    assert bootstrap.parse_every(every) == seconds
+    assert bootstrap.cron_schedule(seconds) == schedule
+    assert f"RandomizedDelaySec={seconds}s" in bootstrap.timer_dropin(seconds)
+
+
+@pytest.mark.parametrize("every", ["7m", "90s", "5h", "2d", "0", "soon", "-15m"])
+def test_an_interval_cron_cannot_keep_is_refused_with_examples(every: str) -> None:
+    with pytest.raises(PlanctonError, match=f"--every {every}: expected whole minutes that divide an hour"):
+        bootstrap.parse_every(every)
+
+
+def test_git_tells_which_commits_a_trusted_key_signed(tmp_path: "os.PathLike[str]") -> None:
+    def run(*command: str) -> str:
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+        return done.stdout.strip()
+
+    for name in ("trusted", "stranger"):
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", os.path.join(tmp_path, name))
+    signers = os.path.join(tmp_path, "allowed-signers")
+    with open(os.path.join(tmp_path, "trusted.pub"), encoding="utf-8") as public:
+        key = " ".join(public.read().split()[:2])
+    with open(signers, "w", encoding="utf-8") as handle:
+        handle.write(f"admin@farm {key}\n")
+    bootstrap.read_signers(signers)
+    repository = os.path.join(tmp_path, "conf")
+    run("git", "init", "--quiet", repository)
+    identity = ["-c", "user.name=Plancton Test", "-c", "user.email=test@plancton.invalid", "-C", repository]
+    commits = {}
+    for name in ("unsigned", "trusted", "stranger"):
+        signing = ["-c", "gpg.format=ssh", "-c", f"user.signingkey={tmp_path}/{name}"] if name != "unsigned" else []
+        sign = ["-S"] if signing else []
+        run("git", *identity, *signing, "commit", "--quiet", "--allow-empty", *sign, "-m", name)
+        commits[name] = run("git", "-C", repository, "rev-parse", "HEAD")
+
+    bootstrap.check_signed(repository, commits["trusted"], signers)
+    for name, why in (("unsigned", "it is not signed"), ("stranger", "it is signed by key SHA256:")):
+        with pytest.raises(UpdateFailed) as refused:
+            bootstrap.check_signed(repository, commits[name], signers)
+        assert str(refused.value).startswith(f"refused commit {commits[name][:12]}: {why}")
+        assert str(refused.value).endswith("; the configuration is unchanged")
+        assert refused.value.outcome is UpdateOutcome.UNTRUSTED and refused.value.commit == commits[name]
+
+
+def test_check_validates_a_checkout_for_the_repositorys_ci(
+    tmp_path: "os.PathLike[str]", capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _folder_with(tmp_path, {"config.yaml": "max_docks: 2\n"})
+    os.mkdir(os.path.join(folder, "hosts"))
+    with open(os.path.join(folder, "hosts", "big.yaml"), "w", encoding="utf-8") as handle:
+        handle.write("match: {ncpus: {min: 64}}\nmax_docks: ncpus - 4\n")
+    assert bootstrap.main(["--check", folder]) == output.EXIT_OK
+    valid = "valid: config.yaml, alone and with each overlay over it (hosts/big.yaml), on a host of"
+    assert valid in capsys.readouterr().out
+    with open(os.path.join(folder, "hosts", "bad.yaml"), "w", encoding="utf-8") as handle:
+        handle.write("match: {ncpus: '>=64'}\n")
+    assert bootstrap.main(["--check", folder]) == output.EXIT_FAILURE
+    assert "hosts/bad.yaml: match.ncpus: expected {min: 32}" in capsys.readouterr().err
+    assert bootstrap.main(["--check", folder, "--label", "gpu"]) == output.EXIT_USAGE

@@ -128,10 +128,10 @@ def test_config_prints_every_value_and_where_it_comes_from(setup: Installation) 
     assert "s3cret" not in shown.stdout
     printed = _printed(shown.stdout)
     assert list(printed) == list(KEYS)
-    assert printed["instance"] == ("cli", "file")
-    assert printed["max_dock_mem"] == ("1536M", "file")
-    assert printed["influxdb_url"] == (["https://plancton:****@influx:8086#farm"], "file")
-    assert printed["main_sleep"] == (2, "file")
+    assert printed["instance"] == ("cli", "config.yaml")
+    assert printed["max_dock_mem"] == ("1536M", "config.yaml")
+    assert printed["influxdb_url"] == (["https://plancton:****@influx:8086#farm"], "config.yaml")
+    assert printed["main_sleep"] == (2, "config.yaml")
     assert printed["max_docks"] == ("max(1, ncpus - 2)", "default")
     assert printed["docker_cmd"] == (["sleep", "60"], "default")
     assert printed["mem_floor"] == ("512M", "default")
@@ -150,7 +150,7 @@ def test_the_printed_configuration_is_a_valid_file_giving_the_same_values(setup:
     assert {name: value for name, (value, _) in _printed(second.stdout).items()} == {
         name: value for name, (value, _) in _printed(first.stdout).items()
     }
-    assert {origin for _, origin in _printed(second.stdout).values()} == {"file"}
+    assert {origin for _, origin in _printed(second.stdout).values()} == {"config.yaml"}
 
 
 def test_config_of_an_invalid_file_exits_1_with_its_problems(setup: Installation) -> None:

@@ -12,12 +12,12 @@ FACTS = HostFacts(ncpus=8, ram_bytes=16 * 1024**3, swap_bytes=0)
 
 def test_describe_tells_file_values_from_defaults_with_passwords_masked() -> None:
     raw = {"max_dock_mem": "1G", "influxdb_url": "https://u:s3cret@h:8086#db", "environment": {"A": 1}}
-    config, _ = parse(raw, FACTS)
+    config, _ = parse(raw, FACTS, source="/etc/plancton/config.yaml")
     described = {name: (value, origin) for name, value, origin in display.describe(config)}
     assert list(described) == list(KEYS)
-    assert described["max_dock_mem"] == ("1G", "file")
-    assert described["influxdb_url"] == (["https://u:****@h:8086#db"], "file")
-    assert described["environment"] == ({"A": "1"}, "file")
+    assert described["max_dock_mem"] == ("1G", "config.yaml")
+    assert described["influxdb_url"] == (["https://u:****@h:8086#db"], "config.yaml")
+    assert described["environment"] == ({"A": "1"}, "config.yaml")
     assert described["mem_floor"] == ("512M", "default")
     assert described["docker_cmd"] == (["sleep", "60"], "default")
     assert described["main_sleep"] == (5, "default")

@@ -112,13 +112,15 @@ def test_config_keys_defaults_and_display() -> None:
     config, _ = parse({}, FACTS)
     assert (config.input_idle, config.run_on_battery, config.run_hours) == (0.0, False, ())
     config, _ = parse(
-        {"input_idle": "2m", "run_on_battery": True, "run_hours": ["Mon-Fri 18:00-08:00", "Sat,Sun"]}, FACTS
+        {"input_idle": "2m", "run_on_battery": True, "run_hours": ["Mon-Fri 18:00-08:00", "Sat,Sun"]},
+        FACTS,
+        source="config.yaml",
     )
     assert config.input_idle == 120.0 and config.run_on_battery
     assert [window.text for window in config.run_hours] == ["Mon-Fri 18:00-08:00", "Sat,Sun"]
     shown = {name: (value, origin) for name, value, origin in describe(config)}
-    assert shown["run_hours"] == (["Mon-Fri 18:00-08:00", "Sat,Sun"], "file")
-    assert shown["input_idle"] == (120, "file") and shown["run_on_battery"] == (True, "file")
+    assert shown["run_hours"] == (["Mon-Fri 18:00-08:00", "Sat,Sun"], "config.yaml")
+    assert shown["input_idle"] == (120, "config.yaml") and shown["run_on_battery"] == (True, "config.yaml")
     with pytest.raises(ConfigError):
         parse({"run_on_battery": "yes"}, FACTS)
     with pytest.raises(ConfigError):

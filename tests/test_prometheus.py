@@ -103,6 +103,19 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
 
 
+def test_a_failed_configuration_update_is_one_series_by_its_reason() -> None:
+    quiet = scrape(Snapshot("node_a", make_report(), {}, (0, 0.0), loops=1, api_calls=0))
+    assert {
+        value(quiet, "plancton_config_update_failed", reason=r) for r in ("untrusted", "invalid", "unreachable")
+    } == {0}
+    assert not any(name == "plancton_config_update_timestamp_seconds" for name, _ in quiet)
+    report = make_report(config_update_failure="untrusted", config_update_checked_at=1.7e9)
+    samples = scrape(Snapshot("node_a", report, {}, (0, 0.0), loops=1, api_calls=0))
+    assert value(samples, "plancton_config_update_failed", reason="untrusted") == 1
+    assert value(samples, "plancton_config_update_failed", reason="unreachable") == 0
+    assert value(samples, "plancton_config_update_timestamp_seconds") == 1.7e9
+
+
 def test_a_loop_report_gives_the_same_facts_as_the_influxdb_points() -> None:
     report = make_report()
     events = initial_events()

@@ -24,6 +24,7 @@ import docker
 import psutil
 import pytest
 
+from plancton.cli import bootstrap
 from plancton.control.paths import resolve
 from plancton.engines.spec import instance_label
 from tests.conftest import STEADY_POLICY, venv_command, wait_until
@@ -255,3 +256,23 @@ def test_unit_command_without_the_docker_group_fails_clearly(
         stop(daemon)
     assert daemon.returncode == 1
     assert "permission" in errors.lower() and "docker" in errors.lower(), errors
+
+
+def test_systemd_accepts_the_update_timer_with_its_interval(tmp_path: "os.PathLike[str]") -> None:
+    program = venv_command("plancton-bootstrap")
+    assert os.path.isabs(program), "plancton-bootstrap is not installed in the test environment"
+    for name, text in bootstrap.update_units([program], 1800).items():
+        path = os.path.join(tmp_path, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    service, timer = (os.path.join(tmp_path, name) for name in (bootstrap.UPDATE_SERVICE, bootstrap.UPDATE_TIMER))
+    verified = subprocess.run(
+        ["systemd-analyze", "verify", service, timer], check=False, capture_output=True, text=True, timeout=120
+    )
+    output = verified.stdout + verified.stderr
+    assert verified.returncode == 0 and "plancton-update" not in output, output  # the drop-in is read too
+    assert shlex.split(unit_settings(service)["Service.ExecStart"][0]) == [program, "--update"]
+    assert unit_settings(timer)["Timer.RandomizedDelaySec"] == ["15min"]  # the drop-in's 1800s replaces it
+    dropin = unit_settings(os.path.join(tmp_path, f"{bootstrap.UPDATE_TIMER}.d", "every.conf"))
+    assert dropin["Timer.OnUnitInactiveSec"] == ["", "1800s"] and dropin["Timer.RandomizedDelaySec"] == ["1800s"]

@@ -1,10 +1,16 @@
 """``plancton-bootstrap``: a cluster node's configuration from a git repository.
 
 ``plancton-bootstrap USER/REPO[:BRANCH]`` (GitHub) or ``plancton-bootstrap URL`` clones the
-repository into the config folder, validates its ``config.yaml`` before accepting it, and
-arranges for Plancton to start at boot (the systemd unit where systemd runs and the folders
-are root's, a crontab @reboot line otherwise). ``--update`` pulls the latest commit, again
-validated first, and reloads a running daemon; ``--dryrun`` installs an empty configuration.
+repository into the config folder, validates its configuration (``config.yaml`` and the
+overlays ``hosts/*.yaml`` that select this node, see :mod:`plancton.config.overlays`) before
+accepting it, arranges for Plancton to start at boot (the systemd unit where systemd runs and
+the folders are root's, a crontab @reboot line otherwise), and for updates every ``--every``
+(plancton-update.timer, or a crontab line). ``--label NAME`` gives the node labels that
+overlays select it by; ``--trust FILE`` (git's allowed-signers file) makes it take only
+commits signed by those ssh keys, now and at every update. ``--update`` fetches the latest
+commit, checks its signature and validates it first, and reloads a running daemon; its
+outcome is kept for ``planctonctl status`` and the metrics. ``--check DIR`` validates a
+checkout as a whole, for the repository's own CI. ``--dryrun`` installs an empty configuration.
 The default configuration that the install script wrote is replaced; any other only with
 ``--force``; either is kept beside the new one. A rejected configuration never touches the
 config folder. git always runs with an argument list, never through a shell, and only
@@ -15,6 +21,7 @@ Exit codes: 0 done, 1 failure (one line naming the cause and the fix), 2 usage e
 
 import argparse
 import os
+import random
 import re
 import shlex
 import shutil
@@ -29,17 +36,36 @@ from pathlib import Path
 from plancton.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from plancton.cli.planctonctl import add_location_options, location_arguments, paths_from
 from plancton.cli.planctonctl import main as planctonctl
-from plancton.config import legacy_keys, loader, schema
+from plancton.config import legacy_keys, loader, overlays, schema, units
 from plancton.config.files import parse_yaml, read_file
+from plancton.config.schema import HostFacts
+from plancton.control.node import (
+    check_signers,
+    labels_path,
+    node_facts,
+    store_signers,
+    trust_path,
+    write_labels,
+)
 from plancton.control.paths import CONFIG_NAME, Paths, resolve
 from plancton.control.pidfile import running_pid
+from plancton.control.updates import UpdateFailed, UpdateOutcome, UpdateRecord, record_path, write_record
 from plancton.errors import ConfigError, PlanctonError
 from plancton.platform.host import host_facts, systemd_runs
 
 GIT_TIMEOUT_SECONDS = 300
+#: The longest random wait before an update (a day).
+MAX_JITTER_SECONDS = 86400.0
 GIT_PROTOCOLS = "file:git:http:https:ssh"
 SYSTEMD_UNIT = "plancton.service"
 INSTALLED_CRON_FILE = "/etc/cron.d/plancton"
+SYSTEMD_FOLDER = "/etc/systemd/system"
+UPDATE_SERVICE = "plancton-update.service"
+UPDATE_TIMER = "plancton-update.timer"
+#: The program in the packaged plancton-update.service, which the installed unit names anew.
+PACKAGED_BOOTSTRAP = "/opt/plancton/venv/bin/plancton-bootstrap"
+#: How often a node takes its repository's latest commit unless --every says otherwise.
+DEFAULT_EVERY = "15m"
 #: The first line of the default configuration that the install script writes, in every release.
 DEFAULT_CONFIG_HEADING = b"# Plancton configuration (config.yaml in the config folder, /etc/plancton for root)."
 EMPTY_CONFIG = (
@@ -149,18 +175,20 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def validate(path: str, label: str) -> schema.Config:
-    """Validate a configuration file that ``label`` names for the user; return it.
+def validate(path: str, label: str, facts: HostFacts) -> schema.Config:
+    """Validate a configuration file that ``label`` names for the user, with the overlays
+    beside it that select a node of these facts; return it.
 
     Raises:
-        ConfigError: the file is missing, a symlink, or invalid (every problem listed).
+        ConfigError: the file is missing, a symlink, or invalid, or an overlay is (every
+            problem listed).
     """
     if os.path.islink(path):
         raise ConfigError(["is a symbolic link; a configuration repository holds a plain config.yaml"], label)
     if not os.path.isfile(path):
         raise ConfigError([f"no {CONFIG_NAME} at the top of the repository"], label)
     try:
-        config, warnings = loader.load(path, host_facts())
+        config, warnings = loader.load(path, facts)
     except ConfigError as error:
         raise ConfigError(error.problems, label) from None
     for warning in warnings:
@@ -262,12 +290,15 @@ def put_in_place(new: str, paths: Paths, staging: str) -> None:
         say(f"replaced {what}; it is kept in {kept}")
 
 
-def clone(source: Source, paths: Paths, force: bool) -> schema.Config:
-    """Clone the repository into the config folder once its config.yaml proved valid.
+def clone(source: Source, paths: Paths, force: bool, facts: HostFacts, signers: str | None) -> schema.Config:
+    """Clone the repository into the config folder once its configuration proved valid on a
+    node of these facts, and its commit signed by a key of the allowed-signers file ``signers``
+    when one is given.
 
     Raises:
         PlanctonError: a configuration is there and ``force`` is false, or git fails.
-        ConfigError: the repository's config.yaml is invalid; the config folder is untouched.
+        UpdateFailed: the commit is not signed by a trusted key; the config folder is untouched.
+        ConfigError: the repository's configuration is invalid; the config folder is untouched.
     """
     refuse_existing(paths, force)
     staging = staging_folder(paths)
@@ -275,7 +306,9 @@ def clone(source: Source, paths: Paths, force: bool) -> schema.Config:
         checkout = os.path.join(staging, "conf")
         branch = ["--branch", source.branch] if source.branch else []
         git(["clone", "--quiet", "--no-recurse-submodules", *branch, "--", source.url, checkout])
-        config = validate(os.path.join(checkout, CONFIG_NAME), f"{source.url}: {CONFIG_NAME}")
+        if signers is not None:
+            check_signed(checkout, git(["rev-parse", "HEAD"], checkout), signers)
+        config = validate(os.path.join(checkout, CONFIG_NAME), f"{source.url}: {CONFIG_NAME}", facts)
         commit = git(["rev-parse", "--short=12", "HEAD"], checkout)
         put_in_place(checkout, paths, staging)
     finally:
@@ -304,36 +337,143 @@ def install_empty(paths: Paths, force: bool) -> None:
 
 
 def update(paths: Paths) -> bool:
-    """Fetch the config folder's repository and move to its latest commit, once that commit's
-    config.yaml proved valid. Return whether the configuration changed.
+    """Fetch the config folder's repository and move to its latest commit, once that commit
+    proved signed by a trusted key (when the node keeps an allowed-signers file) and its
+    configuration (config.yaml and the overlays that select this node) valid. Record the
+    outcome for ``planctonctl status`` and the metrics. Return whether the configuration changed.
 
     Raises:
         PlanctonError: the config folder is not a git checkout, or git fails.
-        ConfigError: the latest commit's config.yaml is invalid; the folder stays as it was.
+        UpdateFailed: the repository cannot be fetched, or its latest commit is not signed by
+            a trusted key; the folder stays as it was.
+        ConfigError: the latest commit's configuration is invalid; the folder stays as it was.
     """
     folder = paths.confdir
     if not os.path.isdir(os.path.join(folder, ".git")):
         raise PlanctonError(f"{folder} is not a git checkout: set it up first with plancton-bootstrap USER/REPO")
     current = git(["rev-parse", "HEAD"], folder)
-    git(["fetch", "--quiet", "origin"], folder)
-    latest = git(["rev-parse", "@{upstream}"], folder)
+    latest = fetch_latest(paths)
     if latest == current:
+        record(paths, UpdateOutcome.CURRENT, latest, "at the latest commit")
         say(f"{folder} is at the latest commit ({current[:12]}): nothing to update")
         return False
-    label = f"{CONFIG_NAME} of commit {latest[:12]}"
-    listing = git(["ls-tree", latest, "--", CONFIG_NAME], folder).split()
-    if not listing:
-        raise ConfigError([f"no {CONFIG_NAME} at the top of the repository"], label)
-    if listing[0] != "100644" and listing[0] != "100755":
-        raise ConfigError(["is not a plain file; a configuration repository holds a plain config.yaml"], label)
-    with tempfile.TemporaryDirectory(prefix="plancton-bootstrap-") as scratch:
-        candidate = os.path.join(scratch, CONFIG_NAME)
-        with open(candidate, "wb") as handle:
-            handle.write(git_output(["cat-file", "blob", listing[2]], folder))
-        config = validate(candidate, label)
+    try:
+        if os.path.isfile(trust_path(paths)):
+            check_signed(folder, latest, trust_path(paths))
+        label = f"{CONFIG_NAME} of commit {latest[:12]}"
+        with tempfile.TemporaryDirectory(prefix="plancton-bootstrap-") as scratch:
+            export_configuration(folder, latest, scratch, label)
+            config = validate(os.path.join(scratch, CONFIG_NAME), label, node_facts(paths))
+    except UpdateFailed as error:
+        record(paths, error.outcome, latest, str(error))
+        raise
+    except ConfigError as error:
+        record(paths, UpdateOutcome.INVALID, latest, f"commit {latest[:12]} rejected: {'; '.join(error.problems)}")
+        raise
     git(["merge", "--ff-only", "--quiet", latest], folder)
+    record(paths, UpdateOutcome.UPDATED, latest, f"updated to commit {latest[:12]}")
     say(f"{folder} updated to commit {latest[:12]}; configuration valid (revision {config.revision})")
     return True
+
+
+def fetch_latest(paths: Paths) -> str:
+    """Fetch the config folder's repository; return the latest commit of its branch.
+
+    Raises:
+        UpdateFailed: the repository cannot be fetched (recorded as unreachable).
+    """
+    try:
+        git(["fetch", "--quiet", "origin"], paths.confdir)
+    except PlanctonError as error:
+        message = f"cannot fetch the configuration repository ({error}); nothing changed, the next update tries again"
+        record(paths, UpdateOutcome.UNREACHABLE, "", message)
+        raise UpdateFailed(UpdateOutcome.UNREACHABLE, "", message) from None
+    return git(["rev-parse", "@{upstream}"], paths.confdir)
+
+
+def record(paths: Paths, outcome: UpdateOutcome, commit: str, message: str) -> None:
+    """Keep the outcome of this update for ``planctonctl status`` and the metrics; a state
+    folder that cannot be written is told, not fatal."""
+    try:
+        write_record(paths, UpdateRecord(outcome, time.time(), commit, message))
+    except OSError as error:
+        say(f"warning: cannot record the update's outcome in {record_path(paths)}: {error.strerror}")
+
+
+#: What git's %G? says of a commit's signature, for people (G, a good signature by a listed key, passes).
+SIGNATURE_PROBLEMS = {
+    "N": "it is not signed; sign it with a trusted ssh key (git -c gpg.format=ssh commit -S)",
+    "U": "it is signed by key {key}, which the node's allowed signers ({signers}) do not list; "
+    "sign it with a trusted key, or add that key to the allowed signers",
+    "B": "its signature does not match its content (changed after signing); sign it again with a trusted key",
+    "E": "its signature cannot be checked (is ssh-keygen installed? apt-get install openssh-client)",
+    "X": "its signature has expired; sign it again with a trusted key",
+    "Y": "it is signed by an expired key; sign it again with a trusted key",
+    "R": "it is signed by a revoked key; sign it again with a trusted key",
+}
+
+
+def check_signed(folder: str, commit: str, signers: str) -> None:
+    """Check that a commit is signed by a key of the allowed-signers file ``signers``.
+
+    Raises:
+        UpdateFailed: naming the commit and why it is refused.
+    """
+    allowed = ["-c", f"gpg.ssh.allowedSignersFile={signers}"]
+    verdict, _, key = git([*allowed, "log", "-1", "--format=%G?%x00%GK", commit], folder).partition("\0")
+    if verdict == "G":
+        return
+    problem = SIGNATURE_PROBLEMS.get(verdict, f"its signature is not good (git says {verdict!r})")
+    raise UpdateFailed(
+        UpdateOutcome.UNTRUSTED,
+        commit,
+        f"refused commit {commit[:12]}: {problem.format(key=key, signers=signers)}; the configuration is unchanged",
+    )
+
+
+def export_configuration(folder: str, commit: str, target: str, label: str) -> None:
+    """Write a commit's config.yaml and its overlays (``hosts/*``) from the checkout ``folder``
+    into the folder ``target``, to be validated before the checkout moves.
+
+    Raises:
+        PlanctonError: git fails.
+        ConfigError: naming ``label``: no config.yaml, or one of them is not a plain file.
+    """
+    listing = git_output(["ls-tree", "-r", "-z", "--full-tree", commit, "--", CONFIG_NAME, loader.HOSTS_FOLDER], folder)
+    entries = [entry.decode(errors="replace").split("\t", 1) for entry in listing.split(b"\0") if entry]
+    names = [name for _, name in entries]
+    if CONFIG_NAME not in names:
+        raise ConfigError([f"no {CONFIG_NAME} at the top of the repository"], label)
+    os.mkdir(os.path.join(target, loader.HOSTS_FOLDER))
+    for fields, name in entries:
+        mode, _, blob = fields.split()
+        if name == loader.HOSTS_FOLDER:
+            raise ConfigError([f"{name} is not a folder; overlays live in a plain folder {name}/"], label)
+        if name != CONFIG_NAME and os.path.dirname(name) != loader.HOSTS_FOLDER:
+            continue  # deeper than hosts/NAME: not an overlay
+        if mode not in ("100644", "100755"):
+            raise ConfigError([f"{name} is not a plain file; a configuration repository holds plain files"], label)
+        with open(os.path.join(target, name), "wb") as handle:
+            handle.write(git_output(["cat-file", "blob", blob], folder))
+
+
+def check_checkout(folder: str) -> int:
+    """Validate a checkout of a configuration repository as a whole (see
+    :func:`plancton.config.loader.check_all`), printing the outcome; return the exit code.
+
+    Raises:
+        ConfigError: the checkout is invalid (every problem listed).
+    """
+    path = os.path.join(folder, CONFIG_NAME)
+    if not os.path.isfile(path) or os.path.islink(path):
+        raise ConfigError([f"no plain {CONFIG_NAME} at the top of the checkout"], folder)
+    facts = host_facts()
+    names, warnings = loader.check_all(path, facts)
+    for warning in warnings:
+        say(f"warning: {warning}")
+    merged = f", alone and with each overlay over it ({', '.join(names)})," if names else ""
+    say(f"{folder}: valid: {CONFIG_NAME}{merged} on a host of {facts.ncpus} CPUs")
+    return EXIT_OK
 
 
 # -- start at boot, reload now --------------------------------------------------------------
@@ -341,11 +481,16 @@ def update(paths: Paths) -> bool:
 
 def planctonctl_command() -> list[str]:
     """Return the command that runs this installation's planctonctl."""
-    beside = os.path.join(os.path.dirname(sys.executable), "planctonctl")
+    return sibling_command("planctonctl", "plancton.cli.planctonctl")
+
+
+def sibling_command(program: str, module: str) -> list[str]:
+    """Return the command that runs one of this installation's programs (or its module)."""
+    beside = os.path.join(os.path.dirname(sys.executable), program)
     if os.access(beside, os.X_OK):
         return [beside]
-    found = shutil.which("planctonctl")
-    return [found] if found else [sys.executable, "-m", "plancton.cli.planctonctl"]
+    found = shutil.which(program)
+    return [found] if found else [sys.executable, "-m", module]
 
 
 def arrange_boot(paths: Paths) -> None:
@@ -362,14 +507,142 @@ def arrange_boot(paths: Paths) -> None:
             say(f"Plancton starts at boot through {INSTALLED_CRON_FILE}")
             return
     command = [*planctonctl_command(), *location_arguments(paths), "start"]
-    entry = "@reboot " + shlex.join(command)
+    put_in_crontab(paths, "@reboot", command, f"# plancton-bootstrap {paths.confdir}")
+    say("Plancton starts at boot through this user's crontab (@reboot)")
+
+
+def put_in_crontab(paths: Paths, schedule: str, command: list[str], marker: str) -> None:
+    """Put a line running this command on this schedule in this user's crontab, in place of
+    any earlier line with the same marker.
+
+    Raises:
+        PlanctonError: the folders make a line cron would misread, or crontab fails.
+    """
+    entry = f"{schedule} {shlex.join(command)}"
     if "%" in entry or "\n" in entry:
-        raise PlanctonError(f"cannot start {paths.confdir} from crontab: its folders may not contain % or newlines")
+        raise PlanctonError(f"cannot run {paths.confdir} from crontab: its folders may not contain % or newlines")
     current = crontab(["-l"], missing_ok=True)
-    updated = with_boot_entry(current, entry, f"# plancton-bootstrap {paths.confdir}")
+    updated = with_boot_entry(current, entry, marker)
     if updated != current:
         crontab(["-"], text=updated)
-    say("Plancton starts at boot through this user's crontab (@reboot)")
+
+
+# -- updates at intervals ---------------------------------------------------------------------
+
+
+def parse_every(text: str) -> float:
+    """Given the interval of updates as text such as "15m" or "1h", return seconds.
+
+    Raises:
+        PlanctonError: not a duration that divides an hour (in whole minutes) or a day (in
+            whole hours), which cron can keep as well as systemd.
+    """
+    try:
+        seconds = units.parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if cron_schedule(seconds) is None:
+        raise PlanctonError(
+            f"--every {text}: expected whole minutes that divide an hour or whole hours that divide a day, "
+            "such as 5m, 15m, 30m, 1h, 6h or 24h"
+        )
+    return seconds
+
+
+def cron_schedule(seconds: float) -> str | None:
+    """Given an interval in seconds, return cron's schedule of it, or None when cron cannot
+    keep it (see :func:`parse_every`)."""
+    minutes, hours = seconds / 60, seconds / 3600
+    if minutes.is_integer() and 1 <= minutes < 60 and 60 % minutes == 0:
+        return "* * * * *" if minutes == 1 else f"*/{minutes:.0f} * * * *"
+    if hours.is_integer() and 1 <= hours <= 24 and 24 % hours == 0:
+        return "0 * * * *" if hours == 1 else "0 0 * * *" if hours == 24 else f"0 */{hours:.0f} * * *"
+    return None
+
+
+def timer_dropin(seconds: float) -> str:
+    """Given the interval of updates, return the drop-in of plancton-update.timer that sets it."""
+    return (
+        "# Written by plancton-bootstrap --every: the interval of configuration updates.\n"
+        f"[Timer]\nOnUnitInactiveSec=\nOnUnitInactiveSec={seconds:g}s\nRandomizedDelaySec={seconds:g}s\n"
+    )
+
+
+def arrange_updates(paths: Paths, seconds: float) -> None:
+    """Make the node take its repository's latest commit every ``seconds``, at a random point
+    of each interval: plancton-update.timer where systemd runs and the folders are root's,
+    a crontab line that runs plancton-bootstrap --update --jitter otherwise.
+
+    Raises:
+        PlanctonError: the timer or the crontab line cannot be installed.
+    """
+    bootstrap_command = sibling_command("plancton-bootstrap", "plancton.cli.bootstrap")
+    if not paths.user_mode and paths.confdir == resolve(user_mode=False).confdir and systemd_runs():
+        install_timer(bootstrap_command, seconds)
+        say(f"updates every {seconds:g} s through {UPDATE_TIMER}, each at a random point of its interval")
+        return
+    command = [*bootstrap_command, "--update", "--jitter", f"{seconds:g}", *location_arguments(paths)]
+    schedule = cron_schedule(seconds)
+    assert schedule is not None  # parse_every refused the others
+    put_in_crontab(paths, schedule, command, f"# plancton-bootstrap update {paths.confdir}")
+    say(f"updates every {seconds:g} s through this user's crontab, each after a random wait (--jitter)")
+
+
+def install_timer(bootstrap_command: list[str], seconds: float) -> None:
+    """Write plancton-update.service (running this plancton-bootstrap) and its timer, with the
+    interval in a drop-in, and enable the timer.
+
+    Raises:
+        PlanctonError: a unit is not packaged, or systemctl fails.
+    """
+    for name, text in update_units(bootstrap_command, seconds).items():
+        path = os.path.join(SYSTEMD_FOLDER, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    systemctl(["daemon-reload"])
+    systemctl(["enable", "--now", UPDATE_TIMER])
+
+
+def update_units(bootstrap_command: list[str], seconds: float) -> dict[str, str]:
+    """Given the command of plancton-bootstrap and the interval of updates, return the files
+    of plancton-update.timer and its service, by their paths under /etc/systemd/system.
+
+    Raises:
+        PlanctonError: a unit is not packaged.
+    """
+    service = packaged_file(UPDATE_SERVICE).read_text(encoding="utf-8")
+    return {
+        UPDATE_SERVICE: service.replace(
+            f"ExecStart={PACKAGED_BOOTSTRAP} --update", f"ExecStart={shlex.join([*bootstrap_command, '--update'])}"
+        ),
+        UPDATE_TIMER: packaged_file(UPDATE_TIMER).read_text(encoding="utf-8"),
+        f"{UPDATE_TIMER}.d/every.conf": timer_dropin(seconds),
+    }
+
+
+def packaged_file(name: str) -> Path:
+    """Return a file Plancton ships in share/plancton (or its checkout's etc/).
+
+    Raises:
+        PlanctonError: this installation lacks it.
+    """
+    for candidate in packaged_defaults():
+        path = candidate.with_name(name)
+        if path.is_file():
+            return path
+    raise PlanctonError(f"{name} is not installed with Plancton: reinstall it with its install script")
+
+
+def systemctl(arguments: list[str]) -> None:
+    """Run systemctl with these arguments.
+
+    Raises:
+        PlanctonError: it fails.
+    """
+    done = subprocess.run(["systemctl", *arguments], capture_output=True, text=True, timeout=120, check=False)
+    if done.returncode != 0:
+        raise PlanctonError(f"systemctl {' '.join(arguments)} failed: {done.stderr.strip()}")
 
 
 def crontab(arguments: list[str], text: str | None = None, missing_ok: bool = False) -> str:
@@ -436,6 +709,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--update", action="store_true", help="pull the latest commit, validate it and reload the daemon"
     )
     action.add_argument("--dryrun", action="store_true", help="install an empty configuration (every key's default)")
+    action.add_argument(
+        "--check",
+        metavar="DIR",
+        help="validate a checkout of a configuration repository as a whole (for the repository's own CI)",
+    )
+    parser.add_argument(
+        "--trust",
+        metavar="FILE",
+        help="git's allowed-signers file: take only commits signed by its ssh keys, now and at every update",
+    )
+    parser.add_argument(
+        "--every",
+        metavar="DURATION",
+        help=f"with a repository: take its latest commit this often, such as 5m or 1h (default {DEFAULT_EVERY})",
+    )
+    parser.add_argument(
+        "--jitter",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --update: wait a random time up to this long first, so that the nodes of a farm spread out",
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a label of this node, which overlays may select it by (repeat for more; replaces its labels)",
+    )
     add_location_options(parser, None)
     return parser
 
@@ -446,26 +748,91 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         PlanctonError, ConfigError: reported by :func:`main`.
     """
+    if args.check:
+        return check_checkout(args.check)
     paths = paths_from(args)
     if not paths.user_mode:
         os.umask(0o022)  # the daemon's own user must be able to read what root writes here
     if args.update:
+        if args.jitter:
+            time.sleep(random.uniform(0, args.jitter))  # nodes of one timer spread their fetches
         return reload_daemon(paths) if update(paths) else EXIT_OK
+    labels = parsed_labels(args.label) if args.label else node_facts(paths).labels
+    signers = read_signers(args.trust) if args.trust else None
     if args.dryrun:
         install_empty(paths, args.force)
     else:
-        clone(parse_source(args.repository, args.branch), paths, args.force)
+        source = parse_source(args.repository, args.branch)
+        every = parse_every(args.every or DEFAULT_EVERY)
+        clone(source, paths, args.force, host_facts(labels), args.trust)
+        keep_trust(paths, source, signers)
+        arrange_updates(paths, every)
+    if args.label:
+        write_labels(paths, labels)
+        say(f"this node's labels: {', '.join(sorted(labels))} (in {labels_path(paths)})")
     arrange_boot(paths)
     return reload_daemon(paths)
+
+
+def read_signers(path: str) -> str:
+    """Given an allowed-signers file, return its text once it proved to list keys.
+
+    Raises:
+        PlanctonError: the file cannot be read or lists no key.
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(1024 * 1024)
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlanctonError(f"--trust {path}: cannot read it ({error}); give git's allowed-signers file") from None
+    check_signers(text, path)
+    return text
+
+
+def keep_trust(paths: Paths, source: Source, signers: str | None) -> None:
+    """Keep the allowed signers for later updates, or say what updates will take without them."""
+    if signers is not None:
+        say(f"updates take only commits signed by a key of {store_signers(paths, signers)}")
+    elif os.path.isfile(trust_path(paths)):
+        say(f"updates take only commits signed by a key of {trust_path(paths)}, kept from before")
+    else:
+        say(
+            f"warning: anyone who can push to {source.url} can run any image, with any bind, on this node; "
+            "give --trust FILE (git's allowed-signers file) to take only commits signed by its keys"
+        )
+
+
+def parsed_labels(given: list[str]) -> frozenset[str]:
+    """Given the labels of the command line, return them.
+
+    Raises:
+        PlanctonError: a label is malformed.
+    """
+    try:
+        return frozenset(overlays.parse_label(label) for label in given)
+    except ValueError as error:
+        raise PlanctonError(f"--label: {error}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run plancton-bootstrap with the given arguments; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.repository is None) != (args.update or args.dryrun) or (args.branch and args.repository is None):
+    if (
+        (args.repository is None) != bool(args.update or args.dryrun or args.check)
+        or (args.branch and args.repository is None)
+        or ((args.label or args.trust) and (args.update or args.check))
+        or (args.trust and args.dryrun)
+        or (args.jitter and not args.update)
+        or (args.every and args.repository is None)
+        or not 0 <= args.jitter <= MAX_JITTER_SECONDS
+    ):
         parser.print_usage(sys.stderr)
-        print("plancton-bootstrap: give a repository (with its --branch), or --update, or --dryrun", file=sys.stderr)
+        print(
+            "plancton-bootstrap: give a repository (with its --branch, --label and --trust), "
+            f"or --update (with --jitter up to {MAX_JITTER_SECONDS:g} s), or --dryrun (with --label), or --check DIR",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         return run(args)

@@ -43,14 +43,16 @@ from plancton.control.modefiles import (
     write_mode,
     write_snooze,
 )
+from plancton.control.node import node_facts
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import State, read_state
+from plancton.control.updates import read_record, record_path
 from plancton.core.holds import Hold
 from plancton.core.modes import Mode
 from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
 from plancton.platform.cgroups import PilotCgroup, host_cgroup_version
-from plancton.platform.host import host_facts, systemd_runs
+from plancton.platform.host import systemd_runs
 
 log = logging.getLogger("plancton")
 
@@ -162,13 +164,14 @@ def location_arguments(paths: Paths) -> list[str]:
 # -- shared steps -------------------------------------------------------------------------
 
 
-def load_config(path: str) -> schema.Config:
-    """Load and validate a configuration file, printing its warnings.
+def load_config(path: str, paths: Paths) -> schema.Config:
+    """Load and validate a configuration file with the overlays beside it that select this
+    node (given the labels in its state folder), printing its warnings.
 
     Raises:
-        ConfigError: the file is invalid.
+        ConfigError: the file, an overlay or the labels are invalid.
     """
-    config, warnings = loader.load(path, host_facts())
+    config, warnings = loader.load(path, node_facts(paths))
     for warning in warnings:
         complain(f"warning: {warning}")
     return config
@@ -222,7 +225,7 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     if pid is not None:
         say(f"Plancton is already running (pid {pid})")
         return EXIT_OK
-    config = load_config(paths.config_file)
+    config = load_config(paths.config_file, paths)
     # the engine's client, the metrics senders and python-daemon: only the verbs that start the
     # daemon import them, so that status and the other verbs stay light
     from plancton.cli import launch  # noqa: PLC0415
@@ -257,7 +260,7 @@ def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
     """Detach and run the daemon (the process that ``start`` launches)."""
-    config = load_config(paths.config_file)
+    config = load_config(paths.config_file, paths)
     from plancton.cli import launch  # noqa: PLC0415
 
     return launch.run_detached(paths, config)
@@ -274,7 +277,7 @@ def cmd_cgroup(args: argparse.Namespace, paths: Paths) -> int:
     Raises:
         PlanctonError: systemd runs here, no such user, not root, or the kernel refused.
     """
-    config = load_config(paths.config_file)
+    config = load_config(paths.config_file, paths)
     if systemd_runs():
         raise PlanctonError("systemd runs here: the pilots' slice unit gives them the idle weight (./install adds it)")
     try:
@@ -301,7 +304,7 @@ def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
     prepare(paths, daemon=True)
     refuse_beside_legacy(paths)
-    config = load_config(paths.config_file)
+    config = load_config(paths.config_file, paths)
     from plancton.cli import launch  # noqa: PLC0415
 
     launch.check_engine(config)
@@ -374,6 +377,21 @@ def status_data(paths: Paths) -> dict[str, Any]:
         ],
         "legacy_pilots": list(state.legacy_pilots),
         "log_file": paths.log_file,
+        "config_update": update_data(paths),
+    }
+
+
+def update_data(paths: Paths) -> dict[str, Any] | None:
+    """Return how the last ``plancton-bootstrap --update`` ended, or None when none ran."""
+    update = read_record(record_path(paths))
+    if update is None:
+        return None
+    return {
+        "outcome": update.outcome.value,
+        "failed": update.failed,
+        "checked_at": update.checked_at,
+        "commit": update.commit or None,
+        "message": update.message,
     }
 
 
@@ -413,6 +431,12 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')}{lending})")
     if data["log_error"]:
         say(f"log: {data['log_error']}")
+    update = data["config_update"]
+    if update:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(update["checked_at"]))
+        say(
+            f"configuration update {'FAILED' if update['failed'] else update['outcome']} at {when}: {update['message']}"
+        )
     for reason in data["why"]:
         say(f"why: {reason}")
     _say_holds(data["holds"])
@@ -515,12 +539,14 @@ def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
     status = status_data(paths)
     running = status["config_revision"]
     try:
-        config = load_config(paths.config_file)
+        config = load_config(paths.config_file, paths)
     except ConfigError:
         if running is not None:
             complain(f"the running daemon keeps its last valid configuration (revision {running})")
         raise
     say(f"# {paths.config_file} (revision {config.revision}); max_docks resolves to {config.pool_size} on this host")
+    if config.overlays:
+        say(f"# with the overlays that select this node, in this order: {', '.join(config.overlays)}")
     if running not in (None, config.revision):
         say(f"# the running daemon still uses revision {running}: reload it (planctonctl reload) to apply this")
     if status["engine"]:
@@ -539,7 +565,7 @@ def cmd_check_config(args: argparse.Namespace, paths: Paths) -> int:
     if args.file and not os.path.lexists(path):
         complain(f"{path}: no such file")
         return EXIT_FAILURE
-    config = load_config(path)
+    config = load_config(path, paths)
     defaults = "" if os.path.lexists(path) else "no such file, so the defaults apply; "
     say(f"{path}: valid ({defaults}revision {config.revision}; max_docks resolves to {config.pool_size})")
     return EXIT_OK

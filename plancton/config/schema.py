@@ -426,15 +426,21 @@ class Config:
     revision: str = DEFAULT_REVISION
     source: str = "defaults"
     from_file: frozenset[str] = frozenset()
+    #: the overlays that applied, in order, and for each key one of them set, its name
+    overlays: tuple[str, ...] = ()
+    overlay_origins: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
 class HostFacts:
-    """The host figures that ``max_docks`` expressions may use."""
+    """The host figures that ``max_docks`` expressions may use, and what overlays select a
+    node by (see :mod:`plancton.config.overlays`)."""
 
     ncpus: int
     ram_bytes: int
     swap_bytes: int
+    hostname: str = ""
+    labels: frozenset[str] = frozenset()
 
 
 KEYS: dict[str, dataclasses.Field[Any]] = {

@@ -17,8 +17,10 @@ from dataclasses import asdict, replace
 from plancton import __version__
 from plancton.config.schema import Config
 from plancton.control.modefiles import cancel_snooze, read_mode, read_snooze, take_spawn_now, write_mode
+from plancton.control.node import labels_path
 from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
+from plancton.control.updates import read_record, record_path
 from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory, Plan, decide, present_text
 from plancton.daemon import logsetup
@@ -84,7 +86,7 @@ class Daemon:
         self.executor = Executor(engine, self.roster, self.reporter, self.placement, clock, wall)
         self.legacy_pilots = LegacyPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
-        self.watcher = ConfigWatcher(paths.config_file, clock, wall)
+        self.watcher = ConfigWatcher(paths.config_file, labels_path(paths), clock, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
@@ -318,6 +320,7 @@ class Daemon:
     # -- reporting --------------------------------------------------------------------------
 
     def _report(self, loop_start: float, calls_before: int, sample: HostSample | None) -> None:
+        update = read_record(record_path(self.paths))
         report = LoopReport(
             mode=self.mode.value,
             uptime_seconds=self.clock() - self.started_at,
@@ -333,6 +336,8 @@ class Daemon:
             engine=self.engine_name,
             image_ready=self.executor.images.known(self.config.docker_image),
             config_rejected=self.watcher.rejected,
+            config_update_failure=update.outcome.value if update and update.failed else "",
+            config_update_checked_at=update.checked_at if update else None,
         )
         self.reporter.loop(report)
         self._write_state(report)

@@ -1,6 +1,7 @@
-"""The configuration watcher: notices a changed file and loads it (parse → validate → swap).
+"""The configuration watcher: notices a changed file (config.yaml, an overlay beside it, or
+the node's labels) and loads the configuration again (parse → validate → swap).
 
-An invalid new file is logged and the configuration in force is kept: nothing here may
+An invalid new configuration is logged and the one in force is kept: nothing here may
 end the daemon.
 """
 
@@ -15,26 +16,42 @@ from plancton.platform.host import host_facts
 
 log = logging.getLogger(__name__)
 
+#: What the watcher compares: each watched file with its fingerprint.
+Fingerprints = tuple[tuple[str, files.Fingerprint | None], ...]
+
 
 class ConfigWatcher:
-    """Watches one configuration file.
+    """Watches one configuration: its file, the overlays beside it and the node's labels.
 
     Args:
         path: the configuration file.
+        labels_path: the node's labels file.
         clock: a monotonic clock, for the interval between two looks.
         wall: the wall clock, to tell a file still being written.
     """
 
     def __init__(
-        self, path: str, clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time
+        self,
+        path: str,
+        labels_path: str,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
+        self.labels_path = labels_path
         self.clock = clock
         self.wall = wall
-        self._fingerprint = files.fingerprint(path)
+        self._fingerprint = self._fingerprints()
         self._checked = clock()
         #: whether the file on disk was refused at the last look (the daemon keeps its last good one)
         self.rejected = False
+
+    def _fingerprints(self) -> Fingerprints:
+        try:
+            overlays = loader.overlay_paths(self.path)[0]
+        except ConfigError:
+            overlays = []  # the load tells why
+        return tuple((path, files.fingerprint(path)) for path in [self.path, self.labels_path, *overlays])
 
     def changed(self, interval: float) -> bool:
         """Return whether, ``interval`` seconds or more after the last look, the file's
@@ -43,8 +60,8 @@ class ConfigWatcher:
         """
         if self.clock() - self._checked < interval:
             return False
-        current = files.fingerprint(self.path)
-        if current != self._fingerprint and files.settling(current, self.wall()):
+        current = self._fingerprints()
+        if current != self._fingerprint and any(files.settling(print_, self.wall()) for _, print_ in current):
             return False
         self._checked = self.clock()
         return current != self._fingerprint
@@ -52,11 +69,11 @@ class ConfigWatcher:
     def load(self, old: Config) -> Config | None:
         """Load the file again; return the new configuration when it is valid and differs from
         ``old``, else None (the reason is logged)."""
-        self._fingerprint = files.fingerprint(self.path)
+        self._fingerprint = self._fingerprints()
         rejected = f"configuration {self.path} rejected, keeping revision {old.revision}"
         self.rejected = True  # until the file proves good
         try:
-            new, warnings = loader.load(self.path, host_facts())
+            new, warnings = loader.load(self.path, host_facts(loader.read_labels(self.labels_path)))
         except ConfigError as error:
             log.error("%s: %s", rejected, error.describe())
             return None
@@ -78,5 +95,8 @@ class ConfigWatcher:
             log.info("configuration unchanged (revision %s)", new.revision)
             return None
         changed = [name for name in KEYS if getattr(new, name) != getattr(old, name)]
-        log.info("configuration revision %s applied (changed: %s)", new.revision, ", ".join(changed) or "nothing")
+        overlays = f" with the overlays {', '.join(new.overlays)}" if new.overlays else ""
+        log.info(
+            "configuration revision %s applied (changed: %s)%s", new.revision, ", ".join(changed) or "nothing", overlays
+        )
         return new

@@ -38,6 +38,7 @@ from plancton import __version__
 from plancton.config.listen_address import ListenAddress, parse_listen_address
 from plancton.config.schema import Config
 from plancton.control.ledger import Day, Ending, GiveWay
+from plancton.control.updates import FAILURES
 from plancton.core.holds import Hold
 from plancton.core.modes import Mode
 from plancton.metrics.reporting import (
@@ -215,6 +216,22 @@ def _daemon_families(snapshot: Snapshot) -> Iterator[Metric]:
     config = InfoMetricFamily("plancton_config", "The configuration in force", labels=[INSTANCE_LABEL])
     config.add_metric([instance], {"revision": report.config_revision})
     yield config
+    failures = [(outcome.value, float(outcome.value == report.config_update_failure)) for outcome in FAILURES]
+    yield _labelled(
+        GaugeMetricFamily,
+        "plancton_config_update_failed",
+        "1 for how the last plancton-bootstrap --update failed (the node keeps its configuration), 0 for the others",
+        instance,
+        "reason",
+        failures,
+    )
+    if report.config_update_checked_at is not None:
+        yield _gauge(
+            "plancton_config_update_timestamp_seconds",
+            "When plancton-bootstrap --update last ran (Unix seconds)",
+            instance,
+            report.config_update_checked_at,
+        )
     yield _gauge("plancton_loop_duration_seconds", "How long the last loop took", instance, report.loop_seconds)
     engine = "1 when the container engine answered in the last loop"
     yield _gauge("plancton_engine_up", engine, instance, float(report.engine_available))

@@ -77,6 +77,10 @@ class LoopReport:
     image_ready: bool | None = None
     #: whether the configuration file on disk was refused, the daemon keeping its last good one
     config_rejected: bool = False
+    #: how the last ``plancton-bootstrap --update`` failed (an :class:`UpdateOutcome` value), or "" when it did not
+    config_update_failure: str = ""
+    #: when the last update ran (Unix seconds), or None when none ran
+    config_update_checked_at: float | None = None
 
 
 class Reporter(Protocol):

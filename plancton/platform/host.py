@@ -1,6 +1,7 @@
 """Measurements of the host: CPU busy in total and by the pilots, memory, and pressure."""
 
 import os
+import socket
 import time
 from typing import Protocol
 
@@ -14,12 +15,16 @@ PRESSURE_FOLDER = "/proc/pressure"
 MIN_SAMPLE_SECONDS = 0.5
 
 
-def host_facts() -> HostFacts:
-    """Return the host figures that ``max_docks`` expressions may use."""
+def host_facts(labels: frozenset[str] = frozenset()) -> HostFacts:
+    """Given the labels this node was given, return the host figures that ``max_docks``
+    expressions may use and that overlays select nodes by (the host name as ``hostname``
+    prints it)."""
     return HostFacts(
         ncpus=psutil.cpu_count() or 1,
         ram_bytes=psutil.virtual_memory().total,
         swap_bytes=psutil.swap_memory().total,
+        hostname=socket.gethostname(),
+        labels=labels,
     )
 
 
