@@ -63,6 +63,8 @@ NOT_PLANCTONS = {
     "pip": "pip installs packages from an index, not Plancton's",
     "git": "git acts on repositories, not Plancton's",
     "crontab": "cron's, not Plancton's: it changes a user's crontab",
+    "ssh-keygen": "OpenSSH's, not Plancton's: it makes a signing key",
+    "echo": "the shell's, not Plancton's",
 }
 PARSE_ONLY = """
 import argparse, runpy, sys
