@@ -57,7 +57,7 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
         engine = DockerPilots(config.instance, config.engine_url)
         # each reporter does nothing until the configuration names a target, address or file
         influx = InfluxReporter()
-        reporter = Reporters(influx, PrometheusReporter(influx.sender_stats))
+        reporter = Reporters(influx, PrometheusReporter(influx.sender_stats, paths=paths))
         return Daemon(paths, config, engine, reporter).run()
     except Exception:
         log.exception("the daemon failed")
