@@ -19,8 +19,10 @@ from typing import Any
 import docker.errors
 import psutil
 
-from bench import fill, htcondor, overhead, presence, reclaim, refill, workqueue
-from bench.harness import REPO, Bench, BenchError, Figure, ScenarioResult, deferred_signals
+from bench import fill, htcondor, overhead, owner, presence, reclaim, refill, workqueue
+from bench.errors import BenchError
+from bench.harness import REPO, Bench, deferred_signals
+from bench.stats import Figure, ScenarioResult
 
 SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "refill": refill.run,
@@ -33,6 +35,8 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "presence": presence.run,
     "workqueue": workqueue.run_scenario,
     "htcondor": htcondor.run,
+    "snooze": owner.run_snooze,
+    "lending": owner.run_lending,
 }
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")

@@ -15,19 +15,11 @@ import functools
 import time
 from collections.abc import Callable
 
+from bench.engine import BENCH_LABEL
+from bench.events import action_of_baseline
 from bench.floor import create_and_start
-from bench.harness import (
-    BENCH_LABEL,
-    IDLE_OWNER,
-    Bench,
-    Figure,
-    Plancton,
-    ScenarioResult,
-    Stats,
-    action_of_baseline,
-    at_most,
-    podman_bench,
-)
+from bench.harness import IDLE_OWNER, Bench, Plancton, podman_bench
+from bench.stats import Figure, ScenarioResult, Stats, at_most
 from plancton.daemon.actions import START_CONCURRENCY
 
 PILOTS = 20

@@ -1,5 +1,6 @@
-"""Shared machinery of the benchmarks: Plancton installations driven through planctonctl, the
-engine's event stream, CPU sampling, statistics, and clean-up of everything a run made.
+"""The benchmark's harness: one run's Plancton installations, driven through planctonctl as
+users drive them, the helper processes and containers it starts, and the clean-up of
+everything it made.
 
 Times are wall-clock seconds (``time.time()``) so that they line up with the ``timeNano`` of
 the engine's events, which mark when a container really started or died; a run lasts minutes,
@@ -9,8 +10,6 @@ so a clock step is unlikely, and every figure is a difference over seconds.
 import contextlib
 import datetime
 import glob
-import itertools
-import math
 import os
 import re
 import secrets
@@ -19,33 +18,29 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import docker
-import psutil
 import yaml
 
+from bench.engine import BENCH_LABEL, docker_api
+from bench.errors import BenchError
+from bench.events import Event, EventLog, action_of
 from plancton.config.schema import Config
 from plancton.config.ulimits import lowest_hard_limits
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
-from plancton.engines.docker_api import EVENT_ALIASES, DockerPilots, event_action
-from plancton.engines.spec import LABEL_INSTANCE, container_spec, instance_label
+from plancton.engines.docker_api import DockerPilots
+from plancton.engines.spec import container_spec, instance_label
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
-from tests import services
+from tests.support import services
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLANCTONCTL = os.path.join(REPO, "bin", "planctonctl")
-#: Every container the benchmark makes itself (baselines) carries this label with the run's id.
-BENCH_LABEL = "org.plancton.bench"
-EVENT_ACTIONS = ("create", "start", "kill", "die", "pause", "unpause", "destroy")
-API_TIMEOUT_SECONDS = 120
 READY_TIMEOUT_SECONDS = 60.0
 REMOVE_THREADS = 8
 #: The time at the start of each line of the daemon's log.
@@ -71,443 +66,11 @@ CONCURRENCY_LAUNCHER = (
 )
 
 
-class BenchError(Exception):
-    """A scenario could not be measured (a wait timed out, the daemon died...)."""
-
-
-def docker_api(url: str = f"unix://{services.DOCKER_SOCKET}") -> docker.APIClient:
-    """Return a low-level Docker client on an engine (the local Docker Engine by default)."""
-    return docker.APIClient(base_url=url, version="auto", timeout=API_TIMEOUT_SECONDS)
-
-
 def child_environment() -> dict[str, str]:
     """Return the environment of the daemons and helpers: this checkout first on the path."""
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, environment.get("PYTHONPATH")]))
     return environment
-
-
-# -- statistics ---------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """Given values and a fraction in [0, 1], return that percentile, linearly interpolated."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    position = fraction * (len(ordered) - 1)
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Given measurements, return a distribution-free interval that holds their population's
-    median with at least the given confidence: the order statistics whose ranks a binomial
-    distribution with p = 1/2 puts outside on either side with at most (1 - confidence) / 2.
-    Return (nan, nan) when there are too few measurements for one (fewer than 6 at 95%).
-    """
-    ordered = sorted(values)
-    count = len(ordered)
-    tail = (1 - confidence) / 2
-    below, rank = 0.0, 0
-    # the largest rank k such that P(X < k) <= tail for X ~ Binomial(count, 1/2)
-    while rank < count and below + math.comb(count, rank) / 2**count <= tail:
-        below += math.comb(count, rank) / 2**count
-        rank += 1
-    if rank == 0:
-        return math.nan, math.nan
-    return ordered[rank - 1], ordered[count - rank]
-
-
-@dataclass(frozen=True)
-class Stats:
-    """The median, min, max and 95th percentile of repeated measurements, and a 95% interval
-    of their median where there are enough of them."""
-
-    median: float
-    low: float
-    high: float
-    p95: float
-    count: int
-    missing: int = 0
-    interval: tuple[float, float] = (math.nan, math.nan)
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> "Stats":
-        """Given the measurements, return their statistics; nan stands for a repetition in
-        which the figure could not be measured, and is left out (``count`` says how many were).
-        """
-        measured = [value for value in values if not math.isnan(value)]
-        missing = len(values) - len(measured)
-        if not measured:
-            return cls(math.nan, math.nan, math.nan, math.nan, 0, missing)
-        return cls(
-            percentile(measured, 0.5),
-            min(measured),
-            max(measured),
-            percentile(measured, 0.95),
-            len(measured),
-            missing,
-            median_interval(measured),
-        )
-
-    @classmethod
-    def paired(cls, mine: Sequence[float], base: Sequence[float]) -> "Stats":
-        """Given measurements and their baselines, taken in turns in one run, return the
-        statistics of their ratios."""
-        return cls.of([one / other for one, other in zip(mine, base, strict=True)])
-
-    def as_dict(self) -> dict[str, float]:
-        """Return the statistics for results.json."""
-        return {
-            "median": self.median,
-            "min": self.low,
-            "max": self.high,
-            "p95": self.p95,
-            "n": self.count,
-            "not_measured": self.missing,
-            "interval95_low": self.interval[0],
-            "interval95_high": self.interval[1],
-        }
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One line of the results: a measured figure, and the target it is held to, if any.
-
-    ``stats`` holds repeated measurements; ``value`` a single one. ``met`` is None for a
-    figure without a target.
-    """
-
-    what: str
-    unit: str
-    stats: Stats | None = None
-    value: float | None = None
-    target: str = ""
-    met: bool | None = None
-
-    def shown(self) -> str:
-        """Return the figure as the table shows it: median [min-max] unit."""
-        if self.stats is not None and self.stats.count == 0:
-            return "not measured"
-        if self.stats is not None:
-            spread = f" [{_number(self.stats.low)}-{_number(self.stats.high)}]" if self.stats.count > 1 else ""
-            low, high = self.stats.interval
-            if not math.isnan(low):
-                spread += f", 95% interval {_number(low)}-{_number(high)}"
-            missing = f" ({self.stats.missing} of {self.stats.count + self.stats.missing} not measured)"
-            return f"{_number(self.stats.median)}{spread} {self.unit}".strip() + (missing if self.stats.missing else "")
-        if self.value is None or math.isnan(self.value):
-            return "not measured"
-        return f"{_number(self.value)} {self.unit}".strip()
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Figure":
-        """Given a figure as results.json holds it, return the figure."""
-        stats = None
-        if "median" in data:
-            interval = (data.get("interval95_low", math.nan), data.get("interval95_high", math.nan))
-            stats = Stats(
-                data["median"], data["min"], data["max"], data["p95"], data["n"], data.get("not_measured", 0), interval
-            )
-        return cls(data["what"], data["unit"], stats, data.get("value"), data.get("target", ""), data.get("met"))
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the figure for results.json."""
-        data: dict[str, Any] = {"what": self.what, "unit": self.unit, "target": self.target, "met": self.met}
-        if self.stats is not None:
-            data.update(self.stats.as_dict())
-        else:
-            data["value"] = self.value
-        return data
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "nan"
-    if value == round(value):
-        return f"{value:.0f}"
-    if abs(value) >= 100:
-        return f"{value:.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
-
-
-def at_most(measured: float | None, limit: float) -> bool:
-    """Return whether a measured figure exists and is at most the limit."""
-    return measured is not None and not math.isnan(measured) and measured <= limit
-
-
-def at_least(measured: float | None, limit: float) -> bool:
-    """Return whether a measured figure exists and is at least the limit."""
-    return measured is not None and not math.isnan(measured) and measured >= limit
-
-
-@dataclass
-class ScenarioResult:
-    """What one scenario measured: its figures, the settings it ran with, and any raw data."""
-
-    name: str
-    figures: list[Figure] = field(default_factory=list)
-    settings: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the result for results.json."""
-        return {
-            "seconds": round(self.seconds, 1),
-            "error": self.error,
-            "settings": self.settings,
-            "figures": [figure.as_dict() for figure in self.figures],
-            "raw": self.raw,
-        }
-
-
-# -- the engine's events ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Event:
-    """One container event: when the engine says it happened, what, to which container."""
-
-    time: float
-    action: str
-    container: str
-    attributes: Mapping[str, str]
-
-
-class EventLog:
-    """Records the engine's container events in a background thread, for scenarios to wait on.
-
-    The subscription is open when the constructor returns, so no later event is missed.
-    Podman's names of events (``died``, ``remove``) are asked for too and read as Docker's.
-    """
-
-    def __init__(self, url: str = f"unix://{services.DOCKER_SOCKET}") -> None:
-        self._api = docker_api(url)
-        actions = [*EVENT_ACTIONS, *EVENT_ALIASES]
-        self._stream = self._api.events(decode=True, filters={"type": ["container"], "event": actions})
-        self._events: list[Event] = []
-        self._changed = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._follow, name="bench-events", daemon=True)
-        self._thread.start()
-
-    def _follow(self) -> None:
-        with contextlib.suppress(Exception):  # the stream ends with an error when closed
-            for raw in self._stream:
-                actor = raw.get("Actor") or {}
-                event = Event(
-                    time=int(raw.get("timeNano", 0)) / 1e9,
-                    action=event_action(raw),
-                    container=str(actor.get("ID", raw.get("id", ""))),
-                    attributes=dict(actor.get("Attributes") or {}),
-                )
-                with self._changed:
-                    self._events.append(event)
-                    self._changed.notify_all()
-        with self._changed:
-            self._closed = True
-            self._changed.notify_all()
-
-    def matching(self, match: Callable[[Event], bool], since: float = 0.0, until: float = math.inf) -> list[Event]:
-        """Return the events so far that match, between two times."""
-        with self._changed:
-            return [event for event in self._events if since <= event.time <= until and match(event)]
-
-    def wait(
-        self,
-        match: Callable[[Event], bool],
-        since: float,
-        count: int = 1,
-        timeout: float = 60.0,
-        what: str = "events",
-    ) -> list[Event]:
-        """Wait until ``count`` matching events happened at or after ``since``; return them.
-
-        Raises:
-            BenchError: they did not happen within ``timeout`` seconds (naming ``what``).
-        """
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [event for event in self._events if event.time >= since and match(event)]
-                if len(found) >= count:
-                    return found[:count]
-                left = deadline - time.monotonic()
-                if left <= 0 or self._closed:
-                    raise BenchError(f"waited {timeout:.0f} s for {count} {what}, saw {len(found)}")
-                self._changed.wait(min(left, 1.0))
-
-    def close(self) -> None:
-        """End the subscription."""
-        with contextlib.suppress(Exception):
-            self._stream.close()
-        self._api.close()
-        self._thread.join(timeout=5)
-
-
-def action_of(instance: str, *actions: str) -> Callable[[Event], bool]:
-    """Return a matcher of the given actions on the pilots of a Plancton instance."""
-    return lambda event: event.action in actions and event.attributes.get(LABEL_INSTANCE) == instance
-
-
-def action_of_baseline(tag: str, *actions: str) -> Callable[[Event], bool]:
-    """Return a matcher of the given actions on the benchmark's own containers with a tag."""
-    return lambda event: event.action in actions and event.attributes.get(BENCH_LABEL) == tag
-
-
-def _follow_state(states: dict[str, str], event: Event) -> bool:
-    """Apply one event to the states of a container group; return whether it changed one."""
-    if event.action in ("start", "unpause"):
-        states[event.container] = "running"
-    elif event.action == "pause":
-        states[event.container] = "paused"
-    elif event.action in ("die", "destroy"):
-        states.pop(event.container, None)
-    else:
-        return False
-    return True
-
-
-def running_over_time(events: Sequence[Event]) -> list[tuple[float, int, int]]:
-    """Given a container group's events in order, return (time, running, paused) after each."""
-    states: dict[str, str] = {}
-    series = []
-    for event in events:
-        if _follow_state(states, event):
-            values = list(states.values())
-            series.append((event.time, values.count("running"), values.count("paused")))
-    return series
-
-
-def running_at(events: Sequence[Event], when: float) -> set[str]:
-    """Given a container group's events in order, return the containers running at a time."""
-    states: dict[str, str] = {}
-    for event in events:
-        if event.time > when:
-            break
-        _follow_state(states, event)
-    return {container for container, state in states.items() if state == "running"}
-
-
-# -- CPU sampling -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CpuReading:
-    """Cumulative CPU seconds at one instant: the pilots, the whole host, the owner's processes."""
-
-    time: float
-    pilots: float
-    host_busy: float
-    owner: float
-
-
-def host_busy_seconds() -> float:
-    """Return the CPU seconds the host spent on anything but idling, since boot."""
-    times = psutil.cpu_times()
-    idle = times.idle + getattr(times, "iowait", 0.0)
-    guest = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)
-    return sum(times) - idle - guest
-
-
-class CpuSampler:
-    """Reads the pilots' cgroup, the host's CPU and the owner's processes every ``interval``.
-
-    Args:
-        cgroup: the parent cgroup of the instance's pilots (cpuacct.usage on cgroup v1, the
-            usage_usec of cpu.stat on v2).
-        interval: seconds between readings.
-    """
-
-    def __init__(self, cgroup: PilotCgroup, interval: float = 0.05) -> None:
-        self.cgroup = cgroup
-        self.interval = interval
-        self.readings: list[CpuReading] = []
-        self._owner_seconds: dict[int, float] = {}
-        self._owner_pids: set[int] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-cpu", daemon=True)
-
-    def __enter__(self) -> "CpuSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def add_owner(self, pid: int) -> None:
-        """Count a process as the owner's from now on."""
-        with self._lock:
-            self._owner_pids.add(pid)
-            self._owner_seconds.setdefault(pid, 0.0)
-
-    def _owner_total(self) -> float:
-        with self._lock:
-            pids = list(self._owner_pids)
-        for pid in pids:
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.Error:
-                # gone: keep its last reading
-                with self._lock:
-                    self._owner_pids.discard(pid)
-                continue
-            self._owner_seconds[pid] = times.user + times.system
-        return sum(self._owner_seconds.values())
-
-    def read(self) -> CpuReading:
-        """Return a reading now."""
-        pilots = self.cgroup.cpu_seconds()
-        return CpuReading(time.time(), math.nan if pilots is None else pilots, host_busy_seconds(), self._owner_total())
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.readings.append(self.read())
-            self._stop.wait(self.interval)
-
-    def between(self, start: float, end: float) -> list[CpuReading]:
-        """Return the readings taken between two times."""
-        return [reading for reading in self.readings if start <= reading.time <= end]
-
-
-def cores(before: CpuReading, after: CpuReading) -> tuple[float, float, float]:
-    """Given two readings, return the cores used in between by pilots, owner and whole host."""
-    elapsed = max(1e-9, after.time - before.time)
-    return (
-        (after.pilots - before.pilots) / elapsed,
-        (after.owner - before.owner) / elapsed,
-        (after.host_busy - before.host_busy) / elapsed,
-    )
-
-
-def pilot_seconds_between(readings: Sequence[CpuReading], start: float, end: float) -> float:
-    """Return the pilots' CPU seconds between two times, from the readings nearest to them."""
-    inside = [reading for reading in readings if start <= reading.time <= end]
-    if len(inside) < 2:
-        return math.nan
-    return inside[-1].pilots - inside[0].pilots
-
-
-def other_seconds_between(readings: Sequence[CpuReading], start: float, end: float) -> float:
-    """Return the CPU seconds that neither the pilots nor the owner used between two times: the
-    engine's, the daemon's and everybody else's. Intervals without a reading of the pilots'
-    cgroup (before its first pilot or after its last) count no pilot CPU."""
-    inside = [reading for reading in readings if start <= reading.time <= end]
-    if len(inside) < 2:
-        return math.nan
-    pilots = sum(
-        after.pilots - before.pilots
-        for before, after in itertools.pairwise(inside)
-        if not (math.isnan(before.pilots) or math.isnan(after.pilots))
-    )
-    return (inside[-1].host_busy - inside[0].host_busy) - (inside[-1].owner - inside[0].owner) - pilots
 
 
 def log_times(path: str, text: str) -> list[float]:
@@ -557,7 +120,7 @@ class Plancton:
     @property
     def locations(self) -> list[str]:
         """The planctonctl options that select this installation's folders."""
-        return ["--confdir", self.confdir, "--rundir", self.rundir, "--logdir", self.logdir]
+        return ["--confdir", self.confdir, "--rundir", self.rundir, "--logdir", self.logdir, "--statedir", self.rundir]
 
     def ctl(self, *args: str) -> str:
         """Run ``planctonctl`` on this installation; return its output.
@@ -805,18 +368,6 @@ class Bench:
             _remove_cgroups(self.pilot_cgroup(name))
         if not self.keep_logs:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def parent_cpu_idle(cgroup: PilotCgroup) -> str | None:
-    """Return the ``cpu.idle`` of a parent cgroup on cgroup v2 ("1": the pilots run only on
-    CPU time no one else wants), or None where there is none to read."""
-    if cgroup.version != 2:
-        return None
-    try:
-        with open(os.path.join(CGROUP_ROOT, cgroup.docker_parent.lstrip("/"), "cpu.idle"), encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
 
 
 def _remove_cgroups(cgroup: PilotCgroup) -> None:

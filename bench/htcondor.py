@@ -2,7 +2,7 @@
 plain startds in containers that Plancton does not manage.
 
 Both legs run the example's image (``examples/htcondor/build-image``, from its cached root file
-system when there is one) against a fresh pool of their own (:mod:`tests.htcondor_pool`: a
+system when there is one) against a fresh pool of their own (:mod:`tests.support.htcondor_pool`: a
 central manager with a schedd, negotiating every 2 s), with ``WORKERS`` execute nodes of one
 CPU each, and time the same jobs from their submission to the last one's termination, as the
 submitter sees them in the jobs' event log:
@@ -32,12 +32,15 @@ import docker
 import psutil
 import yaml
 
-from bench.harness import BENCH_LABEL, IDLE_OWNER, Bench, BenchError, Figure, ScenarioResult, Stats, at_least
+from bench.engine import BENCH_LABEL
+from bench.errors import BenchError
+from bench.harness import IDLE_OWNER, Bench
+from bench.stats import Figure, ScenarioResult, Stats, at_least
 from plancton.config.loader import parse
 from plancton.config.schema import HostFacts
 from plancton.engines.spec import container_spec
-from tests import services
-from tests.htcondor_pool import EXAMPLE, TOKEN_DIRECTORY, Pool, build_image
+from tests.support import services
+from tests.support.htcondor_pool import EXAMPLE, TOKEN_DIRECTORY, Pool, build_image
 
 WORKERS = 2
 TARGET_RATIO = 0.9

@@ -20,16 +20,9 @@ from typing import Any
 import psutil
 import yaml
 
-from bench.harness import (
-    IDLE_OWNER,
-    Bench,
-    BenchError,
-    Figure,
-    Plancton,
-    ScenarioResult,
-    Stats,
-    at_most,
-)
+from bench.errors import BenchError
+from bench.harness import IDLE_OWNER, Bench, Plancton
+from bench.stats import Figure, ScenarioResult, Stats, at_most
 
 LEVELS = (0, 20, 100, 300)
 TARGET_CORE_PERCENT = 1.0

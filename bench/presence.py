@@ -1,7 +1,7 @@
 """Presence: a person touches the keyboard; how soon are the pilots paused?
 
 logind's idle hint turns false on a real D-Bus (a private system-like bus with
-python-dbusmock's logind, :mod:`tests.logind_mock`), and two parties follow it side by side:
+python-dbusmock's logind, :mod:`tests.support.logind_mock`), and two parties follow it side by side:
 
 - Plancton (``planctonctl foreground`` with ``input_idle`` set and a 30 s loop, so that only
   logind's signal can wake it in time), with POOL pilots;
@@ -28,21 +28,14 @@ from jeepney import MatchRule  # type: ignore[import-untyped]
 from jeepney.bus_messages import message_bus  # type: ignore[import-untyped]
 from jeepney.io.blocking import open_dbus_connection  # type: ignore[import-untyped]
 
+from bench.engine import BENCH_LABEL
+from bench.errors import BenchError
+from bench.events import action_of, action_of_baseline
 from bench.floor import create_and_start
-from bench.harness import (
-    BENCH_LABEL,
-    IDLE_OWNER,
-    Bench,
-    BenchError,
-    Figure,
-    ScenarioResult,
-    Stats,
-    action_of,
-    action_of_baseline,
-    at_most,
-)
+from bench.harness import IDLE_OWNER, Bench
+from bench.stats import Figure, ScenarioResult, Stats, at_most
 from plancton.platform import logind
-from tests import logind_mock
+from tests.support import logind_mock
 
 POOL = 2
 COMMAND = ("sleep", "3600")

@@ -28,27 +28,19 @@ from typing import Any
 
 import psutil
 
-from bench.harness import (
-    Bench,
-    BenchError,
+from bench.cpu import (
     CpuReading,
     CpuSampler,
-    Event,
-    Figure,
-    Plancton,
-    ScenarioResult,
-    Stats,
-    action_of,
-    at_least,
-    at_most,
     cores,
     host_busy_seconds,
     other_seconds_between,
     parent_cpu_idle,
     pilot_seconds_between,
-    running_at,
-    running_over_time,
 )
+from bench.errors import BenchError
+from bench.events import Event, action_of, running_at, running_over_time
+from bench.harness import Bench, Plancton
+from bench.stats import Figure, ScenarioResult, Stats, at_least, at_most
 from plancton.config.schema import default_value
 
 NCPUS = psutil.cpu_count() or 1
@@ -113,14 +105,15 @@ class OwnerRun:
 
 
 class Owner:
-    """The host's owner: one CPU-burning process per core, started by the benchmark."""
+    """The host's owner: CPU-burning processes, one per core it works on (by default every
+    core), started by the benchmark."""
 
     def __init__(self, bench: Bench) -> None:
         self.bench = bench
 
-    def _burn(self, code: str, argument: str, sampler: CpuSampler | None) -> OwnerRun:
+    def _burn(self, code: str, argument: str, sampler: CpuSampler | None, cores: int = NCPUS) -> OwnerRun:
         began = time.time()
-        workers = [self.bench.spawn([sys.executable, "-c", code, argument]) for _ in range(NCPUS)]
+        workers = [self.bench.spawn([sys.executable, "-c", code, argument]) for _ in range(cores)]
         if sampler is not None:
             for worker in workers:
                 sampler.add_owner(worker.pid)
@@ -135,9 +128,10 @@ class Owner:
         others = math.nan if sampler is None else other_seconds_between(sampler.readings, began, ended)
         return OwnerRun(began, ended, cpu_seconds, others)
 
-    def work(self, iterations: int, sampler: CpuSampler | None = None) -> OwnerRun:
-        """Burn every core for a fixed amount of work; return the spell."""
-        return self._burn(OWNER_WORK, str(iterations), sampler)
+    def work(self, iterations: int, sampler: CpuSampler | None = None, cores: int = NCPUS) -> OwnerRun:
+        """Burn ``cores`` cores (every one by default) for a fixed amount of work each; return
+        the spell."""
+        return self._burn(OWNER_WORK, str(iterations), sampler, cores)
 
     def busy_for(self, seconds: float, sampler: CpuSampler | None = None) -> OwnerRun:
         """Burn every core for a fixed time; return the spell."""

@@ -24,21 +24,12 @@ import sys
 import time
 from collections.abc import Callable
 
+from bench.engine import BENCH_LABEL
+from bench.errors import BenchError
+from bench.events import Event, action_of, action_of_baseline
 from bench.floor import create_and_start
-from bench.harness import (
-    BENCH_LABEL,
-    IDLE_OWNER,
-    Bench,
-    BenchError,
-    Event,
-    Figure,
-    ScenarioResult,
-    Stats,
-    action_of,
-    action_of_baseline,
-    at_most,
-    podman_bench,
-)
+from bench.harness import IDLE_OWNER, Bench, podman_bench
+from bench.stats import Figure, ScenarioResult, Stats, at_most
 
 POOL = 3
 COMMAND = ("sleep", "3600")

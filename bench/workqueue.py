@@ -49,9 +49,11 @@ from typing import Any
 
 import yaml
 
-from bench.harness import Bench, BenchError, Figure, ScenarioResult, Stats, at_least, log_times
-from tests import services
-from tests.workqueue_manager import (
+from bench.errors import BenchError
+from bench.harness import Bench, log_times
+from bench.stats import Figure, ScenarioResult, Stats, at_least
+from tests.support import services
+from tests.support.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
     REPOSITORY,
@@ -59,7 +61,6 @@ from tests.workqueue_manager import (
     Manager,
     bindings_problem,
     build_image,
-    remove_image,
     worker_command,
 )
 
@@ -113,6 +114,7 @@ class Installation:
             BenchFailure: the command failed.
         """
         folders = ["--confdir", f"{self.root}/conf", "--rundir", f"{self.root}/run", "--logdir", f"{self.root}/log"]
+        folders += ["--statedir", f"{self.root}/state"]
         done = subprocess.run(
             [PLANCTONCTL, *folders, *args],
             check=False,
@@ -333,7 +335,7 @@ def run_scenario(bench: Bench) -> ScenarioResult:
     except BenchFailure as error:
         raise BenchError(str(error)) from None
     finally:
-        remove_image(image)
+        services.remove_image(image)
     for kind, by_leg in legs.items():
         host = [summary["tasks_per_minute"] for summary in by_leg["host"]]
         pilots = [summary["tasks_per_minute"] for summary in by_leg["pilots"]]
@@ -376,7 +378,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         resumes = resume_latencies(folder, args, image)
     finally:
-        remove_image(image)
+        services.remove_image(image)
         shutil.rmtree(folder, ignore_errors=True)
     rates = {leg: statistics.median(summary["tasks_per_minute"] for summary in runs) for leg, runs in legs.items()}
     return {

@@ -27,8 +27,8 @@ import pytest
 
 from plancton.control.paths import STATE_NAME
 from plancton.control.state import State, read_state
-from tests import services
-from tests.workqueue_manager import OwnerLoad
+from tests.support import services
+from tests.support.owner_load import OwnerLoad
 
 #: Policy keys for tests that must not depend on the load of a shared machine: the owner
 #: counts as busy only at 100% of the host, pilots are never paused for it, start at once,
@@ -284,6 +284,10 @@ class Installation:
         return os.path.join(self.root, "log")
 
     @property
+    def statedir(self) -> str:
+        return os.path.join(self.root, "state")
+
+    @property
     def config_file(self) -> str:
         return os.path.join(self.confdir, "config.yaml")
 
@@ -294,10 +298,14 @@ class Installation:
         with open(self.config_file, "w", encoding="utf-8") as handle:
             handle.write(f"instance: {self.instance}\n{engine}{text}")
 
+    def command(self, *args: str) -> list[str]:
+        """Return the planctonctl command line for this installation's folders, then args."""
+        command = [venv_command("planctonctl"), "--confdir", self.confdir, "--rundir", self.rundir]
+        return [*command, "--logdir", self.logdir, "--statedir", self.statedir, *args]
+
     def ctl(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
         """Run planctonctl on this installation and return the finished process."""
-        command = [venv_command("planctonctl"), "--confdir", self.confdir, "--rundir", self.rundir]
-        command += ["--logdir", self.logdir, *args]
+        command = self.command(*args)
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=check, cwd="/")
 
     def state(self) -> State:

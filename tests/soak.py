@@ -33,7 +33,7 @@ from typing import Any
 
 import psutil
 
-from tests import services
+from tests.support import services
 
 INSTANCE = "soak"
 #: After an engine restart, the seconds left out of the descriptor floors.
@@ -58,7 +58,8 @@ docker_cmd: ["sh", "-c", "sleep $(( RANDOM % 20 + 1 ))"]
 def ctl(folder: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run planctonctl on the soak's folders."""
     command = [*services.PLANCTONCTL, "--confdir", folder, "--rundir", folder]
-    return subprocess.run([*command, "--logdir", folder, *args], capture_output=True, text=True, check=False)
+    command += ["--logdir", folder, "--statedir", folder]
+    return subprocess.run([*command, *args], capture_output=True, text=True, check=False)
 
 
 def daemon_figures(folder: str) -> dict[str, float]:

@@ -8,7 +8,7 @@ import pytest
 
 from plancton.daemon.actions import ActionRunner
 from plancton.errors import PilotError
-from tests.services import poll
+from tests.support.services import poll
 
 
 @pytest.fixture

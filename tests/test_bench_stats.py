@@ -1,10 +1,10 @@
 """The benchmark's statistics: the distribution-free interval of a median that the owner's
-slowdown is judged by, and the CPU the rest of the host used while the owner ran."""
+slowdown is judged by, and how a figure shows it."""
 
 import math
 import random
 
-from bench.harness import CpuReading, Figure, Stats, median_interval, other_seconds_between
+from bench.stats import Figure, Stats, median_interval
 
 
 def test_ten_measurements_give_the_second_and_ninth() -> None:
@@ -41,17 +41,3 @@ def test_stats_carry_the_interval_and_show_it() -> None:
     assert "95% interval 1.01-1.08" in Figure("owner slowdown (paired)", "x", stats).shown()
     restored = Figure.from_dict(Figure("owner slowdown (paired)", "x", stats).as_dict())
     assert restored.stats == stats
-
-
-def test_the_rest_of_the_host_is_what_neither_pilots_nor_owner_used() -> None:
-    # time, pilots' cgroup (nan: no cgroup yet or any more), whole host busy, owner
-    readings = [
-        CpuReading(0.0, math.nan, 100.0, 0.0),
-        CpuReading(1.0, 5.0, 102.5, 1.5),  # the pilots' cgroup appears: its first second is unknown
-        CpuReading(2.0, 5.5, 105.0, 3.5),  # pilots 0.5, owner 2.0, host 2.5: nothing else
-        CpuReading(3.0, 5.5, 107.0, 5.0),  # pilots 0, owner 1.5, host 2.0: 0.5 for the rest
-        CpuReading(4.0, math.nan, 108.0, 5.5),  # the cgroup went away with its last pilot
-    ]
-    assert other_seconds_between(readings, 0.5, 3.5) == 0.5  # from the 2nd reading to the 4th
-    assert other_seconds_between(readings, 0.0, 4.0) == (8.0 - 5.5) - 0.5
-    assert math.isnan(other_seconds_between(readings, 3.5, 4.5))  # a single reading

@@ -22,8 +22,8 @@ from plancton.cli import bootstrap, output
 from plancton.config.loader import load
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
-from tests import services
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
+from tests.support import services
 
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,8 +1,7 @@
 """The pilots' parent cgroup on both cgroup versions and both Docker drivers, on cgroup
 file trees laid out like the kernel's; a rootless engine's pilots under its user's service
 manager, whose cgroup must have the CPU controller delegated (laid out as systemd makes it;
-the real thing runs in the VM tier, tests/vm/guest/podman_host.py); and the host sensor on
-this host."""
+the real thing runs in the VM tier, tests/vm/guest/podman_host.py)."""
 
 import os
 import secrets
@@ -11,17 +10,9 @@ import subprocess
 import pytest
 
 from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
-from plancton.platform.host import HostSensor, read_pressure
+from tests.support.file_trees import make_tree
 
 MANAGER = "user.slice/user-1000.slice/user@1000.service"
-
-
-def make_tree(root: str, files: dict[str, str]) -> None:
-    for relative, content in files.items():
-        path = os.path.join(root, relative)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w", encoding="ascii") as handle:
-            handle.write(content)
 
 
 def read(root: str, relative: str) -> str:
@@ -146,30 +137,6 @@ def test_unwritable_cgroup_gives_a_warning_not_an_error(tmp_path: "os.PathLike[s
         handle.write("")
     warning = PilotCgroup("plancton", "cgroupfs", 1, root).set_lowest_weight()
     assert warning is not None and "lowest CPU weight" in warning
-
-
-def test_pressure_files(tmp_path: "os.PathLike[str]") -> None:
-    folder = str(tmp_path)
-    make_tree(
-        folder,
-        {
-            "cpu": "some avg10=12.50 avg60=3.00 avg300=1.00 total=123\nfull avg10=0.00 avg60=0 avg300=0 total=0\n",
-            "memory": "some avg10=1.00 avg60=0.00 avg300=0.00 total=1\nfull avg10=40.25 avg60=0.00 avg300=0 total=9\n",
-        },
-    )
-    assert read_pressure("cpu", "some", folder) == 12.5
-    assert read_pressure("memory", "full", folder) == 40.25
-    assert read_pressure("io", "some", folder) is None
-
-
-def test_host_sensor_on_this_host() -> None:
-    sensor = HostSensor(PilotCgroup("plancton-sensor-test", root="/nonexistent"))
-    sample = sensor.sample()
-    assert sample.ncpus == os.cpu_count()
-    assert 0.0 <= sample.busy_cores <= sample.ncpus
-    assert sample.pilots_cores == 0.0  # no accounting readable: no pilot CPU invented
-    assert sample.available_bytes > 0
-    assert sensor.sample() is sample  # asked again at once: the same sample, not noise
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root")

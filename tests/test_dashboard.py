@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import STEADY_POLICY, Installation, wait_until
-from tests.influx_server import InfluxServer, server_fixture
+from tests.support.influx_server import InfluxServer, server_fixture
 
 pytestmark = [pytest.mark.influxdb, pytest.mark.docker]
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests import services
 from tests.conftest import STEADY_POLICY, Engine, Installation, make_user, wait_until
+from tests.support import services
 from tests.test_user_mode import as_user
 
 pytestmark = [pytest.mark.docker, pytest.mark.disruptive]
@@ -131,7 +131,7 @@ class PodmanService:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                ["podman", "system", "service", "--time=0", self.url],
+                ["podman", *services.podman_runtime_options(), "system", "service", "--time=0", self.url],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

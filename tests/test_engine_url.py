@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import services
 from tests.conftest import Engine, Installation, wait_until
+from tests.support import services
 
 #: A long main_sleep, so that only the engine's back-off (2, 4, 8 ... s) paces the retries.
 CONFIG = "main_sleep: 60s\nmax_docks: 0\n"

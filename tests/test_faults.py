@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests import services
 from tests.conftest import STEADY_POLICY, Engine, Installation, wait_until
+from tests.support import services
 
 pytestmark = pytest.mark.docker
 

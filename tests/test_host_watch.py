@@ -7,7 +7,7 @@ from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
 from plancton.core.policy import HostSample
 from plancton.daemon.host_watch import HostWatch
-from tests import services
+from tests.support import services
 
 
 def config_of(**values: object) -> Config:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
-from tests.htcondor_pool import (
+from tests.support.htcondor_pool import (
     EVICTED,
     EXAMPLE,
     EXECUTE,
@@ -24,8 +24,9 @@ from tests.htcondor_pool import (
     build_image,
     expected_result,
 )
-from tests.test_workqueue import OWNER_POLICY
-from tests.workqueue_manager import LIVE_STATES, OwnerLoad, remove_image
+from tests.support.owner_load import OWNER_POLICY, OwnerLoad
+from tests.support.services import remove_image
+from tests.support.workqueue_manager import LIVE_STATES
 
 pytestmark = [pytest.mark.docker, pytest.mark.htcondor]
 

@@ -18,7 +18,7 @@ from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.influx_sender import SenderSettings
 from plancton.metrics.reporting import LoopReport, PilotEvent
 from tests.conftest import STEADY_POLICY, Installation, wait_until
-from tests.influx_server import (
+from tests.support.influx_server import (
     ADMIN_PASSWORD,
     ADMIN_USER,
     WRITER_DATABASE,

@@ -15,7 +15,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from plancton.config.influxdb_url import mask_credentials, parse_target
 from plancton.config.loader import parse
 from plancton.config.schema import HostFacts
 from plancton.metrics.influx_reporter import InfluxReporter
@@ -70,18 +69,6 @@ def server() -> Iterator[RecordingServer]:
     httpd.shutdown()
     httpd.server_close()
     thread.join(5)
-
-
-def test_a_token_url_names_a_bucket_and_hides_the_token() -> None:
-    url = f"https://:{TOKEN}@influx.example.org:8086#farm"
-    target = parse_target(url)
-    assert (target.token, target.user, target.password, target.database) == (TOKEN, None, None, "farm")
-    assert mask_credentials(url) == "https://:****@influx.example.org:8086#farm"
-    assert TOKEN not in repr(target)
-    config, _ = parse({"influxdb_url": url}, FACTS)
-    assert config.influxdb_url == (url,)
-    with pytest.raises(ValueError, match="no user name and no token"):
-        parse_target("https://:@influx.example.org:8086#farm")
 
 
 def test_points_go_to_write_with_the_token_in_the_authorization_header(server: RecordingServer) -> None:

@@ -24,8 +24,8 @@ import psutil
 import pytest
 
 from plancton.platform.cgroups import PilotCgroup
-from tests import services
 from tests.conftest import STEADY_POLICY, wait_until
+from tests.support import services
 
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOT_SOURCES = (".git", "__pycache__", "*.egg-info", "build", "dist", ".*_cache", ".hypothesis", ".venv")

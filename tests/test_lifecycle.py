@@ -10,8 +10,8 @@ import docker
 import psutil
 import pytest
 
-from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, venv_command, wait_until
+from tests.support import services
 
 pytestmark = pytest.mark.docker
 
@@ -92,8 +92,7 @@ def test_stale_pidfile_never_blocks_a_start(installation: Installation) -> None:
 def test_two_concurrent_starts_give_one_daemon(installation: Installation) -> None:
     installation.write_config(STEADY_POLICY + "max_docks: 0\n")
     os.makedirs(installation.rundir, mode=0o700, exist_ok=True)
-    command = [venv_command("planctonctl"), "--confdir", installation.confdir, "--rundir", installation.rundir]
-    command += ["--logdir", installation.logdir, "start"]
+    command = installation.command("start")
     launches = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [launch.communicate(timeout=120) for launch in launches]
     assert [launch.returncode for launch in launches] == [0, 0], outputs
@@ -124,8 +123,7 @@ def test_stop_kills_a_daemon_that_ignores_sigterm(installation: Installation) ->
 @pytest.fixture
 def foreground(installation: Installation) -> Iterator[subprocess.Popen[str]]:
     installation.write_config(STEADY_POLICY + "max_docks: 1\ndocker_cmd: sleep 300\n")
-    command = [venv_command("planctonctl"), "--confdir", installation.confdir, "--rundir", installation.rundir]
-    command += ["--logdir", installation.logdir, "foreground"]
+    command = installation.command("foreground")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     yield process
     if process.poll() is None:

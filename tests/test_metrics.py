@@ -1,5 +1,5 @@
-"""Unit tests of the metrics: points and their line protocol, the bounded buffer, the
-once-per-period complaints, and InfluxDB URLs. No server: see test_influxdb.py for those."""
+"""Unit tests of the metrics: points and their line protocol, the bounded buffer, and the
+once-per-period complaints. No server: see test_influxdb.py for those."""
 
 import logging
 import re
@@ -9,14 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from plancton.config import loader, schema
-from plancton.config.influxdb_url import parse_target
 from plancton.core.policy import HostSample
 from plancton.metrics.influx import InfluxDenied, InfluxRejected, InfluxUnavailable
 from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.influx_sender import Complaints, PointBuffer
 from plancton.metrics.points import Point, daemon_point, event_point, host_point, loop_points, sender_point
 from plancton.metrics.reporting import LoopReport, PilotEvent, SenderStats
-from tests import services
+from tests.support import services
 
 TAGS = {"host": "node1", "instance": "plancton"}
 FACTS = schema.HostFacts(ncpus=4, ram_bytes=8 * 2**30, swap_bytes=0)
@@ -212,25 +211,7 @@ def test_a_different_failure_and_the_recovery_are_logged_at_once(caplog: pytest.
     assert messages[2] == "InfluxDB db: writing again"
 
 
-# -- URLs and the reporter without targets --------------------------------------------------------
-
-
-def test_url_is_parsed_and_masked() -> None:
-    target = parse_target("insecure_https://writer:s3cr:et@influx.example.org:8086#plancton")
-    assert (target.user, target.password, target.host, target.port) == ("writer", "s3cr:et", "influx.example.org", 8086)
-    assert target.database == "plancton"
-    assert target.tls and not target.verify_certificate
-    assert target.masked == "insecure_https://writer:****@influx.example.org:8086#plancton"
-    assert "s3cr:et" not in repr(target)
-    plain = parse_target("http://db:8086#m")
-    assert (plain.user, plain.password, plain.tls) == (None, None, False)
-    assert parse_target("https://db:8086#m").verify_certificate
-
-
-def test_bad_url_message_hides_the_password() -> None:
-    with pytest.raises(ValueError, match=r"\*\*\*\*") as error:
-        parse_target("http://user:secret@db:99999#m")
-    assert "secret" not in str(error.value)
+# -- the reporter without a server -------------------------------------------------------------
 
 
 def test_a_reporter_whose_database_is_down_logs_it_once_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:

@@ -29,7 +29,7 @@ from plancton.errors import ConfigError
 from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.reporting import LoopReport, PilotEvent
 from tests.conftest import STEADY_POLICY, Installation, wait_until
-from tests.influx_server import InfluxServer, server_fixture
+from tests.support.influx_server import InfluxServer, server_fixture
 
 FACTS = HostFacts(ncpus=8, ram_bytes=16 * 1024**3, swap_bytes=0)
 

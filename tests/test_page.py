@@ -17,16 +17,16 @@ from selenium.webdriver.common.by import By
 
 from plancton.cli.output import duration
 from plancton.control import ledger
+from plancton.control.history import history_path, read_history
 from plancton.control.modefiles import read_snooze, write_snooze
 from plancton.control.paths import Paths, resolve
-from plancton.metrics.history import history_path, read_history
 from plancton.metrics.page import owner_page_app, page_html
 from tests.conftest import Installation, wait_until
-from tests.influx_server import free_port
+from tests.support.influx_server import free_port
 from tests.support.owner_page import (
     SEEDED_DAYS,
+    USER_MODE,
     browser,
-    location,
     open_page,
     requested_urls,
     seed_history,
@@ -153,6 +153,7 @@ def stats_table(data: dict[str, Any]) -> dict[tuple[str, str], str]:
         day = data[period]
         table[(period, "cpu")] = f"{day['cpu_seconds'] / 3600:.2f}"
         table[(period, "lent")] = duration(day["lent_seconds"])
+        table[(period, "partly_lent")] = duration(day["partly_lent_seconds"])
         table[(period, "started")] = str(day["started"])
         for ending in data["all_time"]["ended"]:
             table[(period, f"ended:{ending}")] = str(day["ended"].get(ending, 0))
@@ -191,13 +192,13 @@ def same_after_reload(driver: webdriver.Chrome, url: str, page: Callable[[], Any
 def test_the_owner_page_shows_what_planctonctl_says_and_fetches_only_from_this_host(
     installation: Installation, tmp_path: Path
 ) -> None:
-    statedir, port = str(tmp_path / "state"), free_port()
-    start_daemon(installation, statedir, port)
+    statedir, port = installation.statedir, free_port()
+    start_daemon(installation, port)
     url = f"http://127.0.0.1:{port}/"
     wait_until(lambda: len(status_pilots(installation)) == 2, 60, "two pilots in status")
 
     def stats_json() -> dict[str, Any]:
-        done = installation.ctl(*location(statedir), "stats", "--json")
+        done = installation.ctl(USER_MODE, "stats", "--json")
         assert done.returncode == 0, done.stderr
         return dict(json.loads(done.stdout))
 
@@ -227,7 +228,7 @@ def test_the_owner_page_shows_what_planctonctl_says_and_fetches_only_from_this_h
         assert "minutes recorded in the last 24 hours" in text_of(driver, "#chart-note")
 
         # a snooze shows with its end
-        assert installation.ctl(*location(statedir), "snooze", "2h").returncode == 0
+        assert installation.ctl(USER_MODE, "snooze", "2h").returncode == 0
         until = read_snooze(installation.rundir)
         assert until is not None
         open_page(driver, url)
@@ -235,7 +236,7 @@ def test_the_owner_page_shows_what_planctonctl_says_and_fetches_only_from_this_h
         assert float(str(snooze.get_attribute("data-until"))) == pytest.approx(until)
         assert f"Snoozed until {time.strftime('%H:%M', time.localtime(until))}" in snooze.text
         assert text_of(driver, "#pill") == "Snoozed"
-        assert installation.ctl(*location(statedir), "snooze", "--cancel").returncode == 0
+        assert installation.ctl(USER_MODE, "snooze", "--cancel").returncode == 0
 
         # everything the page asked for came from this daemon
         urls = requested_urls(driver, url)

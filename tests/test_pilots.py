@@ -13,8 +13,8 @@ from docker.constants import DEFAULT_NUM_POOLS
 
 from plancton.daemon.actions import START_CONCURRENCY
 from plancton.engines.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION
-from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
+from tests.support import services
 
 pytestmark = pytest.mark.docker
 MIB = 1024**2

@@ -562,3 +562,79 @@ def test_a_present_owner_never_gets_new_pilots_or_running_ones(
     }
     acted_on = set(plan.pause) | {pilot for pilot, _ in plan.stop + plan.kill} | set(plan.remove)
     assert left_running <= acted_on
+
+
+def test_a_snooze_pauses_at_once_and_pilots_resume_when_it_ends() -> None:
+    config = make_config(max_docks=2, pause_delay=30, grace_kill=600, grace_spawn=50)
+    snoozed = Presence(snooze_left=120.0)
+    plan, memory = present(config, snoozed, running(2), now=0.0)
+    assert plan.pause == ("p1", "p0") and plan.start == 0
+    assert plan.holds == (Hold.SNOOZE,)
+    assert "snoozed by the owner for another 2 min: pausing 2 youngest pilots" in plan.reasons
+    assert plan.wake_in == 120.0  # the snooze's end wakes the loop
+    plan, memory = present(config, Presence(snooze_left=0.5), running(2, state="paused"), now=119.5, memory=memory)
+    assert plan.unpause == () and plan.wake_in == 0.5
+    plan, memory = present(config, Presence(), running(2, state="paused"), now=120.0, memory=memory)
+    assert set(plan.unpause) == {"p0", "p1"}
+    assert plan.holds == (Hold.PAUSED_FIRST,)
+
+
+def test_without_lend_cores_nothing_is_capped() -> None:
+    config = make_config(max_docks=4, input_idle=60)
+    plan, _ = present(config, Presence(input_idle_seconds=1), running(4), now=0.0)
+    assert plan.cpu_cap is None and len(plan.pause) == 4
+
+
+def test_a_present_owner_keeps_lend_cores_running_under_a_cap() -> None:
+    config = make_config(max_docks=4, input_idle=60, lend_cores=1, grace_kill=100)
+    typing = Presence(input_idle_seconds=1)
+    plan, memory = present(config, typing, running(4), now=0.0)
+    assert plan.cpu_cap == 1.0
+    assert plan.pause == ("p3", "p2", "p1")  # the oldest keeps running
+    assert any(reason.startswith("lending 1 cores") for reason in plan.reasons)
+    pilots = [*running(1), *[PilotView(f"p{index}", "paused", 100.0 - index) for index in (1, 2, 3)]]
+    plan, memory = present(config, typing, pilots, now=100.0, memory=memory)
+    assert {pilot for pilot, _ in plan.stop} == {"p1", "p2", "p3"} and plan.cpu_cap == 1.0
+    # the lent pilot ends while the owner is still there: a new one takes its place
+    plan, memory = present(config, typing, [], now=200.0, memory=memory)
+    assert plan.start == 1 and plan.cpu_cap == 1.0
+    # the owner leaves: the cap is lifted and grace_spawn runs before the pool fills again
+    plan, memory = present(config, Presence(input_idle_seconds=61), running(1), now=300.0, memory=memory)
+    assert plan.cpu_cap is None and plan.start == 0
+
+
+def test_lending_resumes_a_paused_pilot_before_starting_one() -> None:
+    config = make_config(max_docks=4, input_idle=60, lend_cores=2, grace_kill=1000)
+    typing = Presence(input_idle_seconds=1)
+    plan, memory = present(config, typing, running(4), now=0.0)
+    assert len(plan.pause) == 2
+    # one of the two lent pilots finished: the oldest paused one comes back, none starts
+    pilots = [PilotView("p0", "running", 100.0), PilotView("p2", "paused", 98.0), PilotView("p3", "paused", 97.0)]
+    plan, memory = present(config, typing, pilots, now=10.0, memory=memory)
+    assert plan.unpause == ("p2",) and plan.start == 0 and plan.cpu_cap == 2.0
+
+
+def test_a_busy_owner_leaving_more_room_than_is_lent_caps_nothing() -> None:
+    config = make_config(max_docks=4, lend_cores=1, pause_delay=5)
+    sample = idle_host(ncpus=4, pilots_cores=2.0, owner_cores=2.0)
+    _, memory = once(sample, running(4), config, now=0.0)
+    plan, _ = once(sample, running(4), config, now=10.0, memory=memory)
+    assert plan.cpu_cap is None and len(plan.pause) == 2
+    crowded = idle_host(ncpus=4, pilots_cores=0.5, owner_cores=3.5)
+    plan, _ = once(crowded, running(4), config, now=20.0, memory=memory)
+    assert plan.cpu_cap == 1.0 and len(plan.pause) == 3
+
+
+def test_memory_still_kills_while_lending() -> None:
+    config = make_config(max_docks=4, input_idle=60, lend_cores=1, mem_floor="1G", max_dock_mem="1G")
+    short = idle_host(available_bytes=GIB // 2)
+    plan, _ = decide(
+        short, running(2), config, Mode.ACTIVE, 0.0, Memory(), StartHistory(), Presence(input_idle_seconds=1)
+    )
+    assert plan.kill and plan.cpu_cap == 1.0
+
+
+def test_a_snooze_takes_the_whole_host_back_even_with_lend_cores() -> None:
+    config = make_config(max_docks=2, input_idle=60, lend_cores=1)
+    plan, _ = present(config, Presence(input_idle_seconds=1, snooze_left=600.0), running(2), now=0.0)
+    assert plan.cpu_cap is None and len(plan.pause) == 2

@@ -1,6 +1,6 @@
-"""The Prometheus metrics: the listen address rule, the mapping of a loop's report to metrics
-(beside the InfluxDB points of the same report), the textfile and the endpoint of the
-reporter; then a real daemon scraped by a real Prometheus (Debian's), with the dashboard's every query run against it.
+"""The Prometheus metrics: the mapping of a loop's report to metrics (beside the InfluxDB
+points of the same report), the textfile and the endpoint of the reporter; then a real daemon
+scraped by a real Prometheus (Debian's), with the dashboard's every query run against it.
 """
 
 import json
@@ -18,7 +18,7 @@ import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from plancton.config.listen_address import ListenAddress, parse_listen_address
+from plancton.config.listen_address import ListenAddress
 from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
 from plancton.core.holds import Hold
@@ -33,8 +33,8 @@ from plancton.metrics.prometheus import (
 )
 from plancton.metrics.reporting import LoopReport, PilotEvent, Reporters, SenderStats
 from tests.conftest import STEADY_POLICY, Installation, wait_until
-from tests.influx_server import InfluxServer, free_port, server_fixture
-from tests.prometheus_server import PrometheusServer, running_prometheus
+from tests.support.influx_server import InfluxServer, free_port, server_fixture
+from tests.support.prometheus_server import PrometheusServer, running_prometheus
 
 GIB = 1024**3
 FACTS = HostFacts(ncpus=4, ram_bytes=16 * GIB, swap_bytes=0)
@@ -43,56 +43,6 @@ DASHBOARD = Path(__file__).resolve().parent.parent / "etc" / "grafana" / "planct
 MACROS = {"$__rate_interval": "1m", "$__interval": "5s", "$__range": "5m"}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-# -- the listen address ---------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("written", "host", "port", "loopback"),
-    [
-        ("127.0.0.1:9810", "127.0.0.1", 9810, True),
-        (9810, "127.0.0.1", 9810, True),
-        ("9810", "127.0.0.1", 9810, True),
-        (":9810", "127.0.0.1", 9810, True),
-        ("localhost:9810", "127.0.0.1", 9810, True),
-        ("127.0.0.2:9810", "127.0.0.2", 9810, True),
-        ("[::1]:9810", "::1", 9810, True),
-        ("0.0.0.0:9810", "0.0.0.0", 9810, False),
-        ("10.0.0.5:1", "10.0.0.5", 1, False),
-        ("[::]:65535", "::", 65535, False),
-    ],
-)
-def test_a_port_alone_means_loopback_and_any_other_address_is_written_out(
-    written: object, host: str, port: int, loopback: bool
-) -> None:
-    address = parse_listen_address(written)
-    assert (address.host, address.port, address.loopback) == (host, port, loopback)
-    assert parse_listen_address(str(address)) == address
-
-
-@pytest.mark.parametrize(
-    ("written", "cause", "fix"),
-    [
-        ("node1.example.org:9810", "is not an IP address", "such as 127.0.0.1"),
-        ("127.0.0.1:0", "expected a port from 1 to 65535", 'write HOST:PORT such as "127.0.0.1:9810"'),
-        ("127.0.0.1:http", "expected a port from 1 to 65535", "a port alone listens on loopback"),
-        ("127.0.0.1", "got '127.0.0.1'", "write HOST:PORT"),
-        ("::1:9810", "IPv6 address goes in brackets", "[::1]:9810"),
-        ("[127.0.0.1]:9810", "only an IPv6 address goes in brackets", "127.0.0.1:PORT"),
-        (True, "got bool", '"0.0.0.0:9810" to listen on every interface'),
-    ],
-)
-def test_a_malformed_address_says_what_is_wrong_and_how_to_write_it(written: object, cause: str, fix: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(cause)) as error:
-        parse_listen_address(written)
-    assert fix in str(error.value)
-
-
-def test_the_configuration_keeps_the_address_as_written_out() -> None:
-    config, _ = parse({"metrics_listen": ":9810", "metrics_textfile": "/var/lib/node/plancton.prom"}, FACTS)
-    assert (config.metrics_listen, config.metrics_textfile) == ("127.0.0.1:9810", "/var/lib/node/plancton.prom")
-    assert parse({}, FACTS)[0].metrics_listen is None
 
 
 # -- the mapping ------------------------------------------------------------------------------
@@ -106,6 +56,7 @@ HOLD_LABELS = (
     "input",
     "battery",
     "run_hours",
+    "snooze",
     "grace_spawn",
     "paused_first",
     "start_backoff",

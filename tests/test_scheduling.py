@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
+from tests.support import services
 
 pytestmark = pytest.mark.docker
 

@@ -14,8 +14,8 @@ from plancton.config.loader import load, parse
 from plancton.config.schema import HostFacts
 from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
-from tests import services
 from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.support import services
 
 FACTS = HostFacts(ncpus=2, ram_bytes=8 * 1024**3, swap_bytes=0)
 PASSWORD = "s3cr3t-Pa55word"

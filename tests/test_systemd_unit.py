@@ -27,7 +27,7 @@ import pytest
 from plancton.control.paths import resolve
 from plancton.engines.spec import instance_label
 from tests.conftest import STEADY_POLICY, venv_command, wait_until
-from tests.services import DOCKER_SOCKET
+from tests.support.services import DOCKER_SOCKET
 
 UNIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc", "plancton.service")
 INSTALLED_PROGRAM = "/opt/plancton/venv/bin/planctonctl"
@@ -93,6 +93,7 @@ def test_unit_uses_root_modes_folders_and_is_hardened() -> None:
         ("--confdir", defaults.confdir),
         ("--rundir", defaults.rundir),
         ("--logdir", defaults.logdir),
+        ("--statedir", defaults.statedir),
     ):
         # "planctonctl status" run by root without options finds the unit's daemon
         assert os.path.realpath(option(arguments, name)) == os.path.realpath(default)
@@ -137,7 +138,7 @@ class ServiceFolders:
         arguments = exec_start()
         assert arguments[0] == INSTALLED_PROGRAM
         arguments[0] = venv_command("planctonctl")
-        for name in ("confdir", "rundir", "logdir"):
+        for name in ("confdir", "rundir", "logdir", "statedir"):
             arguments[arguments.index(f"--{name}") + 1] = self.path(name)
         return arguments
 
@@ -151,8 +152,9 @@ class ServiceFolders:
 
 @pytest.fixture
 def folders(service_user: pwd.struct_passwd, instance: str) -> Iterator[ServiceFolders]:
-    """A config folder owned by root and run and log folders owned by the service user, as
-    systemd's ConfigurationDirectory, RuntimeDirectory and LogsDirectory make them.
+    """A config folder owned by root and run, log and state folders owned by the service user,
+    as systemd's ConfigurationDirectory, RuntimeDirectory, LogsDirectory and StateDirectory
+    make them.
     """
     root = tempfile.mkdtemp(prefix="plancton-unit-")
     os.chmod(root, 0o755)
@@ -160,7 +162,7 @@ def folders(service_user: pwd.struct_passwd, instance: str) -> Iterator[ServiceF
     os.mkdir(made.path("confdir"), 0o755)
     with open(os.path.join(made.path("confdir"), "config.yaml"), "w", encoding="utf-8") as handle:
         handle.write(f"instance: {instance}\n{STEADY_POLICY}max_docks: 1\ndocker_cmd: [sleep, '60']\n")
-    for name in ("rundir", "logdir"):
+    for name in ("rundir", "logdir", "statedir"):
         os.mkdir(made.path(name), 0o755)
         os.chown(made.path(name), service_user.pw_uid, service_user.pw_gid)
     yield made

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import docker
 import pytest
 
-from tests import services
 from tests.conftest import (
     STEADY_POLICY,
     Engine,
@@ -19,6 +18,7 @@ from tests.conftest import (
     venv_command,
     wait_until,
 )
+from tests.support import services
 
 pytestmark = pytest.mark.docker
 

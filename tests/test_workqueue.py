@@ -14,34 +14,19 @@ import pytest
 import yaml
 
 from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
-from tests.workqueue_manager import (
+from tests.support.owner_load import OWNER_POLICY, OwnerLoad
+from tests.support.services import remove_image
+from tests.support.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
     Manager,
-    OwnerLoad,
     bindings_problem,
     build_image,
-    remove_image,
     worker_command,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.workqueue]
 
-#: Policy for the owner-load test: the owner's busy loops leave no idle CPU, so the owner counts
-#: as busy; below 75% it is idle again. The margin matters: with 99% and 98% the pool was once
-#: refilled, paused and stopped over and over while the loops still ran (pilots starting and
-#: stopping use some CPU, which the owner's figure leaves out, so it can dip just under 98%).
-#: Should the load of other processes alone reach 95%, pilots are reclaimed earlier: the test
-#: holds either way.
-OWNER_POLICY = {
-    "owner_busy_percent": 95,
-    "owner_idle_percent": 75,
-    "cpu_pressure_percent": 100,
-    "pause_delay": 1,
-    "grace_kill": 2,
-    "grace_spawn": 0,
-    "main_sleep": 0.5,
-}
 #: Policy for the other tests: pilots start at once and are never paused for the load of other
 #: processes on a shared test machine.
 STEADY = yaml.safe_load(STEADY_POLICY)

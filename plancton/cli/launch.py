@@ -20,6 +20,7 @@ from plancton.daemon.loop import Daemon
 from plancton.engines.docker_api import DockerPilots
 from plancton.errors import AlreadyRunning, EnginePermissionDenied, EngineUnavailable
 from plancton.metrics.influx_reporter import InfluxReporter
+from plancton.metrics.ledger_reporter import LedgerReporter
 from plancton.metrics.prometheus import PrometheusReporter
 from plancton.metrics.reporting import Reporters
 
@@ -56,8 +57,10 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
         # the engine's address is read at start: a reload keeps the engine the daemon began with
         engine = DockerPilots(config.instance, config.engine_url)
         # each reporter does nothing until the configuration names a target, address or file
-        influx = InfluxReporter()
-        reporter = Reporters(influx, PrometheusReporter(influx.sender_stats, paths=paths))
+        ledger = LedgerReporter(paths.statedir)
+        influx = InfluxReporter(ledger=ledger.all_time)
+        prometheus = PrometheusReporter(influx.sender_stats, ledger.all_time, paths=paths)
+        reporter = Reporters(ledger, influx, prometheus)
         return Daemon(paths, config, engine, reporter).run()
     except Exception:
         log.exception("the daemon failed")

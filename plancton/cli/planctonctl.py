@@ -202,7 +202,7 @@ def refuse_beside_legacy(paths: Paths) -> None:
 
 def cmd_start(args: argparse.Namespace, paths: Paths) -> int:
     """Start the daemon in the background; return 0 once it really runs."""
-    prepare(paths)
+    prepare(paths, daemon=True)
     refuse_beside_legacy(paths)
     pid = running_pid(paths.pidfile)
     if pid is not None:
@@ -251,7 +251,7 @@ def cmd_daemon(args: argparse.Namespace, paths: Paths) -> int:
 
 def cmd_foreground(args: argparse.Namespace, paths: Paths) -> int:
     """Run the daemon attached to the terminal."""
-    prepare(paths)
+    prepare(paths, daemon=True)
     refuse_beside_legacy(paths)
     config = load_config(paths.config_file)
     from plancton.cli import launch  # noqa: PLC0415
@@ -322,8 +322,13 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(f"engine {data['engine']}")
     if data["engine_error"]:
         say(f"container engine unavailable: {data['engine_error']}")
+    if data["snooze_until"]:
+        left = duration(data["snooze_until"] - time.time())
+        say(f"snoozed until {time.strftime('%H:%M:%S', time.localtime(data['snooze_until']))} ({left} left)")
     if data["cgroup"]:
-        say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')})")
+        cap = data["cgroup"].get("cap")
+        lending = f"; lending {cap} to the owner's host" if cap else ""
+        say(f"pilots' cgroup {data['cgroup'].get('parent')} ({data['cgroup'].get('cpu')}{lending})")
     if data["log_error"]:
         say(f"log: {data['log_error']}")
     for reason in data["why"]:
@@ -357,13 +362,7 @@ def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
     write_mode(paths.rundir, mode)
     if args.verb == "force-start":
         request_spawn_now(paths.rundir)
-    pid = running_pid(paths.pidfile)
-    if pid is None:
-        say(f"mode {mode.value} set; Plancton is not running, so it applies when it starts")
-        return EXIT_OK
-    signal_daemon(pid, signal.SIGUSR1)
-    say(f"mode {mode.value} set (pid {pid} notified)")
-    return EXIT_OK
+    return tell_daemon(paths, f"mode {mode.value} set")
 
 
 def cmd_snooze(args: argparse.Namespace, paths: Paths) -> int:
@@ -377,6 +376,11 @@ def cmd_snooze(args: argparse.Namespace, paths: Paths) -> int:
         until = time.time() + seconds
         write_snooze(paths.rundir, until)
         what = f"snoozed until {time.strftime('%H:%M:%S', time.localtime(until))} ({duration(seconds)})"
+    return tell_daemon(paths, what)
+
+
+def tell_daemon(paths: Paths, what: str) -> int:
+    """Wake a running daemon to read the run folder again (SIGUSR1) and say ``what`` was done."""
     pid = running_pid(paths.pidfile)
     if pid is None:
         say(f"{what}; Plancton is not running, so it applies when it starts")

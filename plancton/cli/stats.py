@@ -35,6 +35,7 @@ def stats_lines(columns: dict[str, Day]) -> list[str]:
     rows: list[tuple[str, list[str]]] = [
         ("CPU core-hours", [f"{day.cpu_seconds / 3600:.2f}" for day in columns.values()]),
         ("time lent", [duration(day.lent_seconds) for day in columns.values()]),
+        ("  of it, in part", [duration(day.partly_lent_seconds) for day in columns.values()]),
         ("pilots started", [str(day.started) for day in columns.values()]),
     ]
     rows += [

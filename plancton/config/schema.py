@@ -301,6 +301,14 @@ class Config:
             show=lambda windows: [window.text for window in windows],
         ),
     )
+    lend_cores: float = field(
+        default=0.0,
+        metadata=key(
+            units.number_in_range(0, 1024),
+            "Cores the pilots may keep while the owner is present or busy, instead of giving all of them back "
+            "(0: pilots give way entirely)",
+        ),
+    )
     # -- what each pilot runs ------------------------------------------------------------------
     docker_image: str = field(
         default="busybox:latest",

@@ -83,6 +83,9 @@ class Day:
     started: int = 0
     ended: dict[str, int] = field(default_factory=dict)
     lent_seconds: float = 0.0
+    #: the part of lent_seconds during which pilots lent part of the host to a present or
+    #: busy owner (lend_cores)
+    partly_lent_seconds: float = 0.0
     given_way_seconds: dict[str, float] = field(default_factory=dict)
 
     def add(self, other: "Day") -> None:
@@ -90,6 +93,7 @@ class Day:
         self.cpu_seconds += other.cpu_seconds
         self.started += other.started
         self.lent_seconds += other.lent_seconds
+        self.partly_lent_seconds += other.partly_lent_seconds
         for name, count in other.ended.items():
             self.ended[name] = self.ended.get(name, 0) + count
         for name, seconds in other.given_way_seconds.items():
@@ -105,6 +109,7 @@ class LoopAccount:
         interval: seconds since the previous loop's account (0 for the daemon's first loop).
         cpu: the pilots' CPU counter now, or None when it cannot be read.
         lending: whether a pilot ran during the interval.
+        partly: whether they ran under a cap, lending part of the host to its owner.
         given_way: why pilots were held back during the interval, or None.
         started: pilots started since the previous account.
         ended: pilots ended since the previous account, by how.
@@ -114,6 +119,7 @@ class LoopAccount:
     interval: float = 0.0
     cpu: CpuReading | None = None
     lending: bool = False
+    partly: bool = False
     given_way: GiveWay | None = None
     started: int = 0
     ended: Mapping[Ending, int] = field(default_factory=dict)
@@ -152,6 +158,7 @@ def account(ledger: Ledger, loop: LoopAccount) -> Ledger:
     interval = max(0.0, loop.interval)
     if loop.lending:
         today.lent_seconds += interval
+        today.partly_lent_seconds += interval if loop.partly else 0.0
     if loop.given_way is not None:
         reason = loop.given_way.value
         today.given_way_seconds[reason] = today.given_way_seconds.get(reason, 0.0) + interval
@@ -209,6 +216,7 @@ def _from_data(data: Any) -> Ledger:
             started=int(day.get("started", 0)),
             ended={str(key): int(value) for key, value in day.get("ended", {}).items()},
             lent_seconds=float(day.get("lent_seconds", 0.0)),
+            partly_lent_seconds=float(day.get("partly_lent_seconds", 0.0)),
             given_way_seconds={str(key): float(value) for key, value in day.get("given_way_seconds", {}).items()},
         )
     reading = CpuReading(str(mark["source"]), float(mark["seconds"])) if mark else None

@@ -11,7 +11,7 @@ from typing import Any
 
 from plancton.control import ledger
 from plancton.control.ledger import Day, Ledger
-from plancton.control.modefiles import read_mode
+from plancton.control.modefiles import read_mode, read_snooze
 from plancton.control.paths import Paths
 from plancton.control.pidfile import running_pid
 from plancton.control.state import State, read_state
@@ -19,19 +19,22 @@ from plancton.core.holds import Hold
 
 
 def status_data(paths: Paths) -> dict[str, Any]:
-    """Return the daemon's status: running, pid, uptime, mode, engine, cgroup, why (sentences),
-    holds (values of :class:`plancton.core.holds.Hold`), pilots."""
+    """Return the daemon's status: running, pid, uptime, mode, the snooze's end (Unix seconds,
+    None without one), engine, cgroup, why (sentences), holds (values of
+    :class:`plancton.core.holds.Hold`), pilots."""
     pid = running_pid(paths.pidfile)
     state = read_state(paths.state_file)
     if pid is None or state is None or state.pid != pid:
         state = State()  # what the file says is not about this daemon
     now = time.time()
+    snooze = read_snooze(paths.rundir)
     current = state.pid != 0
     return {
         "running": pid is not None,
         "pid": pid,
         "uptime_seconds": round(now - state.started_at, 1) if current else None,
         "mode": read_mode(paths.rundir).value,
+        "snooze_until": snooze if snooze is not None and snooze > now else None,
         "instance": state.instance or None,
         "config_file": paths.config_file,
         "config_revision": state.config_revision or None,

@@ -72,9 +72,9 @@ def resolve(
     )
 
 
-def prepare(paths: Paths) -> None:
-    """Create the run, log and state folders, and in user mode the configuration folder (0700
-    in user mode), and check they are safe to use.
+def prepare(paths: Paths, daemon: bool = False) -> None:
+    """Create the run and log folders, the state folder too for a daemon (``daemon``), and in
+    user mode the configuration folder (0700 in user mode), and check they are safe to use.
 
     Raises:
         PlanctonError: a folder cannot be created or written, or is writable by others.
@@ -84,7 +84,8 @@ def prepare(paths: Paths) -> None:
         # where config.yaml goes; only created, since it only needs to be readable
         with contextlib.suppress(OSError):
             os.makedirs(paths.confdir, mode=0o700)
-    for folder in (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile), paths.statedir):
+    state = [paths.statedir] if daemon else []
+    for folder in (paths.rundir, paths.logdir, os.path.dirname(paths.pidfile), *state):
         try:
             os.makedirs(folder, mode=mode, exist_ok=True)
         except OSError as error:

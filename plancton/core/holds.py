@@ -17,6 +17,7 @@ class Hold(enum.Enum):
     INPUT = "input"  # a keyboard used within input_idle, or nothing can tell
     BATTERY = "battery"  # on battery without run_on_battery
     RUN_HOURS = "run_hours"  # outside run_hours
+    SNOOZE = "snooze"  # the owner snoozed lending (planctonctl snooze)
     GRACE_SPAWN = "grace_spawn"  # the owner idle again for less than grace_spawn
     PAUSED_FIRST = "paused_first"  # paused pilots resume before new ones start
     START_BACKOFF = "start_backoff"  # starts failed lately

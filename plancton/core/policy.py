@@ -11,9 +11,11 @@ Graded response to the host's owner:
 3. paused for ``grace_kill`` with the owner still busy: stop them (SIGTERM, then SIGKILL);
 4. start pilots again only after ``grace_spawn`` of owner idleness.
 A person at the host (input within ``input_idle``), a host on battery (unless
-``run_on_battery``) or a time outside ``run_hours`` counts as a busy owner too, without
-waiting for ``pause_delay``: every pilot is paused at once, and stopped after ``grace_kill``.
-Memory below ``mem_floor`` (or under pressure) kills the youngest pilots at once.
+``run_on_battery``), a time outside ``run_hours`` or the owner's snooze counts as a busy owner
+too, without waiting for ``pause_delay``: every pilot is paused at once, and stopped after
+``grace_kill``. With ``lend_cores`` the pilots keep that many cores instead, under a CPU cap
+on their parent cgroup, while the owner is present or busy. Memory below ``mem_floor`` (or
+under pressure) kills the youngest pilots at once.
 """
 
 import math
@@ -70,6 +72,8 @@ class Settings(Protocol):
     @property
     def run_hours(self) -> tuple[hours.Window, ...]: ...
     @property
+    def lend_cores(self) -> float: ...
+    @property
     def docker_image(self) -> str: ...
     @property
     def replace_on_image_change(self) -> bool: ...
@@ -108,12 +112,14 @@ class Presence:
         input_source: where that figure comes from ("logind", "terminals", "input devices").
         on_battery: whether the host runs on battery.
         local_time: the host's local time, for ``run_hours`` (None: not checked).
+        snooze_left: seconds left of a snooze the owner asked for (None or 0: none).
     """
 
     input_idle_seconds: float | None = None
     input_source: str = ""
     on_battery: bool = False
     local_time: datetime | None = None
+    snooze_left: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,9 @@ class Plan:
     #: reasons say the same for people, with figures.
     holds: tuple[Hold, ...] = ()
     exit_daemon: bool = False
+    #: The cores the pilots as a whole may use (a CPU cap on their parent cgroup), while
+    #: they lend part of the host to a present or busy owner; None: no cap.
+    cpu_cap: float | None = None
     #: Seconds until one of the policy's timers (pause_delay, grace_kill, grace_spawn, a
     #: back-off) falls due, when one is running: the daemon decides again then rather than
     #: after a whole main_sleep.
@@ -253,10 +262,11 @@ def decide(
         draft.stop += [(pilot.id, "force-stop") for pilot in _youngest_first(live)]
         draft.note(f"force-stop: stopping {len(live)} pilots, starting none", Hold.MODE)
         return draft.freeze(), memory
-    if _relieve_memory(sample, live, config, draft):
-        return draft.freeze(), memory
-    _expire(live, config, draft)
     situation = _Situation(sample, config, mode, now, memory, history, presence)
+    cap = _lending_cap(situation)
+    if _relieve_memory(sample, live, config, draft):
+        return replace(draft.freeze(), cpu_cap=cap), memory
+    _expire(live, config, draft)
     remaining = [pilot for pilot in live if pilot.id not in draft.leaving()]
     _follow_owner(situation, remaining, draft)
     remaining = [pilot for pilot in remaining if pilot.id not in draft.leaving()]
@@ -265,7 +275,7 @@ def decide(
         draft.exit_daemon = True
         draft.note("drain-stop: no pilot left, the daemon exits")
     memory = _record_pauses(memory, draft, now)
-    return replace(draft.freeze(), wake_in=_wake_in(situation, memory)), memory
+    return replace(draft.freeze(), cpu_cap=cap, wake_in=_wake_in(situation, memory)), memory
 
 
 def owner_busy_after(was_busy: bool, sample: HostSample, config: Settings) -> bool:
@@ -303,8 +313,11 @@ def _update_presence(memory: Memory, presence: Presence, config: Settings, now: 
 
 
 def _present_reasons(presence: Presence, config: Settings) -> tuple[Reason, ...]:
-    """Return why input, battery or the hours make the owner present (none: not present)."""
+    """Return why a snooze, input, battery or the hours make the owner present (none: not
+    present)."""
     reasons = []
+    if presence.snooze_left:
+        reasons.append(Reason(Hold.SNOOZE, f"snoozed by the owner for another {_minutes(presence.snooze_left)}"))
     idle, source = presence.input_idle_seconds, presence.input_source
     if config.input_idle and idle is None:
         reasons.append(Reason(Hold.INPUT, "no source tells when a keyboard was last used (input_idle is set)"))
@@ -318,6 +331,10 @@ def _present_reasons(presence: Presence, config: Settings) -> tuple[Reason, ...]
         until = f" until {hours.describe_moment(change, moment)}" if change else ""
         reasons.append(Reason(Hold.RUN_HOURS, f"outside run_hours{until}"))
     return tuple(reasons)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.0f} min"
 
 
 def present_text(present: tuple[Reason, ...]) -> str:
@@ -398,10 +415,11 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
     in_state = now - memory.owner_since
     present = present_text(memory.present)
     holds = _owner_holds(memory) if memory.present else (Hold.OWNER_BUSY,)
-    if memory.present or (memory.owner_busy and in_state >= config.pause_delay):
-        # a present owner gets the whole host back; a busy one what its load needs
-        room = 0.0 if memory.present else max(0.0, sample.ncpus - sample.owner_cores)
-        keep = math.floor(room / config.cpus_per_dock + 1e-9)
+    if _owner_engaged(situation):
+        # a present owner gets the whole host back, a busy one what its load needs; but for
+        # the cores lent while the owner works
+        lending = _lending_cap(situation) is not None
+        keep = _lent_pilots(config) if lending else _room_keep(situation)
         to_pause = _youngest_first(active)[: max(0, len(active) - keep)]
         draft.pause += [pilot.id for pilot in to_pause]
         why = present or f"{owner}, busy {in_state:.0f} s"
@@ -414,6 +432,8 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
                 f"{present or 'owner busy'} past grace_kill {config.grace_kill:g} s: stopping {len(overdue)} pilots",
                 *holds,
             )
+        if lending:
+            _lend(situation, active, held, draft, keep)
     elif memory.owner_busy:
         draft.note(f"{owner}: pausing pilots if it stays busy {config.pause_delay:g} s", Hold.OWNER_BUSY)
     elif held:
@@ -423,6 +443,51 @@ def _follow_owner(situation: _Situation, live: list[PilotView], draft: _Draft) -
         draft.unpause += [pilot.id for pilot in to_resume]
         draft.released += [pilot.id for pilot in held if pilot.state != "paused"]
         draft.note(f"{owner}, idle again: resuming {len(held)} held pilots")
+
+
+def _owner_engaged(situation: _Situation) -> bool:
+    """Return whether the owner is present, or busy for pause_delay: pilots give way then."""
+    memory, config = situation.memory, situation.config
+    busy_for = situation.now - memory.owner_since
+    return bool(memory.present) or (memory.owner_busy and busy_for >= config.pause_delay)
+
+
+def _room_keep(situation: _Situation) -> int:
+    """Return how many pilots fit beside the owner: none for a present owner, those that fit in
+    the CPU a busy owner leaves."""
+    if situation.memory.present:
+        return 0
+    room = max(0.0, situation.sample.ncpus - situation.sample.owner_cores)
+    return math.floor(room / situation.config.cpus_per_dock + 1e-9)
+
+
+def _lent_pilots(config: Settings) -> int:
+    """Return how many pilots run on the cores lent to a present or busy owner's host."""
+    return math.ceil(config.lend_cores / config.cpus_per_dock - 1e-9) if config.lend_cores > 0 else 0
+
+
+def _lending_cap(situation: _Situation) -> float | None:
+    """Return the pilots' CPU cap while they lend part of the host to a present or busy
+    owner (``lend_cores``), or None when they do not: no lending set, not in active mode, the
+    owner neither present nor busy, a busy owner leaving more room than is lent, or a snooze
+    (the owner asked for the whole host)."""
+    config = situation.config
+    snoozed = any(reason.hold is Hold.SNOOZE for reason in situation.memory.present)
+    lending = situation.mode is Mode.ACTIVE and _owner_engaged(situation) and not snoozed
+    if not lending or _lent_pilots(config) <= _room_keep(situation):
+        return None
+    return config.lend_cores
+
+
+def _lend(situation: _Situation, active: list[PilotView], held: list[PilotView], draft: _Draft, keep: int) -> None:
+    """While lending, keep ``keep`` pilots running: resume held pilots first (oldest first),
+    then start new ones (see :func:`_spawn`)."""
+    paused = [pilot for pilot in held if pilot.state == "paused" and pilot.id not in draft.leaving()]
+    wanted = max(0, keep - len(active))
+    to_resume = sorted(paused, key=lambda pilot: (-pilot.age, pilot.id))[:wanted]
+    draft.unpause += [pilot.id for pilot in to_resume]
+    cap = situation.config.lend_cores
+    draft.note(f"lending {cap:g} cores to the owner's host: {min(keep, len(active) + len(to_resume))} pilots run")
 
 
 def _pool_room(config: Settings, live: list[PilotView]) -> int:
@@ -437,31 +502,39 @@ def _spawn(situation: _Situation, live: list[PilotView], draft: _Draft) -> None:
         draft.note(f"starting none: {why}", *holds)
         return
     wanted = min(config.docks_per_loop, _pool_room(config, live))
+    lending = _lending_cap(situation) is not None
+    if lending:
+        held = dict(situation.memory.paused_since)
+        lent = [pilot for pilot in live if pilot.id not in held and pilot.state != "paused"]
+        wanted = min(wanted, _lent_pilots(config) - len(lent))
     if wanted <= 0:
-        draft.note(f"pool full: {len(live)} of max_docks {config.pool_size} pilots", Hold.POOL_FULL)
+        if not lending:
+            draft.note(f"pool full: {len(live)} of max_docks {config.pool_size} pilots", Hold.POOL_FULL)
         return
     recent = sum(1 for started in situation.history.recent_starts if situation.now - started < 60.0)
     draft.start = max(0, min(wanted, config.max_starts_per_minute - recent))
     if draft.start < wanted:
         draft.note(f"start rate at max_starts_per_minute {config.max_starts_per_minute}", Hold.START_RATE)
     if draft.start:
-        draft.note(f"owner idle: starting {draft.start} pilots ({len(live)} of {config.pool_size} live)")
+        who = "lending to a present or busy owner" if lending else "owner idle"
+        draft.note(f"{who}: starting {draft.start} pilots ({len(live)} of {config.pool_size} live)")
 
 
 def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> tuple[tuple[Hold, ...], str] | None:
     """Return why no pilot may start now (the holds, and a sentence), or None when they may."""
     config, now, memory, history = situation.config, situation.now, situation.memory, situation.history
     held = dict(memory.paused_since)
+    lending = _lending_cap(situation) is not None
     if situation.mode is not Mode.ACTIVE:
         return (Hold.MODE,), f"{situation.mode.value} ({len(live)} pilots left)"
-    if memory.present:
+    if memory.present and not lending:
         return _owner_holds(memory), present_text(memory.present)
-    if memory.owner_busy:
+    if memory.owner_busy and not lending:
         return (Hold.OWNER_BUSY,), "owner busy"
     if draft.unpause or draft.released or any(p.state == "paused" or p.id in held for p in live):
         return (Hold.PAUSED_FIRST,), "paused pilots resume first"
     idle_for = now - memory.reclaim_ended
-    if idle_for < config.grace_spawn and not history.spawn_now:
+    if idle_for < config.grace_spawn and not history.spawn_now and not lending:
         return (Hold.GRACE_SPAWN,), f"owner idle again only {idle_for:.0f} s of grace_spawn {config.grace_spawn:g} s"
     if now < history.backoff_until:
         return (Hold.START_BACKOFF,), f"backing off after failed starts for {history.backoff_until - now:.0f} s"
@@ -486,8 +559,8 @@ def _record_pauses(memory: Memory, draft: _Draft, now: float) -> Memory:
 def _wake_in(situation: _Situation, memory: Memory) -> float | None:
     """Return the seconds until the next of the running timers falls due, or None for none.
 
-    Besides the policy's own timers, the owner's presence may end by itself: input_idle
-    running out since the last keystroke, or run_hours opening or closing.
+    Besides the policy's own timers, the owner's presence may end by itself: a snooze ending,
+    input_idle running out since the last keystroke, or run_hours opening or closing.
     """
     config, history, now, presence = situation.config, situation.history, situation.now, situation.presence
     due = []
@@ -497,6 +570,8 @@ def _wake_in(situation: _Situation, memory: Memory) -> float | None:
         due += [since + config.grace_kill for _, since in memory.paused_since]
     else:
         due += [memory.reclaim_ended + config.grace_spawn, history.backoff_until]
+    if presence.snooze_left:
+        due.append(now + presence.snooze_left)
     idle = presence.input_idle_seconds
     if config.input_idle and idle is not None and idle < config.input_idle:
         due.append(now + config.input_idle - idle)

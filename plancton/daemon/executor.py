@@ -17,7 +17,7 @@ from plancton.core.policy import Plan
 from plancton.daemon.actions import START_CONCURRENCY, STOP_CONCURRENCY, ActionRunner
 from plancton.daemon.placement import Placement
 from plancton.daemon.roster import Roster
-from plancton.daemon.starts import StartTracker
+from plancton.daemon.starts import INSTANT_EXIT_SECONDS, StartTracker
 from plancton.engines.base import Engine
 from plancton.engines.images import ImageKeeper
 from plancton.engines.spec import container_spec
@@ -74,6 +74,7 @@ class Executor:
     def execute(self, plan: Plan, config: Config) -> None:
         """Hand every action of the plan to the workers, under the configuration it was
         decided with; return at once."""
+        self.placement.cap(plan.cpu_cap)  # a file write: at once, before pilots are resumed or started
         act = self._actions.act
         for container in plan.remove:
             act(container, functools.partial(self._remove, container))
@@ -130,7 +131,9 @@ class Executor:
         runtime = max(0.0, self.wall() - pilot.created)
         ours = self.roster.take_stopped_by_us(container)
         log.info("pilot %s %s with code %s after %.0f s: removed", pilot.name, pilot.state, pilot.exit_code, runtime)
-        self.reporter.pilot_event(PilotEvent("exited", pilot.name, pilot.exit_code, runtime))
+        failed = not ours and (pilot.state == "created" or runtime < INSTANT_EXIT_SECONDS)
+        event = PilotEvent("exited", pilot.name, pilot.exit_code, runtime, by_plancton=ours, failed=failed)
+        self.reporter.pilot_event(event)
         if pilot.state == "created":
             self.starts.failed(self.clock())
         elif not ours:

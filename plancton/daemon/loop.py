@@ -12,11 +12,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from plancton import __version__
 from plancton.config.schema import Config
-from plancton.control.modefiles import read_mode, take_spawn_now, write_mode
+from plancton.control.modefiles import cancel_snooze, read_mode, read_snooze, take_spawn_now, write_mode
 from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
 from plancton.core.modes import Mode
@@ -88,6 +88,7 @@ class Daemon:
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
+        self.snooze_until: float | None = None
         self.started_at = clock()
         self.started_wall = wall()
         self.host: HostWatch | None = None
@@ -155,7 +156,7 @@ class Daemon:
         in_flight, _ = self.executor.under_way()
         views = self.roster.views(now, in_flight, starting)
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
-        presence = self.presence.sample(self.wall())
+        presence = replace(self.presence.sample(self.wall()), snooze_left=self._snooze_left())
         before = self.memory
         plan, self.memory = decide(sample, views, self.config, self.mode, now, before, history, presence)
         self._log_owner_change(before, sample, now)
@@ -249,6 +250,22 @@ class Daemon:
 
     # -- modes, signals and timers ----------------------------------------------------------
 
+    def _snooze_left(self) -> float | None:
+        """Return the seconds left of the owner's snooze (None: none); say when one begins or
+        ends, and remove the snooze file once it is over."""
+        until = read_snooze(self.paths.rundir)
+        if until is not None and until <= self.wall():
+            cancel_snooze(self.paths.rundir)
+            until = None
+        if until != self.snooze_until:
+            if until is not None:
+                moment = time.strftime("%H:%M:%S", time.localtime(until))
+                log.info("snoozed by the owner until %s: pilots give way", moment)
+            else:
+                log.info("snooze over: pilots may run again")
+            self.snooze_until = until
+        return until - self.wall() if until is not None else None
+
     def _follow_mode(self) -> None:
         mode = read_mode(self.paths.rundir)
         if mode is not self.mode:
@@ -299,6 +316,11 @@ class Daemon:
             api_calls=self.engine.api_calls - calls_before,
             engine_available=self.engine_error is None,
             holds=self.last_plan.holds,
+            pilots_cpu=self.placement.cpu_counter(),
+            cpu_cap=self.placement.cpu_cap,
+            engine=self.engine_name,
+            image_ready=self.executor.images.known(self.config.docker_image),
+            config_rejected=self.watcher.rejected,
         )
         self.reporter.loop(report)
         self._write_state(report)

@@ -1,7 +1,8 @@
 """Where pilots go on this host: their parent cgroup, their limits' ceilings, the freeze room.
 
-The parent cgroup runs at the lowest CPU weight; the ceilings bound the pilots' default
-limits; a freeze lifts that weight for a moment. Prepared once the engine has said how it
+The parent cgroup runs at the lowest CPU weight, and under a CPU cap while the pilots lend
+part of the host to its owner; the ceilings bound the pilots' default limits; a freeze lifts
+that weight for a moment. Prepared once the engine has said how it
 runs containers (:meth:`Placement.prepare`); the executor reads it for every pilot it starts
 or pauses, the daemon for its state and at exit.
 """
@@ -30,6 +31,10 @@ class Placement:
         self.instance = instance
         self.cgroup_root = cgroup_root
         self.cgroup: PilotCgroup | None = None
+        #: the pilots' CPU cap in force, in cores (None: none)
+        self.cpu_cap: float | None = None
+        self._cap_written = False
+        self._cap_warning: str | None = None
         #: the hard limits that pilots' default nofile and nproc stay within (none: the engine's own)
         self.ulimit_ceilings: dict[str, int] = {}
 
@@ -65,9 +70,33 @@ class Placement:
             elif self.cgroup.setting != NOT_SET:
                 log.info("pilots' cgroup %s: %s", self.cgroup.docker_parent, self.cgroup.setting)
 
+    def cap(self, cores: float | None) -> None:
+        """Cap the pilots' CPU at ``cores`` as a whole (None: lift the cap), when that changes;
+        a cap left by an earlier daemon is written over once, whatever it was."""
+        if self.cgroup is None or not self.cgroup.exists or (self._cap_written and cores == self.cpu_cap):
+            return
+        warning = self.cgroup.set_cpu_cap(cores)
+        if warning:
+            if warning != self._cap_warning:
+                log.warning("%s", warning)
+            self._cap_warning = warning
+            return
+        if cores is not None:
+            log.info("lending %g cores to the owner's host: the pilots' CPU is capped there", cores)
+        elif self.cpu_cap is not None:
+            log.info("pilots' CPU cap lifted: the owner no longer needs the host")
+        self.cpu_cap, self._cap_written, self._cap_warning = cores, True, None
+
+    def cpu_counter(self) -> tuple[str, float] | None:
+        """Return the pilots' CPU counter (what identifies it, and its seconds), or None."""
+        return self.cgroup.cpu_counter() if self.cgroup is not None else None
+
     def describe(self) -> dict[str, str]:
         """Return the parent cgroup and how it was prepared, for the state file (empty before)."""
-        return {"parent": self.cgroup.docker_parent, "cpu": self.cgroup.setting} if self.cgroup else {}
+        if self.cgroup is None:
+            return {}
+        lent = {"cap": f"{self.cpu_cap:g} cores"} if self.cpu_cap is not None else {}
+        return {"parent": self.cgroup.docker_parent, "cpu": self.cgroup.setting, **lent}
 
     def remove(self) -> None:
         """Remove the pilots' parent cgroup, when no pilot of this instance is left."""

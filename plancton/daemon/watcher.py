@@ -33,6 +33,8 @@ class ConfigWatcher:
         self.wall = wall
         self._fingerprint = files.fingerprint(path)
         self._checked = clock()
+        #: whether the file on disk was refused at the last look (the daemon keeps its last good one)
+        self.rejected = False
 
     def changed(self, interval: float) -> bool:
         """Return whether, ``interval`` seconds or more after the last look, the file's
@@ -52,6 +54,7 @@ class ConfigWatcher:
         ``old``, else None (the reason is logged)."""
         self._fingerprint = files.fingerprint(self.path)
         rejected = f"configuration {self.path} rejected, keeping revision {old.revision}"
+        self.rejected = True  # until the file proves good
         try:
             new, warnings = loader.load(self.path, host_facts())
         except ConfigError as error:
@@ -70,6 +73,7 @@ class ConfigWatcher:
                 new.instance,
             )
             return None
+        self.rejected = False
         if new.revision == old.revision:
             log.info("configuration unchanged (revision %s)", new.revision)
             return None

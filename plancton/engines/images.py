@@ -33,6 +33,10 @@ class ImageKeeper:
         self._last_failure: dict[str, float] = {}
         self._pulling: threading.Thread | None = None
 
+    def known(self, reference: str) -> bool | None:
+        """Return whether the image was there when last looked for (None: never looked for)."""
+        return self._present.get(reference)
+
     def forget(self, reference: str) -> None:
         """Forget what is known of an image (after a create said it is missing)."""
         self._present.pop(reference, None)

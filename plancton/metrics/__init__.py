@@ -1,6 +1,6 @@
 """Monitoring: the daemon's reports, as InfluxDB points, Prometheus metrics and the owner's page.
 
 The reports and their interface, the pure points, the bounded non-blocking InfluxDB sender
-and reporter, the Prometheus endpoint and textfile, and the owner's page with the CPU
-history it charts.
+and reporter, the Prometheus endpoint and textfile, the ledger's reporter, and the owner's
+page.
 """

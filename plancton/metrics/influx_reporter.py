@@ -13,12 +13,14 @@ from dataclasses import replace
 
 from plancton.config.influxdb_url import parse_target
 from plancton.config.schema import Config
+from plancton.control.ledger import Day
 from plancton.metrics.influx_sender import SenderSettings, TargetSender
 from plancton.metrics.points import (
     Point,
     Tags,
     daemon_point,
     event_point,
+    ledger_point,
     legacy_event_points,
     legacy_loop_points,
     loop_points,
@@ -39,9 +41,16 @@ class InfluxReporter:
     Args:
         host_name: the ``host`` tag (default: this host's name).
         settings: buffering and timeouts of every target.
+        ledger: returns the ledger's totals over every day it keeps (None: no ledger).
     """
 
-    def __init__(self, host_name: str | None = None, settings: SenderSettings | None = None) -> None:
+    def __init__(
+        self,
+        host_name: str | None = None,
+        settings: SenderSettings | None = None,
+        ledger: Callable[[], Day] | None = None,
+    ) -> None:
+        self.ledger = ledger
         self.host_name = host_name or socket.gethostname()
         self.settings = settings or SenderSettings()
         self._senders: dict[str, TargetSender] = {}
@@ -60,9 +69,11 @@ class InfluxReporter:
         """Queue the points of one loop, and each target's own counters."""
         self._last_report = report
         legacy = self._legacy_hostname
+        lent = self.ledger() if self.ledger is not None else None
 
         def build(tags: Tags, time_ns: int) -> list[Point]:
             points = loop_points(report, tags, time_ns)
+            points += [ledger_point(lent, tags, time_ns)] if lent is not None else []
             return points + (legacy_loop_points(report, legacy, time_ns) if legacy else [])
 
         self._guard(self._send, build, True)

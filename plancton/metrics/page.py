@@ -4,11 +4,10 @@ It is served beside ``/metrics`` by the metrics endpoint's server thread, read-o
 page (``page.html`` in this package, its style and script inline, nothing fetched from
 outside the machine) and the JSON it draws from, read from the files ``planctonctl`` reads:
 
-- ``/api/status``: ``planctonctl status --json``, with ``snooze_until`` (Unix seconds, or
-  None when no snooze is on);
+- ``/api/status``: ``planctonctl status --json``;
 - ``/api/stats``: ``planctonctl stats --json``;
 - ``/api/history``: the last day's minutes of the owner's and the pilots' CPU
-  (:mod:`plancton.metrics.history`).
+  (:mod:`plancton.control.history`).
 
 Only GET and HEAD are answered; ``/metrics`` stays prometheus_client's own application.
 """
@@ -21,18 +20,15 @@ from importlib import resources
 from typing import Any
 
 from plancton.control import overview
-from plancton.control.modefiles import read_snooze
+from plancton.control.history import history_path, last_day, read_history
 from plancton.control.paths import Paths
 from plancton.errors import PlanctonError
-from plancton.metrics.history import history_path, read_history
 
 #: A WSGI application, as wsgiref calls it.
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 METRICS_PATH = "/metrics"
 READ_METHODS = ("GET", "HEAD")
-#: The chart's span.
-DAY_SECONDS = 86400.0
 #: The page may run its own script and style and read this server's JSON; nothing else.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
@@ -42,9 +38,8 @@ _COMMON_HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "no
 
 
 def status(paths: Paths, now: float) -> dict[str, Any]:
-    """Return ``planctonctl status --json``'s figures and the end of a snooze that is on."""
-    until = read_snooze(paths.rundir)
-    return {**overview.status_data(paths), "snooze_until": until if until is not None and until > now else None}
+    """Return ``planctonctl status --json``'s figures (they are of the moment they are read)."""
+    return overview.status_data(paths)
 
 
 def stats(paths: Paths, now: float) -> dict[str, Any]:
@@ -58,12 +53,9 @@ def stats(paths: Paths, now: float) -> dict[str, Any]:
 
 
 def history(paths: Paths, now: float) -> dict[str, Any]:
-    """Return the minutes of the last day, oldest first, and the file they come from.
-
-    Raises:
-        PlanctonError: the history file is damaged or unreadable.
-    """
-    minutes = [list(minute) for minute in read_history(paths.statedir) if minute[0] > now - DAY_SECONDS]
+    """Return the minutes of the last day, oldest first (none when the file is missing or
+    damaged), and the file they come from."""
+    minutes = [list(minute) for minute in last_day(read_history(paths.statedir), now)]
     return {"now": now, "file": history_path(paths.statedir), "minutes": minutes}
 
 

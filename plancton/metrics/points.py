@@ -1,7 +1,7 @@
 """InfluxDB points built from the daemon's reports, and their line protocol: pure functions.
 
 :func:`loop_points`, :func:`daemon_point`, :func:`host_point`, :func:`event_point`,
-:func:`sender_point` and :meth:`Point.line`, and the series of Plancton 0.6:
+:func:`sender_point`, :func:`ledger_point` and :meth:`Point.line`, and the series of Plancton 0.6:
 :func:`legacy_loop_points`, :func:`legacy_event_points`. docs/metrics.md describes the schema;
 :mod:`plancton.metrics.influx_sender` sends them.
 """
@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from plancton.control.ledger import Day, Ending, GiveWay
 from plancton.core.policy import LIVE_STATES, HostSample
 from plancton.metrics.reporting import COUNTED_STATES, REASON_TAG_KINDS, LoopReport, PilotEvent, SenderStats
 
@@ -17,6 +18,7 @@ DAEMON = "plancton_daemon"
 HOST = "plancton_host"
 PILOT_EVENT = "plancton_pilot_event"
 SENDER = "plancton_sender"
+LEDGER = "plancton_ledger"
 #: The series of Plancton 0.6, written as well with ``influxdb_legacy_series: true``.
 LEGACY_DAEMON = "daemon"
 LEGACY_MEASUREMENT = "measurement"
@@ -117,6 +119,22 @@ def loop_points(report: LoopReport, tags: Tags, time_ns: int) -> list[Point]:
     if report.sample is not None:
         points.append(host_point(report.sample, tags, time_ns))
     return points
+
+
+def ledger_point(lent: Day, tags: Tags, time_ns: int) -> Point:
+    """Given the ledger's totals over every day it keeps, return its point: what the node
+    lent, counted across restarts of the daemon."""
+    fields: dict[str, FieldValue] = {
+        "cpu_seconds": float(lent.cpu_seconds),
+        "lent_seconds": float(lent.lent_seconds),
+        "partly_lent_seconds": float(lent.partly_lent_seconds),
+        "pilots_started": lent.started,
+    }
+    fields |= {f"ended_{name.value}": lent.ended.get(name.value, 0) for name in Ending}
+    fields |= {
+        f"given_way_{name.value}_seconds": float(lent.given_way_seconds.get(name.value, 0.0)) for name in GiveWay
+    }
+    return Point(LEDGER, tags, fields, time_ns)
 
 
 def event_point(event: PilotEvent, tags: Tags, time_ns: int) -> Point:

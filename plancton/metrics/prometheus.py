@@ -23,6 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app, write_to_textfile
@@ -39,6 +40,7 @@ from prometheus_client.registry import Collector
 from plancton import __version__
 from plancton.config.listen_address import ListenAddress, parse_listen_address
 from plancton.config.schema import Config
+from plancton.control.ledger import Day, Ending, GiveWay
 from plancton.control.paths import Paths
 from plancton.core.holds import Hold
 from plancton.core.modes import Mode
@@ -90,6 +92,8 @@ class Snapshot:
         loops: loops so far.
         api_calls: engine API calls so far.
         senders: each InfluxDB target's counters, by its URL (password masked).
+        ledger: what the node lent over every day its ledger keeps (None: not known).
+        host: this host's name.
         version: Plancton's version.
     """
 
@@ -100,7 +104,9 @@ class Snapshot:
     loops: int = 0
     api_calls: int = 0
     senders: Mapping[str, SenderStats] = field(default_factory=dict)
+    ledger: Day | None = None
     version: str = __version__
+    host: str = field(default_factory=socket.gethostname)
 
 
 def initial_events() -> Counter[tuple[str, str]]:
@@ -123,15 +129,31 @@ def event_key(event: PilotEvent) -> tuple[str, str]:
 
 def families(snapshot: Snapshot) -> list[Metric]:
     """Given a snapshot, return its metric families (host figures only when sampled)."""
-    found = [*_daemon_families(snapshot), *_event_families(snapshot), *_sender_families(snapshot)]
+    found = [
+        *_daemon_families(snapshot),
+        *_event_families(snapshot),
+        *_sender_families(snapshot),
+        *_ledger_families(snapshot),
+    ]
     report = snapshot.report
     if report is not None and report.sample is not None:
         found += _host_families(snapshot.instance, report)
     return found
 
 
+_Family = TypeVar("_Family", GaugeMetricFamily, CounterMetricFamily)
+
+
 def _gauge(name: str, documentation: str, instance: str, value: float) -> GaugeMetricFamily:
-    family = GaugeMetricFamily(name, documentation, labels=[INSTANCE_LABEL])
+    return _single(GaugeMetricFamily, name, documentation, instance, value)
+
+
+def _counter(name: str, documentation: str, instance: str, value: float) -> CounterMetricFamily:
+    return _single(CounterMetricFamily, name, documentation, instance, value)
+
+
+def _single(family_type: type[_Family], name: str, documentation: str, instance: str, value: float) -> _Family:
+    family = family_type(name, documentation, labels=[INSTANCE_LABEL])
     family.add_metric([instance], value)
     return family
 
@@ -150,17 +172,32 @@ def _labelled(
     return family
 
 
+def _ledger_families(snapshot: Snapshot) -> Iterator[Metric]:
+    """The ledger's totals, as counters that go on counting across restarts of the daemon."""
+    instance, lent = snapshot.instance, snapshot.ledger
+    if lent is None:
+        return
+    kept = "kept across restarts"
+    yield _counter("plancton_lent_cpu_seconds", f"CPU seconds the pilots used, {kept}", instance, lent.cpu_seconds)
+    yield _counter("plancton_lent_seconds", f"Seconds pilots ran on this host, {kept}", instance, lent.lent_seconds)
+    partly = f"Seconds pilots ran under lend_cores beside a present or busy owner, {kept}"
+    yield _counter("plancton_partly_lent_seconds", partly, instance, lent.partly_lent_seconds)
+    yield _counter("plancton_lent_pilots_started", f"Pilots started, {kept}", instance, lent.started)
+    endings = [(name.value, float(lent.ended.get(name.value, 0))) for name in Ending]
+    documentation = f"Pilots ended, by how, {kept}"
+    yield _labelled(CounterMetricFamily, "plancton_lent_pilot_endings", documentation, instance, "ending", endings)
+    reasons = [(name.value, lent.given_way_seconds.get(name.value, 0.0)) for name in GiveWay]
+    documentation = f"Seconds pilots gave way to the host's owner, by why, {kept}"
+    yield _labelled(CounterMetricFamily, "plancton_given_way_seconds", documentation, instance, "reason", reasons)
+
+
 def _daemon_families(snapshot: Snapshot) -> Iterator[Metric]:
     instance, report = snapshot.instance, snapshot.report
     build = InfoMetricFamily("plancton_build", "Plancton's version", labels=[INSTANCE_LABEL])
     build.add_metric([instance], {"version": snapshot.version})
     yield build
-    loops = CounterMetricFamily("plancton_loops", "Loops run (sense, decide, act, report)", labels=[INSTANCE_LABEL])
-    loops.add_metric([instance], snapshot.loops)
-    yield loops
-    calls = CounterMetricFamily("plancton_engine_api_calls", "Container engine API calls made", labels=[INSTANCE_LABEL])
-    calls.add_metric([instance], snapshot.api_calls)
-    yield calls
+    yield _counter("plancton_loops", "Loops run (sense, decide, act, report)", instance, snapshot.loops)
+    yield _counter("plancton_engine_api_calls", "Container engine API calls made", instance, snapshot.api_calls)
     if report is None:
         return
     yield _gauge("plancton_uptime_seconds", "Seconds since the daemon started", instance, report.uptime_seconds)
@@ -186,6 +223,14 @@ def _daemon_families(snapshot: Snapshot) -> Iterator[Metric]:
     yield _gauge("plancton_loop_duration_seconds", "How long the last loop took", instance, report.loop_seconds)
     engine = "1 when the container engine answered in the last loop"
     yield _gauge("plancton_engine_up", engine, instance, float(report.engine_available))
+    node = InfoMetricFamily("plancton_node", "The host and the container engine", labels=[INSTANCE_LABEL])
+    node.add_metric([instance], {"host": snapshot.host, "engine": report.engine})
+    yield node
+    rejected = "1 while the configuration file on disk is refused and the daemon keeps its last good one"
+    yield _gauge("plancton_config_rejected", rejected, instance, float(report.config_rejected))
+    if report.image_ready is not None:
+        ready = "1 when the pilots' image was there when last looked for, 0 when it is missing"
+        yield _gauge("plancton_image_ready", ready, instance, float(report.image_ready))
 
 
 def _event_families(snapshot: Snapshot) -> Iterator[Metric]:
@@ -324,6 +369,7 @@ class PrometheusReporter:
 
     Args:
         influx_senders: returns each InfluxDB target's counters, by URL (password masked).
+        ledger: returns the ledger's totals over every day it keeps (None: no ledger).
         clock: a monotonic clock, for the retries and the textfile's pace.
         paths: the installation's folders, for the owner's page at ``/`` of the endpoint
             (without them, the endpoint serves only the metrics).
@@ -332,10 +378,12 @@ class PrometheusReporter:
     def __init__(
         self,
         influx_senders: Callable[[], Mapping[str, SenderStats]] = dict,
+        ledger: Callable[[], Day] | None = None,
         clock: Callable[[], float] = time.monotonic,
         paths: Paths | None = None,
     ) -> None:
         self.influx_senders = influx_senders
+        self.ledger = ledger
         self.clock = clock
         self.paths = paths
         self.registry = CollectorRegistry(auto_describe=False)
@@ -421,8 +469,9 @@ class PrometheusReporter:
         if self.listen is None and self.textfile is None:
             return
         senders = dict(self.influx_senders())
+        lent = self.ledger() if self.ledger is not None else None
         with self._lock:
-            self._snapshot = replace(self._snapshot, events=dict(self._events), senders=senders)
+            self._snapshot = replace(self._snapshot, events=dict(self._events), senders=senders, ledger=lent)
             self.collector.snapshot = self._snapshot
 
     # -- the endpoint ------------------------------------------------------------------------

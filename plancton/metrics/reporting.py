@@ -38,6 +38,10 @@ class PilotEvent:
     exit_code: int | None = None
     runtime_seconds: float | None = None
     reason: str = ""
+    #: for exited: Plancton had stopped or killed the pilot itself
+    by_plancton: bool = False
+    #: for exited: the pilot never ran, or exited at once by itself (a failure)
+    failed: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,16 @@ class LoopReport:
     engine_available: bool
     #: what held pilots back, for metrics
     holds: tuple[Hold, ...] = field(default_factory=tuple)
+    #: what identifies the pilots' CPU counter, and the CPU seconds it holds (None: unread)
+    pilots_cpu: tuple[str, float] | None = None
+    #: the pilots' CPU cap while they lend part of the host to its owner (None: none)
+    cpu_cap: float | None = None
+    #: the engine that answers, as "Docker Engine 20.10.24" (empty: not known yet)
+    engine: str = ""
+    #: whether the pilots' image is there to start them with (None: not looked for yet)
+    image_ready: bool | None = None
+    #: whether the configuration file on disk was refused, the daemon keeping its last good one
+    config_rejected: bool = False
 
 
 class Reporter(Protocol):

@@ -26,6 +26,9 @@ IDLE_SETTING = "cpu.idle 1"
 V1_LOWEST = f"cpu.shares {V1_LOWEST_SHARES}"
 V2_LOWEST_WEIGHT = "1"
 NOT_SET = "not set yet"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+#: The CFS period of the pilots' CPU cap, in microseconds (the kernel's default).
+CAP_PERIOD_US = 100_000
 #: for each lowest-weight setting: the file, its lowest value, and an ordinary one
 _LIFTS = {
     IDLE_SETTING: ("cpu.idle", "1", "0"),
@@ -194,6 +197,48 @@ class PilotCgroup:
                 return int(handle.read()) / 1e9
         except (OSError, ValueError):
             return None
+
+    @property
+    def exists(self) -> bool:
+        """Whether the parent cgroup is there (a systemd slice appears with its first pilot)."""
+        return os.path.isdir(self._folder("cpu"))
+
+    def cpu_counter(self) -> tuple[str, float] | None:
+        """Return what identifies the pilots' CPU counter (this boot and the cgroup folder, so
+        that a counter made again reads as a new one) and the CPU seconds it holds, or None
+        when it cannot be read."""
+        seconds = self.cpu_seconds()
+        folder = self._folder("cpu" if self.version == 2 else "cpuacct")
+        try:
+            inode = os.stat(folder).st_ino
+        except OSError:
+            return None
+        boot = _read(BOOT_ID) or "unknown boot"
+        return (f"{boot}:{folder}:{inode}", seconds) if seconds is not None else None
+
+    def set_cpu_cap(self, cores: float | None) -> str | None:
+        """Cap the CPU of the pilots as a whole at ``cores`` (None: lift the cap), through the
+        parent cgroup's CFS bandwidth (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); return
+        a warning naming the fix if it cannot. Nothing to do before the parent exists (a
+        systemd slice, before its first pilot: see :attr:`exists`)."""
+        folder = self._folder("cpu")
+        if not os.path.isdir(folder):
+            return None
+        quota = round(cores * CAP_PERIOD_US) if cores is not None else None
+        try:
+            if self.version == 2:
+                _write(os.path.join(folder, "cpu.max"), f"{quota if quota is not None else 'max'} {CAP_PERIOD_US}")
+            else:
+                _write(os.path.join(folder, "cpu.cfs_period_us"), str(CAP_PERIOD_US))
+                _write(os.path.join(folder, "cpu.cfs_quota_us"), str(quota if quota is not None else -1))
+        except OSError as error:
+            return (
+                f"cannot cap the pilots' CPU at {cores:g} cores for lend_cores ({error.filename}: {error.strerror}); "
+                f"the pilots lent to the owner run uncapped, at the lowest CPU weight: {self._fix(error)}"
+                if cores is not None
+                else f"cannot lift the pilots' CPU cap ({error.filename}: {error.strerror}): {self._fix(error)}"
+            )
+        return None
 
     @contextlib.contextmanager
     def lifted_for_freeze(self) -> Iterator[None]:

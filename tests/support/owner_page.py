@@ -24,8 +24,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.wait import WebDriverWait
 
 from plancton.control import ledger
+from plancton.control.history import FORMAT_VERSION, history_path
 from plancton.control.ledger import Day, Ledger
-from plancton.metrics.history import FORMAT_VERSION, history_path
 from tests.conftest import STEADY_POLICY, Installation
 
 CHROMIUM = "/usr/bin/chromium"
@@ -49,21 +49,45 @@ DAEMON_CONFIG = STEADY_POLICY + "max_docks: 2\ndocker_cmd: sleep 600\nvacate_tim
 HISTORY_CORES = 2.0
 
 
-def location(statedir: str) -> list[str]:
-    """Return the planctonctl options of a user-mode installation with its own state folder."""
-    return ["--user", "--statedir", statedir]
+#: planctonctl's option for user mode, which the page's daemon runs in.
+USER_MODE = "--user"
 
 
-#: The seeded days, by how many days back: CPU core-seconds, pilots started, how they ended,
-#: seconds lent, seconds given way by reason. Each duration is a second past a whole minute
+#: The seeded days, by how many days back. Each duration is a second past a whole minute
 #: and each CPU figure far from a hundredth of a core-hour's edge, so that what the daemon
 #: adds while a test runs seldom changes what the page and ``stats`` print.
 SEEDED_DAYS: dict[int, Day] = {
-    0: Day(25514.0, 6, {"finished": 3, "owner": 1}, 15001.0, {"keyboard": 3901.0, "cpu": 1501.0}),
-    2: Day(38266.0, 9, {"finished": 6, "owner": 2, "ttl": 1}, 22501.0, {"keyboard": 4321.0}),
-    5: Day(55627.0, 11, {"finished": 8, "memory": 1, "failed": 2}, 32701.0, {"cpu": 2101.0, "hours": 7201.0}),
-    20: Day(34705.0, 7, {"finished": 5, "other": 2}, 20401.0, {"snooze": 3601.0}),
-    100: Day(42850.0, 5, {"finished": 5}, 25201.0, {"drain": 86401.0}),
+    0: Day(
+        cpu_seconds=25514.0,
+        started=6,
+        ended={"finished": 3, "owner": 1},
+        lent_seconds=15001.0,
+        partly_lent_seconds=4801.0,
+        given_way_seconds={"keyboard": 3901.0, "cpu": 1501.0},
+    ),
+    2: Day(
+        cpu_seconds=38266.0,
+        started=9,
+        ended={"finished": 6, "owner": 2, "ttl": 1},
+        lent_seconds=22501.0,
+        partly_lent_seconds=7261.0,
+        given_way_seconds={"keyboard": 4321.0},
+    ),
+    5: Day(
+        cpu_seconds=55627.0,
+        started=11,
+        ended={"finished": 8, "memory": 1, "failed": 2},
+        lent_seconds=32701.0,
+        given_way_seconds={"cpu": 2101.0, "hours": 7201.0},
+    ),
+    20: Day(
+        cpu_seconds=34705.0,
+        started=7,
+        ended={"finished": 5, "other": 2},
+        lent_seconds=20401.0,
+        given_way_seconds={"snooze": 3601.0},
+    ),
+    100: Day(cpu_seconds=42850.0, started=5, ended={"finished": 5}, lent_seconds=25201.0),
 }
 
 
@@ -99,17 +123,17 @@ def seed_history(statedir: str, now: float) -> int:
     return len(minutes)
 
 
-def start_daemon(installation: Installation, statedir: str, port: int) -> None:
+def start_daemon(installation: Installation, port: int) -> None:
     """Seed the ledger and the history, then start the daemon in user mode with its page on
     this loopback port.
 
     Raises:
         RuntimeError: ``planctonctl start`` failed.
     """
-    seed_ledger(statedir, datetime.date.today())
-    seed_history(statedir, time.time())
+    seed_ledger(installation.statedir, datetime.date.today())
+    seed_history(installation.statedir, time.time())
     installation.write_config(DAEMON_CONFIG + f"metrics_listen: 127.0.0.1:{port}\n")
-    started = installation.ctl(*location(statedir), "start")
+    started = installation.ctl(USER_MODE, "start")
     if started.returncode != 0:
         raise RuntimeError(f"planctonctl start failed: {started.stderr}")
 

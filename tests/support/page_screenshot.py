@@ -17,8 +17,9 @@ import tempfile
 from collections.abc import Iterator
 
 from tests.conftest import Installation
-from tests.influx_server import free_port
-from tests.services import (
+from tests.support.influx_server import free_port
+from tests.support.owner_page import browser, open_page, save_full_page, start_daemon
+from tests.support.services import (
     StartedProcess,
     docker_answers,
     engine_client,
@@ -27,7 +28,6 @@ from tests.services import (
     remove_instance,
     start_dockerd,
 )
-from tests.support.owner_page import browser, open_page, save_full_page, start_daemon
 
 #: The instance name the picture shows.
 INSTANCE = "workstation"
@@ -61,7 +61,7 @@ def running_daemon(root: str) -> Iterator[str]:
     installation = Installation(root=root, instance=INSTANCE)
     port = free_port()
     try:
-        start_daemon(installation, os.path.join(root, "state"), port)
+        start_daemon(installation, port)
         poll(lambda: running_pilots(installation) == 2, START_SECONDS, "two running pilots")
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.vm.guest.conftest import OwnerLoad
+from tests.support.owner_load import OwnerLoad
 
 CHECKOUT = os.environ.get("PLANCTON_CHECKOUT", "/root/plancton")
 CONFIG = "/etc/plancton/config.yaml"
@@ -420,7 +420,7 @@ def test_the_owner_gets_the_cpu_back(owner_load: OwnerLoad) -> None:
     pilots = running_pilots(60)
     before = slice_cores(2.0)
     assert before > 0.3, f"the pilots' busy loops used only {before:.2f} cores before the owner's load"
-    owner_load.start()
+    owner_load.start(cores=2)
     # at once: cpu.idle leaves the pilots only the CPU time no one else wants
     falls = [slice_cores(1.0) for _ in range(2)]
     assert falls[-1] < 0.1, f"pilots' CPU use in cores, 1-s windows after the owner's load: {falls}"

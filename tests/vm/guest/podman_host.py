@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.vm.guest.conftest import OwnerLoad
+from tests.support.owner_load import OwnerLoad
 from tests.vm.guest.modern_host import (
     CONFIG,
     DOCKER_SOCKET,
@@ -229,14 +229,14 @@ def test_systemctl_restart_adopts_the_podman_pilots() -> None:
 
 def test_podman_pilots_are_paused_resumed_and_stopped_as_the_owner_needs_the_cpu(owner_load: OwnerLoad) -> None:
     pilots = {pilot: process_cgroup(pilot, PODMAN_SOCKET) for pilot in running_pilots(60, PODMAN_SOCKET)}
-    owner_load.start()
+    owner_load.start(cores=2)
     wait_until(lambda: paused(pilots, PODMAN_SOCKET), PAUSE_DELAY + 60, "the pilots paused (frozen, State.Paused)")
     owner_load.stop()
     wait_until(lambda: running_thawed(pilots, PODMAN_SOCKET), 60, "the pilots resumed (before grace_kill)")
     assert pilot_ids(running_only=False, engine=PODMAN_SOCKET) == set(pilots)
     # busy again past grace_kill: stopped; removed once the owner is idle (grace_spawn holds
     # new ones back)
-    owner_load.start()
+    owner_load.start(cores=2)
     each_paused(pilots, PODMAN_SOCKET, PAUSE_DELAY + GRACE_KILL + 60)
     wait_until(lambda: stopped(pilots, PODMAN_SOCKET), GRACE_KILL + 60, "the pilots stopped")
     owner_load.stop()
@@ -376,7 +376,7 @@ def test_rootless_pilots_run_under_the_users_slice_and_give_way_to_the_owner(use
 
     # the owner loads the CPU: paused after pause_delay, stopped after grace_kill, removed once
     # the owner is idle again
-    owner_load.start()
+    owner_load.start(cores=2)
     each_paused(pilots, user.socket, PAUSE_DELAY + USER_GRACE_KILL + 60)
     wait_until(lambda: stopped(pilots, user.socket), USER_GRACE_KILL + 60, "the pilots stopped")
     owner_load.stop()

@@ -20,9 +20,9 @@ from typing import Any
 
 import docker
 
-from tests import services
+from tests.support import services
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(REPOSITORY, "examples", "htcondor")
 BUILD_IMAGE = os.path.join(EXAMPLE, "build-image")
 #: The pool's networks and managers carry this label, with the pool's id as its value.

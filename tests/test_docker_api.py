@@ -1,7 +1,6 @@
 """The adapter over the Docker API where Podman answers otherwise: pure parts with plain
 asserts, and each difference shown against both real engines."""
 
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -10,14 +9,13 @@ import docker
 import pytest
 
 from plancton.config.schema import Config
-from plancton.config.ulimits import lowest_hard_limits, parse_ulimits, pilot_ulimits, rlimit_fix
+from plancton.config.ulimits import lowest_hard_limits
 from plancton.engines.docker_api import DockerPilots, engine_identity, event_action, is_ours, socket_path
-from plancton.engines.rlimit_refusal import limit_in_error
 from plancton.engines.spec import container_spec
 from plancton.errors import ImageMissing, LimitRefused, PilotGone
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
-from tests import services
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
+from tests.support import services
 
 # -- pure parts ------------------------------------------------------------------------------
 
@@ -46,38 +44,6 @@ def test_only_the_instance_label_makes_a_pilot() -> None:
 def test_the_local_socket_of_an_engine_address() -> None:
     assert socket_path("unix:///run/podman/podman.sock") == "/run/podman/podman.sock"
     assert socket_path("tcp://host:2376") is None
-
-
-def test_ulimits_key() -> None:
-    assert parse_ulimits({"nproc": "100:200", "nofile": 1024}) == (("nofile", 1024, 1024), ("nproc", 100, 200))
-    assert parse_ulimits(None) == ()
-    for bad, said in (({"nofiles": 1}, "unknown limit 'nofiles'"), ({"nofile": "9:3"}, "above the hard limit")):
-        with pytest.raises(ValueError, match=said):
-            parse_ulimits(bad)
-    with pytest.raises(ValueError, match="soft:hard"):
-        parse_ulimits({"nofile": True})
-
-
-def test_default_limits_stay_within_the_lowest_hard_limits() -> None:
-    ceilings = lowest_hard_limits({"nofile": 20000, "nproc": None}, {"nofile": 1048576, "nproc": 32768})
-    assert ceilings == {"nofile": 20000, "nproc": 32768}
-    assert pilot_ulimits((), ceilings) == (("nofile", 20000, 20000), ("nproc", 32768, 32768))
-    # what the key sets is kept as it is, above the ceiling too
-    assert pilot_ulimits((("nofile", 50000, 50000),), ceilings) == (("nofile", 50000, 50000), ("nproc", 32768, 32768))
-    assert pilot_ulimits((), lowest_hard_limits({"nofile": None})) == ()
-
-
-def test_an_rlimit_refusal_names_the_limit_and_the_fix() -> None:
-    assert limit_in_error("runc create failed: error setting rlimit type 7: operation not permitted") == "nofile"
-    assert limit_in_error("crun: setrlimit `RLIMIT_NPROC`: Operation not permitted: OCI permission denied") == "nproc"
-    assert limit_in_error("no such image") is None
-    fix = rlimit_fix("nofile", (("nofile", 1048576, 1048576),))
-    assert "nofile=1048576:1048576" in fix and "ulimits: {nofile: 1024}" in fix
-
-
-def test_hard_limits_of_this_process_read_alike_from_proc() -> None:
-    assert process_hard_limits(0) == {}
-    assert process_hard_limits(os.getpid()) == own_hard_limits()
 
 
 # -- against the real engines -----------------------------------------------------------------

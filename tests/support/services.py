@@ -10,6 +10,7 @@ import io
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,6 +128,20 @@ def start_dockerd(log_dir: str) -> StartedProcess:
     return started
 
 
+def podman_runtime_options(cgroup_root: str = "/sys/fs/cgroup") -> list[str]:
+    """Return the podman options that pick an OCI runtime this host can run containers with.
+
+    Podman's own choice, crun, refuses a hybrid cgroup host whose unified hierarchy holds a
+    controller ("cgroups in hybrid mode not supported"), as on a host where no v1 hierarchy
+    mounts hugetlb; runc runs there. Elsewhere Podman keeps its choice."""
+    try:
+        with open(os.path.join(cgroup_root, "unified", "cgroup.controllers"), encoding="ascii") as handle:
+            hybrid_with_controllers = bool(handle.read().split())
+    except OSError:
+        return []
+    return ["--runtime", "runc"] if hybrid_with_controllers and shutil.which("runc") else []
+
+
 def start_podman_service(log_dir: str) -> StartedProcess:
     """Start rootful Podman's API service on :data:`PODMAN_SOCKET` (root only; ``--time=0``, or
     it exits 5 s after its last client), wait until it answers, and return it."""
@@ -134,7 +149,7 @@ def start_podman_service(log_dir: str) -> StartedProcess:
     log_path = os.path.join(log_dir, "podman.log")
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            ["podman", "system", "service", "--time=0", PODMAN_URL],
+            ["podman", *podman_runtime_options(), "system", "service", "--time=0", PODMAN_URL],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -152,6 +167,12 @@ def start_podman_service(log_dir: str) -> StartedProcess:
         started.stop()
         raise RuntimeError(f"{error}; its log:\n{started.log_text()[-4000:]}") from None
     return started
+
+
+def remove_image(reference: str) -> None:
+    """Remove an image from the Docker Engine (one a test or benchmark built); a missing one is fine."""
+    with engine_client() as client, contextlib.suppress(docker.errors.NotFound):
+        client.remove_image(reference, force=True)
 
 
 def copy_image(reference: str, url: str) -> bool:

@@ -20,7 +20,7 @@ import pytest
 import requests
 import urllib3
 
-from tests.services import StartedProcess
+from tests.support.services import StartedProcess
 
 INFLUXD = "influxd"
 START_TIMEOUT_SECONDS = 60.0

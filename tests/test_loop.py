@@ -21,7 +21,7 @@ from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
 from plancton.engines.spec import ContainerSpec
 from plancton.errors import EngineUnavailable, PilotGone
-from tests import services
+from tests.support import services
 
 #: Pilots start at once.
 QUIET = {"grace_spawn": 0}

@@ -1,5 +1,5 @@
 """Real cctools Work Queue for the tests and benchmarks: the example manager, the example
-pilot image, host workers and an owner's CPU load, each started and stopped by its pid.
+pilot image and host workers, each started and stopped by its pid.
 
 The manager is ``examples/workqueue/manager.py``, run by Debian's interpreter because the
 Work Queue bindings (package ``python3-workqueue``) live in its dist-packages, outside the
@@ -13,11 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker
+from tests.support import services
 
-from tests import services
-
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLE = os.path.join(REPOSITORY, "examples", "workqueue")
 MANAGER = os.path.join(EXAMPLE, "manager.py")
 BUILD_IMAGE = os.path.join(EXAMPLE, "build-image")
@@ -46,17 +44,6 @@ def build_image(reference: str, self_contained: bool = False) -> None:
     """
     options = ["--self-contained"] if self_contained else []
     subprocess.run([BUILD_IMAGE, *options, reference], check=True, capture_output=True, text=True, timeout=300)
-
-
-def remove_image(reference: str) -> None:
-    """Remove an image built by :func:`build_image`; a missing one is fine."""
-    client = docker.APIClient(base_url=f"unix://{services.DOCKER_SOCKET}", version="auto", timeout=60)
-    try:
-        client.remove_image(reference, force=True)
-    except docker.errors.NotFound:
-        pass
-    finally:
-        client.close()
 
 
 @dataclass
@@ -167,24 +154,6 @@ class HostWorkers:
 
     def stop(self) -> None:
         """Stop every worker by its pid."""
-        for process in self.processes:
-            services.StartedProcess(process, os.devnull).stop(timeout=20)
-        self.processes.clear()
-
-
-@dataclass
-class OwnerLoad:
-    """Busy loops standing for the host's owner at work, one per core asked for."""
-
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def start(self, cores: int) -> None:
-        """Start ``cores`` processes that each keep one core busy."""
-        for _ in range(cores):
-            self.processes.append(subprocess.Popen(["/bin/sh", "-c", "while :; do :; done"]))
-
-    def stop(self) -> None:
-        """Stop every busy loop by its pid."""
         for process in self.processes:
             services.StartedProcess(process, os.devnull).stop(timeout=20)
         self.processes.clear()

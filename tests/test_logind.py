@@ -1,6 +1,6 @@
 """Following logind's idle hint on a real D-Bus: a private dbus-daemon configured like a
 system bus, with python-dbusmock's logind template as org.freedesktop.login1
-(:mod:`tests.logind_mock`)."""
+(:mod:`tests.support.logind_mock`)."""
 
 import logging
 import os
@@ -15,9 +15,9 @@ import pytest
 
 from plancton.platform import logind
 from plancton.platform.presence import PresenceSensor
-from tests import logind_mock, services
 from tests.conftest import Installation, wait_until
-from tests.logind_mock import MISSING, WAIT_SECONDS, running_logind, wait_for
+from tests.support import logind_mock, services
+from tests.support.logind_mock import MISSING, WAIT_SECONDS, running_logind, wait_for
 
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import requests
 
-from tests.influx_server import free_port
-from tests.services import StartedProcess
+from tests.support.influx_server import free_port
+from tests.support.services import StartedProcess
 
 PROMETHEUS = "prometheus"
 START_TIMEOUT_SECONDS = 60.0
