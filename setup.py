@@ -16,6 +16,8 @@ setup(
     license="GPL-3.0-or-later",
     python_requires=">=3.11",
     packages=find_packages(include=["plancton", "plancton.*"]),
+    # the owner's page, served at / of metrics_listen
+    package_data={"plancton.metrics": ["page.html"]},
     scripts=["bin/planctonctl", "bin/plancton-bootstrap"],
     data_files=[
         (
@@ -44,6 +46,8 @@ setup(
             "types-PyYAML",
             "types-psutil",
             "types-requests",
+            # drives Debian's chromium (through its chromedriver) in the owner's page test
+            "selenium>=4.20,<5",
         ],
         "bench": ["matplotlib>=3.7,<4"],
     },

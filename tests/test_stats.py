@@ -1,4 +1,4 @@
-"""Unit tests of plancton/cli/stats.py and ``planctonctl stats`` over a ledger file."""
+"""Unit tests of ``planctonctl stats``: plancton/cli/stats.py, the totals of plancton/control/overview.py."""
 
 import datetime
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 
 from plancton.cli import planctonctl, stats
-from plancton.control import ledger
+from plancton.control import ledger, overview
 from plancton.control.ledger import CpuReading, Ending, GiveWay, Ledger, LoopAccount
 from plancton.errors import PlanctonError
 
@@ -45,7 +45,7 @@ def a_ledger_of_ten_days() -> Ledger:
 
 
 def test_the_periods_are_today_the_last_seven_days_and_all_time():
-    data = stats.stats_data(a_ledger_of_ten_days(), TODAY, None)
+    data = overview.stats_data(a_ledger_of_ten_days(), TODAY, None)
     assert data["today"]["started"] == 2
     assert data["last_7_days"]["started"] == 14
     assert data["all_time"]["started"] == 20

@@ -59,7 +59,8 @@ def run_daemon(paths: Paths, config: Config, foreground: bool) -> int:
         # each reporter does nothing until the configuration names a target, address or file
         ledger = LedgerReporter(paths.statedir)
         influx = InfluxReporter(ledger=ledger.all_time)
-        reporter = Reporters(ledger, influx, PrometheusReporter(influx.sender_stats, ledger.all_time))
+        prometheus = PrometheusReporter(influx.sender_stats, ledger.all_time, paths=paths)
+        reporter = Reporters(ledger, influx, prometheus)
         return Daemon(paths, config, engine, reporter).run()
     except Exception:
         log.exception("the daemon failed")

@@ -33,22 +33,13 @@ from plancton.cli.output import (
     say,
 )
 from plancton.config import display, loader, schema, units
-from plancton.control import legacy
+from plancton.control import legacy, overview
 from plancton.control.ledger import ledger_path
-from plancton.control.modefiles import (
-    cancel_snooze,
-    read_mode,
-    read_snooze,
-    request_spawn_now,
-    write_mode,
-    write_snooze,
-)
+from plancton.control.modefiles import cancel_snooze, request_spawn_now, write_mode, write_snooze
 from plancton.control.node import node_facts
 from plancton.control.paths import Paths, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
-from plancton.control.state import State, read_state
-from plancton.control.updates import read_record, record_path
-from plancton.core.holds import Hold
+from plancton.control.state import read_state
 from plancton.core.modes import Mode
 from plancton.errors import ConfigError, EnginePermissionDenied, PlanctonError
 from plancton.platform.cgroups import PilotCgroup, host_cgroup_version
@@ -346,55 +337,6 @@ def _remove_stale_pidfile(paths: Paths) -> None:
             os.unlink(paths.pidfile)
 
 
-def status_data(paths: Paths) -> dict[str, Any]:
-    """Return the daemon's status: running, pid, uptime, mode, engine, cgroup, why (sentences),
-    holds (values of :class:`plancton.core.holds.Hold`), pilots."""
-    pid = running_pid(paths.pidfile)
-    state = read_state(paths.state_file)
-    if pid is None or state is None or state.pid != pid:
-        state = State()  # what the file says is not about this daemon
-    now = time.time()
-    snooze = read_snooze(paths.rundir)
-    current = state.pid != 0
-    return {
-        "running": pid is not None,
-        "pid": pid,
-        "uptime_seconds": round(now - state.started_at, 1) if current else None,
-        "mode": read_mode(paths.rundir).value,
-        "snooze_until": snooze if snooze is not None and snooze > now else None,
-        "instance": state.instance or None,
-        "config_file": paths.config_file,
-        "config_revision": state.config_revision or None,
-        "engine": state.engine or None,
-        "engine_error": state.engine_error,
-        "cgroup": state.cgroup,
-        "log_error": state.log_error,
-        "why": list(state.why),
-        "holds": [hold.value for hold in Hold if hold.value in state.holds],
-        "pilots": [
-            {"id": p.id[:12], "name": p.name, "state": p.state, "age_seconds": round(now - p.created, 1)}
-            for p in state.pilots
-        ],
-        "legacy_pilots": list(state.legacy_pilots),
-        "log_file": paths.log_file,
-        "config_update": update_data(paths),
-    }
-
-
-def update_data(paths: Paths) -> dict[str, Any] | None:
-    """Return how the last ``plancton-bootstrap --update`` ended, or None when none ran."""
-    update = read_record(record_path(paths))
-    if update is None:
-        return None
-    return {
-        "outcome": update.outcome.value,
-        "failed": update.failed,
-        "checked_at": update.checked_at,
-        "commit": update.commit or None,
-        "message": update.message,
-    }
-
-
 def _say_holds(holds: list[str]) -> None:
     if holds:
         say(f"held: {', '.join(holds)}")
@@ -402,7 +344,7 @@ def _say_holds(holds: list[str]) -> None:
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     """Print the status; exit 0 when running, 3 when not."""
-    data = status_data(paths)
+    data = overview.status_data(paths)
     code = EXIT_OK if data["running"] else EXIT_NOT_RUNNING
     if args.json:
         say(json.dumps(data, indent=2))
@@ -518,14 +460,14 @@ def cmd_stats(args: argparse.Namespace, paths: Paths) -> int:
     """Print what the ledger holds: today, this week and all time, or the total since a day."""
     today = datetime.date.today()
     since = stats.parse_since(args.since, today) if args.since else None
-    book = stats.read_ledger(paths.statedir)
+    book = overview.read_ledger(paths.statedir)
     if args.json:
-        say(json.dumps(stats.stats_data(book, today, since), indent=2))
+        say(json.dumps(overview.stats_data(book, today, since), indent=2))
         return EXIT_OK
     if not book.days:
         say(f"nothing lent yet: the ledger {ledger_path(paths.statedir)} is empty or absent")
         return EXIT_OK
-    columns = {f"since {since}": book.total(since)} if since else stats.periods(book, today)
+    columns = {f"since {since}": book.total(since)} if since else overview.periods(book, today)
     say(f"what this node lent (ledger {ledger_path(paths.statedir)}, from {min(book.days)})")
     for line in stats.stats_lines(columns):
         say(line)
@@ -536,7 +478,7 @@ def cmd_config(args: argparse.Namespace, paths: Paths) -> int:
     """Print the effective configuration as YAML: every key with its value and whether it comes
     from the file or is the default; passwords are masked. Exit 1 when the file is invalid.
     """
-    status = status_data(paths)
+    status = overview.status_data(paths)
     running = status["config_revision"]
     try:
         config = load_config(paths.config_file, paths)

@@ -1,13 +1,10 @@
 """``planctonctl stats``: what this node lent, from its ledger, for people and as JSON."""
 
-import dataclasses
 import datetime
 import re
-from typing import Any
 
 from plancton.cli.output import duration
-from plancton.control import ledger
-from plancton.control.ledger import Day, Ending, GiveWay, Ledger
+from plancton.control.ledger import Day, Ending, GiveWay
 from plancton.errors import PlanctonError
 
 _DAYS_AGO = re.compile(r"^(\d+)d$")
@@ -33,26 +30,6 @@ def parse_since(text: str, today: datetime.date) -> datetime.date:
         ) from None
 
 
-def periods(book: Ledger, today: datetime.date) -> dict[str, Day]:
-    """Return the ledger's totals for today, the last seven days and all time."""
-    return {
-        "today": book.total(today),
-        "last_7_days": book.total(today - datetime.timedelta(days=6)),
-        "all_time": book.total(),
-    }
-
-
-def stats_data(book: Ledger, today: datetime.date, since: datetime.date | None) -> dict[str, Any]:
-    """Return what ``stats --json`` prints: the totals (of each period, or since a day) and
-    the days they sum."""
-    first = since.isoformat() if since else ""
-    days = {name: dataclasses.asdict(day) for name, day in sorted(book.days.items()) if name >= first}
-    if since is not None:
-        return {"since": since.isoformat(), "total": dataclasses.asdict(book.total(since)), "days": days}
-    totals = {name: dataclasses.asdict(day) for name, day in periods(book, today).items()}
-    return {"first_day": min(book.days, default=None), **totals, "days": days}
-
-
 def stats_lines(columns: dict[str, Day]) -> list[str]:
     """Given named totals (a column each), return the table ``stats`` prints."""
     rows: list[tuple[str, list[str]]] = [
@@ -75,12 +52,3 @@ def stats_lines(columns: dict[str, Day]) -> list[str]:
     width = max(len(label) for label, _ in rows)
     header = f"{'':<{width}}" + "".join(f"  {name.replace('_', ' '):>12}" for name in columns)
     return [header] + [f"{label:<{width}}" + "".join(f"  {value:>12}" for value in values) for label, values in rows]
-
-
-def read_ledger(statedir: str) -> Ledger:
-    """Return the ledger kept in the state folder (empty when the daemon never kept one).
-
-    Raises:
-        PlanctonError: the file is damaged or unreadable, naming it.
-    """
-    return ledger.load(ledger.ledger_path(statedir))

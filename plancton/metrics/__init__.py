@@ -1,5 +1,6 @@
-"""Monitoring: the daemon's reports, as InfluxDB points and Prometheus metrics.
+"""Monitoring: the daemon's reports, as InfluxDB points, Prometheus metrics and the owner's page.
 
 The reports and their interface, the pure points, the bounded non-blocking InfluxDB sender
-and reporter, and the Prometheus endpoint and textfile.
+and reporter, the Prometheus endpoint and textfile, the ledger's reporter, and the owner's
+page.
 """

@@ -6,8 +6,10 @@ The endpoint is ``metrics_listen``; the file, for node_exporter's textfile colle
 The mapping is pure: :func:`families` turns a :class:`Snapshot` (the last loop's report, the
 event counters, the InfluxDB senders' counters) into metric families. The daemon's loop
 builds a new snapshot after each loop and event and swaps it in; scrapes are answered by
-prometheus_client's own server thread from the snapshot in place, so a scrape never waits
-for the loop nor the loop for a scrape. Everything lives in a private registry.
+the endpoint's server thread (prometheus_client's threading WSGI server and application)
+from the snapshot in place, so a scrape never waits for the loop nor the loop for a scrape.
+Everything lives in a private registry. The same thread serves the owner's page at ``/``
+(:mod:`plancton.metrics.page`).
 docs/metrics.md lists the metrics beside the InfluxDB fields.
 """
 
@@ -22,9 +24,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+from prometheus_client import CollectorRegistry, make_wsgi_app, write_to_textfile
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,15 +34,18 @@ from prometheus_client.core import (
     Metric,
     SummaryMetricFamily,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from plancton import __version__
 from plancton.config.listen_address import ListenAddress, parse_listen_address
 from plancton.config.schema import Config
 from plancton.control.ledger import Day, Ending, GiveWay
+from plancton.control.paths import Paths
 from plancton.control.updates import FAILURES
 from plancton.core.holds import Hold
 from plancton.core.modes import Mode
+from plancton.metrics.page import owner_page_app
 from plancton.metrics.reporting import (
     COUNTED_STATES,
     REASON_TAG_KINDS,
@@ -327,21 +332,36 @@ _LISTEN_FIXES = {
 }
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """Answers requests without writing a line to stderr for each."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Log nothing."""
+
+
 class Endpoint:
-    """The HTTP endpoint, served by prometheus_client's server in its own thread.
+    """The HTTP endpoint: ``/metrics`` through prometheus_client's own application and, given
+    the installation's folders, the owner's page at ``/``; one thread serves both.
 
     Args:
         address: where to listen.
-        registry: what to serve.
+        registry: what to serve at ``/metrics``.
+        paths: the folders whose state, snooze, ledger and history the page shows; without
+            them only the metrics are served, at any path, as prometheus_client serves them.
 
     Raises:
         OSError: the address cannot be listened on.
     """
 
-    def __init__(self, address: ListenAddress, registry: CollectorRegistry) -> None:
+    def __init__(self, address: ListenAddress, registry: CollectorRegistry, paths: Paths | None = None) -> None:
         self.address = address
-        self.server: WSGIServer
-        self.server, self.thread = start_http_server(address.port, address.host, registry)
+        metrics = make_wsgi_app(registry)
+        app = owner_page_app(paths, metrics) if paths is not None else metrics
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        server_class = type("EndpointServer", (ThreadingWSGIServer,), {"address_family": family})
+        self.server: WSGIServer = make_server(address.host, address.port, app, server_class, _QuietHandler)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-endpoint", daemon=True)
+        self.thread.start()
 
     def close(self) -> None:
         """Stop serving and free the address."""
@@ -368,6 +388,8 @@ class PrometheusReporter:
         influx_senders: returns each InfluxDB target's counters, by URL (password masked).
         ledger: returns the ledger's totals over every day it keeps (None: no ledger).
         clock: a monotonic clock, for the retries and the textfile's pace.
+        paths: the installation's folders, for the owner's page at ``/`` of the endpoint
+            (without them, the endpoint serves only the metrics).
     """
 
     def __init__(
@@ -375,10 +397,12 @@ class PrometheusReporter:
         influx_senders: Callable[[], Mapping[str, SenderStats]] = dict,
         ledger: Callable[[], Day] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        paths: Paths | None = None,
     ) -> None:
         self.influx_senders = influx_senders
         self.ledger = ledger
         self.clock = clock
+        self.paths = paths
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = SnapshotCollector()
         self.registry.register(self.collector)
@@ -478,7 +502,7 @@ class PrometheusReporter:
             return
         self._listen_tried = self.clock()
         try:
-            self.endpoint = Endpoint(address, self.registry)
+            self.endpoint = Endpoint(address, self.registry, self.paths)
         except OSError as error:
             problem = listen_problem(address, error)
             if problem != self._listen_failure:
@@ -487,6 +511,8 @@ class PrometheusReporter:
             return
         self._listen_failure = None
         log.info("Prometheus metrics at http://%s/metrics", address)
+        if self.paths is not None:
+            log.info("the owner's page at http://%s/", address)
         if not address.loopback:
             log.warning("metrics_listen %s: the metrics are open to the network, without authentication", address)
 

@@ -1,0 +1,250 @@
+"""The owner's page (plancton/metrics/page.py and page.html): its JSON and what it refuses,
+then a real daemon's page in Debian's headless Chromium, checked against planctonctl."""
+
+import datetime
+import json
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+from plancton.cli.output import duration
+from plancton.control import ledger
+from plancton.control.history import history_path, read_history
+from plancton.control.modefiles import read_snooze, write_snooze
+from plancton.control.paths import Paths, resolve
+from plancton.metrics.page import owner_page_app, page_html
+from tests.conftest import Installation, wait_until
+from tests.support.influx_server import free_port
+from tests.support.owner_page import (
+    SEEDED_DAYS,
+    USER_MODE,
+    browser,
+    open_page,
+    requested_urls,
+    seed_history,
+    seed_ledger,
+    start_daemon,
+    text_of,
+)
+
+PERIODS = ("today", "last_7_days", "all_time")
+
+
+# -- the application, called as the server calls it --------------------------------------------
+
+
+def folders(tmp_path: Path) -> Paths:
+    return resolve(
+        user_mode=True,
+        confdir=str(tmp_path / "conf"),
+        rundir=str(tmp_path / "run"),
+        logdir=str(tmp_path / "log"),
+        statedir=str(tmp_path / "state"),
+    )
+
+
+def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"the metrics"]
+
+
+def call(paths: Paths, method: str, path: str) -> tuple[str, dict[str, str], bytes]:
+    """Call the page's application as wsgiref does; return the status, headers and body."""
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    environ.update(REQUEST_METHOD=method, PATH_INFO=path)
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer.update(status=status, headers=dict(headers))
+
+    body = b"".join(owner_page_app(paths, metrics_app)(environ, start_response))
+    return answer["status"], answer["headers"], body
+
+
+def test_the_page_loads_nothing_from_elsewhere() -> None:
+    html = page_html().decode()
+    assert "<script src" not in html and "stylesheet" not in html and "url(" not in html and "@import" not in html
+    assert re.findall(r'(?:src|href)="([^"]*)"', html) == ["data:,"]
+    assert set(re.findall(r"https?://[^\s\"'`]+", html)) == {"http://www.w3.org/2000/svg"}  # a name, not fetched
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/", "/api/status", "/api/stats", "/api/history"])
+def test_anything_but_get_and_head_is_refused(tmp_path: Path, method: str, path: str) -> None:
+    status, headers, body = call(folders(tmp_path), method, path)
+    assert status == "405 Method Not Allowed"
+    assert headers["Allow"] == "GET, HEAD"
+    assert body == f"{method} refused: this page is read-only (GET or HEAD)\n".encode()
+
+
+def test_head_says_what_get_would_send_without_the_body(tmp_path: Path) -> None:
+    got = call(folders(tmp_path), "GET", "/")
+    head = call(folders(tmp_path), "HEAD", "/")
+    assert got[0] == head[0] == "200 OK"
+    assert head[1] == got[1] and head[1]["Content-Length"] == str(len(got[2]))
+    assert head[2] == b""
+    assert "default-src 'none'" in got[1]["Content-Security-Policy"]
+
+
+def test_the_metrics_stay_with_prometheus_client_and_other_paths_are_not_found(tmp_path: Path) -> None:
+    assert call(folders(tmp_path), "GET", "/metrics")[2] == b"the metrics"
+    assert call(folders(tmp_path), "POST", "/metrics")[2] == b"the metrics"  # its own rules
+    status, _, body = call(folders(tmp_path), "GET", "/favicon.ico")
+    assert status == "404 Not Found"
+    assert body == b"nothing at /favicon.ico: the page is at /, the metrics at /metrics\n"
+
+
+def api(paths: Paths, path: str) -> tuple[str, Any]:
+    status, headers, body = call(paths, "GET", path)
+    assert headers["Content-Type"] == "application/json"
+    return status, json.loads(body)
+
+
+def test_the_json_is_status_and_stats_with_the_snooze_and_the_day_of_history(tmp_path: Path) -> None:
+    paths = folders(tmp_path)
+    status_line, history = api(paths, "/api/history")
+    assert (status_line, history["minutes"]) == ("200 OK", [])  # no file yet: an empty chart, saying where
+    assert history["file"] == history_path(paths.statedir)
+    seed_ledger(paths.statedir, datetime.date.today())
+    written = seed_history(paths.statedir, time.time())
+    Path(paths.rundir).mkdir()
+    write_snooze(paths.rundir, time.time() - 1)  # over: not shown
+    status = api(paths, "/api/status")[1]
+    assert status["snooze_until"] is None and status["running"] is False and status["pilots"] == []
+    write_snooze(paths.rundir, time.time() + 600)
+    assert api(paths, "/api/status")[1]["snooze_until"] == read_snooze(paths.rundir)
+    stats = api(paths, "/api/stats")[1]
+    assert stats["all_time"]["started"] == sum(day.started for day in SEEDED_DAYS.values())
+    assert stats["today"]["lent_seconds"] == SEEDED_DAYS[0].lent_seconds
+    assert len(api(paths, "/api/history")[1]["minutes"]) == written == len(read_history(paths.statedir))
+
+
+def test_a_damaged_ledger_is_an_error_the_page_shows(tmp_path: Path) -> None:
+    paths = folders(tmp_path)
+    Path(paths.statedir).mkdir()
+    Path(ledger.ledger_path(paths.statedir)).write_text("{", encoding="utf-8")
+    status, data = api(paths, "/api/stats")
+    assert status == "500 Internal Server Error"
+    assert data["error"].startswith(f"the ledger {ledger.ledger_path(paths.statedir)} is not valid JSON")
+
+
+# -- a real daemon's page in a real browser -------------------------------------------------------
+
+
+def page_ledger(driver: webdriver.Chrome) -> dict[tuple[str, str], str]:
+    cells = driver.find_elements(By.CSS_SELECTOR, "#ledger-rows td[data-period]")
+    found = {(cell.get_attribute("data-period"), cell.get_attribute("data-row")): cell.text for cell in cells}
+    return {(str(period), str(row)): text for (period, row), text in found.items() if row != "group"}
+
+
+def stats_table(data: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Given ``stats --json``, return what each cell of the page's table must say."""
+    table = {}
+    for period in PERIODS:
+        day = data[period]
+        table[(period, "cpu")] = f"{day['cpu_seconds'] / 3600:.2f}"
+        table[(period, "lent")] = duration(day["lent_seconds"])
+        table[(period, "partly_lent")] = duration(day["partly_lent_seconds"])
+        table[(period, "started")] = str(day["started"])
+        for ending in data["all_time"]["ended"]:
+            table[(period, f"ended:{ending}")] = str(day["ended"].get(ending, 0))
+        for reason in data["all_time"]["given_way_seconds"]:
+            table[(period, f"given_way:{reason}")] = duration(day["given_way_seconds"].get(reason, 0))
+    return table
+
+
+def page_pilots(driver: webdriver.Chrome) -> set[tuple[str, ...]]:
+    rows = driver.find_elements(By.CSS_SELECTOR, "#pilot-rows tr[data-id]")
+    return {tuple(cell.text for cell in row.find_elements(By.TAG_NAME, "td")[:3]) for row in rows}
+
+
+def status_pilots(installation: Installation) -> set[tuple[str, ...]]:
+    return {(pilot["name"], pilot["id"], pilot["state"]) for pilot in installation.status()["pilots"]}
+
+
+def chart_points(driver: webdriver.Chrome, series: str) -> list[int]:
+    """Return how many points each polyline of a series of the chart has."""
+    script = "return [...document.querySelectorAll(arguments[0])].map((line) => line.points.numberOfItems)"
+    return [int(count) for count in driver.execute_script(script, f"#chart-svg polyline.{series}")]
+
+
+def same_after_reload(driver: webdriver.Chrome, url: str, page: Callable[[], Any], truth: Callable[[], Any]) -> None:
+    """Assert that the page shows what planctonctl says; the daemon's loops may change a
+    figure between the two readings, so a difference is read again a few times."""
+    for _ in range(4):
+        open_page(driver, url)
+        shown, said = page(), truth()
+        if shown == said:
+            return
+    assert shown == said
+
+
+@pytest.mark.docker
+def test_the_owner_page_shows_what_planctonctl_says_and_fetches_only_from_this_host(
+    installation: Installation, tmp_path: Path
+) -> None:
+    statedir, port = installation.statedir, free_port()
+    start_daemon(installation, port)
+    url = f"http://127.0.0.1:{port}/"
+    wait_until(lambda: len(status_pilots(installation)) == 2, 60, "two pilots in status")
+
+    def stats_json() -> dict[str, Any]:
+        done = installation.ctl(USER_MODE, "stats", "--json")
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    # browser() fails when a Chromium process outlives driver.quit()
+    with browser() as driver:
+        open_page(driver, url)
+        assert text_of(driver, "#instance") == installation.instance
+
+        # the ledger: every cell is what stats --json says, in the form the stats table prints
+        same_after_reload(driver, url, lambda: page_ledger(driver), lambda: stats_table(stats_json()))
+        shown = page_ledger(driver)
+        seeded = sum(day.started for day in SEEDED_DAYS.values())
+        assert int(shown[("all_time", "started")]) >= seeded > int(shown[("last_7_days", "started")])
+        assert shown[("all_time", "ended:memory")] == "1"
+
+        # the pilots: those of status --json
+        same_after_reload(driver, url, lambda: page_pilots(driver), lambda: status_pilots(installation))
+        assert len(page_pilots(driver)) == 2
+
+        # the chart: one point per minute of history, in two lines where the daemon was stopped
+        def minutes() -> int:
+            return sum(1 for minute in read_history(statedir) if minute[0] > time.time() - 86400)
+
+        same_after_reload(driver, url, lambda: sum(chart_points(driver, "owner")), minutes)
+        assert len(chart_points(driver, "owner")) >= 2
+        assert chart_points(driver, "pilots") == chart_points(driver, "owner")
+        assert "minutes recorded in the last 24 hours" in text_of(driver, "#chart-note")
+
+        # a snooze shows with its end
+        assert installation.ctl(USER_MODE, "snooze", "2h").returncode == 0
+        until = read_snooze(installation.rundir)
+        assert until is not None
+        open_page(driver, url)
+        snooze = driver.find_element(By.ID, "snooze")
+        assert float(str(snooze.get_attribute("data-until"))) == pytest.approx(until)
+        assert f"Snoozed until {time.strftime('%H:%M', time.localtime(until))}" in snooze.text
+        assert text_of(driver, "#pill") == "Snoozed"
+        assert installation.ctl(USER_MODE, "snooze", "--cancel").returncode == 0
+
+        # everything the page asked for came from this daemon
+        urls = requested_urls(driver, url)
+        assert {f"{url}api/status", f"{url}api/stats", f"{url}api/history", url} <= set(urls)
+        assert all(found.startswith(url) or found.startswith("data:") for found in urls), urls
+
+    # read-only, and the metrics are where they were
+    refused = requests.post(url, data=b"x", timeout=10)
+    assert (refused.status_code, refused.headers["Allow"]) == (405, "GET, HEAD")
+    assert "plancton_build_info" in requests.get(f"{url}metrics", timeout=10).text
+    assert f"the owner's page at {url}" in installation.log()
