@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from plancton.config import loader, schema
+from plancton.control.ledger import Day
 from plancton.core.policy import HostSample
 from plancton.metrics.influx_reporter import InfluxReporter
 from plancton.metrics.influx_sender import SenderSettings
@@ -122,7 +123,8 @@ def test_points_arrive_with_the_documented_fields(
     fresh = f"fresh_{instance}"  # missing: the reporter creates it (no auth on this server)
     targets = [(tls_influxd, fresh), (auth_influxd, WRITER_DATABASE)]
     urls = [tls_influxd.url(fresh), auth_influxd.url(WRITER_DATABASE, WRITER_USER, WRITER_PASSWORD)]
-    reporter = InfluxReporter(host_name=AWKWARD_HOST)
+    lent = Day(cpu_seconds=12.5, started=3, ended={"finished": 2}, given_way_seconds={"keyboard": 30.0})
+    reporter = InfluxReporter(host_name=AWKWARD_HOST, ledger=lambda: lent)
     with caplog.at_level(logging.INFO, logger="plancton"):
         reporter.configure(config_for(instance, urls))
         reporter.loop(loop_report(1.0))
@@ -132,14 +134,21 @@ def test_points_arrive_with_the_documented_fields(
         reporter.close()
 
     schema = documented_schema()
-    assert set(schema) == {"plancton_daemon", "plancton_host", "plancton_pilot_event", "plancton_sender"}
+    assert set(schema) == {
+        "plancton_daemon",
+        "plancton_host",
+        "plancton_pilot_event",
+        "plancton_sender",
+        "plancton_ledger",
+    }
     for server, database in targets:
         wait_for_uptimes(server, database, instance, lambda found: len(found) == 3)
         for measurement, documented in schema.items():
             received = field_types(server, measurement, database)
             expected = {name: kind for name, kind in documented.items() if "<" not in name}
             assert {name: received.get(name) for name in expected} == expected, measurement
-            undocumented = [name for name in received if name not in documented and not name.startswith("pilots_")]
+            shapes = [re.sub(r"<\w+>", r"\\w+", name) for name in documented]
+            undocumented = [name for name in received if not any(re.fullmatch(shape, name) for shape in shapes)]
             assert undocumented == [], measurement
             for row in points_of(server, measurement, database, instance):
                 assert row["host"] == AWKWARD_HOST
@@ -155,6 +164,10 @@ def test_points_arrive_with_the_documented_fields(
         host = points_of(server, "plancton_host", database, instance)
         assert [(row["owner_cores"], row["pilots_percent"]) for row in host] == [(0.5, 50.0)] * 2
         assert [row["dropped_points"] for row in points_of(server, "plancton_sender", database, instance)] == [0, 0]
+        ledger = points_of(server, "plancton_ledger", database, instance)
+        assert [(row["cpu_seconds"], row["ended_finished"], row["given_way_keyboard_seconds"]) for row in ledger] == [
+            (12.5, 2, 30.0)
+        ] * 2
     created = [r.getMessage() for r in caplog.records if "created the database" in r.getMessage()]
     assert created == [f"InfluxDB {tls_influxd.url(fresh)}: created the database {fresh}"]
 
