@@ -85,13 +85,19 @@ def test_sensor_without_any_input_source_says_so_once_and_counts_the_owner_prese
         )
         try:
             first, second = sensor.sample(NOW), sensor.sample(NOW + 5)
+            # input_idle off, then set anew by a reload: the admin is told again, once
+            sensor.configure(0, False)
+            sensor.sample(NOW + 10)
+            sensor.configure(60, False)
+            sensor.sample(NOW + 15)
+            sensor.sample(NOW + 20)
         finally:
             sensor.close()
     assert first.input_idle_seconds is None and second.input_idle_seconds is None
     assert first.on_battery
     assert first.local_time == datetime.fromtimestamp(NOW)
     messages = [record.getMessage() for record in caplog.records]
-    assert sum("nothing tells when a keyboard" in message for message in messages) == 1
+    assert sum("nothing tells when a keyboard" in message for message in messages) == 2
     assert sum("cannot follow logind" in message for message in messages) == 1
 
 

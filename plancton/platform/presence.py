@@ -169,7 +169,10 @@ class PresenceSensor:
 
     def configure(self, input_idle: float, run_on_battery: bool) -> None:
         """Follow new values of the keys (after a reload); logind is followed from the first
-        time ``input_idle`` is set until :meth:`close`."""
+        time ``input_idle`` is set until :meth:`close`. An ``input_idle`` set anew is told
+        again, once, when nothing can tell when a keyboard was last used."""
+        if input_idle and not self.input_idle:
+            self._unknown_said = False
         self.input_idle, self.run_on_battery = input_idle, run_on_battery
         if input_idle and self._logind is None:
             self._logind = LogindWatcher(self.wake, self.bus)
