@@ -33,6 +33,7 @@ UNIT_FILE = "/etc/systemd/system/plancton.service"
 SLICE_FILE = f"/etc/systemd/system/{SLICE}"
 STATE_FILE = "/run/plancton/state.json"
 LABEL = "org.plancton.instance"
+SPARE_LABEL = "org.plancton.spare"
 PILOTS = 2
 PAUSE_DELAY = 3
 GRACE_KILL = 10
@@ -128,11 +129,18 @@ def docker_get(path: str, engine: str = DOCKER_SOCKET, method: str = "GET") -> A
     return json.loads(body) if body else None
 
 
-def pilot_ids(running_only: bool = True, engine: str = DOCKER_SOCKET) -> set[str]:
-    """Return the ids of the default instance's pilot containers (on the Docker Engine by default)."""
+def pilot_ids(running_only: bool = True, engine: str = DOCKER_SOCKET, spares: bool = False) -> set[str]:
+    """Return the ids of the default instance's pilot containers (on the Docker Engine by
+    default); the spare that waits (created ahead of need, see ``spare_pilot``) is no pilot of
+    the pool and counts only with ``spares``."""
     filters = urllib.parse.quote(json.dumps({"label": [f"{LABEL}={INSTANCE}"]}))
     containers = docker_get(f"/containers/json?all={0 if running_only else 1}&filters={filters}", engine)
-    return {container["Id"] for container in containers}
+    return {container["Id"] for container in containers if spares or not waiting_spare(container)}
+
+
+def waiting_spare(container: dict[str, Any]) -> bool:
+    """Return whether a container of the engine's listing is a spare that has not started."""
+    return (container.get("Labels") or {}).get(SPARE_LABEL) == "true" and container["State"] == "created"
 
 
 def running_pilots(timeout: float, engine: str = DOCKER_SOCKET) -> set[str]:
@@ -150,8 +158,8 @@ def short_ids(containers: set[str]) -> set[str]:
 
 
 def status_pilots() -> set[str]:
-    """The ids of the pilots planctonctl status --json lists."""
-    return {pilot["id"] for pilot in status()["pilots"]}
+    """The ids of the pilots planctonctl status --json lists, but for the spare that waits."""
+    return {pilot["id"] for pilot in status()["pilots"] if pilot["state"] != "spare"}
 
 
 def inspect(container: str) -> Any:
@@ -516,7 +524,7 @@ def test_uninstall_purge_leaves_nothing() -> None:
     assert systemctl("show", "--property=ActiveState", "--value", SLICE) == "inactive"
     assert systemctl("show", "--property=FragmentPath", "--value", SLICE) == ""
     assert not os.path.exists(SLICE_FOLDER)
-    assert not pilot_ids(running_only=False)
+    assert not pilot_ids(running_only=False, spares=True)
     with pytest.raises(KeyError):
         pwd.getpwnam("plancton")
     left = [

@@ -161,14 +161,14 @@ def podman_instead_of_docker() -> Iterator[None]:
     with open(CONFIG, encoding="utf-8") as handle:
         configured = handle.read()
     systemctl("stop", "plancton.service")
-    remove_containers(pilot_ids(running_only=False), DOCKER_SOCKET)
+    remove_containers(pilot_ids(running_only=False, spares=True), DOCKER_SOCKET)
     run("podman", "import", "--quiet", BUSYBOX_TAR, "busybox:latest")
     try:
         yield
     finally:
         systemctl("stop", "plancton.service")
         if os.path.exists(PODMAN_SOCKET):
-            remove_containers(pilot_ids(running_only=False, engine=PODMAN_SOCKET), PODMAN_SOCKET)
+            remove_containers(pilot_ids(running_only=False, engine=PODMAN_SOCKET, spares=True), PODMAN_SOCKET)
         run("podman", "rmi", "--force", "busybox:latest", check=False)
         if os.path.exists(PODMAN_DROPIN):
             os.remove(PODMAN_DROPIN)
@@ -240,7 +240,9 @@ def test_podman_pilots_are_paused_resumed_and_stopped_as_the_owner_needs_the_cpu
     each_paused(pilots, PODMAN_SOCKET, PAUSE_DELAY + GRACE_KILL + 60)
     wait_until(lambda: stopped(pilots, PODMAN_SOCKET), GRACE_KILL + 60, "the pilots stopped")
     owner_load.stop()
-    wait_until(lambda: not pilot_ids(running_only=False, engine=PODMAN_SOCKET), 60, "the stopped pilots removed")
+    wait_until(
+        lambda: not set(pilots) & pilot_ids(running_only=False, engine=PODMAN_SOCKET), 60, "the stopped pilots removed"
+    )
     assert systemctl("is-active", "plancton.service", check=False) == "active"
 
 
@@ -309,7 +311,7 @@ def user() -> Iterator[User]:
         if person.daemon_pid() is not None:
             person.run("planctonctl", "stop", check=False)
         if os.path.exists(person.socket):
-            remove_containers(pilot_ids(running_only=False, engine=person.socket), person.socket)
+            remove_containers(pilot_ids(running_only=False, engine=person.socket, spares=True), person.socket)
         run("loginctl", "disable-linger", USER, check=False)
         run("systemctl", "stop", f"user@{person.uid}.service", check=False)
         if os.path.exists(person.dropin):
@@ -380,7 +382,9 @@ def test_rootless_pilots_run_under_the_users_slice_and_give_way_to_the_owner(use
     each_paused(pilots, user.socket, PAUSE_DELAY + USER_GRACE_KILL + 60)
     wait_until(lambda: stopped(pilots, user.socket), USER_GRACE_KILL + 60, "the pilots stopped")
     owner_load.stop()
-    wait_until(lambda: not pilot_ids(running_only=False, engine=user.socket), 60, "the stopped pilots removed")
+    wait_until(
+        lambda: not set(pilots) & pilot_ids(running_only=False, engine=user.socket), 60, "the stopped pilots removed"
+    )
     pid = user.daemon_pid()
     stopped_daemon = user.run("planctonctl", "stop", check=False)
     assert stopped_daemon.returncode == 0, stopped_daemon.stdout + stopped_daemon.stderr
@@ -388,6 +392,6 @@ def test_rootless_pilots_run_under_the_users_slice_and_give_way_to_the_owner(use
     assert pid is not None
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 30, f"the daemon (pid {pid}) gone")
     assert user.run("planctonctl", "status", check=False).returncode == 3
-    assert not pilot_ids(running_only=False, engine=user.socket)
+    assert not pilot_ids(running_only=False, engine=user.socket, spares=True)
     left = [entry.name for entry in os.scandir(slice_folder) if entry.is_dir()] if os.path.isdir(slice_folder) else []
     assert not left, left
