@@ -21,14 +21,13 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
 import psutil
 
-from plancton.platform.cgroups import CGROUP_ROOT, PilotCgroup
+from plancton.platform.cgroups import PilotCgroup
 from tests.farm.layout import NETNS_FOLDER, ledger_path
 from tests.farm.support import services
 
@@ -141,15 +140,8 @@ def remove_folder(folder: str) -> None:
 def remove_cgroup(name: str) -> None:
     """End what still runs in a cgroup the farm made (a pilot whose engine is gone) by its
     pid, then remove the cgroup in every hierarchy."""
-    cgroup = PilotCgroup(name, "cgroupfs", services.cgroup_version())
-    for folder in services.instance_cgroups(name):
-        for below, _, files in os.walk(os.path.join(CGROUP_ROOT, folder)):
-            if "cgroup.procs" in files:
-                with open(os.path.join(below, "cgroup.procs"), encoding="ascii") as handle:
-                    for pid in handle.read().split():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(int(pid), signal.SIGKILL)
-    services.remove_cgroups_once_empty([cgroup], 30)
+    services.kill_instance_processes(name)
+    services.remove_cgroups_once_empty([PilotCgroup(name, "cgroupfs", services.cgroup_version())], 30)
 
 
 def remove_user(name: str) -> None:

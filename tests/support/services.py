@@ -267,7 +267,10 @@ def remove_cgroups_once_empty(cgroups: list[PilotCgroup], seconds: float) -> Non
 
     def gone() -> bool:
         for cgroup in cgroups:
-            cgroup.remove()
+            if cgroup.driver == "systemd":
+                stop_slices(cgroup.instance)
+            else:
+                cgroup.remove()
         return not any(instance_cgroups(cgroup.instance) for cgroup in cgroups)
 
     with contextlib.suppress(WaitTimeout):
@@ -283,14 +286,35 @@ def end_orphaned_pilots(before: "HostSnapshot", seconds: float = 30.0) -> None:
     names = {name.rpartition("/")[2] for name in HostSnapshot.take().cgroups - before.cgroups}
     cgroups = [PilotCgroup(name, "cgroupfs", version) for name in names if TEST_INSTANCE.fullmatch(name)]
     for cgroup in cgroups:
-        for folder in instance_cgroups(cgroup.instance):
-            for below, _, files in os.walk(os.path.join(CGROUP_ROOT, folder)):
-                if "cgroup.procs" in files:
-                    with open(os.path.join(below, "cgroup.procs"), encoding="ascii") as handle:
-                        for pid in handle.read().split():
-                            with contextlib.suppress(ProcessLookupError):
-                                os.kill(int(pid), signal.SIGKILL)
+        kill_instance_processes(cgroup.instance)
     remove_cgroups_once_empty(cgroups, seconds)
+
+
+def kill_instance_processes(instance: str) -> None:
+    """SIGKILL every process left in an instance's parent cgroups (pilots whose engine is gone)."""
+    for folder in instance_cgroups(instance):
+        for pid in cgroup_pids(os.path.join(CGROUP_ROOT, folder)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def stop_slices(instance: str) -> None:
+    """Stop the slice that the engine's systemd driver made for an instance's pilots once no
+    process runs in it (systemd keeps a slice that a scope was started in until it is stopped)."""
+    for folder in instance_cgroups(instance):
+        name = folder.rpartition("/")[2]
+        if name.endswith(".slice") and not cgroup_pids(os.path.join(CGROUP_ROOT, folder)):
+            subprocess.run(["systemctl", "stop", name], check=False, capture_output=True)
+
+
+def cgroup_pids(folder: str) -> list[int]:
+    """Return the processes in a cgroup folder and every cgroup below it."""
+    pids = []
+    for below, _, files in os.walk(folder):
+        if "cgroup.procs" in files:
+            with contextlib.suppress(OSError), open(os.path.join(below, "cgroup.procs"), encoding="ascii") as handle:
+                pids += [int(pid) for pid in handle.read().split()]
+    return pids
 
 
 def instance_cgroups(instance: str) -> list[str]:
