@@ -4,6 +4,7 @@ then a real daemon's page in Debian's headless Chromium, checked against plancto
 import datetime
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,11 +17,12 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from plancton.cli.output import duration
+from plancton.config.listen_address import ListenAddress, parse_listen_address
 from plancton.control import ledger
 from plancton.control.history import history_path, read_history
 from plancton.control.modefiles import read_snooze, write_snooze
 from plancton.control.paths import Paths, resolve
-from plancton.metrics.page import owner_page_app, page_html
+from plancton.metrics.page import owner_page_app, page_html, this_host_names
 from tests.conftest import Installation, wait_until
 from tests.support.influx_server import free_port
 from tests.support.owner_page import (
@@ -56,17 +58,26 @@ def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     return [b"the metrics"]
 
 
-def call(paths: Paths, method: str, path: str) -> tuple[str, dict[str, str], bytes]:
-    """Call the page's application as wsgiref does; return the status, headers and body."""
+LOOPBACK = ListenAddress("127.0.0.1", 9810)
+#: The names of the host of the tests that listen on every interface.
+NODE_NAMES = frozenset({"node1", "node1.example.org"})
+
+
+def call(
+    paths: Paths, method: str, path: str, host: str = "127.0.0.1:9810", address: ListenAddress = LOOPBACK
+) -> tuple[str, dict[str, str], bytes]:
+    """Call the page's application as wsgiref does, with this Host header, on a host named as
+    :data:`NODE_NAMES` says; return the status, headers and body."""
     environ: dict[str, Any] = {}
     setup_testing_defaults(environ)
-    environ.update(REQUEST_METHOD=method, PATH_INFO=path)
+    environ.update(REQUEST_METHOD=method, PATH_INFO=path, HTTP_HOST=host)
     answer: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         answer.update(status=status, headers=dict(headers))
 
-    body = b"".join(owner_page_app(paths, metrics_app)(environ, start_response))
+    app = owner_page_app(paths, metrics_app, address, host_names=lambda: NODE_NAMES)
+    body = b"".join(app(environ, start_response))
     return answer["status"], answer["headers"], body
 
 
@@ -101,6 +112,73 @@ def test_the_metrics_stay_with_prometheus_client_and_other_paths_are_not_found(t
     status, _, body = call(folders(tmp_path), "GET", "/favicon.ico")
     assert status == "404 Not Found"
     assert body == b"nothing at /favicon.ico: the page is at /, the metrics at /metrics\n"
+
+
+# -- DNS rebinding: the Host header must name this host ------------------------------------------
+
+PAGE_PATHS = ["/", "/api/status", "/api/stats", "/api/history", "/favicon.ico"]
+
+
+def refusal(host: str, answers: str, example: str) -> bytes:
+    return (
+        f"Host {host!r} refused: Plancton answers here only to {answers} (any other name may be a web "
+        f"page's DNS rebinding); open {example}\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("path", [*PAGE_PATHS, "/metrics"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:9810", "localhost:9810", "[::1]:9810", "LocalHost.:9810", "127.0.0.1", "localhost:2222"]
+)
+def test_on_loopback_localhost_and_loopback_addresses_are_answered(tmp_path: Path, host: str, path: str) -> None:
+    status = call(folders(tmp_path), "GET", path, host)[0]
+    assert status == ("404 Not Found" if path == "/favicon.ico" else "200 OK")
+
+
+@pytest.mark.parametrize("path", [*PAGE_PATHS, "/metrics"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "rebound.example:9810",
+        "localhost.rebound.example:9810",
+        "127.0.0.1.rebound.example",
+        "10.0.0.5:9810",
+        "node1:9810",
+        "",
+    ],
+)
+def test_on_loopback_any_other_host_is_refused_metrics_too(tmp_path: Path, host: str, path: str) -> None:
+    for method in ("GET", "POST"):
+        status, headers, body = call(folders(tmp_path), method, path, host)
+        assert (status, headers["Content-Type"]) == ("421 Misdirected Request", "text/plain")
+        assert body == refusal(host, "localhost, 127.0.0.1 or [::1]", "http://127.0.0.1:9810/")
+        assert body.count(b"\n") == 1
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9810", "[::]:9810", "10.0.0.5:9810"])
+@pytest.mark.parametrize(
+    "host", ["node1:9810", "NODE1.example.org.:9810", "10.0.0.5:9810", "[fe80::1]:9810", "localhost:9810", "node1"]
+)
+def test_on_the_network_the_hosts_names_and_any_address_are_answered(tmp_path: Path, listen: str, host: str) -> None:
+    address = parse_listen_address(listen)
+    for path in ("/", "/api/stats", "/metrics"):
+        assert call(folders(tmp_path), "GET", path, host, address)[0] == "200 OK"
+
+
+@pytest.mark.parametrize("host", ["rebound.example:9810", "node1.rebound.example:9810", "node2:9810"])
+def test_on_the_network_the_page_refuses_other_names_but_metrics_answer_any(tmp_path: Path, host: str) -> None:
+    address = parse_listen_address("0.0.0.0:9810")
+    answers = "node1, node1.example.org, localhost or an IP address"
+    for path in PAGE_PATHS:
+        status, _, body = call(folders(tmp_path), "GET", path, host, address)
+        assert (status, body) == ("421 Misdirected Request", refusal(host, answers, "http://node1:9810/"))
+    # the site's Prometheus may scrape by any name: a DNS alias, a load balancer's, service discovery's
+    assert call(folders(tmp_path), "GET", "/metrics", host, address)[2] == b"the metrics"
+
+
+def test_this_hosts_own_name_is_among_the_names_answered() -> None:
+    assert socket.gethostname().lower() in this_host_names()
+    assert socket.getfqdn().lower() in this_host_names()
 
 
 def api(paths: Paths, path: str) -> tuple[str, Any]:
