@@ -64,6 +64,7 @@ NOT_PLANCTONS = {
     "git": "git acts on repositories, not Plancton's",
     "crontab": "cron's, not Plancton's: it changes a user's crontab",
     "ssh-keygen": "OpenSSH's, not Plancton's: it makes a signing key",
+    "ssh": "OpenSSH's client, not Plancton's: it connects to another host",
     "echo": "the shell's, not Plancton's",
 }
 PARSE_ONLY = """

@@ -2,12 +2,15 @@
 then a real daemon's page in Debian's headless Chromium, checked against planctonctl."""
 
 import datetime
+import functools
 import json
 import re
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from wsgiref.util import setup_testing_defaults
 
 import pytest
@@ -16,19 +19,22 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 
 from plancton.cli.output import duration
+from plancton.config.listen_address import ListenAddress, parse_listen_address
 from plancton.control import ledger
 from plancton.control.history import history_path, read_history
 from plancton.control.modefiles import read_snooze, write_snooze
 from plancton.control.paths import Paths, resolve
-from plancton.metrics.page import owner_page_app, page_html
+from plancton.metrics.page import owner_page_app, page_html, this_host_names
 from tests.conftest import Installation, wait_until
 from tests.support.influx_server import free_port
 from tests.support.owner_page import (
+    REBOUND_NAME,
     SEEDED_DAYS,
     USER_MODE,
     browser,
     open_page,
     requested_urls,
+    running_pilots,
     seed_history,
     seed_ledger,
     start_daemon,
@@ -56,17 +62,26 @@ def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
     return [b"the metrics"]
 
 
-def call(paths: Paths, method: str, path: str) -> tuple[str, dict[str, str], bytes]:
-    """Call the page's application as wsgiref does; return the status, headers and body."""
+LOOPBACK = ListenAddress("127.0.0.1", 9810)
+#: The names of the host of the tests that listen on every interface.
+NODE_NAMES = frozenset({"node1", "node1.example.org"})
+
+
+def call(
+    paths: Paths, method: str, path: str, host: str = "127.0.0.1:9810", address: ListenAddress = LOOPBACK
+) -> tuple[str, dict[str, str], bytes]:
+    """Call the page's application as wsgiref does, with this Host header, on a host named as
+    :data:`NODE_NAMES` says; return the status, headers and body."""
     environ: dict[str, Any] = {}
     setup_testing_defaults(environ)
-    environ.update(REQUEST_METHOD=method, PATH_INFO=path)
+    environ.update(REQUEST_METHOD=method, PATH_INFO=path, HTTP_HOST=host)
     answer: dict[str, Any] = {}
 
     def start_response(status: str, headers: list[tuple[str, str]]) -> None:
         answer.update(status=status, headers=dict(headers))
 
-    body = b"".join(owner_page_app(paths, metrics_app)(environ, start_response))
+    app = owner_page_app(paths, metrics_app, address, host_names=lambda: NODE_NAMES)
+    body = b"".join(app(environ, start_response))
     return answer["status"], answer["headers"], body
 
 
@@ -101,6 +116,73 @@ def test_the_metrics_stay_with_prometheus_client_and_other_paths_are_not_found(t
     status, _, body = call(folders(tmp_path), "GET", "/favicon.ico")
     assert status == "404 Not Found"
     assert body == b"nothing at /favicon.ico: the page is at /, the metrics at /metrics\n"
+
+
+# -- DNS rebinding: the Host header must name this host ------------------------------------------
+
+PAGE_PATHS = ["/", "/api/status", "/api/stats", "/api/history", "/favicon.ico"]
+
+
+def refusal(host: str, answers: str, example: str) -> bytes:
+    return (
+        f"Host {host!r} refused: Plancton answers here only to {answers} (any other name may be a web "
+        f"page's DNS rebinding); open {example}\n"
+    ).encode()
+
+
+@pytest.mark.parametrize("path", [*PAGE_PATHS, "/metrics"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:9810", "localhost:9810", "[::1]:9810", "LocalHost.:9810", "127.0.0.1", "localhost:2222"]
+)
+def test_on_loopback_localhost_and_loopback_addresses_are_answered(tmp_path: Path, host: str, path: str) -> None:
+    status = call(folders(tmp_path), "GET", path, host)[0]
+    assert status == ("404 Not Found" if path == "/favicon.ico" else "200 OK")
+
+
+@pytest.mark.parametrize("path", [*PAGE_PATHS, "/metrics"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "rebound.example:9810",
+        "localhost.rebound.example:9810",
+        "127.0.0.1.rebound.example",
+        "10.0.0.5:9810",
+        "node1:9810",
+        "",
+    ],
+)
+def test_on_loopback_any_other_host_is_refused_metrics_too(tmp_path: Path, host: str, path: str) -> None:
+    for method in ("GET", "POST"):
+        status, headers, body = call(folders(tmp_path), method, path, host)
+        assert (status, headers["Content-Type"]) == ("421 Misdirected Request", "text/plain")
+        assert body == refusal(host, "localhost, 127.0.0.1 or [::1]", "http://127.0.0.1:9810/")
+        assert body.count(b"\n") == 1
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:9810", "[::]:9810", "10.0.0.5:9810"])
+@pytest.mark.parametrize(
+    "host", ["node1:9810", "NODE1.example.org.:9810", "10.0.0.5:9810", "[fe80::1]:9810", "localhost:9810", "node1"]
+)
+def test_on_the_network_the_hosts_names_and_any_address_are_answered(tmp_path: Path, listen: str, host: str) -> None:
+    address = parse_listen_address(listen)
+    for path in ("/", "/api/stats", "/metrics"):
+        assert call(folders(tmp_path), "GET", path, host, address)[0] == "200 OK"
+
+
+@pytest.mark.parametrize("host", ["rebound.example:9810", "node1.rebound.example:9810", "node2:9810"])
+def test_on_the_network_the_page_refuses_other_names_but_metrics_answer_any(tmp_path: Path, host: str) -> None:
+    address = parse_listen_address("0.0.0.0:9810")
+    answers = "node1, node1.example.org, localhost or an IP address"
+    for path in PAGE_PATHS:
+        status, _, body = call(folders(tmp_path), "GET", path, host, address)
+        assert (status, body) == ("421 Misdirected Request", refusal(host, answers, "http://node1:9810/"))
+    # the site's Prometheus may scrape by any name: a DNS alias, a load balancer's, service discovery's
+    assert call(folders(tmp_path), "GET", "/metrics", host, address)[2] == b"the metrics"
+
+
+def test_this_hosts_own_name_is_among_the_names_answered() -> None:
+    assert socket.gethostname().lower() in this_host_names()
+    assert socket.getfqdn().lower() in this_host_names()
 
 
 def api(paths: Paths, path: str) -> tuple[str, Any]:
@@ -171,10 +253,48 @@ def status_pilots(installation: Installation) -> set[tuple[str, ...]]:
     return {(pilot["name"], pilot["id"], pilot["state"]) for pilot in installation.status()["pilots"]}
 
 
-def chart_points(driver: webdriver.Chrome, series: str) -> list[int]:
-    """Return how many points each polyline of a series of the chart has."""
-    script = "return [...document.querySelectorAll(arguments[0])].map((line) => line.points.numberOfItems)"
-    return [int(count) for count in driver.execute_script(script, f"#chart-svg polyline.{series}")]
+def page_why(driver: webdriver.Chrome) -> tuple[list[str], list[str]]:
+    """Return the holds the page shows and its sentences of why."""
+    chips = driver.find_elements(By.CSS_SELECTOR, "#holds [data-hold]")
+    return [str(chip.get_attribute("data-hold")) for chip in chips], [
+        item.text for item in driver.find_elements(By.CSS_SELECTOR, "#why li")
+    ]
+
+
+def status_why(installation: Installation) -> tuple[list[str], list[str]]:
+    status = installation.status()
+    return list(status["holds"]), list(status["why"])
+
+
+def chart_runs(driver: webdriver.Chrome, series: str) -> list[list[float]]:
+    """Return the cores each polyline of a series of the chart shows, point by point, read
+    back through the chart's own axis (its lowest and highest labelled grid lines)."""
+    script = """
+      const svg = document.getElementById("chart-svg");
+      const level = (line) => line.y1.baseVal.value === line.y2.baseVal.value;
+      const levels = [...svg.querySelectorAll("line.grid")].filter(level);
+      const labels = [...svg.querySelectorAll("text.axis[text-anchor=end]")];
+      return {
+        axis: levels.map((line, index) => [Number(labels[index].textContent), line.y1.baseVal.value]),
+        runs: [...svg.querySelectorAll(arguments[0])].map((line) =>
+          Array.from({ length: line.points.numberOfItems }, (_, index) => line.points.getItem(index).y)),
+      };
+    """
+    drawn = driver.execute_script(script, f"polyline.{series}")
+    (low, low_y), (high, high_y) = drawn["axis"][0], drawn["axis"][-1]
+    return [[low + (low_y - y) / (low_y - high_y) * (high - low) for y in run] for run in drawn["runs"]]
+
+
+def chart_cores(driver: webdriver.Chrome, series: str) -> list[float]:
+    """Return the cores a series of the chart shows, minute by minute, its lines one after another."""
+    return [cores for run in chart_runs(driver, series) for cores in run]
+
+
+def history_cores(statedir: str, column: int) -> Any:
+    """Return the cores of one column of the last day's history, as the chart must draw them
+    (to the drawing's precision)."""
+    day = [minute[column] for minute in read_history(statedir) if minute[0] > time.time() - 86400]
+    return pytest.approx(day, abs=0.005)
 
 
 def same_after_reload(driver: webdriver.Chrome, url: str, page: Callable[[], Any], truth: Callable[[], Any]) -> None:
@@ -195,7 +315,8 @@ def test_the_owner_page_shows_what_planctonctl_says_and_fetches_only_from_this_h
     statedir, port = installation.statedir, free_port()
     start_daemon(installation, port)
     url = f"http://127.0.0.1:{port}/"
-    wait_until(lambda: len(status_pilots(installation)) == 2, 60, "two pilots in status")
+    # two pilots at work (status also lists the spare pilot kept created beside them)
+    wait_until(lambda: running_pilots(installation) == 2, 120, "two running pilots in status")
 
     def stats_json() -> dict[str, Any]:
         done = installation.ctl(USER_MODE, "stats", "--json")
@@ -207,44 +328,67 @@ def test_the_owner_page_shows_what_planctonctl_says_and_fetches_only_from_this_h
         open_page(driver, url)
         assert text_of(driver, "#instance") == installation.instance
 
+        # the state and why: lending, with the holds and sentences of status --json
+        assert (text_of(driver, "#pill"), text_of(driver, "#headline")) == (
+            "Lending",
+            "Lending spare CPU: 2 pilots running.",
+        )
+        same_after_reload(driver, url, lambda: page_why(driver), lambda: status_why(installation))
+        assert page_why(driver)[1], "the page shows no sentence of why"
+
         # the ledger: every cell is what stats --json says, in the form the stats table prints
         same_after_reload(driver, url, lambda: page_ledger(driver), lambda: stats_table(stats_json()))
         shown = page_ledger(driver)
         seeded = sum(day.started for day in SEEDED_DAYS.values())
         assert int(shown[("all_time", "started")]) >= seeded > int(shown[("last_7_days", "started")])
+        assert int(shown[("last_7_days", "started")]) > int(shown[("today", "started")]) >= SEEDED_DAYS[0].started
         assert shown[("all_time", "ended:memory")] == "1"
 
         # the pilots: those of status --json
         same_after_reload(driver, url, lambda: page_pilots(driver), lambda: status_pilots(installation))
-        assert len(page_pilots(driver)) == 2
+        assert [pilot[2] for pilot in page_pilots(driver)].count("running") == 2
 
-        # the chart: one point per minute of history, in two lines where the daemon was stopped
-        def minutes() -> int:
-            return sum(1 for minute in read_history(statedir) if minute[0] > time.time() - 86400)
-
-        same_after_reload(driver, url, lambda: sum(chart_points(driver, "owner")), minutes)
-        assert len(chart_points(driver, "owner")) >= 2
-        assert chart_points(driver, "pilots") == chart_points(driver, "owner")
+        # the chart: each series is the history's, minute by minute, in two lines where the
+        # daemon was stopped; the seeded day has the owner at work and the pilots around it
+        for series, column in (("owner", 1), ("pilots", 2)):
+            shown_cores = functools.partial(chart_cores, driver, series)
+            same_after_reload(driver, url, shown_cores, functools.partial(history_cores, statedir, column))
+        owner, pilots = chart_runs(driver, "owner"), chart_runs(driver, "pilots")
+        assert len(owner) >= 2 and [len(run) for run in pilots] == [len(run) for run in owner]
+        assert max(map(max, owner)) > 1 and max(map(max, pilots)) > 1
         assert "minutes recorded in the last 24 hours" in text_of(driver, "#chart-note")
 
-        # a snooze shows with its end
+        # a snooze shows with its end, and the daemon's hold for it
         assert installation.ctl(USER_MODE, "snooze", "2h").returncode == 0
         until = read_snooze(installation.rundir)
         assert until is not None
-        open_page(driver, url)
+        wait_until(lambda: "snooze" in installation.status()["holds"], 60, "the snooze's hold in status")
+        same_after_reload(driver, url, lambda: page_why(driver), lambda: status_why(installation))
+        assert "snooze" in page_why(driver)[0]
         snooze = driver.find_element(By.ID, "snooze")
         assert float(str(snooze.get_attribute("data-until"))) == pytest.approx(until)
         assert f"Snoozed until {time.strftime('%H:%M', time.localtime(until))}" in snooze.text
         assert text_of(driver, "#pill") == "Snoozed"
         assert installation.ctl(USER_MODE, "snooze", "--cancel").returncode == 0
+        open_page(driver, url)
+        assert text_of(driver, "#pill") != "Snoozed" and "No snooze" in text_of(driver, "#snooze")
 
-        # everything the page asked for came from this daemon
-        urls = requested_urls(driver, url)
+        # everything the browser asked for over the network came from this daemon (its own
+        # chrome:// pages, such as the blank tab it starts with, and data: URLs are no request)
+        urls = requested_urls(driver)
         assert {f"{url}api/status", f"{url}api/stats", f"{url}api/history", url} <= set(urls)
-        assert all(found.startswith(url) or found.startswith("data:") for found in urls), urls
+        network = [found for found in urls if urlsplit(found).scheme not in ("chrome", "data")]
+        assert all(found.startswith(url) for found in network), network
+
+        # a web page's name rebound to this host gets the refusal, not the figures
+        driver.get(f"http://{REBOUND_NAME}:{port}/api/status")
+        refusal_line = f"Host '{REBOUND_NAME}:{port}' refused: Plancton answers here only to localhost"
+        assert text_of(driver, "body").startswith(refusal_line)
 
     # read-only, and the metrics are where they were
     refused = requests.post(url, data=b"x", timeout=10)
     assert (refused.status_code, refused.headers["Allow"]) == (405, "GET, HEAD")
     assert "plancton_build_info" in requests.get(f"{url}metrics", timeout=10).text
+    rebound = requests.get(f"{url}metrics", headers={"Host": f"{REBOUND_NAME}:{port}"}, timeout=10)
+    assert (rebound.status_code, rebound.text.startswith(refusal_line)) == (421, True)
     assert f"the owner's page at {url}" in installation.log()

@@ -356,7 +356,7 @@ class Endpoint:
     def __init__(self, address: ListenAddress, registry: CollectorRegistry, paths: Paths | None = None) -> None:
         self.address = address
         metrics = make_wsgi_app(registry)
-        app = owner_page_app(paths, metrics) if paths is not None else metrics
+        app = owner_page_app(paths, metrics, address) if paths is not None else metrics
         family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         server_class = type("EndpointServer", (ThreadingWSGIServer,), {"address_family": family})
         self.server: WSGIServer = make_server(address.host, address.port, app, server_class, _QuietHandler)

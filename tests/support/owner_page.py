@@ -29,6 +29,8 @@ from plancton.control.ledger import Day, Ledger
 from tests.conftest import STEADY_POLICY, Installation
 
 CHROMIUM = "/usr/bin/chromium"
+#: The name under which Chromium reaches this host as a DNS rebinding would: a web page's own.
+REBOUND_NAME = "rebound.example"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 #: Chromium talks to nothing but the page: no updates, sync, safe-browsing or first-run fetches.
 CHROMIUM_FLAGS = (
@@ -40,6 +42,8 @@ CHROMIUM_FLAGS = (
     "--disable-sync",
     "--no-first-run",
     "--disable-dev-shm-usage",
+    # a web page's name that its DNS has rebound to this host, as an attacker would
+    f"--host-resolver-rules=MAP {REBOUND_NAME} 127.0.0.1",
 )
 #: How long the page may take to render, and the daemon's pilots to start.
 RENDER_SECONDS = 60
@@ -138,6 +142,11 @@ def start_daemon(installation: Installation, port: int) -> None:
         raise RuntimeError(f"planctonctl start failed: {started.stderr}")
 
 
+def running_pilots(installation: Installation) -> int:
+    """Return how many pilots ``planctonctl status`` lists as running."""
+    return sum(1 for pilot in installation.status()["pilots"] if pilot["state"] == "running")
+
+
 def chromium_processes(profile: str) -> list[psutil.Process]:
     """Return the Chromium processes that run with this profile folder."""
     found = []
@@ -188,16 +197,15 @@ def text_of(driver: webdriver.Chrome, selector: str) -> str:
     return str(driver.find_element(By.CSS_SELECTOR, selector).text)
 
 
-def requested_urls(driver: webdriver.Chrome, page: str) -> list[str]:
-    """Return every URL that a page at this address asked for since the last call (the page
-    itself, its script's requests, anything it would load), from Chromium's network log."""
+def requested_urls(driver: webdriver.Chrome) -> list[str]:
+    """Return every URL the browser asked for since the last call (each page, its script's
+    requests, anything a page would load, the browser's own chrome:// pages), from Chromium's
+    network log."""
     urls = []
     for entry in driver.get_log("performance"):  # type: ignore[no-untyped-call]
         message: dict[str, Any] = json.loads(entry["message"])["message"]
         if message.get("method") == "Network.requestWillBeSent":
-            params = message["params"]
-            if str(params.get("documentURL", "")).startswith(page):
-                urls.append(str(params["request"]["url"]))
+            urls.append(str(message["params"]["request"]["url"]))
     return urls
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 from tests.conftest import Installation
 from tests.support.influx_server import free_port
-from tests.support.owner_page import browser, open_page, save_full_page, start_daemon
+from tests.support.owner_page import browser, open_page, running_pilots, save_full_page, start_daemon
 from tests.support.services import (
     StartedProcess,
     docker_answers,
@@ -48,11 +48,6 @@ def docker_engine(folder: str) -> Iterator[None]:
                 client.remove_image("busybox:latest", force=True)
         if started is not None:
             started.stop()
-
-
-def running_pilots(installation: Installation) -> int:
-    """Return how many pilots ``planctonctl status`` lists as running."""
-    return sum(1 for pilot in installation.status()["pilots"] if pilot["state"] == "running")
 
 
 @contextlib.contextmanager
