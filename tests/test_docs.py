@@ -12,8 +12,9 @@ How a command line's program is run:
 - ``bench/run``: ``python -m bench`` (what the script runs) with the line's arguments and
   ``--show``, which checks the scenario names and prints the last results instead of
   measuring; the script itself, which may install matplotlib, is only checked by ``sh -n``.
-- ``./install`` and ``tests/vm/run``: the line's arguments, then ``--help``; both scripts
-  read their arguments in order and stop at ``--help``, so a wrong option fails first. As
+- ``./install``, ``tests/vm/run`` and ``tests/farm/run``: the line's arguments, then
+  ``--help``; these scripts read their arguments in order and stop at ``--help``, so a wrong
+  option fails first. As
   root, ``./install`` also runs with ``--dry-run``, which only prints what it would change.
 - ``./tests/run``: never run (it installs packages and runs this suite); it is checked by
   ``bash -n``, and its arguments, which go to pytest, are given to pytest in an empty folder.
@@ -51,7 +52,7 @@ PYTHON = re.compile(r"(?:.*/)?python3?(?:\.\d+)?")
 #: Environment variables that any program reads, not only the one a line runs.
 GENERAL_ENVIRONMENT = {"PATH", "PYTHONPATH"}
 #: Scripts of this repository that read their arguments themselves, and stop at --help.
-SCRIPTS_WITH_HELP = {"./install": "install", "tests/vm/run": "tests/vm/run"}
+SCRIPTS_WITH_HELP = {"./install": "install", "tests/vm/run": "tests/vm/run", "tests/farm/run": "tests/farm/run"}
 #: Plancton's own commands: the file that is their entry point.
 PLANCTON_COMMANDS = {"planctonctl": "bin/planctonctl", "plancton-bootstrap": "bin/plancton-bootstrap"}
 NOT_PLANCTONS = {

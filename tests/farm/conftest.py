@@ -9,6 +9,7 @@ they run only under ``tests/farm/run``, which uses this folder's ``farm.ini``.
 import json
 import os
 import secrets
+import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ FARM_INI = Path(__file__).with_name("farm.ini")
 UNIT_TESTS = frozenset({"test_layout.py"})
 #: What the tests measured, by name: printed at the end, and written to the results file.
 FIGURES: dict[str, Any] = {}
+SESSION_BEGUN = pytest.StashKey[float]()
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -39,11 +41,16 @@ def farm() -> Iterator[Farm]:
     is removed afterwards, also after a failure or Ctrl-C."""
     run_id = os.environ.setdefault(RUN_MARK, secrets.token_hex(3))
     layout = FarmLayout(run_id, int(os.environ.get("PLANCTON_FARM_NODES", "3")), run_folder(run_id))
+    FIGURES["nodes"] = layout.nodes
+    begun = time.monotonic()
     started = Farm.start(layout, Ledger(ledger_path(run_id)))
+    FIGURES["farm built and every daemon started, s"] = round(time.monotonic() - begun, 1)
     try:
         yield started
     finally:
+        begun = time.monotonic()
         started.stop()
+        FIGURES["farm stopped and removed, s"] = round(time.monotonic() - begun, 1)
 
 
 @pytest.fixture(autouse=True)
@@ -75,10 +82,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"{name}: {value}")
 
 
-def pytest_sessionfinish() -> None:
-    """Write the figures to $PLANCTON_FARM_RESULTS, when it names a file."""
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Note when the session began, for its length in the figures."""
+    session.stash[SESSION_BEGUN] = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Write the figures to $PLANCTON_FARM_RESULTS, when it names a file, with the session's
+    length and how many tests passed and failed."""
     path = os.environ.get("PLANCTON_FARM_RESULTS")
     if path and FIGURES:
+        FIGURES["tests session, s"] = round(time.monotonic() - session.stash[SESSION_BEGUN], 1)
+        stats = session.config.pluginmanager.getplugin("terminalreporter").stats
+        for outcome in ("passed", "failed", "error", "skipped"):
+            FIGURES[f"tests {outcome}"] = len(stats.get(outcome, []))
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(FIGURES, handle, indent=2, sort_keys=True)
             handle.write("\n")

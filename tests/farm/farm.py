@@ -11,9 +11,10 @@ Everything made is written down in a ledger first (:mod:`tests.farm.ledger`), so
 import os
 import re
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 import docker
@@ -52,6 +53,7 @@ PILOT_IDLE_SECONDS = 120
 STARTED_PILOT = re.compile(r"started pilot (\S+) ")
 #: The key that any dockerd makes when the host has none (no flag of dockerd 20.10 moves it).
 DOCKERD_KEY = "/etc/docker/key.json"
+T = TypeVar("T")
 GIT_IDENTITY = ["-c", "user.name=Farm site", "-c", "user.email=site@farm.invalid"]
 
 
@@ -150,10 +152,21 @@ class ConfigRepository:
 
     def commit(self, config: str, message: str) -> str:
         """Commit a new config.yaml and publish it; return the commit."""
-        with open(os.path.join(self.work, "config.yaml"), "w", encoding="utf-8") as handle:
-            handle.write(config)
-        self.git("add", "config.yaml")
-        self.git("commit", "--quiet", "--message", message)
+        return self.commit_files({"config.yaml": config}, message)
+
+    def commit_files(self, files: dict[str, str | None], message: str) -> str:
+        """Commit these files of the repository (their text, or None to remove one) and
+        publish them; return the commit."""
+        for name, text in files.items():
+            path = os.path.join(self.work, name)
+            if text is None:
+                self.git("rm", "--quiet", name)
+                continue
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            self.git("add", name)
+        self.git("commit", "--quiet", "--allow-empty", "--message", message)
         self.git("push", "--quiet", "origin", "HEAD:main")
         return self.git("rev-parse", "HEAD").strip()
 
@@ -272,7 +285,7 @@ class Farm:
 
     def start_prometheus(self) -> None:
         """Start the farm's Prometheus, in the hub, scraping every node's metrics_listen."""
-        targets = [f"{node.address}:{METRICS_PORT}" for node in self.nodes]
+        targets = [self.prometheus_target(node) for node in self.nodes]
         folder = os.path.join(self.layout.hub_folder, "prometheus")
         hub = self.layout.hub_namespace
         self.prometheus = FarmPrometheus(folder, hub, self.layout.hub_address, targets, self.ledger)
@@ -281,6 +294,26 @@ class Farm:
     def commit_config(self, message: str, **overrides: Any) -> str:
         """Commit the site's configuration with these keys changed; return the commit."""
         return self.repository.commit(site_config(self.layout, self.token_folder, **overrides), message)
+
+    def commit_overlay(self, name: str, overlay: dict[str, Any] | None, message: str) -> str:
+        """Commit the overlay ``hosts/NAME.yaml`` (its selector and keys), or remove it (None);
+        return the commit."""
+        text = None if overlay is None else str(yaml.safe_dump(overlay, sort_keys=False))
+        return self.repository.commit_files({f"hosts/{name}.yaml": text}, message)
+
+    def has_overlay(self, name: str) -> bool:
+        """Return whether the repository's latest commit holds the overlay ``hosts/NAME.yaml``."""
+        return os.path.exists(os.path.join(self.repository.work, "hosts", f"{name}.yaml"))
+
+    def on_every_node(self, action: Callable[[Node], T]) -> list[T]:
+        """Run ``action`` on every node at once (as each node's own timer would); return what
+        it returned for each node, in the nodes' order."""
+        with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="farm-node") as executor:
+            return list(executor.map(action, self.nodes))
+
+    def prometheus_target(self, node: Node) -> str:
+        """Return the node's scrape target, as Prometheus names it (its instance label)."""
+        return f"{node.address}:{METRICS_PORT}"
 
     def nodes_of_pilots(self, host_names: Sequence[str]) -> dict[str, int]:
         """Given host names of pilots (as HTCondor reports them: the pilot's name at the end),

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import pwd
+import signal
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import psutil
 
 from tests.farm.layout import NETNS_FOLDER, NODE_LINK, FarmLayout
 from tests.farm.ledger import RUN_MARK, Ledger, stop_process
@@ -31,6 +33,11 @@ VENV_BIN = os.path.dirname(sys.executable)
 START_SECONDS = 90.0
 #: A person away from the keyboard this long before the farm starts: well past input_idle.
 AWAY_SECONDS = 3600.0
+#: How often each node takes its repository's latest commit (plancton-bootstrap --every): a
+#: test that runs the node's update entry then waits for its random delay, up to this long.
+UPDATE_EVERY = "1m"
+#: The environment cron gives a user's crontab entry (besides HOME and LOGNAME).
+CRON_ENVIRONMENT = {"SHELL": "/bin/sh", "PATH": "/usr/bin:/bin"}
 
 
 def in_namespace(namespace: str, command: list[str]) -> list[str]:
@@ -113,7 +120,7 @@ class NodeEngine:
             "dockerd",
             f"--config-file={config}",
             f"--data-root={os.path.join(self.folder, 'data')}",
-            f"--exec-root={os.path.join(self.folder, 'exec')}",
+            f"--exec-root={self.exec_root}",
             f"--pidfile={os.path.join(self.folder, 'dockerd.pid')}",
             f"--host={self.url}",
             f"--cgroup-parent=/{self.cgroup}",
@@ -153,6 +160,35 @@ class NodeEngine:
             RuntimeError: it failed.
         """
         return run_checked(["docker", "--host", self.url, *arguments], timeout=timeout)
+
+    @property
+    def exec_root(self) -> str:
+        return os.path.join(self.folder, "exec")
+
+    def processes(self) -> list[psutil.Process]:
+        """Return every process of the engine: dockerd and what it started (containerd), and
+        each container's shim (which containerd leaves running on its own) with the
+        container's processes."""
+        found: list[psutil.Process] = []
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                dockerd = psutil.Process(self.process.pid)
+                found += [dockerd, *dockerd.children(recursive=True)]
+        address = os.path.join(self.exec_root, "containerd", "containerd.sock")
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.name().startswith("containerd-shim") and address in process.cmdline():
+                    found += [process, *process.children(recursive=True)]
+        return found
+
+    def kill(self) -> None:
+        """Kill the engine outright with everything it runs, by their pids (SIGKILL): a crash
+        of the engine's service with its control group, containers included."""
+        for process in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(30)
 
     def stop(self) -> None:
         """Remove every container of the engine, then stop it by its pid."""
@@ -276,38 +312,85 @@ class Node:
 
     # -- Plancton, as the node's user runs it ----------------------------------------------
 
-    def as_user(self, *command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def as_user(
+        self, *command: str, timeout: float = 120, environment: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command of Plancton's as the node's user, in the node's namespace, with the
-        node's engine and bus; return the finished process."""
+        node's engine and bus (or only the given environment); return the finished process."""
         assert self.user is not None
-        environment = {
-            "HOME": self.home,
-            "USER": self.user.pw_name,
-            "LOGNAME": self.user.pw_name,
-            "LC_ALL": "C.UTF-8",
-            "PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
-            "DOCKER_HOST": self.engine.url,
-            "DBUS_SYSTEM_BUS_ADDRESS": self.bus,
-            RUN_MARK: os.environ.get(RUN_MARK, ""),
-        }
-        settings = [f"{name}={value}" for name, value in environment.items()]
+        if environment is None:
+            environment = {
+                "HOME": self.home,
+                "USER": self.user.pw_name,
+                "LOGNAME": self.user.pw_name,
+                "LC_ALL": "C.UTF-8",
+                "PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",
+                "DOCKER_HOST": self.engine.url,
+                "DBUS_SYSTEM_BUS_ADDRESS": self.bus,
+            }
+        # the run's mark, which the final check finds every process of the run by
+        marked = {**environment, RUN_MARK: os.environ.get(RUN_MARK, "")}
+        settings = [f"{name}={value}" for name, value in marked.items()]
         wrapped = ["runuser", "-u", self.user.pw_name, "--", "env", "-i", *settings, *command]
         return subprocess.run(
             in_namespace(self.namespace, wrapped), capture_output=True, text=True, timeout=timeout, check=False,
             cwd="/",
         )  # fmt: skip
 
+    @property
+    def label(self) -> str:
+        """The label the node is given at bootstrap, which the repository's overlays select it by."""
+        return f"node{self.number}"
+
     def bootstrap(self, repository: str) -> str:
-        """Take the configuration from the farm's repository with plancton-bootstrap; return
+        """Take the configuration from the farm's repository with plancton-bootstrap, with the
+        node's label and updates every :data:`UPDATE_EVERY`; return what it said.
+
+        Raises:
+            RuntimeError: it failed.
+        """
+        return self.checked_bootstrap(repository, "--label", self.label, "--every", UPDATE_EVERY)
+
+    def update(self) -> str:
+        """Take the repository's latest commit at once (plancton-bootstrap --update); return
         what it said.
 
         Raises:
             RuntimeError: it failed.
         """
-        done = self.as_user(os.path.join(VENV_BIN, "plancton-bootstrap"), repository)
+        return self.checked_bootstrap("--update")
+
+    def checked_bootstrap(self, *arguments: str) -> str:
+        """Run plancton-bootstrap as the node's user; return what it said.
+
+        Raises:
+            RuntimeError: it failed.
+        """
+        done = self.as_user(os.path.join(VENV_BIN, "plancton-bootstrap"), *arguments)
         if done.returncode != 0:
-            raise RuntimeError(f"plancton-bootstrap on {self.name} failed: {done.stdout}{done.stderr}")
-        return done.stdout
+            raise RuntimeError(f"plancton-bootstrap {arguments[0]} on {self.name} failed: {done.stdout}{done.stderr}")
+        return done.stdout + done.stderr
+
+    def update_entry(self) -> str:
+        """Return the command of the crontab entry that plancton-bootstrap installed for the
+        node's updates (what cron would run, after its five time fields).
+
+        Raises:
+            RuntimeError: the node's user has no such entry.
+        """
+        assert self.user is not None
+        crontab = run_checked(["crontab", "-l", "-u", self.user.pw_name])
+        for line in crontab.splitlines():
+            if "--update" in line and not line.startswith(("#", "@")):
+                return line.split(None, 5)[5]
+        raise RuntimeError(f"no update entry in the crontab of {self.name}: {crontab}")
+
+    def run_update_entry(self) -> subprocess.CompletedProcess[str]:
+        """Run the node's update entry as cron would: by /bin/sh, as the node's user, with
+        cron's environment (nothing of the node's engine or bus); return the finished process."""
+        assert self.user is not None
+        environment = {"HOME": self.home, "LOGNAME": self.user.pw_name, **CRON_ENVIRONMENT}
+        return self.as_user("/bin/sh", "-c", self.update_entry(), environment=environment, timeout=300)
 
     def ctl(self, *arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run planctonctl on the node as its user; return the finished process."""
@@ -355,6 +438,10 @@ class Node:
                 entry["Names"][0].lstrip("/"): entry["State"]
                 for entry in services.instance_containers(client, self.layout.instance)
             }
+
+    def running_pilots(self) -> set[str]:
+        """Return the names of the instance's running containers in the node's engine."""
+        return {name for name, state in self.pilot_states().items() if state == "running"}
 
     # -- tearing down ----------------------------------------------------------------------
 

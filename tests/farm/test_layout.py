@@ -1,15 +1,18 @@
-"""The farm's layout and the site's configuration: pure, so run by the ordinary tier too."""
+"""The farm's layout, the site's configuration and the farm's alert rules: pure, so run by the
+ordinary tier too."""
 
 import ipaddress
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from plancton.config import loader
 from plancton.platform.host import host_facts
 from tests.farm.farm import site_config
 from tests.farm.layout import ENGINE_SUBNETS, FARM_SUBNET, MAX_NODES, FarmLayout, ledger_path, run_folder
+from tests.farm.watch import SHIPPED_RULES, farm_rules
 
 
 def layout(nodes: int = MAX_NODES) -> FarmLayout:
@@ -64,3 +67,13 @@ def test_the_site_configuration_is_valid_and_names_no_node(tmp_path: Path) -> No
     assert config.max_docks == "1"
     assert config.engine_url is None
     assert all(farm.node_address(number) not in path.read_text() for number in farm.node_numbers())
+
+
+def test_the_farm_evaluates_the_shipped_rules_changed_only_in_how_long_they_wait() -> None:
+    shipped = Path(SHIPPED_RULES).read_text(encoding="utf-8")
+    rules = yaml.safe_load(shipped)["groups"][0]["rules"]
+    farm = yaml.safe_load(farm_rules(shipped, "10s"))["groups"][0]["rules"]
+    assert [rule.get("for") for rule in farm] == ["10s" if "for" in rule else None for rule in rules]
+    assert any("for" in rule for rule in rules) and any("for" not in rule for rule in rules)
+    assert [{**rule, "for": None} for rule in farm] == [{**rule, "for": None} for rule in rules]
+    assert farm_rules(shipped, "10s").count("\n") == shipped.count("\n")

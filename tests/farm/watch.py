@@ -1,10 +1,12 @@
 """The farm's Prometheus, in the hub's network namespace on the farm network, scraping every
-node's ``metrics_listen``; and a thread inside a network namespace, through which the tests
-reach it (the farm network has no route from the host's own namespace, and needs none).
+node's ``metrics_listen`` and evaluating the shipped alert rules; and a thread inside a
+network namespace, through which the tests reach it (the farm network has no route from the
+host's own namespace, and needs none).
 """
 
 import ctypes
 import os
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -14,13 +16,27 @@ import requests
 from tests.farm.layout import NETNS_FOLDER
 from tests.farm.ledger import Ledger
 from tests.farm.node import in_namespace, spawn, tail
-from tests.farm.support import prometheus_server, services
+from tests.farm.support import htcondor_pool, prometheus_server, services
 
 CLONE_NEWNET = 0x40000000
 PROMETHEUS_PORT = 9090
 #: The port of every node's metrics_listen (the site's configuration says it).
 METRICS_PORT = 9810
 START_SECONDS = 60.0
+#: The alert rules Plancton ships, which the farm's Prometheus evaluates.
+SHIPPED_RULES = os.path.join(htcondor_pool.REPOSITORY, "etc", "prometheus", "plancton-rules.yml")
+#: How long each rule's condition must hold in the farm before its alert fires: the shipped
+#: durations (5 minutes for an absent node, 12 hours for a long drain) would make a test wait
+#: that long; the farm changes them alone, and keeps every expression and threshold.
+FARM_ALERT_FOR = "10s"
+FOR_LINE = re.compile(r"^([ \t]+for:[ \t]*)\S+[ \t]*$", re.MULTILINE)
+
+
+def farm_rules(shipped: str, duration: str = FARM_ALERT_FOR) -> str:
+    """Given the text of the shipped rules file, return it with every rule's ``for:`` set to
+    ``duration`` and nothing else changed."""
+    return FOR_LINE.sub(lambda line: f"{line.group(1)}{duration}", shipped)
+
 
 T = TypeVar("T")
 
@@ -53,8 +69,9 @@ class NamespaceThread:
 
 
 class FarmPrometheus(prometheus_server.PrometheusServer):
-    """Prometheus in the hub's namespace, listening on the hub's address and scraping each
-    target every second; its queries go through a thread in that namespace."""
+    """Prometheus in the hub's namespace, listening on the hub's address, scraping each
+    target and evaluating the shipped rules (:func:`farm_rules`) every second; its queries go
+    through a thread in that namespace."""
 
     def __init__(self, folder: str, namespace: str, address: str, targets: list[str], ledger: Ledger) -> None:
         super().__init__(folder, ",".join(targets))
@@ -77,10 +94,14 @@ class FarmPrometheus(prometheus_server.PrometheusServer):
         """
         os.makedirs(self.folder, exist_ok=True)
         config = os.path.join(self.folder, "prometheus.yml")
+        rules = os.path.join(self.folder, "plancton-rules.yml")
+        with open(SHIPPED_RULES, encoding="utf-8") as shipped, open(rules, "w", encoding="utf-8") as handle:
+            handle.write(farm_rules(shipped.read()))
         targets = ", ".join(f"'{target}'" for target in self.targets)
         with open(config, "w", encoding="utf-8") as handle:
             handle.write(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n"
+                f"rule_files: ['{rules}']\n"
                 f"scrape_configs:\n  - job_name: plancton\n    static_configs:\n      - targets: [{targets}]\n"
             )
         log_path = os.path.join(self.folder, "prometheus.log")
@@ -118,6 +139,20 @@ class FarmPrometheus(prometheus_server.PrometheusServer):
         """Return each scrape target's health as Prometheus sees it (up, down, unknown)."""
         response = self.thread.run(requests.get, f"{self.base}/api/v1/targets", timeout=30)
         return {target["labels"]["instance"]: target["health"] for target in response.json()["data"]["activeTargets"]}
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Return the alerts pending or firing now, each with its labels and state."""
+        response = self.thread.run(requests.get, f"{self.base}/api/v1/alerts", timeout=30)
+        return list(response.json()["data"]["alerts"])
+
+    def alerting(self, name: str, state: str | None = "firing") -> set[str]:
+        """Return the instances (nodes' scrape targets) for which the alert ``name`` is in
+        ``state`` now ("firing" or "pending"; None: either)."""
+        return {
+            alert["labels"].get("instance", "")
+            for alert in self.alerts()
+            if alert["labels"]["alertname"] == name and state in (None, alert["state"])
+        }
 
     def stop(self) -> None:
         """Stop Prometheus by its pid and end the thread."""
