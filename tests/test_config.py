@@ -3,6 +3,7 @@ shipped etc/config.yaml, and what the daemon uses to notice a changed file.
 """
 
 import dataclasses
+import datetime
 import glob
 import os
 import re
@@ -290,6 +291,26 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
     "security_opts": (
         [("apparmor=unconfined", ("apparmor=unconfined",)), ("no-new-privileges", ("no-new-privileges",))],
         [("whatever", 'got "whatever"'), (5, "expected a list of text")],
+    ),
+    "drain_by": (
+        [
+            ("2026-12-05T18:00:00Z", 1796493600.0),
+            ("2026-12-05T19:00:00+01:00", 1796493600.0),
+            (datetime.datetime(2026, 12, 5, 18, tzinfo=datetime.UTC), 1796493600.0),
+            (1796493600, 1796493600.0),
+            (None, None),
+        ],
+        [
+            ("2026-12-05T18:00:00", "add Z for UTC or the offset"),
+            (datetime.date(2026, 12, 5), "expected an ISO time with its time zone"),
+            ("tomorrow", 'got "tomorrow"'),
+            (-5, "got -5"),
+            (True, "expected an ISO time"),
+        ],
+    ),
+    "drain_min_runtime": (
+        [("10m", 600.0), (0, 0.0), ("2h", 7200.0)],
+        [("-1", "expected"), ("8d", "expected")],
     ),
     "docker_privileged": (
         [(True, True), (False, False)],

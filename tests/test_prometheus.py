@@ -51,6 +51,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 #: Every ``plancton_hold_reason`` label, as docs/metrics.md lists them.
 HOLD_LABELS = (
     "mode",
+    "deadline",
     "memory",
     "owner_busy",
     "input",

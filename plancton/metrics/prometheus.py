@@ -72,7 +72,7 @@ EVENT_COUNTERS = {
     "resumed": ("plancton_pilots_resumed", "Pilots resumed"),
 }
 #: Reasons whose counters exist (at 0) before the first such event, so increase() sees the first.
-KNOWN_REASONS = {"stopped": ("ttl", "owner reclaim", "force-stop", "image changed"), "killed": ("memory",)}
+KNOWN_REASONS = {"stopped": ("ttl", "owner reclaim", "force-stop", "deadline", "image changed"), "killed": ("memory",)}
 #: How often a taken or refused listen address is tried again.
 LISTEN_RETRY_SECONDS = 30.0
 #: The textfile is written after each loop, but not more often than this.
