@@ -11,7 +11,7 @@ import pytest
 
 from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
-from plancton.control.modefiles import write_mode
+from plancton.control.modefiles import cancel_drain_by, write_drain_by, write_mode
 from plancton.control.paths import Paths, resolve
 from plancton.control.state import read_state
 from plancton.core.modes import Mode
@@ -233,6 +233,37 @@ def test_drain_stop_ends_the_loop_and_removes_the_cgroup(harness: Harness) -> No
         os.unlink(os.path.join(parent, name))
     harness.daemon.shutdown()
     assert not os.path.exists(parent)
+
+
+def test_a_drain_deadline_reaches_the_pilots_and_stops_them_when_it_comes(harness: Harness) -> None:
+    features = os.path.join(harness.paths.rundir, "machinefeatures")
+    shutdowntime = os.path.join(features, "shutdowntime")
+    harness.turn()
+    spec = next(iter(harness.engine.specs.values()))
+    assert f"{features}:/run/machinefeatures:ro" in spec.host_config["binds"]
+    assert spec.environment["MACHINEFEATURES"] == "/run/machinefeatures"
+    assert os.path.isdir(features) and not os.path.exists(shutdowntime)
+    deadline = harness.daemon.wall() + 3600
+    write_drain_by(harness.paths.rundir, deadline)
+    harness.turn()
+    with open(shutdowntime, encoding="ascii") as handle:
+        assert handle.read() == f"{int(deadline)}\n"
+    assert oct(os.stat(shutdowntime).st_mode & 0o777) == "0o644"
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.drain_by == deadline and state.drain_by_source == "planctonctl drain --by"
+    # a farm-wide deadline that comes earlier wins, and names its file
+    harness.daemon.config = config_of(max_docks=3, drain_by=deadline - 1800)
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.drain_by == deadline - 1800
+    assert state.drain_by_source == harness.paths.config_file
+    harness.clock[0] += 1800
+    harness.turn()
+    assert sorted(harness.engine.stops) == sorted(harness.engine.pilots) and harness.engine.stops
+    harness.daemon.config = config_of(max_docks=3)
+    cancel_drain_by(harness.paths.rundir)
+    harness.turn()
+    assert not os.path.exists(shutdowntime)
 
 
 def test_the_cgroup_stays_while_pilots_are_left(harness: Harness) -> None:

@@ -237,6 +237,13 @@ def _daemon_families(snapshot: Snapshot) -> Iterator[Metric]:
             instance,
             report.config_update_checked_at,
         )
+    if report.drain_by is not None:
+        yield _gauge(
+            "plancton_drain_deadline_timestamp_seconds",
+            "The drain deadline in force (Unix seconds): pilots left then are stopped",
+            instance,
+            report.drain_by,
+        )
     yield _gauge("plancton_loop_duration_seconds", "How long the last loop took", instance, report.loop_seconds)
     engine = "1 when the container engine answered in the last loop"
     yield _gauge("plancton_engine_up", engine, instance, float(report.engine_available))
