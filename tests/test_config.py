@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from plancton.config import files, schema
 from plancton.config.loader import load, parse
+from plancton.config.rollout import Rollout
 from plancton.config.schema import KEYS, Config, HostFacts
 from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
@@ -291,6 +292,20 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
     "security_opts": (
         [("apparmor=unconfined", ("apparmor=unconfined",)), ("no-new-privileges", ("no-new-privileges",))],
         [("whatever", 'got "whatever"'), (5, "expected a list of text")],
+    ),
+    "rollout": (
+        [
+            ({"window": "2h"}, Rollout(7200.0, 600.0)),
+            ({"window": "30m", "watch": "5m"}, Rollout(1800.0, 300.0)),
+            ({"watch": 0}, Rollout(0.0, 0.0)),
+            (None, Rollout()),
+        ],
+        [
+            ({"window": 0}, "a window of zero spreads nothing"),
+            ({"window": "2h", "stages": 3}, "expected a mapping of window and watch"),
+            ("2h", "expected a mapping of window and watch"),
+            ({"window": "8d"}, "expected"),
+        ],
     ),
     "drain_by": (
         [
