@@ -45,7 +45,7 @@ from plancton.control.modefiles import (
     write_snooze,
 )
 from plancton.control.node import node_facts
-from plancton.control.paths import Paths, prepare, resolve
+from plancton.control.paths import Paths, location_arguments, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import read_state
 from plancton.core.modes import Mode
@@ -158,13 +158,6 @@ def paths_from(args: argparse.Namespace) -> Paths:
         pidfile=args.pidfile,
         statedir=args.statedir,
     )
-
-
-def location_arguments(paths: Paths) -> list[str]:
-    """Return the options that give another planctonctl process the same folders."""
-    arguments = ["--confdir", paths.confdir, "--rundir", paths.rundir, "--logdir", paths.logdir]
-    arguments += ["--pidfile", paths.pidfile, "--statedir", paths.statedir]
-    return arguments + (["--user"] if paths.user_mode else [])
 
 
 # -- shared steps -------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from plancton.daemon.executor import Executor
 from plancton.daemon.host_watch import HostWatch
 from plancton.daemon.legacy_pilots import LegacyPilots
 from plancton.daemon.placement import Placement
+from plancton.daemon.rollout_watch import RolloutWatch
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
 from plancton.daemon.watcher import ConfigWatcher
@@ -98,6 +99,7 @@ class Daemon:
         self.legacy_pilots = LegacyPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
         self.watcher = ConfigWatcher(paths.config_file, labels_path(paths), clock, wall)
+        self.rollout = RolloutWatch(paths, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
@@ -181,9 +183,22 @@ class Daemon:
         self._log_owner_change(before, sample, now)
         self.host.expect(self.memory.owner_busy, self.config)
         self.executor.execute(plan, self.config)
+        self._watch_revision()
         self.last_plan, self.decided_at = plan, now
         self._report(loop_start, calls_before, sample)
         return plan
+
+    def _watch_revision(self) -> None:
+        """Judge the revision the last update took by how its pilots fare (see
+        :class:`RolloutWatch`)."""
+        starts = self.executor.starts
+        self.rollout.check(
+            self.config.revision,
+            self.roster.pilots(),
+            starts.failures_total,
+            failing=starts.failures > 0,
+            image_unavailable=self.executor.images.unavailable(self.config.docker_image),
+        )
 
     def reload(self) -> bool:
         """Load the configuration file again and apply it if valid, else keep the old one.
@@ -212,6 +227,7 @@ class Daemon:
             self.host.stop()
         self.presence.close()
         self.executor.shutdown()
+        self.rollout.close()
         self._remove_spares()
         self.reporter.close()
         left = self._pilots_left()
