@@ -8,9 +8,11 @@ import json
 import os
 import pwd
 import shlex
+import socket
 import string
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plancton.cli import bootstrap, output
 from plancton.config.loader import load
-from plancton.control.updates import UpdateFailed, UpdateOutcome
+from plancton.control.updates import UpdateFailed, UpdateOutcome, read_record
+from plancton.core.rollout import rollout_offset
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
@@ -551,6 +554,95 @@ def test_with_trust_only_commits_signed_by_a_trusted_key_are_taken(
     assert node.git(node.confdir, "rev-parse", "HEAD") == node.git(repository, "rev-parse", "HEAD")
     assert node.status()["config_update"] == {**node.status()["config_update"], "outcome": "updated"}
     wait_until(lambda: metric(port, "plancton_config_update_failed", reason="untrusted") == 0, 60, "the alert gone")
+
+
+@pytest.mark.docker
+def test_a_commit_whose_pilots_cannot_start_is_rolled_back_and_never_taken_again(
+    node: NodeUser, instance: str, docker_api: docker.APIClient
+) -> None:
+    port = free_port()
+    good_config = pilot_config(instance, seconds=600) + f"metrics_listen: 127.0.0.1:{port}\n"
+    repository = node.make_repository("staged-conf", good_config)
+    assert node.bootstrap(repository).returncode == 0
+    assert node.planctonctl("start").returncode == 0
+    wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot")
+    good, running = node.git(node.confdir, "rev-parse", "HEAD"), node.status()["config_revision"]
+
+    # an image that no node has, with the running pilots replaced by its own
+    missing = "docker_image: plancton-missing-image:none\npull_policy: never\nreplace_on_image_change: true\n"
+    node.commit(repository, good_config + missing + "rollout: {watch: 10m}\n", "a new pilot image")
+    bad = node.git(repository, "rev-parse", "HEAD")
+    taken = node.bootstrap("--update")
+    assert taken.returncode == 0, taken.stderr
+    wait_until(
+        lambda: node.status()["config_update"]["outcome"] == "rolled_back", 120, "the node to roll the commit back"
+    )
+    assert node.git(node.confdir, "rev-parse", "HEAD") == good
+    assert node.config() == good_config
+    wait_until(lambda: node.status()["config_revision"] == running, 60, "the daemon on the previous revision")
+    wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot of the previous revision")
+    log = node.run("cat", os.path.join(node.account.pw_dir, ".plancton", "log", "plancton.log")).stdout
+    assert f"(commit {bad[:12]}): pilots cannot start (its image cannot be had)" in log
+    assert f"going back to commit {good[:12]}" in log
+    status = node.status()["config_update"]
+    assert status["failed"] and status["commit"] == bad and "not taken again" in status["message"]
+    wait_until(lambda: metric(port, "plancton_config_update_failed", reason="rolled_back") == 1, 60, "the metric")
+
+    # the next updates leave the rejected commit alone, until a newer one comes
+    again = node.bootstrap("--update")
+    assert again.returncode == 0 and "was rolled back on this node" in again.stdout
+    assert node.git(node.confdir, "rev-parse", "HEAD") == good
+    node.commit(repository, pilot_config(instance, seconds=601) + f"metrics_listen: 127.0.0.1:{port}\n", "fixed")
+    assert node.bootstrap("--update").returncode == 0
+    assert node.git(node.confdir, "rev-parse", "HEAD") == node.git(repository, "rev-parse", "HEAD")
+    wait_until(lambda: metric(port, "plancton_config_update_failed", reason="rolled_back") == 0, 60, "the alert gone")
+    # its pilots run: the new revision passes its health check
+    wait_until(
+        lambda: (
+            "passed its health check"
+            in node.run("cat", os.path.join(node.account.pw_dir, ".plancton", "log", "plancton.log")).stdout
+        ),
+        120,
+        "the health check to pass",
+    )
+
+
+def test_a_commit_with_a_rollout_window_waits_for_this_nodes_turn(tmp_path: "os.PathLike[str]") -> None:
+    repository, checkout = os.path.join(tmp_path, "repository"), os.path.join(tmp_path, "conf")
+    identity = ["-c", "user.name=Plancton Test", "-c", "user.email=test@plancton.invalid"]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *identity, *args], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    def commit(text: str) -> None:
+        with open(os.path.join(repository, "config.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        git("-C", repository, "add", "config.yaml")
+        git("-C", repository, "commit", "--quiet", "-m", text)
+
+    git("init", "--quiet", "--initial-branch", "main", repository)
+    commit("max_docks: 1\n")
+    git("clone", "--quiet", repository, checkout)
+    first = git("-C", checkout, "rev-parse", "HEAD")
+    commit("max_docks: 2\nrollout: {window: 7d}\n")
+    folders = ["--user", "--confdir", checkout, "--statedir", os.path.join(tmp_path, "state")]
+    folders += ["--rundir", os.path.join(tmp_path, "run"), "--logdir", os.path.join(tmp_path, "log")]
+
+    assert bootstrap.main([*folders, "--update"]) == 0
+    record = read_record(os.path.join(tmp_path, "state", "config-update.json"))
+    assert record is not None and record.outcome is UpdateOutcome.WAITING and not record.failed
+    with open(os.path.join(tmp_path, "state", "rollout-seen.json"), encoding="utf-8") as handle:
+        seen = json.load(handle)["seen_at"]
+    turn = time.localtime(seen + rollout_offset(socket.gethostname(), 7 * 86400))
+    assert record.message.endswith(
+        f"rolls out over 7d 0h: this node takes it at {time.strftime('%Y-%m-%d %H:%M:%S', turn)}"
+    )
+    assert git("-C", checkout, "rev-parse", "HEAD") == first
+    # the next update counts from when the commit was first seen, not again from now
+    assert bootstrap.main([*folders, "--update"]) == 0
+    again = read_record(os.path.join(tmp_path, "state", "config-update.json"))
+    assert again is not None and again.message == record.message
 
 
 def test_a_trust_file_that_lists_no_key_is_refused(tmp_path: "os.PathLike[str]") -> None:
