@@ -26,7 +26,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plancton.cli import bootstrap, output
 from plancton.config.loader import load
-from plancton.control.updates import UpdateFailed, UpdateOutcome, read_record
+from plancton.control.paths import resolve
+from plancton.control.updates import UpdateFailed, UpdateOutcome, UpdateRecord, read_record, write_rejected
 from plancton.core.rollout import rollout_offset
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
@@ -607,42 +608,87 @@ def test_a_commit_whose_pilots_cannot_start_is_rolled_back_and_never_taken_again
     )
 
 
-def test_a_commit_with_a_rollout_window_waits_for_this_nodes_turn(tmp_path: "os.PathLike[str]") -> None:
-    repository, checkout = os.path.join(tmp_path, "repository"), os.path.join(tmp_path, "conf")
-    identity = ["-c", "user.name=Plancton Test", "-c", "user.email=test@plancton.invalid"]
+@dataclass
+class Checkout:
+    """A configuration repository and a node's checkout of it, in a test's folder, updated by
+    plancton-bootstrap in this process (no daemon, nothing arranged on the host)."""
 
-    def git(*args: str) -> str:
+    root: str
+
+    @property
+    def repository(self) -> str:
+        return os.path.join(self.root, "repository")
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(self.root, "conf")
+
+    def git(self, *args: str) -> str:
+        identity = ["-c", "user.name=Plancton Test", "-c", "user.email=test@plancton.invalid"]
         done = subprocess.run(["git", *identity, *args], capture_output=True, text=True, check=True)
         return done.stdout.strip()
 
-    def commit(text: str) -> None:
-        with open(os.path.join(repository, "config.yaml"), "w", encoding="utf-8") as handle:
+    def commit(self, text: str) -> str:
+        with open(os.path.join(self.repository, "config.yaml"), "w", encoding="utf-8") as handle:
             handle.write(text)
-        git("-C", repository, "add", "config.yaml")
-        git("-C", repository, "commit", "--quiet", "-m", text)
+        self.git("-C", self.repository, "add", "config.yaml")
+        self.git("-C", self.repository, "commit", "--quiet", "-m", text)
+        return self.git("-C", self.repository, "rev-parse", "HEAD")
 
-    git("init", "--quiet", "--initial-branch", "main", repository)
-    commit("max_docks: 1\n")
-    git("clone", "--quiet", repository, checkout)
-    first = git("-C", checkout, "rev-parse", "HEAD")
-    commit("max_docks: 2\nrollout: {window: 7d}\n")
-    folders = ["--user", "--confdir", checkout, "--statedir", os.path.join(tmp_path, "state")]
-    folders += ["--rundir", os.path.join(tmp_path, "run"), "--logdir", os.path.join(tmp_path, "log")]
+    def head(self) -> str:
+        return self.git("-C", self.folder, "rev-parse", "HEAD")
 
-    assert bootstrap.main([*folders, "--update"]) == 0
-    record = read_record(os.path.join(tmp_path, "state", "config-update.json"))
-    assert record is not None and record.outcome is UpdateOutcome.WAITING and not record.failed
-    with open(os.path.join(tmp_path, "state", "rollout-seen.json"), encoding="utf-8") as handle:
+    def update(self) -> int:
+        folders = ["--user", "--confdir", self.folder, "--statedir", os.path.join(self.root, "state")]
+        folders += ["--rundir", os.path.join(self.root, "run"), "--logdir", os.path.join(self.root, "log")]
+        return bootstrap.main([*folders, "--update"])
+
+    def record(self) -> UpdateRecord:
+        record = read_record(os.path.join(self.root, "state", "config-update.json"))
+        assert record is not None
+        return record
+
+
+@pytest.fixture
+def checkout(tmp_path: "os.PathLike[str]") -> Checkout:
+    made = Checkout(str(tmp_path))
+    made.git("init", "--quiet", "--initial-branch", "main", made.repository)
+    made.commit("max_docks: 1\n")
+    made.git("clone", "--quiet", made.repository, made.folder)
+    return made
+
+
+def test_a_commit_with_a_rollout_window_waits_for_this_nodes_turn(checkout: Checkout) -> None:
+    first = checkout.head()
+    checkout.commit("max_docks: 2\nrollout: {window: 7d}\n")
+    assert checkout.update() == 0
+    record = checkout.record()
+    assert record.outcome is UpdateOutcome.WAITING and not record.failed
+    with open(os.path.join(checkout.root, "state", "rollout-seen.json"), encoding="utf-8") as handle:
         seen = json.load(handle)["seen_at"]
     turn = time.localtime(seen + rollout_offset(socket.gethostname(), 7 * 86400))
-    assert record.message.endswith(
-        f"rolls out over 7d 0h: this node takes it at {time.strftime('%Y-%m-%d %H:%M:%S', turn)}"
-    )
-    assert git("-C", checkout, "rev-parse", "HEAD") == first
+    when = time.strftime("%Y-%m-%d %H:%M:%S", turn)
+    assert record.message.endswith(f"rolls out over 7d 0h: this node takes it at {when}")
+    assert checkout.head() == first
     # the next update counts from when the commit was first seen, not again from now
-    assert bootstrap.main([*folders, "--update"]) == 0
-    again = read_record(os.path.join(tmp_path, "state", "config-update.json"))
-    assert again is not None and again.message == record.message
+    assert checkout.update() == 0
+    assert checkout.record().message == record.message
+
+
+def test_a_commit_the_daemon_rejected_is_gone_back_from_by_the_next_update(checkout: Checkout) -> None:
+    first = checkout.head()
+    taken = checkout.commit("max_docks: 2\n")
+    assert checkout.update() == 0 and checkout.head() == taken
+    # the daemon of an installed service keeps the commit as rejected, the folder being root's
+    write_rejected(resolve(True, checkout.folder, statedir=os.path.join(checkout.root, "state")), taken)
+    assert checkout.update() == 0
+    assert checkout.head() == first
+    record = checkout.record()
+    assert record.outcome is UpdateOutcome.ROLLED_BACK and record.failed and record.commit == taken
+    assert checkout.update() == 0 and checkout.head() == first
+    assert "was rolled back on this node" in checkout.record().message
+    newer = checkout.commit("max_docks: 3\n")
+    assert checkout.update() == 0 and checkout.head() == newer
 
 
 def test_a_trust_file_that_lists_no_key_is_refused(tmp_path: "os.PathLike[str]") -> None:

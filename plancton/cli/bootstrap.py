@@ -352,9 +352,11 @@ def install_empty(paths: Paths, force: bool) -> None:
 
 def update(paths: Paths) -> bool:
     """Fetch the config folder's repository and move to its latest commit, once that commit
-    proved signed by a trusted key (when the node keeps an allowed-signers file) and its
-    configuration (config.yaml and the overlays that select this node) valid. Record the
-    outcome for ``planctonctl status`` and the metrics. Return whether the configuration changed.
+    proved signed by a trusted key (when the node keeps an allowed-signers file), its
+    configuration (config.yaml and the overlays that select this node) valid, and this node's
+    turn in its rollout come; a commit the daemon rejected is gone back from first, and never
+    taken again. Record the outcome for ``planctonctl status`` and the metrics. Return whether
+    the configuration changed.
 
     Raises:
         PlanctonError: the config folder is not a git checkout, or git fails.
@@ -366,6 +368,8 @@ def update(paths: Paths) -> bool:
     if not os.path.isdir(os.path.join(folder, ".git")):
         raise PlanctonError(f"{folder} is not a git checkout: set it up first with plancton-bootstrap USER/REPO")
     current = git(["rev-parse", "HEAD"], folder)
+    if current == read_rejected(paths) and read_taken(paths) is not None:
+        return rollback(paths)  # the daemon rejected it, and could not go back itself
     latest = fetch_latest(paths)
     if latest == current:
         record(paths, UpdateOutcome.CURRENT, latest, "at the latest commit")
@@ -379,8 +383,8 @@ def update(paths: Paths) -> bool:
         record(paths, UpdateOutcome.ROLLED_BACK, latest, message)
         say(message)
         return False
-    facts = node_facts(paths)
     try:
+        facts = node_facts(paths)
         if os.path.isfile(trust_path(paths)):
             check_signed(folder, latest, trust_path(paths))
         label = f"{CONFIG_NAME} of commit {latest[:12]}"

@@ -2,19 +2,23 @@
 its pilots prove it, and has the node go back to the previous commit when they cannot start
 under it where they ran before (:func:`plancton.core.rollout.health_verdict` decides).
 
-The going back is ``plancton-bootstrap --rollback``, run as a child process (a fixed command,
-nothing of the configuration in it): it moves the checkout, keeps the commit as rejected,
-records the outcome for status and metrics, and reloads this daemon.
+The daemon keeps the commit as rejected in the state folder. Where the config folder is its
+own to change (user mode), it then goes back at once through ``plancton-bootstrap --rollback``,
+run as a child process (a fixed command, nothing of the configuration in it), which moves the
+checkout, records the outcome for status and metrics, and reloads this daemon. Where it is
+not (the installed service runs as its own user, the folder is root's), the next
+``plancton-bootstrap --update`` of root's timer goes back before anything else.
 """
 
 import logging
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 from plancton.control.paths import Paths, location_arguments
-from plancton.control.updates import TakenRevision, forget_taken, read_taken
+from plancton.control.updates import TakenRevision, forget_taken, read_taken, write_rejected
 from plancton.core.rollout import HealthSigns, Verdict, health_verdict
 from plancton.daemon.starts import INSTANT_EXIT_SECONDS
 from plancton.engines.base import Pilot
@@ -41,6 +45,7 @@ class RolloutWatch:
         self.failures_before = 0
         self.healthy_before = True
         self.rollback: subprocess.Popen[str] | None = None
+        self.rejected: TakenRevision | None = None
 
     def check(
         self, revision: str, pilots: list[Pilot], failures_total: int, failing: bool, image_unavailable: bool
@@ -53,6 +58,8 @@ class RolloutWatch:
         if taken is None or taken.revision != revision or self.rollback is not None:
             self.watched = None
             return None
+        if taken == self.rejected:
+            return Verdict.REJECTED  # going back is under way, or waits for root's update
         now = self.wall()
         if taken != self.watched:
             self.watched, self.since, self.failures_before = taken, now, failures_total
@@ -79,7 +86,7 @@ class RolloutWatch:
                 "going back to commit %s",
                 *(revision, taken.commit[:12], why, taken.previous[:12]),
             )
-            self._roll_back()
+            self._reject(taken)
         return verdict
 
     def close(self) -> None:
@@ -91,6 +98,23 @@ class RolloutWatch:
                 log.error("the rollback (pid %d) is still running as the daemon stops", self.rollback.pid)
                 return
             self._reap()
+
+    def _reject(self, taken: TakenRevision) -> None:
+        """Keep the commit as rejected, and go back now where the config folder is this
+        daemon's to change."""
+        try:
+            write_rejected(self.paths, taken.commit)
+        except OSError as error:
+            log.error("cannot keep the rejected commit in %s: %s", self.paths.statedir, error.strerror)
+            return
+        self.rejected = taken
+        if os.access(self.paths.confdir, os.W_OK):
+            self._roll_back()
+        else:
+            log.warning(
+                "the config folder %s is not this daemon's to change: the next plancton-bootstrap --update goes back",
+                self.paths.confdir,
+            )
 
     def _roll_back(self) -> None:
         command = [sys.executable, "-m", "plancton.cli.bootstrap", *location_arguments(self.paths), "--rollback"]
