@@ -182,6 +182,11 @@ class NodeUser:
         done = self.planctonctl("status", "--json")
         return dict(json.loads(done.stdout))
 
+    def log(self) -> str:
+        """Return the log of this user's daemon so far."""
+        with open(os.path.join(self.account.pw_dir, ".plancton", "log", "plancton.log"), encoding="utf-8") as handle:
+            return handle.read()
+
 
 @pytest.fixture
 def node(instance: str) -> Iterator[NodeUser]:
@@ -582,7 +587,7 @@ def test_a_commit_whose_pilots_cannot_start_is_rolled_back_and_never_taken_again
     assert node.config() == good_config
     wait_until(lambda: node.status()["config_revision"] == running, 60, "the daemon on the previous revision")
     wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot of the previous revision")
-    log = node.run("cat", os.path.join(node.account.pw_dir, ".plancton", "log", "plancton.log")).stdout
+    log = node.log()
     assert f"(commit {bad[:12]}): pilots cannot start (its image cannot be had)" in log
     assert f"going back to commit {good[:12]}" in log
     status = node.status()["config_update"]
@@ -593,19 +598,14 @@ def test_a_commit_whose_pilots_cannot_start_is_rolled_back_and_never_taken_again
     again = node.bootstrap("--update")
     assert again.returncode == 0 and "was rolled back on this node" in again.stdout
     assert node.git(node.confdir, "rev-parse", "HEAD") == good
-    node.commit(repository, pilot_config(instance, seconds=601) + f"metrics_listen: 127.0.0.1:{port}\n", "fixed")
+    # one more pilot, whose start proves the new revision
+    fixed = f"instance: {instance}\n{STEADY_POLICY}max_docks: 2\ndocker_cmd: [sleep, '600']\n"
+    node.commit(repository, fixed + f"metrics_listen: 127.0.0.1:{port}\n", "fixed")
     assert node.bootstrap("--update").returncode == 0
     assert node.git(node.confdir, "rev-parse", "HEAD") == node.git(repository, "rev-parse", "HEAD")
     wait_until(lambda: metric(port, "plancton_config_update_failed", reason="rolled_back") == 0, 60, "the alert gone")
     # its pilots run: the new revision passes its health check
-    wait_until(
-        lambda: (
-            "passed its health check"
-            in node.run("cat", os.path.join(node.account.pw_dir, ".plancton", "log", "plancton.log")).stdout
-        ),
-        120,
-        "the health check to pass",
-    )
+    wait_until(lambda: "passed its health check" in node.log(), 120, "the health check to pass")
 
 
 @dataclass

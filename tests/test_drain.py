@@ -96,8 +96,8 @@ def test_pilots_see_the_deadline_in_machine_features_and_its_change(
     second = read_drain_by(installation.rundir)
     assert second is not None and second > first
     wait_until(lambda: shutdowntime_seen(engine_api, pilot) == str(int(second)), what="the pilot to see the change")
-    status = installation.status()
-    assert status["drain_by"] == {"deadline": second, "source": "planctonctl drain --by"}
+    expected = {"deadline": second, "source": "planctonctl drain --by"}
+    wait_until(lambda: installation.status()["drain_by"] == expected, what="status to show the deadline")
     assert "drain deadline " in installation.ctl("status").stdout
     assert installation.ctl("resume").returncode == 0
     wait_until(lambda: shutdowntime_seen(engine_api, pilot) == "", what="the pilot to see the deadline go")
