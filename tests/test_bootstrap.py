@@ -583,6 +583,7 @@ def test_a_commit_whose_pilots_cannot_start_is_rolled_back_and_never_taken_again
     wait_until(
         lambda: node.status()["config_update"]["outcome"] == "rolled_back", 120, "the node to roll the commit back"
     )
+    assert node.status()["revision_trial"] is None
     assert node.git(node.confdir, "rev-parse", "HEAD") == good
     assert node.config() == good_config
     wait_until(lambda: node.status()["config_revision"] == running, 60, "the daemon on the previous revision")
@@ -602,7 +603,8 @@ def test_a_commit_whose_pilots_cannot_start_is_rolled_back_and_never_taken_again
     fixed = f"instance: {instance}\n{STEADY_POLICY}max_docks: 2\ndocker_cmd: [sleep, '600']\n"
     node.commit(repository, fixed + f"metrics_listen: 127.0.0.1:{port}\n", "fixed")
     assert node.bootstrap("--update").returncode == 0
-    assert node.git(node.confdir, "rev-parse", "HEAD") == node.git(repository, "rev-parse", "HEAD")
+    newest = node.git(repository, "rev-parse", "HEAD")
+    assert node.git(node.confdir, "rev-parse", "HEAD") == newest
     wait_until(lambda: metric(port, "plancton_config_update_failed", reason="rolled_back") == 0, 60, "the alert gone")
     # its pilots run: the new revision passes its health check
     wait_until(lambda: "passed its health check" in node.log(), 120, "the health check to pass")

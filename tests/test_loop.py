@@ -14,12 +14,13 @@ from plancton.config.schema import Config, HostFacts
 from plancton.control.modefiles import cancel_drain_by, write_drain_by, write_mode
 from plancton.control.paths import Paths, resolve
 from plancton.control.state import read_state
+from plancton.control.updates import TakenRevision, read_taken, write_taken
 from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory
 from plancton.daemon.loop import TIMER_SLACK_SECONDS, Daemon
 from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
-from plancton.engines.spec import LABEL_SPARE, LABEL_SPEC, ContainerSpec
+from plancton.engines.spec import LABEL_CREATED, LABEL_SPARE, LABEL_SPEC, ContainerSpec
 from plancton.errors import EngineUnavailable, PilotGone
 from tests.support import services
 
@@ -77,7 +78,15 @@ class MemoryEngine:
             container = f"c{self._created:063d}"
             spare, digest = spec.labels.get(LABEL_SPARE) == "true", spec.labels[LABEL_SPEC]
             self.pilots[container] = Pilot(
-                container, spec.name, "created", WALL_START, spec.image, None, spare, digest, self.image
+                container,
+                spec.name,
+                "created",
+                float(spec.labels[LABEL_CREATED]),
+                spec.image,
+                None,
+                spare,
+                digest,
+                self.image,
             )
             self.specs[container] = spec
         return container
@@ -168,7 +177,8 @@ def config_of(**values: object) -> Config:
 @pytest.fixture
 def harness(tmp_path: "os.PathLike[str]") -> Iterator[Harness]:
     root = str(tmp_path)
-    paths = resolve(True, os.path.join(root, "conf"), os.path.join(root, "run"), os.path.join(root, "log"), None)
+    folders = [os.path.join(root, name) for name in ("conf", "run", "log")]
+    paths = resolve(True, folders[0], folders[1], folders[2], statedir=os.path.join(root, "state"))
     for folder in (paths.confdir, paths.rundir, paths.logdir):
         os.makedirs(folder)
     clock = [1000.0]
@@ -264,6 +274,20 @@ def test_a_drain_deadline_reaches_the_pilots_and_stops_them_when_it_comes(harnes
     cancel_drain_by(harness.paths.rundir)
     harness.turn()
     assert not os.path.exists(shutdowntime)
+
+
+def test_a_revision_an_update_took_is_on_trial_until_one_of_its_pilots_runs(harness: Harness) -> None:
+    revision = harness.daemon.config.revision
+    taken = TakenRevision("c0ffee" * 6 + "abcd", "bad" * 13 + "a", revision, WALL_START, watch=600.0)
+    write_taken(harness.paths, taken)
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.revision_trial.startswith(f"revision {revision} (commit c0ffeec0ffee) on trial")
+    assert read_taken(harness.paths) == taken
+    harness.turn(5.0)  # its pilots have run past an instant exit
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.revision_trial == ""
+    assert read_taken(harness.paths) is None
 
 
 def test_the_cgroup_stays_while_pilots_are_left(harness: Harness) -> None:

@@ -390,6 +390,8 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(
             f"configuration update {'FAILED' if update['failed'] else update['outcome']} at {when}: {update['message']}"
         )
+    if data["revision_trial"]:
+        say(data["revision_trial"])
     for reason in data["why"]:
         say(f"why: {reason}")
     _say_holds(data["holds"])

@@ -53,6 +53,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "legacy_pilots": list(state.legacy_pilots),
         "log_file": paths.log_file,
         "config_update": update_data(paths),
+        "revision_trial": state.revision_trial or None,
     }
 
 

@@ -49,6 +49,8 @@ class State:
     #: the drain deadline in force (Unix seconds), or None, and who set it (a file, or planctonctl)
     drain_by: float | None = None
     drain_by_source: str = ""
+    #: the revision an update took, while its pilots have yet to prove it ("" when none is)
+    revision_trial: str = ""
     #: what held pilots back in the last loop: values of :class:`plancton.core.holds.Hold`
     holds: tuple[str, ...] = ()
     loops: int = 0

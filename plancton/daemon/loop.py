@@ -422,6 +422,7 @@ class Daemon:
             why=self.last_plan.reasons,
             drain_by=self.drain_by[0] if self.drain_by else None,
             drain_by_source=self.drain_by[1] if self.drain_by else "",
+            revision_trial=self.rollout.describe(),
             holds=tuple(hold.value for hold in self.last_plan.holds),
             loops=self.loops,
             api_calls_last_loop=report.api_calls if report else 0,

@@ -79,6 +79,7 @@ class RolloutWatch:
         if verdict is Verdict.PASSED:
             log.info("revision %s (commit %s) passed its health check", revision, taken.commit[:12])
             forget_taken(self.paths)
+            self.watched = None
         elif verdict is Verdict.REJECTED:
             why = "its image cannot be had" if signs.image_unavailable else f"{signs.failures} starts failed"
             log.error(
@@ -88,6 +89,16 @@ class RolloutWatch:
             )
             self._reject(taken)
         return verdict
+
+    def describe(self) -> str:
+        """Return what status says of the revision on trial ("" when none is)."""
+        if self.watched is None or self.watched == self.rejected:
+            return ""
+        until = time.strftime("%H:%M:%S", time.localtime(self.since + self.watched.watch))
+        return (
+            f"revision {self.watched.revision} (commit {self.watched.commit[:12]}) on trial until {until}: "
+            "it passes once one of its pilots runs"
+        )
 
     def close(self) -> None:
         """Wait for a rollback under way to finish (it reloads a daemon that is going away)."""
