@@ -8,9 +8,11 @@ import json
 import os
 import pwd
 import shlex
+import socket
 import string
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from plancton.cli import bootstrap, output
 from plancton.config.loader import load
-from plancton.control.updates import UpdateFailed, UpdateOutcome
+from plancton.control.paths import resolve
+from plancton.control.updates import UpdateFailed, UpdateOutcome, UpdateRecord, read_record, write_rejected
+from plancton.core.rollout import rollout_offset
 from plancton.errors import PlanctonError
 from plancton.platform.host import host_facts
 from tests.conftest import STEADY_POLICY, make_user, run_as, venv_command, wait_until
@@ -177,6 +181,11 @@ class NodeUser:
     def status(self) -> dict[str, Any]:
         done = self.planctonctl("status", "--json")
         return dict(json.loads(done.stdout))
+
+    def log(self) -> str:
+        """Return the log of this user's daemon so far."""
+        with open(os.path.join(self.account.pw_dir, ".plancton", "log", "plancton.log"), encoding="utf-8") as handle:
+            return handle.read()
 
 
 @pytest.fixture
@@ -551,6 +560,137 @@ def test_with_trust_only_commits_signed_by_a_trusted_key_are_taken(
     assert node.git(node.confdir, "rev-parse", "HEAD") == node.git(repository, "rev-parse", "HEAD")
     assert node.status()["config_update"] == {**node.status()["config_update"], "outcome": "updated"}
     wait_until(lambda: metric(port, "plancton_config_update_failed", reason="untrusted") == 0, 60, "the alert gone")
+
+
+@pytest.mark.docker
+def test_a_commit_whose_pilots_cannot_start_is_rolled_back_and_never_taken_again(
+    node: NodeUser, instance: str, docker_api: docker.APIClient
+) -> None:
+    port = free_port()
+    good_config = pilot_config(instance, seconds=600) + f"metrics_listen: 127.0.0.1:{port}\n"
+    repository = node.make_repository("staged-conf", good_config)
+    assert node.bootstrap(repository).returncode == 0
+    assert node.planctonctl("start").returncode == 0
+    wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot")
+    good, running = node.git(node.confdir, "rev-parse", "HEAD"), node.status()["config_revision"]
+
+    # an image that no node has, with the running pilots replaced by its own
+    missing = "docker_image: plancton-missing-image:none\npull_policy: never\nreplace_on_image_change: true\n"
+    node.commit(repository, good_config + missing + "rollout: {watch: 10m}\n", "a new pilot image")
+    bad = node.git(repository, "rev-parse", "HEAD")
+    taken = node.bootstrap("--update")
+    assert taken.returncode == 0, taken.stderr
+    wait_until(
+        lambda: node.status()["config_update"]["outcome"] == "rolled_back", 120, "the node to roll the commit back"
+    )
+    assert node.status()["revision_trial"] is None
+    assert node.git(node.confdir, "rev-parse", "HEAD") == good
+    assert node.config() == good_config
+    wait_until(lambda: node.status()["config_revision"] == running, 60, "the daemon on the previous revision")
+    wait_until(lambda: services.running_ids(docker_api, instance), 120, "a pilot of the previous revision")
+    log = node.log()
+    assert f"(commit {bad[:12]}): pilots cannot start (its image cannot be had)" in log
+    assert f"going back to commit {good[:12]}" in log
+    status = node.status()["config_update"]
+    assert status["failed"] and status["commit"] == bad and "not taken again" in status["message"]
+    wait_until(lambda: metric(port, "plancton_config_update_failed", reason="rolled_back") == 1, 60, "the metric")
+
+    # the next updates leave the rejected commit alone, until a newer one comes
+    again = node.bootstrap("--update")
+    assert again.returncode == 0 and "was rolled back on this node" in again.stdout
+    assert node.git(node.confdir, "rev-parse", "HEAD") == good
+    # one more pilot, whose start proves the new revision
+    fixed = f"instance: {instance}\n{STEADY_POLICY}max_docks: 2\ndocker_cmd: [sleep, '600']\n"
+    node.commit(repository, fixed + f"metrics_listen: 127.0.0.1:{port}\n", "fixed")
+    assert node.bootstrap("--update").returncode == 0
+    newest = node.git(repository, "rev-parse", "HEAD")
+    assert node.git(node.confdir, "rev-parse", "HEAD") == newest
+    wait_until(lambda: metric(port, "plancton_config_update_failed", reason="rolled_back") == 0, 60, "the alert gone")
+    # its pilots run: the new revision passes its health check
+    wait_until(lambda: "passed its health check" in node.log(), 120, "the health check to pass")
+
+
+@dataclass
+class Checkout:
+    """A configuration repository and a node's checkout of it, in a test's folder, updated by
+    plancton-bootstrap in this process (no daemon, nothing arranged on the host)."""
+
+    root: str
+
+    @property
+    def repository(self) -> str:
+        return os.path.join(self.root, "repository")
+
+    @property
+    def folder(self) -> str:
+        return os.path.join(self.root, "conf")
+
+    def git(self, *args: str) -> str:
+        identity = ["-c", "user.name=Plancton Test", "-c", "user.email=test@plancton.invalid"]
+        done = subprocess.run(["git", *identity, *args], capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    def commit(self, text: str) -> str:
+        with open(os.path.join(self.repository, "config.yaml"), "w", encoding="utf-8") as handle:
+            handle.write(text)
+        self.git("-C", self.repository, "add", "config.yaml")
+        self.git("-C", self.repository, "commit", "--quiet", "-m", text)
+        return self.git("-C", self.repository, "rev-parse", "HEAD")
+
+    def head(self) -> str:
+        return self.git("-C", self.folder, "rev-parse", "HEAD")
+
+    def update(self) -> int:
+        folders = ["--user", "--confdir", self.folder, "--statedir", os.path.join(self.root, "state")]
+        folders += ["--rundir", os.path.join(self.root, "run"), "--logdir", os.path.join(self.root, "log")]
+        return bootstrap.main([*folders, "--update"])
+
+    def record(self) -> UpdateRecord:
+        record = read_record(os.path.join(self.root, "state", "config-update.json"))
+        assert record is not None
+        return record
+
+
+@pytest.fixture
+def checkout(tmp_path: "os.PathLike[str]") -> Checkout:
+    made = Checkout(str(tmp_path))
+    made.git("init", "--quiet", "--initial-branch", "main", made.repository)
+    made.commit("max_docks: 1\n")
+    made.git("clone", "--quiet", made.repository, made.folder)
+    return made
+
+
+def test_a_commit_with_a_rollout_window_waits_for_this_nodes_turn(checkout: Checkout) -> None:
+    first = checkout.head()
+    checkout.commit("max_docks: 2\nrollout: {window: 7d}\n")
+    assert checkout.update() == 0
+    record = checkout.record()
+    assert record.outcome is UpdateOutcome.WAITING and not record.failed
+    with open(os.path.join(checkout.root, "state", "rollout-seen.json"), encoding="utf-8") as handle:
+        seen = json.load(handle)["seen_at"]
+    turn = time.localtime(seen + rollout_offset(socket.gethostname(), 7 * 86400))
+    when = time.strftime("%Y-%m-%d %H:%M:%S", turn)
+    assert record.message.endswith(f"rolls out over 7d 0h: this node takes it at {when}")
+    assert checkout.head() == first
+    # the next update counts from when the commit was first seen, not again from now
+    assert checkout.update() == 0
+    assert checkout.record().message == record.message
+
+
+def test_a_commit_the_daemon_rejected_is_gone_back_from_by_the_next_update(checkout: Checkout) -> None:
+    first = checkout.head()
+    taken = checkout.commit("max_docks: 2\n")
+    assert checkout.update() == 0 and checkout.head() == taken
+    # the daemon of an installed service keeps the commit as rejected, the folder being root's
+    write_rejected(resolve(True, checkout.folder, statedir=os.path.join(checkout.root, "state")), taken)
+    assert checkout.update() == 0
+    assert checkout.head() == first
+    record = checkout.record()
+    assert record.outcome is UpdateOutcome.ROLLED_BACK and record.failed and record.commit == taken
+    assert checkout.update() == 0 and checkout.head() == first
+    assert "was rolled back on this node" in checkout.record().message
+    newer = checkout.commit("max_docks: 3\n")
+    assert checkout.update() == 0 and checkout.head() == newer
 
 
 def test_a_trust_file_that_lists_no_key_is_refused(tmp_path: "os.PathLike[str]") -> None:

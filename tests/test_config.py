@@ -3,6 +3,7 @@ shipped etc/config.yaml, and what the daemon uses to notice a changed file.
 """
 
 import dataclasses
+import datetime
 import glob
 import os
 import re
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from plancton.config import files, schema
 from plancton.config.loader import load, parse
+from plancton.config.rollout import Rollout
 from plancton.config.schema import KEYS, Config, HostFacts
 from plancton.engines.spec import container_spec
 from plancton.errors import ConfigError
@@ -290,6 +292,40 @@ CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
     "security_opts": (
         [("apparmor=unconfined", ("apparmor=unconfined",)), ("no-new-privileges", ("no-new-privileges",))],
         [("whatever", 'got "whatever"'), (5, "expected a list of text")],
+    ),
+    "rollout": (
+        [
+            ({"window": "2h"}, Rollout(7200.0, 600.0)),
+            ({"window": "30m", "watch": "5m"}, Rollout(1800.0, 300.0)),
+            ({"watch": 0}, Rollout(0.0, 0.0)),
+            (None, Rollout()),
+        ],
+        [
+            ({"window": 0}, "a window of zero spreads nothing"),
+            ({"window": "2h", "stages": 3}, "expected a mapping of window and watch"),
+            ("2h", "expected a mapping of window and watch"),
+            ({"window": "8d"}, "expected"),
+        ],
+    ),
+    "drain_by": (
+        [
+            ("2026-12-05T18:00:00Z", 1796493600.0),
+            ("2026-12-05T19:00:00+01:00", 1796493600.0),
+            (datetime.datetime(2026, 12, 5, 18, tzinfo=datetime.UTC), 1796493600.0),
+            (1796493600, 1796493600.0),
+            (None, None),
+        ],
+        [
+            ("2026-12-05T18:00:00", "add Z for UTC or the offset"),
+            (datetime.date(2026, 12, 5), "expected an ISO time with its time zone"),
+            ("tomorrow", 'got "tomorrow"'),
+            (-5, "got -5"),
+            (True, "expected an ISO time"),
+        ],
+    ),
+    "drain_min_runtime": (
+        [("10m", 600.0), (0, 0.0), ("2h", 7200.0)],
+        [("-1", "expected"), ("8d", "expected")],
     ),
     "docker_privileged": (
         [(True, True), (False, False)],

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from plancton.control.modefiles import read_drain_by
 from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
 from tests.support.htcondor_pool import (
     EVICTED,
@@ -196,3 +197,25 @@ def test_no_job_is_lost_when_the_pilots_are_stopped(
     # the evicted jobs ran again, on new pilots
     executions = pool.events_by_job(EXECUTE)
     assert all(executions[job] >= 2 for job in evicted), executions
+
+
+def test_a_startd_takes_no_job_it_cannot_finish_by_the_drain_deadline(
+    pool: Pool, installation: Installation, condor_image: str
+) -> None:
+    installation.write_config(example_config(pool, condor_image, idle_seconds=120, **STEADY))
+    assert installation.ctl("drain", "--by", "30m").returncode == 0
+    deadline = read_drain_by(installation.rundir)
+    assert deadline is not None
+    assert installation.ctl("start").returncode == 0
+    wait_until(
+        lambda: pool.pilot_slot_attribute("PlanctonShutdownTime") == [str(int(deadline))] * POOL,
+        timeout=120,
+        what="the pilots' slots to advertise the deadline",
+    )
+    # the job that would outlast the deadline comes first in the queue, beside idle slots
+    too_long = pool.submit(1, seconds=1, allowed_seconds=3600)
+    fits = pool.submit(1, seconds=1, allowed_seconds=60)
+    wait_until(pool.completed, timeout=120, what="the job that fits to complete")
+    assert set(pool.completed()) == {f"{fits}.0"}
+    assert f"{too_long}.0" not in pool.events_by_job(EXECUTE)
+    assert pool.queue() == {f"{too_long}.0": IDLE}

@@ -11,15 +11,16 @@ import pytest
 
 from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
-from plancton.control.modefiles import write_mode
+from plancton.control.modefiles import cancel_drain_by, write_drain_by, write_mode
 from plancton.control.paths import Paths, resolve
 from plancton.control.state import read_state
+from plancton.control.updates import TakenRevision, read_taken, write_taken
 from plancton.core.modes import Mode
 from plancton.core.policy import HostSample, Memory
 from plancton.daemon.loop import TIMER_SLACK_SECONDS, Daemon
 from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
-from plancton.engines.spec import LABEL_SPARE, LABEL_SPEC, ContainerSpec
+from plancton.engines.spec import LABEL_CREATED, LABEL_SPARE, LABEL_SPEC, ContainerSpec
 from plancton.errors import EngineUnavailable, PilotGone
 from tests.support import services
 
@@ -77,7 +78,15 @@ class MemoryEngine:
             container = f"c{self._created:063d}"
             spare, digest = spec.labels.get(LABEL_SPARE) == "true", spec.labels[LABEL_SPEC]
             self.pilots[container] = Pilot(
-                container, spec.name, "created", WALL_START, spec.image, None, spare, digest, self.image
+                container,
+                spec.name,
+                "created",
+                float(spec.labels[LABEL_CREATED]),
+                spec.image,
+                None,
+                spare,
+                digest,
+                self.image,
             )
             self.specs[container] = spec
         return container
@@ -168,7 +177,8 @@ def config_of(**values: object) -> Config:
 @pytest.fixture
 def harness(tmp_path: "os.PathLike[str]") -> Iterator[Harness]:
     root = str(tmp_path)
-    paths = resolve(True, os.path.join(root, "conf"), os.path.join(root, "run"), os.path.join(root, "log"), None)
+    folders = [os.path.join(root, name) for name in ("conf", "run", "log")]
+    paths = resolve(True, folders[0], folders[1], folders[2], statedir=os.path.join(root, "state"))
     for folder in (paths.confdir, paths.rundir, paths.logdir):
         os.makedirs(folder)
     clock = [1000.0]
@@ -233,6 +243,51 @@ def test_drain_stop_ends_the_loop_and_removes_the_cgroup(harness: Harness) -> No
         os.unlink(os.path.join(parent, name))
     harness.daemon.shutdown()
     assert not os.path.exists(parent)
+
+
+def test_a_drain_deadline_reaches_the_pilots_and_stops_them_when_it_comes(harness: Harness) -> None:
+    features = os.path.join(harness.paths.rundir, "machinefeatures")
+    shutdowntime = os.path.join(features, "shutdowntime")
+    harness.turn()
+    spec = next(iter(harness.engine.specs.values()))
+    assert f"{features}:/run/machinefeatures:ro" in spec.host_config["binds"]
+    assert spec.environment["MACHINEFEATURES"] == "/run/machinefeatures"
+    assert os.path.isdir(features) and not os.path.exists(shutdowntime)
+    deadline = harness.daemon.wall() + 3600
+    write_drain_by(harness.paths.rundir, deadline)
+    harness.turn()
+    with open(shutdowntime, encoding="ascii") as handle:
+        assert handle.read() == f"{int(deadline)}\n"
+    assert oct(os.stat(shutdowntime).st_mode & 0o777) == "0o644"
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.drain_by == deadline and state.drain_by_source == "planctonctl drain --by"
+    # a farm-wide deadline that comes earlier wins, and names its file
+    harness.daemon.config = config_of(max_docks=3, drain_by=deadline - 1800)
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.drain_by == deadline - 1800
+    assert state.drain_by_source == harness.paths.config_file
+    harness.clock[0] += 1800
+    harness.turn()
+    assert sorted(harness.engine.stops) == sorted(harness.engine.pilots) and harness.engine.stops
+    harness.daemon.config = config_of(max_docks=3)
+    cancel_drain_by(harness.paths.rundir)
+    harness.turn()
+    assert not os.path.exists(shutdowntime)
+
+
+def test_a_revision_an_update_took_is_on_trial_until_one_of_its_pilots_runs(harness: Harness) -> None:
+    revision = harness.daemon.config.revision
+    taken = TakenRevision("c0ffee" * 6 + "abcd", "bad" * 13 + "a", revision, WALL_START, watch=600.0)
+    write_taken(harness.paths, taken)
+    harness.turn()
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.revision_trial.startswith(f"revision {revision} (commit c0ffeec0ffee) on trial")
+    assert read_taken(harness.paths) == taken
+    harness.turn(5.0)  # its pilots have run past an instant exit
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.revision_trial == ""
+    assert read_taken(harness.paths) is None
 
 
 def test_the_cgroup_stays_while_pilots_are_left(harness: Harness) -> None:

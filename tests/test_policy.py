@@ -11,7 +11,17 @@ from plancton.config.loader import parse
 from plancton.config.schema import Config, HostFacts
 from plancton.core.holds import Hold
 from plancton.core.modes import Mode
-from plancton.core.policy import HostSample, Memory, PilotView, Plan, Presence, StartHistory, decide
+from plancton.core.policy import (
+    DrainVerdict,
+    HostSample,
+    Memory,
+    PilotView,
+    Plan,
+    Presence,
+    StartHistory,
+    decide,
+    drain_verdict,
+)
 
 GIB = 1024**3
 
@@ -711,3 +721,72 @@ def test_a_snooze_takes_the_whole_host_back_even_with_lend_cores() -> None:
     config = make_config(max_docks=2, input_idle=60, lend_cores=1)
     plan, _ = present(config, Presence(input_idle_seconds=1, snooze_left=600.0), running(2), now=0.0)
     assert plan.cpu_cap is None and len(plan.pause) == 2
+
+
+# -- a drain deadline ---------------------------------------------------------------------
+
+
+def with_deadline(
+    deadline_left: float | None, pilots: list[PilotView], mode: Mode = Mode.ACTIVE, **values: object
+) -> Plan:
+    config = make_config(max_docks=4, drain_min_runtime=600, **values)
+    plan, _ = decide(idle_host(), pilots, config, mode, 1000.0, Memory(), StartHistory(), Presence(), deadline_left)
+    return plan
+
+
+@given(st.one_of(st.none(), st.floats(-1e6, 1e6)), st.floats(0, 1e5))
+def test_the_drain_verdict_follows_the_seconds_left(deadline_left: float | None, min_runtime: float) -> None:
+    verdict = drain_verdict(deadline_left, min_runtime)
+    if deadline_left is None:
+        assert verdict is DrainVerdict.NONE
+    elif deadline_left <= 0:
+        assert verdict is DrainVerdict.PASSED
+    else:
+        assert (verdict is DrainVerdict.OPEN) == (deadline_left >= min_runtime)
+
+
+def test_pilots_start_while_they_would_run_at_least_drain_min_runtime() -> None:
+    plan = with_deadline(601.0, [])
+    assert plan.start == 4 and Hold.DEADLINE not in plan.holds
+    # the loop wakes when the window for new pilots closes, and again at the deadline
+    assert plan.wake_in == pytest.approx(1.0)
+
+
+def test_no_pilot_starts_inside_drain_min_runtime_and_the_running_ones_go_on() -> None:
+    plan = with_deadline(599.0, running(2), docks_per_loop=4)
+    assert plan.start == 0 and plan.stop == () and plan.prepare == 0
+    assert Hold.DEADLINE in plan.holds
+    assert any("drain deadline is 10 min away, less than drain_min_runtime 10 min" in r for r in plan.reasons)
+    assert plan.wake_in == pytest.approx(599.0)
+
+
+def test_a_spare_is_removed_once_the_deadline_is_too_near_for_a_pilot() -> None:
+    spare = PilotView(id="s", state="created", age=5.0, spare=True)
+    plan = with_deadline(300.0, [*running(4), spare])
+    assert plan.remove == ("s",) and plan.start_spares == ()
+    assert with_deadline(3600.0, [*running(4), spare]).remove == ()
+
+
+@pytest.mark.parametrize("mode", [Mode.ACTIVE, Mode.DRAINING])
+def test_at_the_deadline_every_pilot_is_stopped_as_by_force_stop(mode: Mode) -> None:
+    paused = PilotView(id="p9", state="paused", age=1.0)
+    plan = with_deadline(-2.0, [*running(2), paused], mode)
+    assert plan.stop == (("p9", "deadline"), ("p1", "deadline"), ("p0", "deadline"))
+    assert plan.start == 0 and plan.holds == (Hold.DEADLINE,)
+    assert any(reason.startswith("drain deadline passed 2 s ago: stopping 3 pilots") for reason in plan.reasons)
+
+
+def test_drain_stop_exits_once_the_deadline_left_no_pilot() -> None:
+    assert with_deadline(-1.0, [], Mode.DRAIN_STOP).exit_daemon
+    assert not with_deadline(-1.0, running(1), Mode.DRAIN_STOP).exit_daemon
+    assert not with_deadline(-1.0, [], Mode.ACTIVE).exit_daemon
+
+
+def test_force_stop_names_itself_even_past_a_deadline() -> None:
+    plan = with_deadline(-1.0, running(1), Mode.FORCE_STOP)
+    assert plan.stop == (("p0", "force-stop"),) and plan.holds == (Hold.MODE,)
+
+
+def test_without_a_deadline_nothing_changes() -> None:
+    config = make_config(max_docks=4)
+    assert with_deadline(None, running(1)) == once(idle_host(), running(1), config)[0]

@@ -51,6 +51,7 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 #: Every ``plancton_hold_reason`` label, as docs/metrics.md lists them.
 HOLD_LABELS = (
     "mode",
+    "deadline",
     "memory",
     "owner_busy",
     "input",
@@ -114,6 +115,15 @@ def test_a_failed_configuration_update_is_one_series_by_its_reason() -> None:
     assert value(samples, "plancton_config_update_failed", reason="untrusted") == 1
     assert value(samples, "plancton_config_update_failed", reason="unreachable") == 0
     assert value(samples, "plancton_config_update_timestamp_seconds") == 1.7e9
+
+
+def test_the_drain_deadline_is_a_series_while_there_is_one() -> None:
+    quiet = scrape(Snapshot("node_a", make_report(), {}, (0, 0.0), loops=1, api_calls=0))
+    assert not any(name == "plancton_drain_deadline_timestamp_seconds" for name, _ in quiet)
+    report = make_report(drain_by=1796493600.0, holds=(Hold.DEADLINE,))
+    samples = scrape(Snapshot("node_a", report, {}, (0, 0.0), loops=1, api_calls=0))
+    assert value(samples, "plancton_drain_deadline_timestamp_seconds") == 1796493600.0
+    assert value(samples, "plancton_hold_reason", reason="deadline") == 1
 
 
 def test_a_loop_report_gives_the_same_facts_as_the_influxdb_points() -> None:

@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import docker
 import pytest
 import yaml
 
 from tests.conftest import STEADY_POLICY, Installation, assert_pilots_gave_way, wait_until
 from tests.support.owner_load import OWNER_POLICY, OwnerLoad
-from tests.support.services import remove_image
+from tests.support.services import instance_containers, remove_image
 from tests.support.workqueue_manager import (
     EXAMPLE,
     LIVE_STATES,
@@ -150,7 +151,7 @@ def test_pilots_complete_a_workload_and_idle_pilots_are_replaced_up_to_max_docks
     connected = [event["workers"] for event in manager.events("state")]
     # the only workers that know this manager's port are Plancton's pilots, never more than max_docks
     assert 1 <= max(connected) <= POOL
-    assert f"work_queue_worker --cores=1 --memory=2048 --timeout=4 --debug=wq 127.0.0.1 {port})" in installation.log()
+    assert f"plancton-worker --cores=1 --memory=2048 --timeout=4 --debug=wq 127.0.0.1 {port})" in installation.log()
     workload_pilots = {pilot["name"] for pilot in live_pilots(installation)}
     assert workload_pilots
 
@@ -228,3 +229,22 @@ def test_the_self_contained_image_needs_no_bind(
     # busybox's sha256sum and head, inside the image, do the tasks' work
     assert manager.exit_status(timeout=120) == 0, manager.output()
     assert_every_task_once_and_right(manager, tasks)
+
+
+def test_a_drain_deadline_is_the_workers_wall_time(
+    installation: Installation, worker_image: str, managers: Callable[..., Manager], docker_api: docker.APIClient
+) -> None:
+    tasks = 2
+    manager, port = started_manager(managers, tasks=tasks, sleep=0)
+    installation.write_config(example_config(worker_image, port, idle_timeout=30, max_docks=1, **STEADY))
+    assert installation.ctl("drain", "--by", "1h").returncode == 0
+    assert installation.ctl("start").returncode == 0
+    wait_until(lambda: len(manager.done()) >= tasks, timeout=120, what=f"{tasks} tasks to complete")
+    assert_every_task_once_and_right(manager, tasks)
+    containers = instance_containers(docker_api, installation.instance)
+    (pilot,) = [entry["Id"] for entry in containers if entry["State"] == "running"]
+    execution = docker_api.exec_create(pilot, ["cat", "/proc/1/cmdline"])
+    command = docker_api.exec_start(execution["Id"]).decode().split("\0")
+    assert command[0] == "work_queue_worker", command
+    (wall_time,) = [int(item.split("=")[1]) for item in command if item.startswith("--wall-time=")]
+    assert 0 < wall_time <= 3600

@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plancton.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from plancton.cli.planctonctl import add_location_options, location_arguments, paths_from
+from plancton.cli.output import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, duration
+from plancton.cli.planctonctl import add_location_options, paths_from
 from plancton.cli.planctonctl import main as planctonctl
 from plancton.config import legacy_keys, loader, overlays, schema, units
 from plancton.config.files import parse_yaml, read_file
@@ -47,9 +47,23 @@ from plancton.control.node import (
     trust_path,
     write_labels,
 )
-from plancton.control.paths import CONFIG_NAME, Paths, resolve
+from plancton.control.paths import CONFIG_NAME, Paths, location_arguments, resolve
 from plancton.control.pidfile import running_pid
-from plancton.control.updates import UpdateFailed, UpdateOutcome, UpdateRecord, record_path, write_record
+from plancton.control.updates import (
+    TakenRevision,
+    UpdateFailed,
+    UpdateOutcome,
+    UpdateRecord,
+    first_seen,
+    forget_taken,
+    read_rejected,
+    read_taken,
+    record_path,
+    write_record,
+    write_rejected,
+    write_taken,
+)
+from plancton.core.rollout import rollout_offset
 from plancton.errors import ConfigError, PlanctonError
 from plancton.platform.host import host_facts, systemd_runs
 
@@ -338,9 +352,11 @@ def install_empty(paths: Paths, force: bool) -> None:
 
 def update(paths: Paths) -> bool:
     """Fetch the config folder's repository and move to its latest commit, once that commit
-    proved signed by a trusted key (when the node keeps an allowed-signers file) and its
-    configuration (config.yaml and the overlays that select this node) valid. Record the
-    outcome for ``planctonctl status`` and the metrics. Return whether the configuration changed.
+    proved signed by a trusted key (when the node keeps an allowed-signers file), its
+    configuration (config.yaml and the overlays that select this node) valid, and this node's
+    turn in its rollout come; a commit the daemon rejected is gone back from first, and never
+    taken again. Record the outcome for ``planctonctl status`` and the metrics. Return whether
+    the configuration changed.
 
     Raises:
         PlanctonError: the config folder is not a git checkout, or git fails.
@@ -352,27 +368,97 @@ def update(paths: Paths) -> bool:
     if not os.path.isdir(os.path.join(folder, ".git")):
         raise PlanctonError(f"{folder} is not a git checkout: set it up first with plancton-bootstrap USER/REPO")
     current = git(["rev-parse", "HEAD"], folder)
+    if current == read_rejected(paths) and read_taken(paths) is not None:
+        return rollback(paths)  # the daemon rejected it, and could not go back itself
     latest = fetch_latest(paths)
     if latest == current:
         record(paths, UpdateOutcome.CURRENT, latest, "at the latest commit")
         say(f"{folder} is at the latest commit ({current[:12]}): nothing to update")
         return False
+    if latest == read_rejected(paths):
+        message = (
+            f"commit {latest[:12]} was rolled back on this node (its pilots could not start under it); "
+            "it is not taken again: push a newer commit"
+        )
+        record(paths, UpdateOutcome.ROLLED_BACK, latest, message)
+        say(message)
+        return False
     try:
+        facts = node_facts(paths)
         if os.path.isfile(trust_path(paths)):
             check_signed(folder, latest, trust_path(paths))
         label = f"{CONFIG_NAME} of commit {latest[:12]}"
         with tempfile.TemporaryDirectory(prefix="plancton-bootstrap-") as scratch:
             export_configuration(folder, latest, scratch, label)
-            config = validate(os.path.join(scratch, CONFIG_NAME), label, node_facts(paths))
+            config = validate(os.path.join(scratch, CONFIG_NAME), label, facts)
     except UpdateFailed as error:
         record(paths, error.outcome, latest, str(error))
         raise
     except ConfigError as error:
         record(paths, UpdateOutcome.INVALID, latest, f"commit {latest[:12]} rejected: {'; '.join(error.problems)}")
         raise
+    if not my_turn(paths, latest, config.rollout.window, facts.hostname):
+        return False
+    before = running_revision(folder, facts)
     git(["merge", "--ff-only", "--quiet", latest], folder)
+    if config.revision != before:
+        # a commit that changes nothing for this node has nothing to prove
+        write_taken(paths, TakenRevision(latest, current, config.revision, time.time(), config.rollout.watch))
     record(paths, UpdateOutcome.UPDATED, latest, f"updated to commit {latest[:12]}")
     say(f"{folder} updated to commit {latest[:12]}; configuration valid (revision {config.revision})")
+    return True
+
+
+def my_turn(paths: Paths, commit: str, window: float, host_name: str) -> bool:
+    """Return whether this node takes a commit now: at once without a rollout window, else once
+    its offset into the window (from its host name) has passed since it first saw the commit;
+    record that it waits otherwise."""
+    if not window:
+        return True
+    now = time.time()
+    due = first_seen(paths, commit, now) + rollout_offset(host_name, window)
+    if now >= due:
+        return True
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(due))
+    message = f"commit {commit[:12]} rolls out over {duration(window)}: this node takes it at {when}"
+    record(paths, UpdateOutcome.WAITING, commit, message)
+    say(message)
+    return False
+
+
+def running_revision(folder: str, facts: HostFacts) -> str | None:
+    """Return the configuration revision the checkout gives this node now (None: invalid)."""
+    try:
+        return loader.load(os.path.join(folder, CONFIG_NAME), facts)[0].revision
+    except ConfigError:
+        return None
+
+
+def rollback(paths: Paths) -> bool:
+    """Go back from the commit the last update took to the one before it, and never take it
+    again (the daemon asks for this when its pilots cannot start under it). Return whether the
+    checkout moved.
+
+    Raises:
+        PlanctonError: no update is being watched, or git fails.
+    """
+    taken = read_taken(paths)
+    if taken is None:
+        raise PlanctonError("no revision taken by an update is watched: nothing to roll back")
+    folder = paths.confdir
+    if git(["rev-parse", "HEAD"], folder) != taken.commit:
+        forget_taken(paths)
+        say(f"{folder} is no longer at commit {taken.commit[:12]}: nothing to roll back")
+        return False
+    git(["reset", "--keep", "--quiet", taken.previous], folder)
+    write_rejected(paths, taken.commit)
+    forget_taken(paths)
+    message = (
+        f"commit {taken.commit[:12]} rolled back to {taken.previous[:12]}: pilots could not start under it, "
+        "where they ran before; it is not taken again: push a newer commit"
+    )
+    record(paths, UpdateOutcome.ROLLED_BACK, taken.commit, message)
+    say(message)
     return True
 
 
@@ -710,6 +796,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     action.add_argument("--dryrun", action="store_true", help="install an empty configuration (every key's default)")
     action.add_argument(
+        "--rollback",
+        action="store_true",
+        help="go back to the commit before the last update and never take it again (the daemon does it "
+        "when pilots cannot start under a new revision)",
+    )
+    action.add_argument(
         "--check",
         metavar="DIR",
         help="validate a checkout of a configuration repository as a whole (for the repository's own CI)",
@@ -753,6 +845,8 @@ def run(args: argparse.Namespace) -> int:
     paths = paths_from(args)
     if not paths.user_mode:
         os.umask(0o022)  # the daemon's own user must be able to read what root writes here
+    if args.rollback:
+        return reload_daemon(paths) if rollback(paths) else EXIT_OK
     if args.update:
         if args.jitter:
             time.sleep(random.uniform(0, args.jitter))  # nodes of one timer spread their fetches
@@ -819,9 +913,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if (
-        (args.repository is None) != bool(args.update or args.dryrun or args.check)
+        (args.repository is None) != bool(args.update or args.dryrun or args.check or args.rollback)
         or (args.branch and args.repository is None)
-        or ((args.label or args.trust) and (args.update or args.check))
+        or ((args.label or args.trust) and (args.update or args.check or args.rollback))
         or (args.trust and args.dryrun)
         or (args.jitter and not args.update)
         or (args.every and args.repository is None)

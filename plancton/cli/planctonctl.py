@@ -32,12 +32,20 @@ from plancton.cli.output import (
     duration,
     say,
 )
-from plancton.config import display, loader, schema, units
+from plancton.config import deadline, display, loader, schema, units
 from plancton.control import legacy, overview
 from plancton.control.ledger import ledger_path
-from plancton.control.modefiles import cancel_snooze, request_spawn_now, write_mode, write_snooze
+from plancton.control.modefiles import (
+    DRAIN_BY_COMMAND,
+    cancel_drain_by,
+    cancel_snooze,
+    request_spawn_now,
+    write_drain_by,
+    write_mode,
+    write_snooze,
+)
 from plancton.control.node import node_facts
-from plancton.control.paths import Paths, prepare, resolve
+from plancton.control.paths import Paths, location_arguments, prepare, resolve
 from plancton.control.pidfile import read_pid, running_pid
 from plancton.control.state import read_state
 from plancton.core.modes import Mode
@@ -112,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     verb("reload", "make the daemon re-read its configuration now")
     for name, (_, summary) in MODE_VERBS.items():
         verb(name, summary)
+    drain = verbs.choices["drain"]
+    drain.add_argument(
+        "--by",
+        metavar="TIME",
+        help="instead, end lending by TIME (2h, 90m, 2026-12-05T18:00, or with Z or an offset): pilots see it, "
+        "start only while they would run drain_min_runtime before it, and are stopped at it",
+    )
     snooze = verb("snooze", "pilots give way now, as for a person at the keyboard, and come back when it ends")
     snooze.add_argument(
         "duration", nargs="?", default="1h", help="how long: 30m, 1h, 2h, or seconds such as 5400; default 1h"
@@ -143,13 +158,6 @@ def paths_from(args: argparse.Namespace) -> Paths:
         pidfile=args.pidfile,
         statedir=args.statedir,
     )
-
-
-def location_arguments(paths: Paths) -> list[str]:
-    """Return the options that give another planctonctl process the same folders."""
-    arguments = ["--confdir", paths.confdir, "--rundir", paths.rundir, "--logdir", paths.logdir]
-    arguments += ["--pidfile", paths.pidfile, "--statedir", paths.statedir]
-    return arguments + (["--user"] if paths.user_mode else [])
 
 
 # -- shared steps -------------------------------------------------------------------------
@@ -364,6 +372,9 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(f"engine {data['engine']}")
     if data["engine_error"]:
         say(f"container engine unavailable: {data['engine_error']}")
+    drain_by = data["drain_by"]
+    if drain_by:
+        say(_deadline_line(drain_by))
     if data["snooze_until"]:
         left = duration(data["snooze_until"] - time.time())
         say(f"snoozed until {time.strftime('%H:%M:%S', time.localtime(data['snooze_until']))} ({left} left)")
@@ -379,6 +390,8 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         say(
             f"configuration update {'FAILED' if update['failed'] else update['outcome']} at {when}: {update['message']}"
         )
+    if data["revision_trial"]:
+        say(data["revision_trial"])
     for reason in data["why"]:
         say(f"why: {reason}")
     _say_holds(data["holds"])
@@ -390,6 +403,14 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
         for pilot in data["pilots"]:
             say(f"  {pilot['id']:<12}  {pilot['name']:<24}  {pilot['state']:<10}  {duration(pilot['age_seconds'])}")
     return code
+
+
+def _deadline_line(drain_by: dict[str, Any]) -> str:
+    """Return what status says of the drain deadline in force."""
+    moment = drain_by["deadline"]
+    left = moment - time.time()
+    when = f"in {duration(left)}" if left > 0 else f"passed {duration(-left)} ago: no pilot runs"
+    return f"drain deadline {deadline.shown(moment)} ({when}; set by {drain_by['source']})"
 
 
 def cmd_reload(args: argparse.Namespace, paths: Paths) -> int:
@@ -404,13 +425,46 @@ def cmd_reload(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_mode(args: argparse.Namespace, paths: Paths) -> int:
-    """Persist a mode in the run folder and tell the daemon at once (SIGUSR1)."""
+    """Persist a mode in the run folder and tell the daemon at once (SIGUSR1); ``drain --by``
+    sets a drain deadline instead, which resume and force-start cancel."""
+    if getattr(args, "by", None):
+        return cmd_drain_by(args.by, paths)
     mode, _ = MODE_VERBS[args.verb]
     prepare(paths)
     write_mode(paths.rundir, mode)
+    done = f"mode {mode.value} set"
+    if mode is Mode.ACTIVE:
+        done += _cancel_deadline(paths)
     if args.verb == "force-start":
         request_spawn_now(paths.rundir)
-    return tell_daemon(paths, f"mode {mode.value} set")
+    return tell_daemon(paths, done)
+
+
+def cmd_drain_by(text: str, paths: Paths) -> int:
+    """Persist this node's drain deadline and tell the daemon at once (SIGUSR1)."""
+    try:
+        moment = deadline.parse_deadline_text(text, time.time())
+    except ValueError as error:
+        raise PlanctonError(f"drain --by {text!r}: {error}") from None
+    prepare(paths)
+    write_drain_by(paths.rundir, moment)
+    local = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(moment))
+    return tell_daemon(
+        paths,
+        f"drain deadline set: {deadline.shown(moment)} ({local}, in {duration(moment - time.time())}); pilots see it "
+        "in $MACHINEFEATURES/shutdowntime, start only while they would run drain_min_runtime before it, and are "
+        "stopped at it; planctonctl resume cancels it",
+    )
+
+
+def _cancel_deadline(paths: Paths) -> str:
+    """Cancel this node's drain deadline; return what to add to the verb's message (a
+    deadline of the configuration stays, and is named)."""
+    cancelled = "; drain deadline cancelled" if cancel_drain_by(paths.rundir) else ""
+    source = overview.status_data(paths)["drain_by"]
+    if source and source["source"] != DRAIN_BY_COMMAND:
+        cancelled += f"; the drain deadline drain_by of {source['source']} stays: remove it there"
+    return cancelled
 
 
 def cmd_snooze(args: argparse.Namespace, paths: Paths) -> int:

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from plancton.config import host_access, hours, influxdb_url, listen_address, units
+from plancton.config import deadline, host_access, hours, influxdb_url, listen_address, units
+from plancton.config import rollout as rollout_key
 from plancton.config import ulimits as pilot_limits
 from plancton.core.hours import Window
 
@@ -315,6 +316,33 @@ class Config:
             units.number_in_range(0, 1024),
             "Cores the pilots may keep while the owner is present or busy, instead of giving all of them back "
             "(0: pilots give way entirely)",
+        ),
+    )
+    # -- taking new revisions -----------------------------------------------------------------
+    rollout: rollout_key.Rollout = field(
+        default=rollout_key.Rollout(),
+        metadata=key(
+            rollout_key.parse_rollout,
+            "Rollout of a revision: {window: 2h} spreads it over 2h by host name; watch: how long pilots are "
+            "checked after",
+            show=rollout_key.show_rollout,
+        ),
+    )
+    # -- draining before a deadline ------------------------------------------------------------
+    drain_by: float | None = field(
+        default=None,
+        metadata=key(
+            deadline.parse_drain_by,
+            "Drain deadline, an ISO time with its zone such as 2026-12-05T18:00:00Z: pilots left are stopped "
+            "then (null: none)",
+            show=lambda moment: deadline.shown(moment) if moment is not None else None,
+        ),
+    )
+    drain_min_runtime: float = field(
+        default=600.0,
+        metadata=key(
+            units.duration_in_range(0, 7 * _DAYS),
+            "Seconds a pilot must be able to run before a drain deadline for it to start",
         ),
     )
     # -- what each pilot runs ------------------------------------------------------------------

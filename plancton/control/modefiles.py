@@ -2,7 +2,7 @@
 
 A mode is written by ``planctonctl`` and read by the daemon, so it survives a restart of
 either. The file holds one line: the mode's name. A snooze is kept beside it: one line, the
-Unix time at which it ends.
+Unix time at which it ends; and so is a drain deadline set by ``planctonctl drain --by``.
 """
 
 import math
@@ -14,6 +14,9 @@ from plancton.core.modes import Mode
 MODE_FILE = "mode"
 SPAWN_NOW_FILE = "spawn-now"
 SNOOZE_FILE = "snooze"
+DRAIN_BY_FILE = "drain-by"
+#: Who set a drain deadline kept in the run folder, as status names it.
+DRAIN_BY_COMMAND = "planctonctl drain --by"
 
 
 def read_mode(rundir: str) -> Mode:
@@ -41,11 +44,7 @@ def request_spawn_now(rundir: str) -> None:
 
 def take_spawn_now(rundir: str) -> bool:
     """Return whether a start-at-once request was pending, and consume it."""
-    try:
-        os.unlink(os.path.join(rundir, SPAWN_NOW_FILE))
-    except FileNotFoundError:
-        return False
-    return True
+    return _remove(rundir, SPAWN_NOW_FILE)
 
 
 def write_snooze(rundir: str, until: float) -> None:
@@ -54,16 +53,12 @@ def write_snooze(rundir: str, until: float) -> None:
     Raises:
         OSError: the run folder is not writable.
     """
-    write_private_file(os.path.join(rundir, SNOOZE_FILE), f"{until!r}\n")
+    _write_moment(rundir, SNOOZE_FILE, until)
 
 
 def cancel_snooze(rundir: str) -> bool:
     """Remove the snooze; return whether there was one."""
-    try:
-        os.unlink(os.path.join(rundir, SNOOZE_FILE))
-    except FileNotFoundError:
-        return False
-    return True
+    return _remove(rundir, SNOOZE_FILE)
 
 
 def read_snooze(rundir: str) -> float | None:
@@ -71,9 +66,45 @@ def read_snooze(rundir: str) -> float | None:
 
     A snooze already over is still returned: the reader compares it with its own clock.
     """
+    return _read_moment(rundir, SNOOZE_FILE)
+
+
+def write_drain_by(rundir: str, deadline: float) -> None:
+    """Persist this node's drain deadline (Unix seconds, ``planctonctl drain --by``), atomically.
+
+    Raises:
+        OSError: the run folder is not writable.
+    """
+    _write_moment(rundir, DRAIN_BY_FILE, deadline)
+
+
+def cancel_drain_by(rundir: str) -> bool:
+    """Remove this node's drain deadline; return whether there was one."""
+    return _remove(rundir, DRAIN_BY_FILE)
+
+
+def read_drain_by(rundir: str) -> float | None:
+    """Given the run folder, return this node's drain deadline (Unix seconds), or None for
+    none; a deadline that passed is still returned (it holds until cancelled)."""
+    return _read_moment(rundir, DRAIN_BY_FILE)
+
+
+def _write_moment(rundir: str, name: str, moment: float) -> None:
+    write_private_file(os.path.join(rundir, name), f"{moment!r}\n")
+
+
+def _remove(rundir: str, name: str) -> bool:
     try:
-        with open(os.path.join(rundir, SNOOZE_FILE), encoding="utf-8") as handle:
-            until = float(handle.read().strip())
+        os.unlink(os.path.join(rundir, name))
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _read_moment(rundir: str, name: str) -> float | None:
+    try:
+        with open(os.path.join(rundir, name), encoding="utf-8") as handle:
+            moment = float(handle.read().strip())
     except (OSError, ValueError):
         return None
-    return until if math.isfinite(until) else None
+    return moment if math.isfinite(moment) else None

@@ -21,8 +21,8 @@ from plancton.core.holds import Hold
 
 def status_data(paths: Paths) -> dict[str, Any]:
     """Return the daemon's status: running, pid, uptime, mode, the snooze's end (Unix seconds,
-    None without one), engine, cgroup, why (sentences), holds (values of
-    :class:`plancton.core.holds.Hold`), pilots."""
+    None without one), the drain deadline in force (Unix seconds, and who set it), engine,
+    cgroup, why (sentences), holds (values of :class:`plancton.core.holds.Hold`), pilots."""
     pid = running_pid(paths.pidfile)
     state = read_state(paths.state_file)
     if pid is None or state is None or state.pid != pid:
@@ -36,6 +36,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "uptime_seconds": round(now - state.started_at, 1) if current else None,
         "mode": read_mode(paths.rundir).value,
         "snooze_until": snooze if snooze is not None and snooze > now else None,
+        "drain_by": {"deadline": state.drain_by, "source": state.drain_by_source} if state.drain_by else None,
         "instance": state.instance or None,
         "config_file": paths.config_file,
         "config_revision": state.config_revision or None,
@@ -52,6 +53,7 @@ def status_data(paths: Paths) -> dict[str, Any]:
         "legacy_pilots": list(state.legacy_pilots),
         "log_file": paths.log_file,
         "config_update": update_data(paths),
+        "revision_trial": state.revision_trial or None,
     }
 
 

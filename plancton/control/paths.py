@@ -113,3 +113,11 @@ def check_private_folder(folder: str) -> None:
             f"{folder} is not writable by this user; fix its owner or choose another folder "
             "with --rundir/--logdir/--pidfile (or --user for user mode)"
         )
+
+
+def location_arguments(paths: Paths) -> list[str]:
+    """Return the options that give another planctonctl (or plancton-bootstrap) process the
+    same folders."""
+    arguments = ["--confdir", paths.confdir, "--rundir", paths.rundir, "--logdir", paths.logdir]
+    arguments += ["--pidfile", paths.pidfile, "--statedir", paths.statedir]
+    return arguments + (["--user"] if paths.user_mode else [])

@@ -46,6 +46,11 @@ class State:
     log_error: str | None = None
     #: the policy's reasons for what it did in the last loop
     why: tuple[str, ...] = ()
+    #: the drain deadline in force (Unix seconds), or None, and who set it (a file, or planctonctl)
+    drain_by: float | None = None
+    drain_by_source: str = ""
+    #: the revision an update took, while its pilots have yet to prove it ("" when none is)
+    revision_trial: str = ""
     #: what held pilots back in the last loop: values of :class:`plancton.core.holds.Hold`
     holds: tuple[str, ...] = ()
     loops: int = 0

@@ -12,6 +12,7 @@ class Hold(enum.Enum):
     """
 
     MODE = "mode"  # draining, drain-stop or force-stop
+    DEADLINE = "deadline"  # a drain deadline: too near for a pilot's drain_min_runtime, or passed
     MEMORY = "memory"  # available memory below mem_floor, or memory pressure
     OWNER_BUSY = "owner_busy"  # the owner's CPU use (pilots excluded) or CPU pressure
     INPUT = "input"  # a keyboard used within input_idle, or nothing can tell

@@ -22,8 +22,13 @@ that a pilot's end costs one start rather than a create and a start. The spare i
 of the pool (``max_docks`` counts it only once it is started); it is started only while it
 is what a new pilot would be (``fresh``), removed when it is not, and removed in every mode
 but active.
+
+A drain deadline (``planctonctl drain --by``, or ``drain_by`` in the configuration) lets
+pilots start only while they would run at least ``drain_min_runtime`` before it, and stops
+the pilots left when it comes, as force-stop does (see :func:`drain_verdict`).
 """
 
+import enum
 import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -85,6 +90,27 @@ class Settings(Protocol):
     def docker_image(self) -> str: ...
     @property
     def replace_on_image_change(self) -> bool: ...
+    @property
+    def drain_min_runtime(self) -> float: ...
+
+
+class DrainVerdict(enum.Enum):
+    """What a drain deadline allows now."""
+
+    NONE = "none"  # no deadline
+    OPEN = "open"  # pilots may start: they would run at least drain_min_runtime
+    CLOSED = "closed"  # too near for a new pilot: start none, let the running ones go on
+    PASSED = "passed"  # the deadline came: stop every pilot, start none
+
+
+def drain_verdict(deadline_left: float | None, min_runtime: float) -> DrainVerdict:
+    """Given the seconds left until a drain deadline (None: no deadline) and the least a pilot
+    must be able to run, return what the deadline allows now."""
+    if deadline_left is None:
+        return DrainVerdict.NONE
+    if deadline_left <= 0:
+        return DrainVerdict.PASSED
+    return DrainVerdict.CLOSED if deadline_left < min_runtime else DrainVerdict.OPEN
 
 
 @dataclass(frozen=True)
@@ -206,6 +232,11 @@ class _Situation:
     memory: Memory
     history: StartHistory
     presence: Presence
+    deadline_left: float | None = None
+
+    @property
+    def drain(self) -> DrainVerdict:
+        return drain_verdict(self.deadline_left, self.config.drain_min_runtime)
 
 
 @dataclass
@@ -258,6 +289,7 @@ def decide(
     memory: Memory,
     history: StartHistory = StartHistory(),
     presence: Presence = Presence(),
+    deadline_left: float | None = None,
 ) -> tuple[Plan, Memory]:
     """Given the sensed state, return the plan of this loop and the memory for the next.
 
@@ -270,14 +302,19 @@ def decide(
         memory: the memory returned by the previous call (``Memory()`` at first).
         history: recent starts and back-off, to bound the start rate.
         presence: input, battery and local time; the default leaves them out.
+        deadline_left: seconds until the drain deadline (negative once it passed), or None
+            for no deadline.
     """
     draft = _Draft()
+    situation = _Situation(sample, config, mode, now, memory, history, presence, deadline_left)
+    drain = situation.drain
     memory = _update_owner(memory, sample, config, now)
     memory = _update_presence(memory, presence, config, now)
     spares = [pilot for pilot in pilots if waiting_spare(pilot)]
     pool = [pilot for pilot in pilots if not waiting_spare(pilot)]
-    if mode is not Mode.ACTIVE or not config.spare_pilot:
-        _drop_spares(spares, draft, mode.value if mode is not Mode.ACTIVE else "spare_pilot off")
+    spares_unwanted = _spares_unwanted(mode, config, drain)
+    if spares_unwanted:
+        _drop_spares(spares, draft, spares_unwanted)
         spares = []
     _remove_finished(pool, draft, _owner_holds(memory) if mode is Mode.ACTIVE else ())
     live = [pilot for pilot in pool if pilot.state in LIVE_STATES and not pilot.stopping]
@@ -285,10 +322,15 @@ def decide(
     memory = _forget_gone_pauses(memory, live, now)
 
     if mode is Mode.FORCE_STOP:
-        draft.stop += [(pilot.id, "force-stop") for pilot in _youngest_first(live)]
-        draft.note(f"force-stop: stopping {len(live)} pilots, starting none", Hold.MODE)
+        _stop_all(live, draft, "force-stop", "force-stop", Hold.MODE)
         return draft.freeze(), memory
-    situation = _Situation(sample, config, mode, now, memory, history, presence)
+    if drain is DrainVerdict.PASSED:
+        _stop_all(
+            live, draft, "deadline", f"drain deadline passed {_minutes(-(deadline_left or 0.0))} ago", Hold.DEADLINE
+        )
+        draft.exit_daemon = mode is Mode.DRAIN_STOP and not pilots
+        return draft.freeze(), memory
+    situation = replace(situation, memory=memory)
     cap = _lending_cap(situation)
     if _relieve_memory(sample, live, config, draft):
         return replace(draft.freeze(), cpu_cap=cap), memory
@@ -303,6 +345,24 @@ def decide(
         draft.note("drain-stop: no pilot left, the daemon exits")
     memory = _record_pauses(memory, draft, now)
     return replace(draft.freeze(), cpu_cap=cap, wake_in=_wake_in(situation, memory)), memory
+
+
+def _stop_all(live: list[PilotView], draft: _Draft, reason: str, why: str, hold: Hold) -> None:
+    """Stop every live pilot, youngest first, for ``reason``, and say ``why``."""
+    draft.stop += [(pilot.id, reason) for pilot in _youngest_first(live)]
+    draft.note(f"{why}: stopping {len(live)} pilots, starting none", hold)
+
+
+def _spares_unwanted(mode: Mode, config: Settings, drain: DrainVerdict) -> str:
+    """Return why no spare may wait now ("" when one may): a mode but active, spare_pilot
+    off, or a drain deadline too near for a new pilot."""
+    if mode is not Mode.ACTIVE:
+        return str(mode.value)
+    if not config.spare_pilot:
+        return "spare_pilot off"
+    if drain in (DrainVerdict.CLOSED, DrainVerdict.PASSED):
+        return "drain deadline near"
+    return ""
 
 
 def owner_busy_after(was_busy: bool, sample: HostSample, config: Settings) -> bool:
@@ -561,7 +621,7 @@ def _tend_spares(
     pool is full and none is left, unless a spare starts now (the next loop makes one: not
     beside the start that a pilot's end waits for)."""
     config = situation.config
-    if situation.mode is not Mode.ACTIVE or not config.spare_pilot:
+    if _spares_unwanted(situation.mode, config, situation.drain):
         return
     idle = [spare for spare in spares if not spare.stopping]
     stale = [spare for spare in idle if not spare.fresh]
@@ -591,6 +651,12 @@ def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> 
     lending = _lending_cap(situation) is not None
     if situation.mode is not Mode.ACTIVE:
         return (Hold.MODE,), f"{situation.mode.value} ({len(live)} pilots left)"
+    if situation.drain is DrainVerdict.CLOSED:
+        left = _minutes(situation.deadline_left or 0.0)
+        return (Hold.DEADLINE,), (
+            f"the drain deadline is {left} away, less than drain_min_runtime "
+            f"{_minutes(config.drain_min_runtime)} ({len(live)} pilots run until it)"
+        )
     if memory.present and not lending:
         return _owner_holds(memory), present_text(memory.present)
     if memory.owner_busy and not lending:
@@ -643,5 +709,8 @@ def _wake_in(situation: _Situation, memory: Memory) -> float | None:
     change = hours.next_change(config.run_hours, moment) if moment is not None else None
     if moment is not None and change is not None:
         due.append(now + (change - moment).total_seconds())
+    if situation.deadline_left is not None:
+        # the moment starts close, and the moment the pilots are stopped
+        due += [now + situation.deadline_left - config.drain_min_runtime, now + situation.deadline_left]
     ahead = [moment - now for moment in due if moment > now]
     return min(ahead) if ahead else None

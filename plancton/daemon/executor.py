@@ -135,7 +135,11 @@ class Executor:
         """Return the container of a new pilot under this configuration."""
         token = secrets.token_hex(4)
         placement = self.placement
-        return container_spec(config, placement.parent, self.host_name, token, self.wall(), placement.ulimit_ceilings)
+        return container_spec(
+            *(config, placement.parent, self.host_name, token, self.wall()),
+            ceilings=placement.ulimit_ceilings,
+            features_dir=placement.features_dir,
+        )
 
     def _start_one(self, config: Config) -> None:
         try:

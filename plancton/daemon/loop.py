@@ -15,8 +15,19 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 
 from plancton import __version__
+from plancton.config import deadline
 from plancton.config.schema import Config
-from plancton.control.modefiles import cancel_snooze, read_mode, read_snooze, take_spawn_now, write_mode
+from plancton.control.machinefeatures import features_dir
+from plancton.control.modefiles import (
+    DRAIN_BY_COMMAND,
+    cancel_drain_by,
+    cancel_snooze,
+    read_drain_by,
+    read_mode,
+    read_snooze,
+    take_spawn_now,
+    write_mode,
+)
 from plancton.control.node import labels_path
 from plancton.control.paths import Paths
 from plancton.control.state import PilotRecord, State, write_state
@@ -29,6 +40,7 @@ from plancton.daemon.executor import Executor
 from plancton.daemon.host_watch import HostWatch
 from plancton.daemon.legacy_pilots import LegacyPilots
 from plancton.daemon.placement import Placement
+from plancton.daemon.rollout_watch import RolloutWatch
 from plancton.daemon.roster import Roster
 from plancton.daemon.signals import SignalReceiver
 from plancton.daemon.watcher import ConfigWatcher
@@ -82,15 +94,18 @@ class Daemon:
         self.wake = threading.Event()
         self.signals = SignalReceiver(self.wake)
         self.roster = Roster()
-        self.placement = Placement(config.instance, cgroup_root)
+        self.placement = Placement(config.instance, features_dir(paths.rundir), cgroup_root)
         self.executor = Executor(engine, self.roster, self.reporter, self.placement, clock, wall)
         self.legacy_pilots = LegacyPilots(engine, self.executor.act_on_other, clock)
         self.events = EventWatcher(engine, self.roster, self.wake, wall)
         self.watcher = ConfigWatcher(paths.config_file, labels_path(paths), clock, wall)
+        self.rollout = RolloutWatch(paths, wall)
         self.presence = PresenceSensor(config.input_idle, config.run_on_battery, wake=self.wake.set)
         self.memory = Memory()
         self.mode = read_mode(paths.rundir)
         self.snooze_until: float | None = None
+        #: the drain deadline in force (Unix seconds) and who set it, or None
+        self.drain_by: tuple[float, str] | None = None
         self.started_at = clock()
         self.started_wall = wall()
         self.host: HostWatch | None = None
@@ -160,14 +175,30 @@ class Daemon:
         views = self.roster.views(now, in_flight, starting, self.executor.preparing(), digest)
         history = self.executor.starts.history(now, spawn_now=take_spawn_now(self.paths.rundir))
         presence = replace(self.presence.sample(self.wall()), snooze_left=self._snooze_left())
+        deadline_left = self._deadline_left()
         before = self.memory
-        plan, self.memory = decide(sample, views, self.config, self.mode, now, before, history, presence)
+        plan, self.memory = decide(
+            *(sample, views, self.config, self.mode, now, before, history, presence), deadline_left=deadline_left
+        )
         self._log_owner_change(before, sample, now)
         self.host.expect(self.memory.owner_busy, self.config)
         self.executor.execute(plan, self.config)
+        self._watch_revision()
         self.last_plan, self.decided_at = plan, now
         self._report(loop_start, calls_before, sample)
         return plan
+
+    def _watch_revision(self) -> None:
+        """Judge the revision the last update took by how its pilots fare (see
+        :class:`RolloutWatch`)."""
+        starts = self.executor.starts
+        self.rollout.check(
+            self.config.revision,
+            self.roster.pilots(),
+            starts.failures_total,
+            failing=starts.failures > 0,
+            image_unavailable=self.executor.images.unavailable(self.config.docker_image),
+        )
 
     def reload(self) -> bool:
         """Load the configuration file again and apply it if valid, else keep the old one.
@@ -196,6 +227,7 @@ class Daemon:
             self.host.stop()
         self.presence.close()
         self.executor.shutdown()
+        self.rollout.close()
         self._remove_spares()
         self.reporter.close()
         left = self._pilots_left()
@@ -280,6 +312,35 @@ class Daemon:
             self.snooze_until = until
         return until - self.wall() if until is not None else None
 
+    def _deadline_left(self) -> float | None:
+        """Return the seconds until the drain deadline in force (None: none), after telling the
+        pilots of it and saying when it changes.
+
+        The earlier of this node's (``planctonctl drain --by``) and the configuration's
+        (``drain_by``) is in force."""
+        drain_by = earliest_deadline(
+            (read_drain_by(self.paths.rundir), DRAIN_BY_COMMAND),
+            (self.config.drain_by, self._config_origin("drain_by")),
+        )
+        if drain_by != self.drain_by:
+            if drain_by is not None:
+                moment, source = drain_by
+                log.info(
+                    "drain deadline %s (set by %s): pilots start only while they would run drain_min_runtime "
+                    "%g s before it, and those left are stopped at it",
+                    *(deadline.shown(moment), source, self.config.drain_min_runtime),
+                )
+            else:
+                log.info("drain deadline cancelled: pilots start as before")
+            self.drain_by = drain_by
+        self.placement.tell_deadline(drain_by[0] if drain_by else None)
+        return drain_by[0] - self.wall() if drain_by else None
+
+    def _config_origin(self, key: str) -> str:
+        """Return the file a key of the configuration in force came from: an overlay's name,
+        or the configuration file."""
+        return dict(self.config.overlay_origins).get(key, self.paths.config_file)
+
     def _follow_mode(self) -> None:
         mode = read_mode(self.paths.rundir)
         if mode is not self.mode:
@@ -291,6 +352,7 @@ class Daemon:
         log.info("drain-stop complete: no pilot left; the daemon exits and the mode is reset to active")
         try:
             write_mode(self.paths.rundir, Mode.ACTIVE)
+            cancel_drain_by(self.paths.rundir)
         except OSError as error:
             log.error("cannot reset the mode in %s: %s", self.paths.rundir, error.strerror)
 
@@ -338,6 +400,7 @@ class Daemon:
             config_rejected=self.watcher.rejected,
             config_update_failure=update.outcome.value if update and update.failed else "",
             config_update_checked_at=update.checked_at if update else None,
+            drain_by=self.drain_by[0] if self.drain_by else None,
         )
         self.reporter.loop(report)
         self._write_state(report)
@@ -357,6 +420,9 @@ class Daemon:
             cgroup=self.placement.describe(),
             log_error=logsetup.write_problem(),
             why=self.last_plan.reasons,
+            drain_by=self.drain_by[0] if self.drain_by else None,
+            drain_by_source=self.drain_by[1] if self.drain_by else "",
+            revision_trial=self.rollout.describe(),
             holds=tuple(hold.value for hold in self.last_plan.holds),
             loops=self.loops,
             api_calls_last_loop=report.api_calls if report else 0,
@@ -371,3 +437,9 @@ class Daemon:
             write_state(self.paths.state_file, state)
         except OSError as error:
             log.error("cannot write the state file %s: %s", self.paths.state_file, error.strerror)
+
+
+def earliest_deadline(*deadlines: tuple[float | None, str]) -> tuple[float, str] | None:
+    """Given deadlines (Unix seconds, None for none) each with who set it, return the earliest
+    that is set, with its setter, or None when none is."""
+    return min(((moment, source) for moment, source in deadlines if moment is not None), default=None)

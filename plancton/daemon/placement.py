@@ -4,7 +4,8 @@ The parent cgroup runs at the lowest CPU weight, and under a CPU cap while the p
 part of the host to its owner; the ceilings bound the pilots' default limits; a freeze lifts
 that weight for a moment. Prepared once the engine has said how it
 runs containers (:meth:`Placement.prepare`); the executor reads it for every pilot it starts
-or pauses, the daemon for its state and at exit.
+or pauses, the daemon for its state and at exit. The machine-features folder, bound into
+every pilot, tells them the drain deadline (:mod:`plancton.control.machinefeatures`).
 """
 
 import logging
@@ -12,6 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 from plancton.config.schema import Config
 from plancton.config.ulimits import DEFAULT_CAPPED, lowest_hard_limits
+from plancton.control import machinefeatures
 from plancton.engines.base import EngineInfo
 from plancton.platform.cgroups import CGROUP_ROOT, NOT_SET, PilotCgroup
 from plancton.platform.rlimits import own_hard_limits, process_hard_limits
@@ -24,11 +26,16 @@ class Placement:
 
     Args:
         instance: the instance, which names the cgroup.
+        features_dir: the machine-features folder bound into the pilots.
         cgroup_root: where the cgroup file systems are mounted.
     """
 
-    def __init__(self, instance: str, cgroup_root: str = CGROUP_ROOT) -> None:
+    def __init__(self, instance: str, features_dir: str, cgroup_root: str = CGROUP_ROOT) -> None:
         self.instance = instance
+        self.features_dir = features_dir
+        #: the drain deadline the pilots were last told (Unix seconds; None: none)
+        self.shutdowntime: float | None = None
+        self._told = False
         self.cgroup_root = cgroup_root
         self.cgroup: PilotCgroup | None = None
         #: the pilots' CPU cap in force, in cores (None: none)
@@ -47,7 +54,28 @@ class Placement:
         if warning:
             log.warning("%s", warning)
         self._find_ulimit_ceilings(info, config)
+        self._prepare_features()
         return cgroup
+
+    def tell_deadline(self, deadline: float | None) -> None:
+        """Tell the pilots the drain deadline (None: there is none) in the machine-features
+        folder, when it changed; a failure is logged and tried again at the next call."""
+        if self._told and deadline == self.shutdowntime:
+            return
+        try:
+            machinefeatures.publish_shutdowntime(self.features_dir, deadline)
+        except OSError as error:
+            log.error("cannot write the pilots' shutdowntime in %s: %s", self.features_dir, error.strerror)
+            return
+        self.shutdowntime, self._told = deadline, True
+
+    def _prepare_features(self) -> None:
+        """Make the machine-features folder before any pilot binds it (an engine would make a
+        missing one as root, or refuse the pilot)."""
+        try:
+            machinefeatures.prepare_folder(self.features_dir)
+        except OSError as error:
+            log.error("cannot make the pilots' machine-features folder %s: %s", self.features_dir, error.strerror)
 
     @property
     def parent(self) -> str:
@@ -99,7 +127,9 @@ class Placement:
         return {"parent": self.cgroup.docker_parent, "cpu": self.cgroup.setting, **lent}
 
     def remove(self) -> None:
-        """Remove the pilots' parent cgroup, when no pilot of this instance is left."""
+        """Remove the pilots' parent cgroup and machine-features folder, when no pilot of this
+        instance is left."""
+        machinefeatures.remove_folder(self.features_dir)
         if self.cgroup is not None:
             for folder in self.cgroup.remove():
                 log.info("removed the pilots' cgroup %s: no pilot left", folder)

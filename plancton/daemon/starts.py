@@ -25,6 +25,8 @@ class StartTracker:
         self._lock = threading.Lock()
         self._starts: deque[float] = deque()
         self.failures = 0
+        #: every failure since the daemon started, for the health check after a new revision
+        self.failures_total = 0
         self.backoff_until = float("-inf")
 
     def started(self, now: float) -> None:
@@ -36,6 +38,7 @@ class StartTracker:
         """Record a failure; return the back-off now in force, in seconds (0 for none)."""
         with self._lock:
             self.failures += 1
+            self.failures_total += 1
             if self.failures < FAILURES_BEFORE_BACKOFF:
                 return 0.0
             delay = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2.0 ** (self.failures - FAILURES_BEFORE_BACKOFF))

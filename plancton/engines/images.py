@@ -32,10 +32,17 @@ class ImageKeeper:
         self._last_pull: dict[str, float] = {}
         self._last_failure: dict[str, float] = {}
         self._pulling: threading.Thread | None = None
+        #: images found missing that could not be had (pull failed, or pull_policy never)
+        self._unavailable: set[str] = set()
 
     def known(self, reference: str) -> bool | None:
         """Return whether the image was there when last looked for (None: never looked for)."""
         return self._present.get(reference)
+
+    def unavailable(self, reference: str) -> bool:
+        """Return whether the image is missing and could not be had: its pull failed, or
+        pull_policy is never (a pull under way, or not tried yet, is not that)."""
+        return self._present.get(reference) is False and reference in self._unavailable
 
     def forget(self, reference: str) -> None:
         """Forget what is known of an image (after a create said it is missing)."""
@@ -82,9 +89,11 @@ class ImageKeeper:
             return
         self._last_pull[reference] = self.clock()
         self._present[reference] = True
+        self._unavailable.discard(reference)
         log.info("image %s pulled", reference)
 
     def _report_missing(self, reference: str, now: float, why: str) -> None:
+        self._unavailable.add(reference)
         if now - self._last_failure.get(f"report:{reference}", -RETRY_SECONDS) >= RETRY_SECONDS:
             self._last_failure[f"report:{reference}"] = now
             log.error(

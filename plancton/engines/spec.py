@@ -8,6 +8,7 @@ from typing import Any
 
 from plancton.config.schema import Config
 from plancton.config.ulimits import pilot_ulimits
+from plancton.control import machinefeatures
 
 LABEL_INSTANCE = "org.plancton.instance"
 LABEL_CREATED = "org.plancton.created"
@@ -69,18 +70,21 @@ def container_spec(
     token: str,
     created: float,
     ceilings: Mapping[str, int] | None = None,
+    features_dir: str | None = None,
 ) -> ContainerSpec:
     """Given the config, the pilots' cgroup parent, the host's name, a unique token, the
-    wall-clock creation time and the hard limits in force (see
-    :func:`plancton.config.ulimits.pilot_ulimits`), return the container to create.
+    wall-clock creation time, the hard limits in force (see
+    :func:`plancton.config.ulimits.pilot_ulimits`) and the node's machine-features folder
+    (None: none; see :mod:`plancton.control.machinefeatures`), return the container to create.
     """
+    features = _machine_features(features_dir)
     short_host = host_name.split(".", maxsplit=1)[0][:40] or "host"
     host_config: dict[str, Any] = {
         "cpu_period": CPU_PERIOD_US,
         "cpu_quota": max(1000, round(config.cpus_per_dock * CPU_PERIOD_US)),
         "cpu_shares": PILOT_CPU_SHARES,
         "pids_limit": config.pids_limit,
-        "binds": [read_only_by_default(bind) for bind in config.binds],
+        "binds": [read_only_by_default(bind) for bind in config.binds] + features.binds,
         "devices": list(config.devices),
         "cap_add": [cap[1:] for cap in config.capabilities if cap.startswith("+")],
         "cap_drop": [cap[1:] for cap in config.capabilities if cap.startswith("-")],
@@ -108,10 +112,31 @@ def container_spec(
             LABEL_REVISION: config.revision,
             LABEL_IMAGE: config.docker_image,
         },
-        environment={"PLANCTON_INSTANCE": config.instance, "PLANCTON_HOST": host_name, **dict(config.environment)},
+        environment={
+            "PLANCTON_INSTANCE": config.instance,
+            "PLANCTON_HOST": host_name,
+            **features.environment,
+            **dict(config.environment),
+        },
         host_config=host_config,
     )
     return replace(spec, labels={**spec.labels, LABEL_SPEC: spec_digest(spec)})
+
+
+@dataclass(frozen=True)
+class _Features:
+    binds: list[str]
+    environment: dict[str, str]
+
+
+def _machine_features(features_dir: str | None) -> _Features:
+    """Given the node's machine-features folder (None: none), return the bind of it, read-only
+    at :data:`plancton.control.machinefeatures.IN_PILOT`, and the variable naming it."""
+    if features_dir is None:
+        return _Features([], {})
+    return _Features(
+        [f"{features_dir}:{machinefeatures.IN_PILOT}:ro"], {machinefeatures.VARIABLE: machinefeatures.IN_PILOT}
+    )
 
 
 def spec_digest(spec: ContainerSpec) -> str:

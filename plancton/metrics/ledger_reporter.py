@@ -36,6 +36,7 @@ _GIVE_WAY = (
     (Hold.OWNER_BUSY, GiveWay.CPU),
     (Hold.MEMORY, GiveWay.MEMORY),
     (Hold.MODE, GiveWay.DRAIN),
+    (Hold.DEADLINE, GiveWay.DRAIN),
 )
 
 

@@ -72,7 +72,7 @@ EVENT_COUNTERS = {
     "resumed": ("plancton_pilots_resumed", "Pilots resumed"),
 }
 #: Reasons whose counters exist (at 0) before the first such event, so increase() sees the first.
-KNOWN_REASONS = {"stopped": ("ttl", "owner reclaim", "force-stop", "image changed"), "killed": ("memory",)}
+KNOWN_REASONS = {"stopped": ("ttl", "owner reclaim", "force-stop", "deadline", "image changed"), "killed": ("memory",)}
 #: How often a taken or refused listen address is tried again.
 LISTEN_RETRY_SECONDS = 30.0
 #: The textfile is written after each loop, but not more often than this.
@@ -236,6 +236,13 @@ def _daemon_families(snapshot: Snapshot) -> Iterator[Metric]:
             "When plancton-bootstrap --update last ran (Unix seconds)",
             instance,
             report.config_update_checked_at,
+        )
+    if report.drain_by is not None:
+        yield _gauge(
+            "plancton_drain_deadline_timestamp_seconds",
+            "The drain deadline in force (Unix seconds): pilots left then are stopped",
+            instance,
+            report.drain_by,
         )
     yield _gauge("plancton_loop_duration_seconds", "How long the last loop took", instance, report.loop_seconds)
     engine = "1 when the container engine answered in the last loop"

@@ -75,6 +75,8 @@ class LoopReport:
     engine: str = ""
     #: whether the pilots' image is there to start them with (None: not looked for yet)
     image_ready: bool | None = None
+    #: the drain deadline in force (Unix seconds), or None
+    drain_by: float | None = None
     #: whether the configuration file on disk was refused, the daemon keeping its last good one
     config_rejected: bool = False
     #: how the last ``plancton-bootstrap --update`` failed (an :class:`UpdateOutcome` value), or "" when it did not

@@ -193,9 +193,10 @@ class Pool:
         """Return the environment that points a pilot at this pool, with an idle limit."""
         return {"_condor_CONDOR_HOST": self.address, "_condor_STARTD_NOCLAIM_SHUTDOWN": f"{idle_seconds:g}"}
 
-    def submit(self, jobs: int, seconds: float) -> str:
+    def submit(self, jobs: int, seconds: float, allowed_seconds: float | None = None) -> str:
         """Submit ``jobs`` jobs as the ordinary user, each sleeping ``seconds`` and printing
-        :func:`expected_result`; return the cluster's id.
+        :func:`expected_result`, and saying it may run ``allowed_seconds`` (None: it does not
+        say); return the cluster's id.
 
         Raises:
             RuntimeError: condor_submit failed.
@@ -204,7 +205,8 @@ class Pool:
         with open(script, "w", encoding="ascii") as handle:
             handle.write(JOB_SCRIPT)
         os.chmod(script, 0o755)
-        description = os.path.join(self.submit_folder, "jobs.sub")
+        description = os.path.join(self.submit_folder, f"jobs-{secrets.token_hex(3)}.sub")
+        allowed = f"allowed_execute_duration = {allowed_seconds:g}\n" if allowed_seconds is not None else ""
         with open(description, "w", encoding="ascii") as handle:
             handle.write(
                 "executable = job.sh\n"
@@ -215,11 +217,11 @@ class Pool:
                 "should_transfer_files = YES\n"
                 "request_cpus = 1\n"
                 "request_memory = 64\n"
-                f"queue {jobs}\n"
+                f"{allowed}queue {jobs}\n"
             )
         for path in (script, description):
             os.chown(path, SUBMITTER_UID, SUBMITTER_UID)
-        output = self.run("condor_submit", "jobs.sub", user=SUBMITTER)
+        output = self.run("condor_submit", os.path.basename(description), user=SUBMITTER)
         found = re.search(r"submitted to cluster (\d+)", output)
         if found is None:
             raise RuntimeError(f"condor_submit said: {output.strip()}")
@@ -265,10 +267,13 @@ class Pool:
             statuses[f"{cluster}.{process}"] = int(status)
         return statuses
 
+    def pilot_slot_attribute(self, attribute: str) -> list[str]:
+        """Return an attribute of the pilots' slots as the collector lists them (condor_status)."""
+        return self.run("condor_status", "-constraint", "PLANCTON_PILOT =?= true", "-af", attribute).split()
+
     def pilot_slots(self) -> list[str]:
         """Return the machines of the pilots' slots that the collector lists (condor_status)."""
-        output = self.run("condor_status", "-constraint", "PLANCTON_PILOT =?= true", "-af", "Machine")
-        return sorted(output.split())
+        return sorted(self.pilot_slot_attribute("Machine"))
 
     def stop(self) -> None:
         """Remove the manager and the network, with anything still attached to it."""
