@@ -107,16 +107,19 @@ def test_image_removed_while_pilots_run(installation: Installation, fault_image:
         client.kill(containers(installation.instance)[0]["Id"])
     finally:
         client.close()
-    wait_until(lambda: f"image {fault_image} is not available" in installation.log(), what="the missing image")
-    assert states(installation.instance) == ["running"]
-    assert installation.ctl("status").returncode == 0
-    services.ensure_busybox_image(fault_image)
-    wait_until(lambda: states(installation.instance) == ["running", "running"], what="the pool refilled")
-    # the image the test untagged stays, nameless, until its last pilot is gone
-    installation.ctl("stop")
-    services.remove_instance(installation.instance)
-    with services.engine_client() as client:
-        client.remove_image(untagged, force=True)
+    try:
+        wait_until(lambda: f"image {fault_image} is not available" in installation.log(), what="the missing image")
+        # the killed pilot is removed; no other takes its place
+        wait_until(lambda: states(installation.instance) == ["running"], what="the killed pilot removed")
+        assert installation.ctl("status").returncode == 0
+        services.ensure_busybox_image(fault_image)
+        wait_until(lambda: states(installation.instance) == ["running", "running"], what="the pool refilled")
+    finally:
+        # the image the test untagged stays, nameless, until its last pilot is gone
+        installation.ctl("stop")
+        services.remove_instance(installation.instance)
+        with services.engine_client() as client:
+            client.remove_image(untagged, force=True)
 
 
 class PodmanService:

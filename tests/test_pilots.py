@@ -12,6 +12,7 @@ import docker
 import pytest
 from docker.constants import DEFAULT_NUM_POOLS
 
+from plancton.control import machinefeatures
 from plancton.daemon.actions import START_CONCURRENCY
 from plancton.engines.spec import LABEL_CREATED, LABEL_INSTANCE, LABEL_REVISION
 from tests.conftest import BOTH_ENGINES, STEADY_POLICY, Installation, wait_until
@@ -57,7 +58,9 @@ environment: {TASK_QUEUE: alice, SLOTS: 2}
     assert host["PidsLimit"] == 100
     # Podman adds the propagation it applies ("ro,rprivate,rbind")
     binds = sorted((bind.split(":")[0], bind.split(":")[1], bind.split(":")[2].split(",")[0]) for bind in host["Binds"])
-    assert binds == [("/usr", "/host-usr", "ro"), ("/var/tmp", "/scratch", "rw")]
+    # the configured binds, and the machine-features folder (the drain deadline) that every pilot has
+    features = (os.path.join(installation.rundir, machinefeatures.FOLDER), machinefeatures.IN_PILOT, "ro")
+    assert binds == sorted([("/usr", "/host-usr", "ro"), ("/var/tmp", "/scratch", "rw"), features])
     assert [device["PathOnHost"] for device in host["Devices"]] == ["/dev/zero"]
     # Podman lists every capability it drops, its defaults' too
     assert host["CapAdd"] == ["NET_ADMIN"] and "CHOWN" in host["CapDrop"] and "NET_ADMIN" not in host["CapDrop"]

@@ -361,6 +361,14 @@ def wait_for_value(prometheus: PrometheusServer, expression: str, wanted: Any, w
     return float(wait_until(matches, 60, what))  # type: ignore[arg-type]
 
 
+def textfile_running(textfile: Path) -> float | None:
+    """Return the running pilots that a metrics text file counts, or None before it does."""
+    families = {family.name: family for family in text_string_to_metric_families(textfile.read_text())}
+    pilots = families.get("plancton_pilots")
+    samples = [sample.value for sample in pilots.samples if sample.labels.get("state") == "running"] if pilots else []
+    return samples[0] if samples else None
+
+
 @pytest.mark.docker
 @pytest.mark.influxdb
 def test_prometheus_sees_what_status_shows_and_counts_a_refill(
@@ -407,9 +415,8 @@ def test_prometheus_sees_what_status_shows_and_counts_a_refill(
             assert not re.search(r"\$\w", rendered), f"{where}: a variable Grafana would fill is left in {rendered}"
             assert prometheus.query(rendered), f"{where}: no series for {rendered}"
 
-    textfile_samples = text_string_to_metric_families(textfile.read_text())
-    by_name = {family.name: family for family in textfile_samples}
-    assert any(s.labels.get("state") == "running" and s.value == 2 for s in by_name["plancton_pilots"].samples)
+    # the text file, written in its own turn, comes to say the same
+    wait_until(lambda: textfile_running(textfile) == 2, 60, "the text file showing two running pilots")
     assert os.listdir(textfile.parent) == ["plancton.prom"]
 
     # a reload moves the endpoint; to a taken address, it is logged and the daemon runs on
