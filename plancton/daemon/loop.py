@@ -182,8 +182,10 @@ class Daemon:
         )
         self._log_owner_change(before, sample, now)
         self.host.expect(self.memory.owner_busy, self.config)
-        self.executor.execute(plan, self.config)
+        # before any pilot of this loop is made: the watch of a revision just taken counts
+        # the pilots made from then on as its own
         self._watch_revision()
+        self.executor.execute(plan, self.config)
         self.last_plan, self.decided_at = plan, now
         self._report(loop_start, calls_before, sample)
         return plan
