@@ -18,16 +18,15 @@ from tests.farm.conftest import FIGURES
 from tests.farm.farm import Farm
 from tests.farm.ledger import mounts_below
 from tests.farm.node import Node
-from tests.farm.support import htcondor_pool, services, wait_until
+from tests.farm.support import services, wait_until
 from tests.farm.test_alerts import ALERT_SECONDS
 from tests.farm.test_htcondor import (
-    JOBS_SECONDS,
     PILOTS_PER_NODE,
     SLOTS_SECONDS,
-    assert_each_job_completed_once_and_right,
     every_pilot_listed,
     execute_hosts,
     of_cluster,
+    rerun_elsewhere,
 )
 from tests.farm.watch import FARM_ALERT_FOR
 
@@ -108,16 +107,8 @@ def test_a_killed_engine_loses_its_jobs_to_the_other_nodes_and_its_daemon_recove
         time.time() - killed_at, 1
     )
 
-    def ran_again() -> bool:
-        executions = of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), cluster)
-        return all(executions.get(job, 0) >= 2 for job in on_victim)
-
-    wait_until(ran_again, JOBS_SECONDS, "the killed node's jobs to run again")
-    FIGURES["engine killed to its jobs running on other nodes, s"] = round(time.time() - killed_at, 1)
-    wait_until(lambda: len(of_cluster(pool.completed(), cluster)) >= jobs, JOBS_SECONDS, f"{jobs} jobs to complete")
-    assert_each_job_completed_once_and_right(pool, cluster, jobs)
-    last_hosts = dict(execute_hosts(pool, cluster))
-    rerun_nodes = farm.nodes_of_pilots([last_hosts[job] for job in on_victim])
+    figure = "engine killed to its jobs running on other nodes, s"
+    rerun_nodes = rerun_elsewhere(farm, pool, cluster, jobs, on_victim, killed_at, figure)
     assert len(rerun_nodes) == len(on_victim) and victim.number not in rerun_nodes.values(), rerun_nodes
 
     # the engine comes back; nobody touches the daemon

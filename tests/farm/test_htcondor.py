@@ -52,6 +52,25 @@ def assert_each_job_completed_once_and_right(pool: htcondor_pool.Pool, cluster: 
     assert not [job for job in pool.queue() if job.startswith(f"{cluster}.")]
 
 
+def rerun_elsewhere(
+    farm: Farm, pool: htcondor_pool.Pool, cluster: str, jobs: int, again: list[str], since: float, figure: str
+) -> dict[str, int]:
+    """Wait until the jobs ``again`` of a cluster ran a second time (``figure`` records the
+    seconds since ``since``), then until all its ``jobs`` completed, each once and right;
+    return the node that last ran each of those jobs (the pilot's host name to its node)."""
+
+    def ran_again() -> bool:
+        executions = of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), cluster)
+        return all(executions.get(job, 0) >= 2 for job in again)
+
+    wait_until(ran_again, JOBS_SECONDS, f"{len(again)} jobs to run again")
+    FIGURES[figure] = round(time.time() - since, 1)
+    wait_until(lambda: len(of_cluster(pool.completed(), cluster)) >= jobs, JOBS_SECONDS, f"{jobs} jobs to complete")
+    assert_each_job_completed_once_and_right(pool, cluster, jobs)
+    last_hosts = dict(execute_hosts(pool, cluster))
+    return farm.nodes_of_pilots([last_hosts[job] for job in again])
+
+
 def test_jobs_run_on_pilots_of_every_node_and_each_completes_once(farm: Farm) -> None:
     pool = farm.pool
     assert pool is not None
@@ -112,18 +131,9 @@ def test_an_owner_coming_back_stops_only_that_nodes_pilots_and_its_jobs_complete
     wait_until(evicted, 120, "the returning owner's jobs to be evicted")
     FIGURES["owner back to jobs evicted, s"] = round(time.time() - back, 1)
 
-    def ran_again() -> bool:
-        executions = of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), cluster)
-        return all(executions.get(job, 0) >= 2 for job in on_returning)
-
-    wait_until(ran_again, JOBS_SECONDS, "the evicted jobs to run again")
-    FIGURES["owner back to evicted jobs running elsewhere, s"] = round(time.time() - back, 1)
-
-    wait_until(lambda: len(of_cluster(pool.completed(), cluster)) >= jobs, JOBS_SECONDS, f"{jobs} jobs to complete")
-    assert_each_job_completed_once_and_right(pool, cluster, jobs)
+    figure = "owner back to evicted jobs running elsewhere, s"
+    rerun_nodes = rerun_elsewhere(farm, pool, cluster, jobs, on_returning, back, figure)
     # the evicted jobs ran again on the other nodes, and the returning owner's node started none
-    last_hosts = dict(execute_hosts(pool, cluster))
-    rerun_nodes = farm.nodes_of_pilots([last_hosts[job] for job in on_returning])
     assert set(rerun_nodes.values()) <= {node.number for node in others} and len(rerun_nodes) == len(on_returning)
     log = returning_owner.log()[logs_before[returning_owner.number] :]
     assert "paused pilot" in log and "(owner reclaim)" in log, log[-3000:]
