@@ -20,6 +20,16 @@ def test_a_new_ledger_counts_from_its_first_reading_not_from_what_came_before():
     assert book.total().cpu_seconds == pytest.approx(12.5)
 
 
+def test_a_ledger_begun_before_any_counter_counts_the_first_pilots_from_zero():
+    """The first loop comes before the parent cgroup (or a systemd slice) exists: the counter
+    read once the first pilots run holds their seconds, which count, also after a restart."""
+    book = ledger.account(Ledger(), LoopAccount(DAY, cpu=None))
+    book = ledger.account(book, LoopAccount(DAY, interval=1, cpu=None))
+    book = ledger.account(book, LoopAccount(DAY, interval=1, cpu=CpuReading("boot1:7", 0.2)))
+    book = ledger.account(book, LoopAccount(DAY, interval=1, cpu=CpuReading("boot1:7", 1.2)))
+    assert book.total().cpu_seconds == pytest.approx(1.2)
+
+
 def test_a_counter_of_a_new_cgroup_adds_all_it_holds():
     book = Ledger(cpu_mark=CpuReading("boot1:7", 800.0))
     book = ledger.account(book, LoopAccount(DAY, cpu=CpuReading("boot2:7", 30.0)))

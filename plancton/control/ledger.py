@@ -75,6 +75,12 @@ class CpuReading:
     seconds: float
 
 
+#: The mark of a ledger that began while no counter could be read (a systemd slice appears
+#: only with the first pilot; the parent is made once the engine answers): a counter read later
+#: was made since, and adds all it holds.
+NO_COUNTER = CpuReading("", 0.0)
+
+
 @dataclass
 class Day:
     """What the node gave in one day."""
@@ -146,8 +152,10 @@ def account(ledger: Ledger, loop: LoopAccount) -> Ledger:
     """Given the ledger and one loop's account, return the ledger with the loop added.
 
     The CPU counter's growth since the last reading of the same counter is added; a counter
-    seen for the first time adds all it holds, except in a ledger that has never read one
-    (it then starts counting from this reading, not from whatever came before it). Days
+    seen for the first time adds all it holds, except in a ledger whose first loop read it (it
+    then starts counting from this reading, not from whatever came before it; a first loop
+    that could read no counter marks :data:`NO_COUNTER`, so that the first pilots' seconds
+    count). Days
     older than :data:`KEEP_DAYS` before this loop's day are dropped.
     """
     days = dict(ledger.days)
@@ -167,7 +175,7 @@ def account(ledger: Ledger, loop: LoopAccount) -> Ledger:
         today.ended[ending.value] = today.ended.get(ending.value, 0) + count
     oldest = (loop.day - datetime.timedelta(days=KEEP_DAYS)).isoformat()
     kept = {name: day for name, day in days.items() if name > oldest}
-    return Ledger(days=kept, cpu_mark=loop.cpu or ledger.cpu_mark)
+    return Ledger(days=kept, cpu_mark=loop.cpu or ledger.cpu_mark or NO_COUNTER)
 
 
 def _cpu_growth(mark: CpuReading | None, reading: CpuReading | None) -> float:
