@@ -132,6 +132,28 @@ def test_cpu_accounting_of_both_versions(tmp_path: "os.PathLike[str]") -> None:
     assert PilotCgroup("absent", "cgroupfs", 2, root).cpu_seconds() is None
 
 
+@pytest.mark.parametrize(
+    ("version", "files", "quota_file", "uncapped", "lifted"),
+    [
+        (2, {"plancton/cpu.max": "150000 100000\n"}, "plancton/cpu.max", "max 50000\n", "max 100000"),
+        (1, {"cpu/plancton/cpu.cfs_quota_us": "150000\n"}, "cpu/plancton/cpu.cfs_quota_us", "-1\n", "-1"),
+    ],
+)
+def test_lifting_the_cap_writes_only_a_cap_that_is_there(
+    version: int, files: dict[str, str], quota_file: str, uncapped: str, lifted: str, tmp_path: "os.PathLike[str]"
+) -> None:
+    """A daemon in user mode may not write the cgroup: at its start it lifts no cap that is
+    not there, and so warns of nothing; a cap left by an earlier daemon is lifted."""
+    root = str(tmp_path)
+    make_tree(root, files)
+    cgroup = PilotCgroup("plancton", "cgroupfs", version, root)
+    assert cgroup.set_cpu_cap(None) is None
+    assert read(root, quota_file) == lifted
+    make_tree(root, {quota_file: uncapped})
+    assert cgroup.set_cpu_cap(None) is None
+    assert read(root, quota_file) == uncapped
+
+
 def test_unwritable_cgroup_gives_a_warning_not_an_error(tmp_path: "os.PathLike[str]") -> None:
     root = os.path.join(tmp_path, "not-a-folder")
     with open(root, "w", encoding="ascii") as handle:

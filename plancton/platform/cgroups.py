@@ -278,10 +278,11 @@ class PilotCgroup:
         """Cap the CPU of the pilots as a whole at ``cores`` (None: lift the cap), through the
         parent cgroup's CFS bandwidth (cgroup v2 ``cpu.max``, v1 ``cpu.cfs_quota_us``); return
         a warning naming the fix if it cannot. Nothing to do before the parent exists (a
-        systemd slice, before its first pilot: see :attr:`exists`)."""
+        systemd slice, before its first pilot: see :attr:`exists`), nor to lift a cap that
+        is not there."""
         folder = self._folder("cpu")
-        if not os.path.isdir(folder):
-            return None
+        if not os.path.isdir(folder) or (cores is None and self._uncapped(folder)):
+            return None  # a daemon that may not write the cgroup has no cap of its own to lift
         quota = round(cores * CAP_PERIOD_US) if cores is not None else None
         try:
             if self.version == 2:
@@ -297,6 +298,13 @@ class PilotCgroup:
                 else f"cannot lift the pilots' CPU cap ({error.filename}: {error.strerror}): {self._fix(error)}"
             )
         return None
+
+    def _uncapped(self, folder: str) -> bool:
+        """Whether the parent cgroup in ``folder`` has no CPU cap now."""
+        if self.version == 2:
+            value = _read(os.path.join(folder, "cpu.max"))
+            return value is not None and value.split()[:1] == ["max"]
+        return _read(os.path.join(folder, "cpu.cfs_quota_us")) == "-1"
 
     @contextlib.contextmanager
     def lifted_for_freeze(self) -> Iterator[None]:
