@@ -19,6 +19,8 @@ from plancton.platform.host import host_facts
 GIB = 1024**3
 NODE = HostFacts(ncpus=64, ram_bytes=256 * GIB, swap_bytes=0, hostname="node07", labels=frozenset({"gpu", "rack-3"}))
 LAPTOP = HostFacts(ncpus=4, ram_bytes=8 * GIB, swap_bytes=0, hostname="ws-alice", labels=frozenset())
+#: 2026-12-05T12:00:00Z
+NOW = 1796472000.0
 
 
 def overlay(match: Any, name: str = "hosts/a.yaml", **values: Any) -> overlays.Overlay:
@@ -279,13 +281,37 @@ def test_check_all_tries_every_overlay_over_the_base_whichever_nodes_it_selects(
         "max_docks: 2\n",
         **{"a.yaml": "match: {hosts: [nowhere]}\nmax_docks: 1\n", "b.yaml": "match: {labels: [x]}\nmain_sleep: 1\n"},
     )
-    assert loader.check_all(path, LAPTOP) == (["hosts/a.yaml", "hosts/b.yaml"], [])
+    assert loader.check_all(path, LAPTOP, NOW) == (["hosts/a.yaml", "hosts/b.yaml"], [])
     (tmp_path / "hosts" / "c.yaml").write_text("match: {hosts: [nowhere]}\nmain_sleep: never\n")
     with pytest.raises(ConfigError) as raised:
-        loader.check_all(path, LAPTOP)
+        loader.check_all(path, LAPTOP, NOW)
     assert raised.value.problems == [
         'config.yaml + hosts/c.yaml: main_sleep (set by hosts/c.yaml): expected seconds such as 30 or "5m", got "never"'
     ]
+
+
+def test_check_all_refuses_a_drain_deadline_already_past(tmp_path: Path) -> None:
+    """A drain_by left from the last maintenance would idle every node that takes it."""
+    path = checkout(
+        tmp_path,
+        'drain_by: "2026-12-05T18:00:00Z"\n',
+        **{
+            "old.yaml": 'match: {hosts: [x]}\ndrain_by: "2026-12-01T08:00:00+01:00"\n',
+            "b.yaml": "match: {hosts: [y]}\nmax_docks: 1\n",
+        },
+    )
+    with pytest.raises(ConfigError) as raised:
+        loader.check_all(path, LAPTOP, NOW)
+    assert raised.value.problems == [
+        "config.yaml + hosts/old.yaml: drain_by (set by hosts/old.yaml): 2026-12-01T07:00:00Z is past, and a node "
+        "taking it would start no pilot and stop those it runs; give a later time, or remove the key once the "
+        "maintenance is over"
+    ]
+    (tmp_path / "hosts" / "old.yaml").unlink()
+    assert loader.check_all(path, LAPTOP, NOW) == (["hosts/b.yaml"], [])
+    with pytest.raises(ConfigError) as raised:
+        loader.check_all(path, LAPTOP, NOW + 7 * 3600)
+    assert [problem.split(": drain_by")[0] for problem in raised.value.problems] == ["config.yaml"]
 
 
 def test_check_all_tells_a_problem_of_the_base_once(tmp_path: Path) -> None:
@@ -295,7 +321,7 @@ def test_check_all_tells_a_problem_of_the_base_once(tmp_path: Path) -> None:
         **{"a.yaml": "match: {hosts: [x]}\nmax_docks: -1\n", "b.yaml": "match: {hosts: [y]}\n"},
     )
     with pytest.raises(ConfigError) as raised:
-        loader.check_all(path, LAPTOP)
+        loader.check_all(path, LAPTOP, NOW)
     found = raised.value.problems
     assert [problem.split(": ")[0] for problem in found] == ["config.yaml", "config.yaml + hosts/a.yaml"]
     assert "main_sleep" in found[0] and "max_docks (set by hosts/a.yaml)" in found[1]

@@ -554,7 +554,7 @@ def check_checkout(folder: str) -> int:
     if not os.path.isfile(path) or os.path.islink(path):
         raise ConfigError([f"no plain {CONFIG_NAME} at the top of the checkout"], folder)
     facts = host_facts()
-    names, warnings = loader.check_all(path, facts)
+    names, warnings = loader.check_all(path, facts, time.time())
     for warning in warnings:
         say(f"warning: {warning}")
     merged = f", alone and with each overlay over it ({', '.join(names)})," if names else ""

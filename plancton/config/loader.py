@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from plancton.config import legacy_keys, overlays, units
+from plancton.config import deadline, legacy_keys, overlays, units
 from plancton.config.expression import evaluate
 from plancton.config.files import parse_yaml, read_file, revision_of
 from plancton.config.schema import DEFAULT_REVISION, KEYS, MAX_POOL_SIZE, Config, HostFacts
@@ -50,11 +50,13 @@ def load(path: str, facts: HostFacts) -> tuple[Config, list[str]]:
     return config, [*notes, *warnings]
 
 
-def check_all(path: str, facts: HostFacts) -> tuple[list[str], list[str]]:
-    """Given a checkout's config.yaml and the facts of a node to evaluate expressions on,
-    validate the checkout as a whole, whichever nodes its overlays select: every file, the
-    base alone, and the base with each overlay over it. Return the overlays' names and the
-    warnings.
+def check_all(path: str, facts: HostFacts, now: float) -> tuple[list[str], list[str]]:
+    """Given a checkout's config.yaml, the facts of a node to evaluate expressions on and the
+    time now (Unix seconds), validate the checkout as a whole, whichever nodes its overlays
+    select: every file, the base alone, and the base with each overlay over it. Return the
+    overlays' names and the warnings. A ``drain_by`` already past is a problem here, where a
+    commit is checked before any node takes it (a node that takes one later, once its time has
+    come, drains at once, as the other nodes did).
 
     Raises:
         ConfigError: naming ``path``, with every problem, each headed by the files it arose from.
@@ -68,12 +70,21 @@ def check_all(path: str, facts: HostFacts) -> tuple[list[str], list[str]]:
         merged = overlays.apply(base, combination)
         label = " + ".join([name, *merged.applied])
         try:
-            warnings += parse(merged.raw, facts, source=name, origins=merged.origins)[1]
+            config, notes = parse(merged.raw, facts, source=name, origins=merged.origins)
         except ConfigError as error:
             # a problem of the base is told once, not again with every overlay
             new = [problem for problem in error.problems if problem not in base_problems]
             base_problems = error.problems if not combination else base_problems
             problems += [f"{label}: {problem}" for problem in new]
+            continue
+        warnings += notes
+        setter = merged.origins.get("drain_by")
+        if config.drain_by is not None and config.drain_by <= now and (not combination or setter):
+            key = f"drain_by (set by {setter})" if setter else "drain_by"
+            problems.append(
+                f"{label}: {key}: {deadline.shown(config.drain_by)} is past, and a node taking it would start no "
+                "pilot and stop those it runs; give a later time, or remove the key once the maintenance is over"
+            )
     if problems:
         raise ConfigError(problems, path)
     return [overlay.name for overlay in found], sorted(set(warnings), key=warnings.index)
