@@ -117,13 +117,15 @@ def test_a_failed_configuration_update_is_one_series_by_its_reason() -> None:
     assert value(samples, "plancton_config_update_timestamp_seconds") == 1.7e9
 
 
-def test_the_drain_deadline_is_a_series_while_there_is_one() -> None:
+def test_the_drain_deadline_is_a_series_and_a_field_while_there_is_one() -> None:
     quiet = scrape(Snapshot("node_a", make_report(), {}, (0, 0.0), loops=1, api_calls=0))
     assert not any(name == "plancton_drain_deadline_timestamp_seconds" for name, _ in quiet)
+    assert "drain_deadline_seconds" not in daemon_point(make_report(), {}, 1).fields
     report = make_report(drain_by=1796493600.0, holds=(Hold.DEADLINE,))
     samples = scrape(Snapshot("node_a", report, {}, (0, 0.0), loops=1, api_calls=0))
     assert value(samples, "plancton_drain_deadline_timestamp_seconds") == 1796493600.0
     assert value(samples, "plancton_hold_reason", reason="deadline") == 1
+    assert daemon_point(report, {}, 1).fields["drain_deadline_seconds"] == 1796493600.0
 
 
 def test_a_loop_report_gives_the_same_facts_as_the_influxdb_points() -> None:

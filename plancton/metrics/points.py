@@ -81,7 +81,8 @@ def _field_value(value: FieldValue) -> str:
 
 
 def daemon_point(report: LoopReport, tags: Tags, time_ns: int) -> Point:
-    """Given a loop report, return the daemon's point: mode, uptime, pilots, loop time."""
+    """Given a loop report, return the daemon's point: mode, uptime, pilots, loop time, and
+    the drain deadline while there is one."""
     states = dict.fromkeys(COUNTED_STATES, 0) | report.pilots_by_state
     fields: dict[str, FieldValue] = {
         "mode": report.mode,
@@ -95,6 +96,8 @@ def daemon_point(report: LoopReport, tags: Tags, time_ns: int) -> Point:
         "api_calls": report.api_calls,
         "engine_available": report.engine_available,
     }
+    if report.drain_by is not None:
+        fields["drain_deadline_seconds"] = float(report.drain_by)
     return Point(DAEMON, tags, fields, time_ns)
 
 
