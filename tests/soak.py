@@ -11,8 +11,9 @@ from the checkout, after ./tests/run has made the test environment. ``tests/vm/r
 MINUTES`` runs it with --presence in the VM tier's guest (systemd, cgroup v2, Docker's
 systemd cgroup driver).
 
-It prints (and writes with --output) pilots started, exits handled, kills, the daemon's RSS
-and open file descriptors at start and end, and the orphan containers left, and exits 1 when
+It prints (and writes with --output) the run's start, commit and kernel, then pilots
+started, exits handled, kills, the daemon's RSS and open file descriptors at start and end,
+and the orphan containers left, and exits 1 when
 RSS grew by more than 10%, descriptors grew, or any container was orphaned. Descriptors are
 read every second: requests in flight come and go, so growth is judged by the fewest open in
 the last third of the run against the fewest in the first third, leaving out two minutes
@@ -24,9 +25,11 @@ filling as growth.
 
 import argparse
 import contextlib
+import datetime
 import json
 import math
 import os
+import platform
 import pwd
 import random
 import signal
@@ -38,10 +41,13 @@ from typing import Any
 
 import psutil
 
+from bench.results import source_of
 from tests.support import services
 from tests.vm.guest.logind_session import LoginSession
 
 INSTANCE = "soak"
+#: The checkout the soak runs from, whose commit its figures name.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: The user whose login session is the person of --presence (created and removed by the run).
 PERSON = "plancton-soak"
 #: With --presence: seconds without input before the daemon counts the person gone.
@@ -297,7 +303,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(1))
-    figures = soak(args.minutes, args.seed, args.presence)
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    written = [args.output] if args.output else []
+    source = source_of(REPO, written)
+    figures = {"started": started, **source, "kernel": platform.release()}
+    figures |= soak(args.minutes, args.seed, args.presence)
     text = json.dumps(figures, indent=2)
     print(text)
     if args.output:
