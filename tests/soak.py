@@ -7,7 +7,8 @@ Run as root on a machine whose Docker Engine the run may restart::
 
     /opt/plancton-test/venv/bin/python -m tests.soak --minutes 30
 
-from the checkout, after ./tests/run has made the test environment. ``tests/vm/run --soak
+from the checkout, after ./tests/run has made the test environment (``--show FILE...`` prints
+the figures of runs written with --output as one Markdown table, a column a run). ``tests/vm/run --soak
 MINUTES`` runs it with --presence in the VM tier's guest (systemd, cgroup v2, Docker's
 systemd cgroup driver).
 
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -292,8 +294,72 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
                 cleanup.callback(burner.kill)
 
 
+def healthy(figures: Mapping[str, Any]) -> bool:
+    """Given a run's figures, return whether they show no leak and no orphan: RSS grew by at
+    most 10%, the descriptors' floors did not grow (the engine connections only where judged),
+    no container was left and the daemon still ran."""
+    first_others, last_others = figures["other_fds_floors_by_third"]
+    first_sockets, last_sockets = figures["sockets_floors_by_third"]
+    return bool(
+        figures["rss_mb_end"] <= 1.1 * figures["rss_mb_start"]
+        and last_others <= first_others
+        and (last_sockets <= first_sockets or not figures["sockets_judged"])
+        and figures["orphan_containers"] == 0
+        and figures["daemon_running_at_end"]
+    )
+
+
+def _run_heading(run: Mapping[str, Any]) -> str:
+    commit = f"`{run['commit'][:7]}`" if run.get("commit") else "commit not recorded"
+    tree = {True: "", False: ", changed tree", None: ""}[run.get("clean")]
+    started = str(run.get("started") or "date not recorded")[:10]
+    return f"{run['minutes']:g} min, {started}, {commit}{tree}"
+
+
+def _rss(run: Mapping[str, Any]) -> str:
+    growth = 100 * (run["rss_mb_end"] / run["rss_mb_start"] - 1)
+    return f"{run['rss_mb_start']} → {run['rss_mb_end']} MB ({growth:+.1f}%)"
+
+
+def _floors(run: Mapping[str, Any]) -> str:
+    others, sockets = run["other_fds_floors_by_third"], run["sockets_floors_by_third"]
+    judged = "" if run["sockets_judged"] else " (not judged)"
+    return f"files and pipes {others[0]} → {others[1]}; engine sockets {sockets[0]} → {sockets[1]}{judged}"
+
+
+#: The rows of :func:`figures_table`: a label, and what each run shows in it.
+TABLE_ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
+    ("kernel", lambda run: str(run.get("kernel") or "not recorded")),
+    ("pilots started / exits handled", lambda run: f"{run['pilots_started']} / {run['exits_handled']}"),
+    ("stops and kills", lambda run: str(run["kills"])),
+    ("pauses", lambda run: str(run["pauses"])),
+    (
+        "reloads / engine restarts",
+        lambda run: f"{run['reloads']} / {run['engine_restarts']} (through {run['engine_restarted_through']})",
+    ),
+    ("changes of the person's presence", lambda run: str(run.get("presence_changes") or "none (no --presence)")),
+    ("daemon RSS, start → end (limit +10%)", _rss),
+    ("open descriptors, start → end (peak)", lambda run: f"{run['fds_start']} → {run['fds_end']} ({run['fds_peak']})"),
+    ("fewest open descriptors, first third → last third", _floors),
+    ("orphan containers at the end", lambda run: str(run["orphan_containers"])),
+    ("daemon running at the end", lambda run: "yes" if run["daemon_running_at_end"] else "no"),
+    ("errors in the daemon's log", lambda run: str(run["errors_logged"])),
+    ("verdict", lambda run: "no leak, no orphan" if healthy(run) else "FAILED"),
+)
+
+
+def figures_table(runs: Sequence[Mapping[str, Any]]) -> str:
+    """Given the figures of soak runs (as --output writes them), return a Markdown table with
+    a column for each run."""
+    lines = ["| figure | " + " | ".join(_run_heading(run) for run in runs) + " |"]
+    lines.append("|---" * (len(runs) + 1) + "|")
+    lines += [f"| {label} | " + " | ".join(shown(run) for run in runs) + " |" for label, shown in TABLE_ROWS]
+    return "\n".join(lines)
+
+
 def main() -> int:
-    """Run the soak from the command line; exit 1 when a figure shows a leak or an orphan."""
+    """Run the soak from the command line, or show the figures of earlier runs; exit 1 when a
+    figure shows a leak or an orphan."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=1)
@@ -301,7 +367,15 @@ def main() -> int:
     parser.add_argument(
         "--presence", action="store_true", help="a person comes and goes, as systemd-logind tells (needs logind)"
     )
+    parser.add_argument("--show", nargs="+", metavar="FILE", help="print the figures of these runs as a Markdown table")
     args = parser.parse_args()
+    if args.show:
+        runs = []
+        for path in args.show:
+            with open(path, encoding="utf-8") as handle:
+                runs.append(json.load(handle))
+        print(figures_table(runs))
+        return 0 if all(map(healthy, runs)) else 1
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(1))
     started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     written = [args.output] if args.output else []
@@ -313,16 +387,7 @@ def main() -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as handle:
             handle.write(text + "\n")
-    first_others, last_others = figures["other_fds_floors_by_third"]
-    first_sockets, last_sockets = figures["sockets_floors_by_third"]
-    healthy = (
-        figures["rss_mb_end"] <= 1.1 * figures["rss_mb_start"]
-        and last_others <= first_others
-        and (last_sockets <= first_sockets or not figures["sockets_judged"])
-        and figures["orphan_containers"] == 0
-        and figures["daemon_running_at_end"]
-    )
-    return 0 if healthy else 1
+    return 0 if healthy(figures) else 1
 
 
 if __name__ == "__main__":
