@@ -373,6 +373,21 @@ def test_the_owner_page_shows_what_planctonctl_says_and_fetches_only_from_this_h
         open_page(driver, url)
         assert text_of(driver, "#pill") != "Snoozed" and "No snooze" in text_of(driver, "#snooze")
 
+        # a drain deadline shows with its time and who set it, and goes with resume
+        assert installation.ctl(USER_MODE, "drain", "--by", "1h").returncode == 0
+        wait_until(lambda: installation.status()["drain_by"] is not None, 60, "the deadline in status")
+        drain_by = installation.status()["drain_by"]
+        open_page(driver, url)
+        deadline = driver.find_element(By.ID, "deadline")
+        assert float(str(deadline.get_attribute("data-deadline"))) == pytest.approx(drain_by["deadline"])
+        when = time.localtime(drain_by["deadline"])
+        shown_as = time.strftime("%H:%M" if when[:3] == time.localtime()[:3] else "%Y-%m-%d %H:%M", when)
+        assert f"Drain deadline {shown_as} (in " in deadline.text and drain_by["source"] in deadline.text
+        assert installation.ctl(USER_MODE, "resume").returncode == 0
+        wait_until(lambda: installation.status()["drain_by"] is None, 60, "the deadline gone from status")
+        open_page(driver, url)
+        assert not driver.find_element(By.ID, "deadline").is_displayed()
+
         # everything the browser asked for over the network came from this daemon (its own
         # chrome:// pages, such as the blank tab it starts with, and data: URLs are no request)
         urls = requested_urls(driver)
