@@ -18,7 +18,8 @@ and the orphan containers left, and exits 1 when
 RSS grew by more than 10%, descriptors grew, or any container was orphaned. Descriptors are
 read every second: requests in flight come and go, so growth is judged by the fewest open in
 the last third of the run against the fewest in the first third, leaving out two minutes
-after each engine restart. Files and pipes are judged so in every run; the engine
+after each engine restart and each time the daemon found the engine not answering (it then
+drops its connections). Files and pipes are judged so in every run; the engine
 connections (Unix sockets) only in runs of at least ten minutes: the Docker SDK keeps up to
 25 connection pools, which fill as pilots come and go, and a shorter run would read their
 filling as growth.
@@ -58,6 +59,9 @@ INPUT_IDLE_SECONDS = 5
 SETTLE_SECONDS = 120.0
 #: The shortest run whose engine connections are judged: by then the SDK's pools have filled.
 SOCKETS_JUDGED_FROM_MINUTES = 10.0
+#: What the daemon logs when the engine does not answer (a restart, or a request that timed
+#: out on a stalled engine): it then drops its connections to it, as at a restart.
+ENGINE_LOST = "does not answer as an engine"
 BURN = [sys.executable, "-c", "while True: pass"]
 CONFIG = """instance: soak
 main_sleep: 1
@@ -97,8 +101,9 @@ def descriptor_floors(samples: list[tuple[float, int]], restarts: list[float], s
 
     Requests in flight add descriptors for a moment; what a leak adds stays. The floor of each
     third is what the daemon holds for good, so a leak shows as a higher floor at the end. An
-    engine restart closes every connection, so the minutes after one are left out: they would
-    lower a floor and hide a leak.
+    engine restart closes every connection, and so does the daemon when the engine does not
+    answer, so the minutes after either (``restarts``) are left out: they would lower a floor
+    and hide a leak, or, in the first third, make an ordinary floor later look like growth.
     """
 
     settle = min(SETTLE_SECONDS, seconds / 8)  # short runs restart more often
@@ -109,6 +114,21 @@ def descriptor_floors(samples: list[tuple[float, int]], restarts: list[float], s
     first = [count for moment, count in samples if moment < seconds / 3 and settled(moment)]
     last = [count for moment, count in samples if moment >= 2 * seconds / 3 and settled(moment)]
     return min(first), min(last)
+
+
+def engine_losses(log: str, began_wall: float) -> list[float]:
+    """Given the daemon's log and the wall-clock time the run began, return the seconds into
+    the run at which the daemon said that the engine did not answer."""
+    moments = []
+    for line in log.splitlines():
+        if ENGINE_LOST in line:
+            try:
+                logged = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+            if logged >= began_wall:
+                moments.append(logged - began_wall)
+    return moments
 
 
 def our_containers() -> list[dict[str, Any]]:
@@ -206,7 +226,7 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
         samples: list[tuple[float, int]] = []  # (seconds into the run, open descriptors)
         sockets: list[tuple[float, int]] = []  # (seconds into the run, Unix sockets open)
         restarted_at: list[float] = []  # seconds into the run
-        began = time.monotonic()
+        began, began_wall = time.monotonic(), time.time()
         deadline = began + minutes * 60
         restart_every = min(600.0, minutes * 60 / 2)
         next_reload, next_restart, next_owner, next_person = began + 60, began + restart_every, began, began + 30
@@ -252,6 +272,8 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
             log = handle.read()
         paired = zip(samples, sockets, strict=True)
         others = [(moment, count - open_sockets) for (moment, count), (_, open_sockets) in paired]
+        lost = engine_losses(log, began_wall)
+        resets = sorted(restarted_at + lost)
         return {
             "minutes": minutes,
             "seed": seed,
@@ -262,6 +284,7 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
             "reloads": reloads,
             "engine_restarts": restarts,
             "engine_restarted_through": "systemd" if through_systemd else "dockerd",
+            "engine_losses": len(lost),
             "presence_changes": person.changes if person is not None else None,
             "rss_mb_start": round(start["rss_mb"], 1),
             "rss_mb_end": round(end["rss_mb"], 1),
@@ -270,9 +293,9 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
             "fds_peak": max(count for _, count in samples),
             "sockets_start": start["sockets"],
             "sockets_end": end["sockets"],
-            "sockets_floors_by_third": descriptor_floors(sockets, restarted_at, minutes * 60),
+            "sockets_floors_by_third": descriptor_floors(sockets, resets, minutes * 60),
             "sockets_judged": minutes >= SOCKETS_JUDGED_FROM_MINUTES,
-            "other_fds_floors_by_third": descriptor_floors(others, restarted_at, minutes * 60),
+            "other_fds_floors_by_third": descriptor_floors(others, resets, minutes * 60),
             "fds_floor_by_minute": [
                 min((count for moment, count in samples if minute * 60 <= moment < minute * 60 + 60), default=None)
                 for minute in range(math.ceil(minutes))
@@ -337,6 +360,7 @@ TABLE_ROWS: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
         "reloads / engine restarts",
         lambda run: f"{run['reloads']} / {run['engine_restarts']} (through {run['engine_restarted_through']})",
     ),
+    ("engine stalls (the daemon dropped its connections)", lambda run: str(run.get("engine_losses", "not recorded"))),
     ("changes of the person's presence", lambda run: str(run.get("presence_changes") or "none (no --presence)")),
     ("daemon RSS, start → end (limit +10%)", _rss),
     ("open descriptors, start → end (peak)", lambda run: f"{run['fds_start']} → {run['fds_end']} ({run['fds_peak']})"),

@@ -1,5 +1,6 @@
 """The soak's judgement and its table of figures (tests/soak.py), on figures as --output writes them."""
 
+import datetime
 from typing import Any
 
 import pytest
@@ -68,3 +69,24 @@ def test_the_table_has_a_column_a_run_headed_by_its_length_date_and_commit() -> 
     assert rows["changes of the person's presence"] == ["none (no --presence)", "41"]
     assert rows["verdict"] == ["no leak, no orphan", "no leak, no orphan"]
     assert len(table) == 2 + len(soak.TABLE_ROWS)
+
+
+def test_the_moments_the_engine_did_not_answer_come_from_the_daemons_log() -> None:
+    began = datetime.datetime(2026, 12, 5, 12, 0, 0).timestamp()
+    log = "\n".join(
+        [
+            "2026-12-05 11:59:50,000 ERROR cannot start a pilot: the Docker socket does not answer as an engine (x)",
+            "2026-12-05 12:00:30,500 INFO started pilot soak-1",
+            "2026-12-05 12:10:30,250 ERROR cannot start a pilot: the Docker socket does not answer as an engine (x)",
+            "  a continued line naming does not answer as an engine, without a time",
+        ]
+    )
+    assert soak.engine_losses(log, began) == [pytest.approx(630.25)]
+
+
+def test_a_floor_after_the_engine_stopped_answering_is_left_out() -> None:
+    """The daemon drops its connections when the engine stalls: a dip in the first third is
+    no floor to judge the last third by."""
+    samples = [(float(second), 4 if 100 <= second < 130 else 25) for second in range(900)]
+    assert soak.descriptor_floors(samples, [], 900.0) == (4, 25)
+    assert soak.descriptor_floors(samples, [100.0], 900.0) == (25, 25)
