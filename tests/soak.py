@@ -335,7 +335,7 @@ def healthy(figures: Mapping[str, Any]) -> bool:
 def _run_heading(run: Mapping[str, Any]) -> str:
     commit = f"`{run['commit'][:7]}`" if run.get("commit") else "commit not recorded"
     tree = {True: "", False: ", changed tree", None: ""}[run.get("clean")]
-    started = str(run.get("started") or "date not recorded")[:10]
+    started = str(run["started"])[:10] if run.get("started") else "date not recorded"
     return f"{run['minutes']:g} min, {started}, {commit}{tree}"
 
 

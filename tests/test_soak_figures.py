@@ -59,9 +59,9 @@ def test_engine_connections_of_a_short_run_are_not_judged() -> None:
 
 
 def test_the_table_has_a_column_a_run_headed_by_its_length_date_and_commit() -> None:
-    guest = figures(minutes=30.0, commit=None, clean=None, presence_changes=41, engine_restarted_through="systemd")
+    guest = figures(commit=None, clean=None, presence_changes=41, engine_restarted_through="systemd", started=None)
     table = soak.figures_table([figures(), guest]).splitlines()
-    assert table[0] == "| figure | 30 min, 2026-12-05, `7b66ebd` | 30 min, 2026-12-05, commit not recorded |"
+    assert table[0] == "| figure | 30 min, 2026-12-05, `7b66ebd` | 30 min, date not recorded, commit not recorded |"
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
     rows = {label: shown for label, *shown in cells}
     assert rows["daemon RSS, start → end (limit +10%)"][0] == "30.8 → 31.9 MB (+3.6%)"
