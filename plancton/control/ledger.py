@@ -155,8 +155,7 @@ def account(ledger: Ledger, loop: LoopAccount) -> Ledger:
     seen for the first time adds all it holds, except in a ledger whose first loop read it (it
     then starts counting from this reading, not from whatever came before it; a first loop
     that could read no counter marks :data:`NO_COUNTER`, so that the first pilots' seconds
-    count). Days
-    older than :data:`KEEP_DAYS` before this loop's day are dropped.
+    count). Days older than :data:`KEEP_DAYS` before this loop's day are dropped.
     """
     days = dict(ledger.days)
     today = Day()
