@@ -7,6 +7,7 @@ the pilots are stopped by force-stop or by an owner reclaiming the host.
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -147,6 +148,37 @@ def test_jobs_complete_once_through_single_shot_pilots_that_plancton_replaces(
         lambda: slots_are_the_pilots(pool, installation) and not set(live_pilots(installation)) & set(idle_pilots),
         timeout=60,
         what="condor_status to list the new pilots",
+    )
+    assert "stopping pilot" not in installation.log()
+
+
+def test_multi_job_pilots_run_job_after_job_on_their_claim_and_leave_after_the_last(
+    pool: Pool, installation: Installation, condor_image: str
+) -> None:
+    jobs, per_pilot = 6, 3
+    cluster = pool.submit(jobs, seconds=1)
+    config = yaml.safe_load(example_config(pool, condor_image, IDLE_SECONDS, **STEADY))
+    config["environment"]["_condor_PLANCTON_PILOT_JOBS"] = str(per_pilot)
+    installation.write_config(yaml.safe_dump(config))
+    started = installation.ctl("start")
+    assert started.returncode == 0, started.stderr
+
+    wait_until(lambda: len(pool.completed()) >= jobs, timeout=180, what=f"{jobs} jobs to complete")
+    assert_each_job_completed_once_and_right(pool, cluster, jobs)
+    # the jobs shared pilots, none more than its share, each pilot one of Plancton's
+    hosts = Counter(EXECUTE_HOST.findall(event.text)[-1] for event in pool.events() if event.code == EXECUTE)
+    assert sum(hosts.values()) == jobs and max(hosts.values()) == per_pilot, hosts
+    assert all(count <= per_pilot for count in hosts.values()), hosts
+    log = installation.log()
+    started_pilots = re.findall(r"started pilot (\S+) ", log)
+    assert all(any(host.endswith(pilot) for pilot in started_pilots) for host in hosts), (hosts, started_pilots)
+    # a pilot that ran its share left by itself (HTCondor's code 99), none was stopped
+    ran_share = [host for host, count in hosts.items() if count == per_pilot]
+    full = [pilot for pilot in started_pilots if any(host.endswith(pilot) for host in ran_share)]
+    wait_until(
+        lambda: all(exit_codes(installation).get(pilot) == "99" for pilot in full),
+        timeout=60,
+        what="the pilots that ran their share to exit",
     )
     assert "stopping pilot" not in installation.log()
 
