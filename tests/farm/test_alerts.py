@@ -24,6 +24,7 @@ from tests.farm.watch import FARM_ALERT_FOR, FarmPrometheus
 #: An image that no engine of the farm has (and none can pull: pull_policy is never).
 MISSING_IMAGE = "plancton-htcondor:missing"
 MISSING_IMAGE_OVERLAY = "missing-image"
+MENDED = "The nodes keep the site's image"
 #: A bound on an alert's firing or clearing, well past its "for:" and a scrape.
 ALERT_SECONDS = 120
 #: The rollout window of the commit naming a missing image: with the farm's host names, its
@@ -47,7 +48,7 @@ def wait_for_alert(
 
 def mend(farm: Farm) -> None:
     """Remove the overlay that gives the nodes a missing image, and have every node take that commit."""
-    farm.commit_overlay(MISSING_IMAGE_OVERLAY, None, "The nodes keep the site's image")
+    farm.commit_overlay(MISSING_IMAGE_OVERLAY, None, MENDED)
     farm.on_every_node(Node.update)
 
 
@@ -133,7 +134,7 @@ def test_a_missing_image_is_rolled_back_by_the_first_node_of_its_rollout_and_ale
     assert f"going back to commit {previous[:12]}" in log, log[-3000:]
 
     mended = time.time()
-    fixed = farm.commit_overlay(MISSING_IMAGE_OVERLAY, None, "The nodes keep the site's image")
+    fixed = farm.commit_overlay(MISSING_IMAGE_OVERLAY, None, MENDED)
     rounds.until(lambda: len(rounds.took(fixed)) == len(farm.nodes), 60, "every node to take the fixed commit")
     wait_for_alert(
         prometheus,
