@@ -16,6 +16,7 @@ in test_alerts.py, with the alert that names the node.
 """
 
 import datetime
+import re
 import time
 from collections.abc import Iterator
 
@@ -54,6 +55,11 @@ FITS_ALLOWED_SECONDS = 20
 TOO_LONG_ALLOWED_SECONDS = 3600
 JOB_SECONDS = 2
 UNTRUSTED = 'plancton_config_update_failed{reason="untrusted"} == 1'
+#: A line of a node's log that says a pilot started, and the time it begins with (local time).
+STARTED_AT = re.compile(r"^(\S+ \S+) INFO \S+: started pilot ", re.MULTILINE)
+LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
+#: How long after the loop that chose to start a pilot its start may be logged, at most.
+START_LOGGED_SECONDS = 10
 
 
 @pytest.fixture
@@ -141,6 +147,11 @@ def test_a_signed_commit_reaches_the_nodes_in_stages_and_an_unsigned_one_on_top_
     assert all(runs_the_image(node, new_image) for node in farm.nodes)
 
 
+def pilot_starts(log: str) -> list[float]:
+    """Given a part of a node's log, return when its daemon started each pilot (Unix seconds)."""
+    return [datetime.datetime.strptime(moment, LOG_TIME).timestamp() for moment in STARTED_AT.findall(log)]
+
+
 def iso_time(moment: float) -> str:
     """Given Unix seconds, return the ISO time in UTC with its zone, as a site writes drain_by."""
     return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat()
@@ -152,6 +163,7 @@ def test_a_farm_wide_drain_deadline_lets_only_jobs_that_can_finish_start_and_lea
     pool = farm.pool
     assert pool is not None
     wait_until(lambda: every_pilot_listed(farm), SLOTS_SECONDS, "the pool to list every node's pilots")
+    logs_before = {node.number: len(node.log()) for node in farm.nodes}
     deadline = float(int(time.time()) + DRAIN_AHEAD_SECONDS)
     committed = time.time()
     commit = farm.commit_config("Drain the farm", drain_by=iso_time(deadline), drain_min_runtime=DRAIN_MIN_RUNTIME)
@@ -194,13 +206,21 @@ def test_a_farm_wide_drain_deadline_lets_only_jobs_that_can_finish_start_and_lea
     assert not of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), too_long)
     held_back = {job: status for job, status in pool.queue().items() if job.startswith(f"{too_long}.")}
     assert held_back == dict.fromkeys((f"{too_long}.{job}" for job in range(len(farm.nodes))), htcondor_pool.IDLE)
-    # five loops later, no pilot at all, and none started: the deadline holds them
+    # five loops later, no pilot at all: the deadline holds them; none started that the
+    # deadline would cut shorter than drain_min_runtime (a start is logged once its container
+    # runs, a few seconds after the loop chose it)
     time.sleep(5 * float(SITE_POLICY["main_sleep"]))
     for node in farm.nodes:
         status = node.status()
         assert "deadline" in status["holds"] and not status["pilots"], (node.name, status)
         assert not node.pilot_states(), node.name
-        assert "(deadline)" in node.log(), node.name  # its pilots left were stopped at the deadline
+        starts = pilot_starts(node.log()[logs_before[node.number] :])
+        assert all(start <= deadline - DRAIN_MIN_RUNTIME + START_LOGGED_SECONDS for start in starts), (
+            node.name,
+            starts,
+        )
+    # the pilots left, such as those that replaced the pilots of the jobs that fit, were stopped at it
+    assert any("(deadline)" in node.log()[logs_before[node.number] :] for node in farm.nodes)
 
     lifted = time.time()
     farm.commit_config("The farm lends again")
