@@ -200,8 +200,9 @@ def test_a_farm_wide_drain_deadline_lets_only_jobs_that_can_finish_start_and_lea
     def no_pilot_running() -> bool:
         return not any(node.running_pilots() for node in farm.nodes)
 
-    wait_until(no_pilot_running, deadline - time.time() + 60, "no pilot running on any node")
-    assert time.time() >= deadline
+    # (between a pilot's end and its replacement's start, a node may run none for a moment)
+    time.sleep(max(0.0, deadline - time.time()))
+    wait_until(no_pilot_running, 60, "no pilot running on any node after the deadline")
     FIGURES["drain deadline to no pilot running on any node, s"] = round(time.time() - deadline, 1)
     assert not of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), too_long)
     held_back = {job: status for job, status in pool.queue().items() if job.startswith(f"{too_long}.")}
