@@ -231,19 +231,27 @@ def test_no_job_is_lost_when_the_pilots_are_stopped(
     assert all(executions[job] >= 2 for job in evicted), executions
 
 
-def test_a_startd_takes_no_job_it_cannot_finish_by_the_drain_deadline(
+def test_a_startd_takes_no_job_it_cannot_finish_by_a_drain_deadline_set_after_it_started(
     pool: Pool, installation: Installation, condor_image: str
 ) -> None:
     installation.write_config(example_config(pool, condor_image, idle_seconds=120, **STEADY))
+    assert installation.ctl("start").returncode == 0
+    wait_until(
+        lambda: pool.pilot_slot_attribute("PlanctonShutdownTime") == ["undefined"] * POOL,
+        timeout=120,
+        what="the pilots' slots to say there is no deadline",
+    )
+    slots = pool.pilot_slots()
+    # the deadline comes while the pilots run: their startds learn it, and take only what fits
     assert installation.ctl("drain", "--by", "30m").returncode == 0
     deadline = read_drain_by(installation.rundir)
     assert deadline is not None
-    assert installation.ctl("start").returncode == 0
     wait_until(
         lambda: pool.pilot_slot_attribute("PlanctonShutdownTime") == [str(int(deadline))] * POOL,
-        timeout=120,
+        timeout=60,
         what="the pilots' slots to advertise the deadline",
     )
+    assert pool.pilot_slots() == slots  # the same pilots
     # the job that would outlast the deadline comes first in the queue, beside idle slots
     too_long = pool.submit(1, seconds=1, allowed_seconds=3600)
     fits = pool.submit(1, seconds=1, allowed_seconds=60)

@@ -19,6 +19,7 @@ import pytest
 from tests.farm.farm import Farm
 from tests.farm.layout import FarmLayout, ledger_path, run_folder
 from tests.farm.ledger import RUN_MARK, Ledger
+from tests.farm.node import Node
 
 FARM_INI = Path(__file__).with_name("farm.ini")
 #: The tests that need no farm, which the ordinary tier runs too.
@@ -51,6 +52,14 @@ def farm() -> Iterator[Farm]:
         begun = time.monotonic()
         started.stop()
         FIGURES["farm stopped and removed, s"] = round(time.monotonic() - begun, 1)
+
+
+@pytest.fixture
+def site_policy_restored(farm: Farm) -> Iterator[None]:
+    """Commit the site's usual configuration afterwards and have every node take it."""
+    yield
+    farm.commit_config("Back to the site's usual configuration")
+    farm.on_every_node(Node.update)
 
 
 @pytest.fixture(autouse=True)

@@ -11,6 +11,7 @@ Everything made is written down in a ledger first (:mod:`tests.farm.ledger`), so
 import os
 import re
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import yaml
 from tests.farm.layout import BRIDGE, GIT_PORT, FarmLayout
 from tests.farm.ledger import Ledger, sweep
 from tests.farm.node import Node, NodeEngine, create_namespace, in_namespace, run_checked, spawn, tail
-from tests.farm.support import htcondor_pool, services
+from tests.farm.support import htcondor_pool, services, wait_until
 from tests.farm.watch import METRICS_PORT, FarmPrometheus
 
 #: The pilot image in every engine of the farm (the HTCondor example's, built by its script).
@@ -51,10 +52,15 @@ SITE_POLICY: dict[str, Any] = {
 PILOT_IDLE_SECONDS = 120
 #: What a node's log says when its daemon starts a pilot, with the pilot's name.
 STARTED_PILOT = re.compile(r"started pilot (\S+) ")
+#: What a node's update says when it took a commit, with the commit's first 12 digits.
+UPDATED_TO = re.compile(r"updated to commit ([0-9a-f]{12})")
+#: Seconds between two rounds of :class:`UpdateRounds`: a timer far quicker than a site's.
+ROUND_SECONDS = 2.0
 #: The key that any dockerd makes when the host has none (no flag of dockerd 20.10 moves it).
 DOCKERD_KEY = "/etc/docker/key.json"
 T = TypeVar("T")
-GIT_IDENTITY = ["-c", "user.name=Farm site", "-c", "user.email=site@farm.invalid"]
+SITE_EMAIL = "site@farm.invalid"
+GIT_IDENTITY = ["-c", "user.name=Farm site", "-c", f"user.email={SITE_EMAIL}"]
 
 
 def site_config(layout: FarmLayout, token_folder: str, **overrides: Any) -> str:
@@ -124,7 +130,8 @@ class FarmPool(htcondor_pool.Pool):
 @dataclass
 class ConfigRepository:
     """The site's configuration repository: a bare repository that the hub's git daemon
-    serves, and a working copy in which the site commits."""
+    serves, and a working copy in which the site commits, signing each commit with its ssh
+    key, which the allowed-signers file that every node trusts lists."""
 
     folder: str
 
@@ -136,6 +143,16 @@ class ConfigRepository:
     def work(self) -> str:
         return os.path.join(self.folder, "work")
 
+    @property
+    def signing_key(self) -> str:
+        """The site's private ssh key, which signs its commits."""
+        return os.path.join(self.folder, "signing-key")
+
+    @property
+    def allowed_signers(self) -> str:
+        """The allowed-signers file (git's format) that lists the site's key, for the nodes."""
+        return os.path.join(self.folder, "allowed-signers")
+
     def git(self, *arguments: str) -> str:
         """Run git in the working copy; return its output.
 
@@ -145,18 +162,27 @@ class ConfigRepository:
         return run_checked(["git", "-C", self.work, *GIT_IDENTITY, *arguments])
 
     def create(self, config: str) -> str:
-        """Create the repository with a first commit of ``config``; return the commit."""
+        """Create the repository, the site's signing key and the nodes' allowed-signers file,
+        with a first commit of ``config``; return the commit."""
         run_checked(["git", "init", "--quiet", "--bare", "--initial-branch=main", self.bare])
         run_checked(["git", "clone", "--quiet", self.bare, self.work])
+        run_checked(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", SITE_EMAIL, "-f", self.signing_key])
+        with open(f"{self.signing_key}.pub", encoding="ascii") as handle:
+            key_type, key = handle.read().split()[:2]
+        with open(self.allowed_signers, "w", encoding="ascii") as handle:
+            handle.write(f"{SITE_EMAIL} {key_type} {key}\n")
+        os.chmod(self.allowed_signers, 0o644)  # the nodes' users read it once, at their bootstrap
+        self.git("config", "gpg.format", "ssh")
+        self.git("config", "user.signingkey", self.signing_key)
         return self.commit(config, "The farm's configuration")
 
-    def commit(self, config: str, message: str) -> str:
-        """Commit a new config.yaml and publish it; return the commit."""
-        return self.commit_files({"config.yaml": config}, message)
+    def commit(self, config: str, message: str, signed: bool = True) -> str:
+        """Commit a new config.yaml (signed unless told) and publish it; return the commit."""
+        return self.commit_files({"config.yaml": config}, message, signed)
 
-    def commit_files(self, files: dict[str, str | None], message: str) -> str:
-        """Commit these files of the repository (their text, or None to remove one) and
-        publish them; return the commit."""
+    def commit_files(self, files: dict[str, str | None], message: str, signed: bool = True) -> str:
+        """Commit these files of the repository (their text, or None to remove one), signed
+        with the site's key unless told, and publish them; return the commit."""
         for name, text in files.items():
             path = os.path.join(self.work, name)
             if text is None:
@@ -166,7 +192,9 @@ class ConfigRepository:
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(text)
             self.git("add", name)
-        self.git("commit", "--quiet", "--allow-empty", "--message", message)
+        self.git(
+            "commit", "--quiet", "--allow-empty", "--gpg-sign" if signed else "--no-gpg-sign", "--message", message
+        )
         self.git("push", "--quiet", "origin", "HEAD:main")
         return self.git("rev-parse", "HEAD").strip()
 
@@ -218,7 +246,7 @@ class Farm:
                 node = Node(layout, number, ledger)
                 farm.nodes.append(node)
                 node.create(farm.images_archive)
-                node.bootstrap(layout.repository_url)
+                node.bootstrap(layout.repository_url, farm.repository.allowed_signers)
                 node.start_daemon()
             farm.start_prometheus()
         except BaseException:
@@ -291,9 +319,10 @@ class Farm:
         self.prometheus = FarmPrometheus(folder, hub, self.layout.hub_address, targets, self.ledger)
         self.prometheus.start()
 
-    def commit_config(self, message: str, **overrides: Any) -> str:
-        """Commit the site's configuration with these keys changed; return the commit."""
-        return self.repository.commit(site_config(self.layout, self.token_folder, **overrides), message)
+    def commit_config(self, message: str, signed: bool = True, **overrides: Any) -> str:
+        """Commit the site's configuration with these keys changed, signed with the site's key
+        unless told; return the commit."""
+        return self.repository.commit(site_config(self.layout, self.token_folder, **overrides), message, signed)
 
     def commit_overlay(self, name: str, overlay: dict[str, Any] | None, message: str) -> str:
         """Commit the overlay ``hosts/NAME.yaml`` (its selector and keys), or remove it (None);
@@ -310,6 +339,11 @@ class Farm:
         it returned for each node, in the nodes' order."""
         with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="farm-node") as executor:
             return list(executor.map(action, self.nodes))
+
+    def one_pilot_more(self) -> int:
+        """Return a max_docks that makes every node start a pilot: one more than any node runs
+        (a node keeps the pilots above a lowered max_docks until they end)."""
+        return max(len(node.running_pilots()) for node in self.nodes) + 1
 
     def prometheus_target(self, node: Node) -> str:
         """Return the node's scrape target, as Prometheus names it (its instance label)."""
@@ -334,3 +368,41 @@ class Farm:
             self.hub.stop()
         finally:
             sweep(self.ledger)
+
+
+@dataclass
+class UpdateRounds:
+    """Every node's update (``plancton-bootstrap --update``) run in rounds, every
+    :data:`ROUND_SECONDS`, as each node's own timer runs it (nothing else runs the nodes'
+    updates in the farm): what each update said, and when each node took each commit."""
+
+    farm: Farm
+    begun: float = field(default_factory=time.time)
+    said: dict[int, list[str]] = field(default_factory=dict)
+    #: the seconds since :attr:`begun` at which each node took a commit, by node number, by
+    #: the commit's first 12 digits
+    taken: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def run(self) -> None:
+        """Run one round: every node's update at once."""
+        finished = self.farm.on_every_node(Node.try_update)
+        now = time.time() - self.begun
+        for node, done in zip(self.farm.nodes, finished, strict=True):
+            text = done.stdout + done.stderr
+            self.said.setdefault(node.number, []).append(text)
+            for commit in UPDATED_TO.findall(text):
+                self.taken.setdefault(commit, {}).setdefault(node.number, now)
+
+    def until(self, predicate: Callable[[], T], bound: float, what: str) -> T:
+        """Run rounds until ``predicate``, called after each, returns something true; return
+        it (the test fails after ``bound`` seconds)."""
+
+        def round_then_check() -> T:
+            self.run()
+            return predicate()
+
+        return wait_until(round_then_check, bound, what, interval=ROUND_SECONDS)
+
+    def took(self, commit: str) -> dict[int, float]:
+        """Return when each node that took ``commit`` took it (seconds since :attr:`begun`)."""
+        return self.taken.get(commit[:12], {})

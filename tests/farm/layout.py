@@ -113,6 +113,12 @@ class FarmLayout:
         """The address of the bridge that node ``number``'s engine gives its containers (--bip)."""
         return f"{ENGINE_SUBNETS.network_address + 256 * number + 1}/24"
 
+    def node_host_name(self, number: int) -> str:
+        """Node ``number``'s host name (in a UTS namespace of its own: the host's is untouched),
+        the same in every run, as a site's nodes keep theirs: the staged rollout of a revision
+        sets each node's turn from it."""
+        return f"ws-{number:03d}"
+
     def node_user(self, number: int) -> str:
         """The user that runs node ``number``'s Plancton, in user mode."""
         return f"{self.prefix}n{number}"

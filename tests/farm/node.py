@@ -4,8 +4,9 @@ Engine of its own in one, and a node (namespace, engine, owner, user, Plancton d
 A node's Plancton is installed as any user in the ``docker`` group would run it (user mode,
 ``~/.plancton``): its configuration comes from the farm's repository through
 ``plancton-bootstrap``, and ``planctonctl start`` runs the daemon inside the node's network
-namespace, with ``DOCKER_HOST`` naming the node's engine and ``DBUS_SYSTEM_BUS_ADDRESS`` the
-node's own bus, where dbusmock's logind says whether the node's owner is at the keyboard.
+namespace, under the node's own host name (a UTS namespace of its own), with ``DOCKER_HOST``
+naming the node's engine and ``DBUS_SYSTEM_BUS_ADDRESS`` the node's own bus, where dbusmock's
+logind says whether the node's owner is at the keyboard.
 """
 
 import contextlib
@@ -30,6 +31,7 @@ from tests.farm.support import logind_mock, services
 
 #: Where the tier's interpreter lives: the test environment, with Plancton installed in it.
 VENV_BIN = os.path.dirname(sys.executable)
+BOOTSTRAP = os.path.join(VENV_BIN, "plancton-bootstrap")
 START_SECONDS = 90.0
 #: A person away from the keyboard this long before the farm starts: well past input_idle.
 AWAY_SECONDS = 3600.0
@@ -243,6 +245,11 @@ class Node:
         return self.layout.node_address(self.number)
 
     @property
+    def host_name(self) -> str:
+        """The node's host name, as its Plancton sees it."""
+        return self.layout.node_host_name(self.number)
+
+    @property
     def home(self) -> str:
         return os.path.join(self.folder, "home")
 
@@ -315,8 +322,9 @@ class Node:
     def as_user(
         self, *command: str, timeout: float = 120, environment: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command of Plancton's as the node's user, in the node's namespace, with the
-        node's engine and bus (or only the given environment); return the finished process."""
+        """Run a command of Plancton's as the node's user, in the node's namespace under the
+        node's host name, with the node's engine and bus (or only the given environment);
+        return the finished process."""
         assert self.user is not None
         if environment is None:
             environment = {
@@ -331,9 +339,12 @@ class Node:
         # the run's mark, which the final check finds every process of the run by
         marked = {**environment, RUN_MARK: os.environ.get(RUN_MARK, "")}
         settings = [f"{name}={value}" for name, value in marked.items()]
-        wrapped = ["runuser", "-u", self.user.pw_name, "--", "env", "-i", *settings, *command]
+        as_user = ["runuser", "-u", self.user.pw_name, "--", "env", "-i", *settings, *command]
+        # a UTS namespace of its own for each command, under the node's name: a daemon started
+        # so keeps it, and dies with it
+        named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.host_name, *as_user]
         return subprocess.run(
-            in_namespace(self.namespace, wrapped), capture_output=True, text=True, timeout=timeout, check=False,
+            in_namespace(self.namespace, named), capture_output=True, text=True, timeout=timeout, check=False,
             cwd="/",
         )  # fmt: skip
 
@@ -342,14 +353,16 @@ class Node:
         """The label the node is given at bootstrap, which the repository's overlays select it by."""
         return f"node{self.number}"
 
-    def bootstrap(self, repository: str) -> str:
+    def bootstrap(self, repository: str, allowed_signers: str) -> str:
         """Take the configuration from the farm's repository with plancton-bootstrap, with the
-        node's label and updates every :data:`UPDATE_EVERY`; return what it said.
+        node's label, updates every :data:`UPDATE_EVERY`, and only commits signed by a key of
+        the allowed-signers file; return what it said.
 
         Raises:
             RuntimeError: it failed.
         """
-        return self.checked_bootstrap(repository, "--label", self.label, "--every", UPDATE_EVERY)
+        options = ["--label", self.label, "--every", UPDATE_EVERY, "--trust", allowed_signers]
+        return self.checked_bootstrap(repository, *options)
 
     def update(self) -> str:
         """Take the repository's latest commit at once (plancton-bootstrap --update); return
@@ -360,13 +373,18 @@ class Node:
         """
         return self.checked_bootstrap("--update")
 
+    def try_update(self) -> subprocess.CompletedProcess[str]:
+        """Run plancton-bootstrap --update, which may refuse the latest commit; return the
+        finished process."""
+        return self.as_user(BOOTSTRAP, "--update")
+
     def checked_bootstrap(self, *arguments: str) -> str:
         """Run plancton-bootstrap as the node's user; return what it said.
 
         Raises:
             RuntimeError: it failed.
         """
-        done = self.as_user(os.path.join(VENV_BIN, "plancton-bootstrap"), *arguments)
+        done = self.as_user(BOOTSTRAP, *arguments)
         if done.returncode != 0:
             raise RuntimeError(f"plancton-bootstrap {arguments[0]} on {self.name} failed: {done.stdout}{done.stderr}")
         return done.stdout + done.stderr
@@ -408,6 +426,17 @@ class Node:
         with open(os.path.join(self.plancton_folder, "run", "plancton.pid"), encoding="ascii") as handle:
             self.ledger.add_process(int(handle.read().split()[0]))
 
+    def checkout_head(self) -> str:
+        """Return the commit that the node's configuration checkout is at.
+
+        Raises:
+            RuntimeError: git failed.
+        """
+        done = self.as_user("git", "-C", os.path.join(self.plancton_folder, "conf"), "rev-parse", "HEAD")
+        if done.returncode != 0:
+            raise RuntimeError(f"git rev-parse on {self.name} failed: {done.stderr.strip()}")
+        return done.stdout.strip()
+
     def status(self) -> dict[str, Any]:
         """Return ``planctonctl status --json``."""
         return dict(json.loads(self.ctl("status", "--json").stdout))
@@ -431,17 +460,37 @@ class Node:
             f"--- the end of {self.name}'s engine's log:\n{tail(self.engine.log_path, 2000)}"
         )
 
-    def pilot_states(self) -> dict[str, str]:
-        """Return the state of each of the instance's containers in the node's engine, by name."""
+    def pilot_entries(self) -> dict[str, dict[str, Any]]:
+        """Return the engine's listing of each of the instance's containers, by name."""
         with self.engine.client() as client:
             return {
-                entry["Names"][0].lstrip("/"): entry["State"]
+                entry["Names"][0].lstrip("/"): entry
                 for entry in services.instance_containers(client, self.layout.instance)
             }
+
+    def pilot_states(self) -> dict[str, str]:
+        """Return the state of each of the instance's containers in the node's engine, by name."""
+        return {name: entry["State"] for name, entry in self.pilot_entries().items()}
 
     def running_pilots(self) -> set[str]:
         """Return the names of the instance's running containers in the node's engine."""
         return {name for name, state in self.pilot_states().items() if state == "running"}
+
+    def pilot_images(self) -> set[str]:
+        """Return the images of the instance's containers in the node's engine, running or not."""
+        return {entry["Image"] for entry in self.pilot_entries().values()}
+
+    def shutdowntimes_seen(self) -> dict[str, str]:
+        """Return what each running pilot reads, as its own user, in
+        ``$MACHINEFEATURES/shutdowntime`` ("" when there is no such file), by name."""
+        command = ["sh", "-c", 'cat "$MACHINEFEATURES/shutdowntime" 2>/dev/null || true']
+        seen = {}
+        with self.engine.client() as client:
+            for name in self.running_pilots():
+                with contextlib.suppress(docker.errors.APIError):  # it ended meanwhile
+                    execution = client.exec_create(name, command)
+                    seen[name] = client.exec_start(execution["Id"]).decode(errors="replace").strip()
+        return seen
 
     # -- tearing down ----------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ __all__ = ["htcondor_pool", "logind_mock", "prometheus_server", "services", "wai
 T = TypeVar("T")
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll until ``predicate`` returns something true and return it; fail the test after
-    ``timeout`` seconds (a bound against hanging, not a measure)."""
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll every ``interval`` seconds until ``predicate`` returns something true and return it;
+    fail the test after ``timeout`` seconds (a bound against hanging, not a measure)."""
     try:
-        return services.poll(predicate, timeout, what)
+        return services.poll(predicate, timeout, what, interval)
     except services.WaitTimeout as error:
         pytest.fail(str(error))

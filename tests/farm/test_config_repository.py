@@ -3,9 +3,6 @@ reaches every node through the update entry that plancton-bootstrap installed on
 cron runs it), and every node then runs that many pilots, which the pool lists."""
 
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from tests.farm.conftest import FIGURES
 from tests.farm.farm import Farm
@@ -16,14 +13,6 @@ from tests.farm.test_htcondor import PILOTS_PER_NODE, SLOTS_SECONDS
 NEW_MAX_DOCKS = PILOTS_PER_NODE + 1
 #: A bound on the update entries, which each wait a random time up to the update interval first.
 UPDATE_SECONDS = 300
-
-
-@pytest.fixture
-def site_policy_restored(farm: Farm) -> Iterator[None]:
-    """Commit the site's usual configuration afterwards and have every node take it."""
-    yield
-    farm.commit_config("Back to the usual number of pilots")
-    farm.on_every_node(Node.update)
 
 
 def revisions_seen_by_prometheus(farm: Farm) -> dict[str, str]:

@@ -3,6 +3,7 @@ ordinary tier too."""
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,8 @@ def layout(nodes: int = MAX_NODES) -> FarmLayout:
 def test_every_node_has_names_and_addresses_of_its_own() -> None:
     farm = layout()
     numbers = farm.node_numbers()
-    for naming in (farm.node_namespace, farm.node_address, farm.hub_link, farm.engine_bridge, farm.node_user):
+    namings = (farm.node_namespace, farm.node_address, farm.hub_link, farm.engine_bridge, farm.node_user)
+    for naming in (*namings, farm.node_host_name):
         names = [naming(number) for number in numbers]
         assert len(set(names)) == MAX_NODES, naming
     addresses = [ipaddress.IPv4Address(farm.node_address(number)) for number in numbers]
@@ -38,6 +40,8 @@ def test_names_fit_the_limits_of_the_host() -> None:
     # a link name has at most 15 characters; a user name at most 32
     assert all(len(farm.hub_link(number)) <= 15 for number in farm.node_numbers())
     assert all(len(farm.node_user(number)) <= 32 for number in farm.node_numbers())
+    # a host name's label has at most 63 characters, of letters, digits and '-'
+    assert all(re.fullmatch(r"[a-z0-9-]{1,63}", farm.node_host_name(number)) for number in farm.node_numbers())
     assert farm.repository_url.startswith(f"git://{farm.hub_address}:")
 
 
