@@ -59,12 +59,16 @@ def unique_instance() -> str:
     return f"m{secrets.token_hex(4)}"
 
 
+#: A drain deadline in force at the second loop (2026-12-05T18:00:00Z).
+DRAIN_BY = 1796493600.0
+
+
 def config_for(instance: str, urls: list[str]) -> schema.Config:
     config, _ = loader.parse({"instance": instance, "influxdb_url": urls}, FACTS)
     return config
 
 
-def loop_report(uptime: float, sampled: bool = True) -> LoopReport:
+def loop_report(uptime: float, sampled: bool = True, drain_by: float | None = None) -> LoopReport:
     sample = HostSample(
         ncpus=2, busy_cores=1.5, pilots_cores=1.0, available_bytes=3 * 2**30, cpu_pressure=2.0, memory_pressure=0.0
     )
@@ -77,6 +81,7 @@ def loop_report(uptime: float, sampled: bool = True) -> LoopReport:
         loop_seconds=0.01,
         api_calls=1,
         engine_available=True,
+        drain_by=drain_by,
     )
 
 
@@ -130,7 +135,7 @@ def test_points_arrive_with_the_documented_fields(
         reporter.loop(loop_report(1.0))
         for event in EVENTS:
             reporter.pilot_event(event)
-        reporter.loop(loop_report(2.0))
+        reporter.loop(loop_report(2.0, drain_by=DRAIN_BY))
         reporter.close()
 
     schema = documented_schema()
@@ -155,6 +160,7 @@ def test_points_arrive_with_the_documented_fields(
         daemon = points_of(server, "plancton_daemon", database, instance)
         assert [row["mode"] for row in daemon] == ["active", "active", "stopping"]
         assert [row["pilots"] for row in daemon] == [1, 1, 1]
+        assert [row["drain_deadline_seconds"] for row in daemon[:2]] == [None, DRAIN_BY]
         events = points_of(server, "plancton_pilot_event", database, instance)
         assert [(row["kind"], row["reason"]) for row in events] == [
             (event.kind, event.reason if event.kind in ("killed", "stopped") else None) for event in EVENTS
