@@ -100,6 +100,15 @@ def slots_are_the_pilots(pool: Pool, installation: Installation) -> bool:
     )
 
 
+def execute_hosts_in_pilots(pool: Pool, installation: Installation) -> list[str]:
+    """Return the host of each job's last execution, in the order the jobs ran, having
+    checked that each is one of the pilots the daemon started."""
+    hosts = [EXECUTE_HOST.findall(event.text)[-1] for event in pool.events() if event.code == EXECUTE]
+    started_pilots = re.findall(r"started pilot (\S+) ", installation.log())
+    assert all(any(host.endswith(pilot) for pilot in started_pilots) for host in hosts), (hosts, started_pilots)
+    return hosts
+
+
 def assert_each_job_completed_once_and_right(pool: Pool, cluster: str, jobs: int) -> None:
     """Check what the submitter sees: each job terminated exactly once, with exit code 0 and
     the right output, and none is left in the queue."""
@@ -122,11 +131,9 @@ def test_jobs_complete_once_through_single_shot_pilots_that_plancton_replaces(
     wait_until(lambda: len(pool.completed()) >= jobs, timeout=180, what=f"{jobs} jobs to complete")
     assert_each_job_completed_once_and_right(pool, cluster, jobs)
     # each job ran on a startd of its own, in one of Plancton's pilots
-    hosts = [EXECUTE_HOST.findall(event.text)[-1] for event in pool.events() if event.code == EXECUTE]
+    hosts = execute_hosts_in_pilots(pool, installation)
     assert len(hosts) == jobs and len(set(hosts)) == jobs, hosts
     log = installation.log()
-    started_pilots = re.findall(r"started pilot (\S+) ", log)
-    assert all(any(host.endswith(pilot) for pilot in started_pilots) for host in hosts), (hosts, started_pilots)
     # and the pilots left on their own once their job was done (HTCondor's exit code 99)
     assert "stopping pilot" not in log
     wait_until(
@@ -166,12 +173,9 @@ def test_multi_job_pilots_run_job_after_job_on_their_claim_and_leave_after_the_l
     wait_until(lambda: len(pool.completed()) >= jobs, timeout=180, what=f"{jobs} jobs to complete")
     assert_each_job_completed_once_and_right(pool, cluster, jobs)
     # the jobs shared pilots, none more than its share, each pilot one of Plancton's
-    hosts = Counter(EXECUTE_HOST.findall(event.text)[-1] for event in pool.events() if event.code == EXECUTE)
+    hosts = Counter(execute_hosts_in_pilots(pool, installation))
     assert sum(hosts.values()) == jobs and max(hosts.values()) == per_pilot, hosts
-    assert all(count <= per_pilot for count in hosts.values()), hosts
-    log = installation.log()
-    started_pilots = re.findall(r"started pilot (\S+) ", log)
-    assert all(any(host.endswith(pilot) for pilot in started_pilots) for host in hosts), (hosts, started_pilots)
+    started_pilots = re.findall(r"started pilot (\S+) ", installation.log())
     # a pilot that ran its share left by itself (HTCondor's code 99), none was stopped
     ran_share = [host for host, count in hosts.items() if count == per_pilot]
     full = [pilot for pilot in started_pilots if any(host.endswith(pilot) for host in ran_share)]
