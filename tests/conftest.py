@@ -35,6 +35,9 @@ from tests.support.owner_load import OwnerLoad
 #: and the loop turns fast.
 STEADY_POLICY = "owner_busy_percent: 100\nowner_idle_percent: 99\npause_delay: 1h\ngrace_spawn: 0\nmain_sleep: 0.5\n"
 
+#: Lines of the daemon's log that a failed test shows.
+FAILED_LOG_LINES = 60
+
 #: The folder of the containerd that dockerd starts and manages itself.
 MANAGED_CONTAINERD = "/var/run/docker/containerd"
 
@@ -346,14 +349,16 @@ def installation(
     instance: str, engine_name: str, engine_url: str, tmp_path: "os.PathLike[str]", request: pytest.FixtureRequest
 ) -> Iterator[Installation]:
     """A Plancton installation in a temporary folder, on the engine under test; its daemon is
-    stopped afterwards. When the test failed, what its pilots last wrote is printed (pytest
-    shows it with the failure)."""
+    stopped afterwards. When the test failed, the end of the daemon's log and what its pilots
+    last wrote are printed (pytest shows them with the failure)."""
     setup = Installation(
         root=str(tmp_path), instance=instance, engine_url=engine_url if engine_name != "docker" else None
     )
     yield setup
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
+        tail = setup.log().splitlines()[-FAILED_LOG_LINES:]
+        print(f"the daemon's log, last {FAILED_LOG_LINES} lines:", *tail, sep="\n")
         print(f"what the pilots of {instance} last wrote:\n{services.pilot_output(instance, engine_url)}")
     setup.ctl("stop", "--timeout", "20")
 

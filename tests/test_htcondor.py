@@ -109,6 +109,12 @@ def execute_hosts_in_pilots(pool: Pool, installation: Installation) -> list[str]
     return hosts
 
 
+def pilots_of(hosts: list[str], installation: Installation) -> list[str]:
+    """Return the names of the pilots the daemon started whose startds are these hosts."""
+    started_pilots = re.findall(r"started pilot (\S+) ", installation.log())
+    return [pilot for pilot in started_pilots if any(host.endswith(pilot) for host in hosts)]
+
+
 def assert_each_job_completed_once_and_right(pool: Pool, cluster: str, jobs: int) -> None:
     """Check what the submitter sees: each job terminated exactly once, with exit code 0 and
     the right output, and none is left in the queue."""
@@ -133,13 +139,13 @@ def test_jobs_complete_once_through_single_shot_pilots_that_plancton_replaces(
     # each job ran on a startd of its own, in one of Plancton's pilots
     hosts = execute_hosts_in_pilots(pool, installation)
     assert len(hosts) == jobs and len(set(hosts)) == jobs, hosts
-    log = installation.log()
     # and the pilots left on their own once their job was done (HTCondor's exit code 99)
-    assert "stopping pilot" not in log
+    assert "stopping pilot" not in installation.log()
+    ran_a_job = pilots_of(hosts, installation)
     wait_until(
-        lambda: list(exit_codes(installation).values()).count("99") == jobs,
+        lambda: all(exit_codes(installation).get(pilot) == "99" for pilot in ran_a_job),
         timeout=60,
-        what="the pilots to exit after their job",
+        what=f"the pilots that ran a job ({', '.join(ran_a_job)}) to exit",
     )
 
     # the pool's view follows Plancton's: one slot per live pilot (fresh ones, without a job)
@@ -175,14 +181,12 @@ def test_multi_job_pilots_run_job_after_job_on_their_claim_and_leave_after_the_l
     # the jobs shared pilots, none more than its share, each pilot one of Plancton's
     hosts = Counter(execute_hosts_in_pilots(pool, installation))
     assert sum(hosts.values()) == jobs and max(hosts.values()) == per_pilot, hosts
-    started_pilots = re.findall(r"started pilot (\S+) ", installation.log())
     # a pilot that ran its share left by itself (HTCondor's code 99), none was stopped
-    ran_share = [host for host, count in hosts.items() if count == per_pilot]
-    full = [pilot for pilot in started_pilots if any(host.endswith(pilot) for host in ran_share)]
+    full = pilots_of([host for host, count in hosts.items() if count == per_pilot], installation)
     wait_until(
         lambda: all(exit_codes(installation).get(pilot) == "99" for pilot in full),
         timeout=60,
-        what="the pilots that ran their share to exit",
+        what=f"the pilots that ran their share ({', '.join(full)}) to exit",
     )
     assert "stopping pilot" not in installation.log()
 
