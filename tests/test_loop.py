@@ -276,6 +276,29 @@ def test_a_drain_deadline_reaches_the_pilots_and_stops_them_when_it_comes(harnes
     assert not os.path.exists(shutdowntime)
 
 
+def test_a_revision_taken_while_the_pool_is_full_stays_on_trial_past_its_watch_until_a_pilot_of_it_runs(
+    harness: Harness,
+) -> None:
+    harness.turn()
+    assert harness.engine.states() == ["running"] * 3
+    revision = harness.daemon.config.revision
+    taken = TakenRevision("c0ffee" * 6 + "abcd", "bad" * 13 + "a", revision, WALL_START, watch=600.0)
+    write_taken(harness.paths, taken)
+    harness.turn()
+    harness.turn(700.0)  # past the watch, with the previous pilots running all along and none started
+    state = read_state(harness.paths.state_file)
+    assert state is not None and "no pilot of it started yet (the pool is full)" in state.revision_trial
+    assert read_taken(harness.paths) is not None
+    first = next(iter(harness.engine.pilots))
+    harness.engine.exit(first, 0)
+    harness.turn()  # the exited pilot is removed
+    harness.turn()  # and replaced by a pilot of the revision
+    harness.turn(5.0)  # which runs past an instant exit
+    state = read_state(harness.paths.state_file)
+    assert state is not None and state.revision_trial == ""
+    assert read_taken(harness.paths) is None
+
+
 def test_a_revision_an_update_took_is_on_trial_until_one_of_its_pilots_runs(harness: Harness) -> None:
     revision = harness.daemon.config.revision
     taken = TakenRevision("c0ffee" * 6 + "abcd", "bad" * 13 + "a", revision, WALL_START, watch=600.0)

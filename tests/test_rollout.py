@@ -43,3 +43,11 @@ def test_a_node_that_failed_before_the_revision_too_does_not_blame_it() -> None:
 def test_the_watch_ends_passed_when_nothing_was_against_the_revision(elapsed: float, watch: float) -> None:
     verdict = health_verdict(HealthSigns(elapsed=elapsed), watch)
     assert verdict is (Verdict.PASSED if elapsed >= watch else Verdict.WATCHING)
+
+
+def test_a_revision_none_of_whose_pilots_was_tried_has_shown_nothing_and_stays_watched() -> None:
+    # the pool stayed full of the previous revision's pilots: the watch's end proves nothing
+    assert health_verdict(HealthSigns(elapsed=86400, new_pilot_tried=False), watch=600) is Verdict.WATCHING
+    assert health_verdict(HealthSigns(elapsed=600, new_pilot_tried=True), watch=600) is Verdict.PASSED
+    signs = HealthSigns(elapsed=86400, new_pilot_tried=False, new_pilot_ran=True)
+    assert health_verdict(signs, watch=600) is Verdict.PASSED

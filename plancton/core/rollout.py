@@ -26,7 +26,7 @@ class Verdict(enum.Enum):
     """What the health check says of a revision taken."""
 
     WATCHING = "watching"  # too early to tell
-    PASSED = "passed"  # a pilot of it runs, or the watch ended with nothing against it
+    PASSED = "passed"  # a pilot of it runs, or the watch ended with its pilots tried and nothing against it
     REJECTED = "rejected"  # its pilots cannot start, where the previous revision's ran
 
 
@@ -40,6 +40,8 @@ class HealthSigns:
         image_unavailable: the revision's image is missing and cannot be had (pull failed, or
             pull_policy never).
         new_pilot_ran: a pilot started under the revision ran past an instant exit.
+        new_pilot_tried: a pilot was started under the revision, or a start was tried (a pool
+            kept full by the previous revision's pilots tries none).
         healthy_before: pilots ran under the previous revision (none failing).
     """
 
@@ -47,6 +49,7 @@ class HealthSigns:
     failures: int = 0
     image_unavailable: bool = False
     new_pilot_ran: bool = False
+    new_pilot_tried: bool = True
     healthy_before: bool = True
 
 
@@ -54,10 +57,11 @@ def health_verdict(signs: HealthSigns, watch: float) -> Verdict:
     """Given what was seen since a revision was taken and how long to watch it, return the
     verdict: passed as soon as one of its pilots runs; rejected when its pilots cannot start
     (its image cannot be had, or :data:`FAILURES_TO_REJECT` failures) where the previous
-    revision's ran; passed when the watch ends otherwise; watching until then."""
+    revision's ran; passed when the watch ends otherwise, once a pilot of it was tried;
+    watching until then (a revision none of whose pilots was tried has shown nothing yet)."""
     if signs.new_pilot_ran:
         return Verdict.PASSED
     failing = signs.image_unavailable or signs.failures >= FAILURES_TO_REJECT
     if failing and signs.healthy_before:
         return Verdict.REJECTED
-    return Verdict.PASSED if signs.elapsed >= watch else Verdict.WATCHING
+    return Verdict.PASSED if signs.elapsed >= watch and signs.new_pilot_tried else Verdict.WATCHING

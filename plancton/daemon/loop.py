@@ -193,12 +193,10 @@ class Daemon:
     def _watch_revision(self) -> None:
         """Judge the revision the last update took by how its pilots fare (see
         :class:`RolloutWatch`)."""
-        starts = self.executor.starts
         self.rollout.check(
             self.config.revision,
             self.roster.pilots(),
-            starts.failures_total,
-            failing=starts.failures > 0,
+            self.executor.starts,
             image_unavailable=self.executor.images.unavailable(self.config.docker_image),
         )
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from plancton.control.paths import Paths, location_arguments
 from plancton.control.updates import TakenRevision, forget_taken, read_taken, write_rejected
 from plancton.core.rollout import HealthSigns, Verdict, health_verdict
-from plancton.daemon.starts import INSTANT_EXIT_SECONDS
+from plancton.daemon.starts import INSTANT_EXIT_SECONDS, StartTracker
 from plancton.engines.base import Pilot
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,17 @@ class RolloutWatch:
         self.watched: TakenRevision | None = None
         self.since = 0.0
         self.failures_before = 0
+        self.starts_before = 0
         self.healthy_before = True
         self.rollback: subprocess.Popen[str] | None = None
         self.rejected: TakenRevision | None = None
 
     def check(
-        self, revision: str, pilots: list[Pilot], failures_total: int, failing: bool, image_unavailable: bool
+        self, revision: str, pilots: list[Pilot], starts: StartTracker, image_unavailable: bool
     ) -> Verdict | None:
-        """Given the revision in force, the pilots, the start failures so far, whether the
-        last starts failed, and whether the image cannot be had, judge the revision taken;
-        roll it back when it is rejected. Return the verdict (None: nothing is watched)."""
+        """Given the revision in force, the pilots, the record of starts and failures, and
+        whether the image cannot be had, judge the revision taken; roll it back when it is
+        rejected. Return the verdict (None: nothing is watched)."""
         self._reap()
         taken = read_taken(self.paths)
         if taken is None or taken.revision != revision or self.rollback is not None:
@@ -62,17 +63,20 @@ class RolloutWatch:
             return Verdict.REJECTED  # going back is under way, or waits for root's update
         now = self.wall()
         if taken != self.watched:
-            self.watched, self.since, self.failures_before = taken, now, failures_total
-            self.healthy_before = not failing or any(_ran(pilot, now) for pilot in pilots)
+            self.watched, self.since = taken, now
+            self.failures_before, self.starts_before = starts.failures_total, starts.starts_total
+            self.healthy_before = starts.failures == 0 or any(_ran(pilot, now) for pilot in pilots)
             log.info(
                 "watching revision %s (commit %s) for up to %.0f s: its pilots must start",
                 *(revision, taken.commit[:12], taken.watch),
             )
+        failures = starts.failures_total - self.failures_before
         signs = HealthSigns(
             elapsed=now - self.since,
-            failures=failures_total - self.failures_before,
+            failures=failures,
             image_unavailable=image_unavailable,
             new_pilot_ran=any(pilot.created >= self.since and _ran(pilot, now) for pilot in pilots),
+            new_pilot_tried=failures > 0 or starts.starts_total > self.starts_before,
             healthy_before=self.healthy_before,
         )
         verdict = health_verdict(signs, taken.watch)
@@ -94,11 +98,13 @@ class RolloutWatch:
         """Return what status says of the revision on trial ("" when none is)."""
         if self.watched is None or self.watched == self.rejected:
             return ""
-        until = time.strftime("%H:%M:%S", time.localtime(self.since + self.watched.watch))
-        return (
-            f"revision {self.watched.revision} (commit {self.watched.commit[:12]}) on trial until {until}: "
-            "it passes once one of its pilots runs"
-        )
+        trial = f"revision {self.watched.revision} (commit {self.watched.commit[:12]}) on trial"
+        end = self.since + self.watched.watch
+        if self.wall() < end:
+            trial += f" until {time.strftime('%H:%M:%S', time.localtime(end))}"
+        else:
+            trial += ", no pilot of it started yet (the pool is full)"
+        return f"{trial}: it passes once one of its pilots runs"
 
     def close(self) -> None:
         """Wait for a rollback under way to finish (it reloads a daemon that is going away)."""

@@ -25,14 +25,17 @@ class StartTracker:
         self._lock = threading.Lock()
         self._starts: deque[float] = deque()
         self.failures = 0
-        #: every failure since the daemon started, for the health check after a new revision
+        #: every failure and every start since the daemon started, for the health check after
+        #: a new revision
         self.failures_total = 0
+        self.starts_total = 0
         self.backoff_until = float("-inf")
 
     def started(self, now: float) -> None:
         """Record a pilot that started."""
         with self._lock:
             self._starts.append(now)
+            self.starts_total += 1
 
     def failed(self, now: float) -> float:
         """Record a failure; return the back-off now in force, in seconds (0 for none)."""
