@@ -34,6 +34,7 @@ import os
 import platform
 import pwd
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,6 +216,7 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
             handle.write(config.format(max_docks=max_docks))
 
     write_config(4)
+    figures: dict[str, Any] | None = None
     try:
         if presence:
             person = Person()
@@ -274,7 +276,7 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
         others = [(moment, count - open_sockets) for (moment, count), (_, open_sockets) in paired]
         lost = engine_losses(log, began_wall)
         resets = sorted(restarted_at + lost)
-        return {
+        figures = {
             "minutes": minutes,
             "seed": seed,
             "pilots_started": log.count("started pilot"),
@@ -304,9 +306,12 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
             "daemon_running_at_end": status == 0,
             "errors_logged": log.count(" ERROR "),
         }
+        return figures
     finally:
-        # every step runs even when one before it fails, so that no engine is left running
+        # every step runs even when one before it fails, so that no engine is left running;
+        # the folder goes last, once its engine is stopped
         with contextlib.ExitStack() as cleanup:
+            cleanup.callback(remove_or_keep, folder, figures)
             if engine is not None:
                 cleanup.callback(engine.stop)
             cleanup.callback(services.remove_instance, INSTANCE)
@@ -315,6 +320,15 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
                 cleanup.callback(person.remove)
             for burner in owner:
                 cleanup.callback(burner.kill)
+
+
+def remove_or_keep(folder: str, figures: Mapping[str, Any] | None) -> None:
+    """Remove the run's folder after a healthy run; keep it, and say where, after a run that
+    failed or showed a leak, for its daemon's log."""
+    if figures is not None and healthy(figures):
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        print(f"soak: the run's folder, with the daemon's log, is kept in {folder}", file=sys.stderr)
 
 
 def healthy(figures: Mapping[str, Any]) -> bool:

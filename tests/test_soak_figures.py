@@ -1,6 +1,7 @@
 """The soak's judgement and its table of figures (tests/soak.py), on figures as --output writes them."""
 
 import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,3 +91,19 @@ def test_a_floor_after_the_engine_stopped_answering_is_left_out() -> None:
     samples = [(float(second), 4 if 100 <= second < 130 else 25) for second in range(900)]
     assert soak.descriptor_floors(samples, [], 900.0) == (4, 25)
     assert soak.descriptor_floors(samples, [100.0], 900.0) == (25, 25)
+
+
+def test_a_healthy_run_leaves_no_folder_and_a_failed_one_keeps_its_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    healthy_run, leaking_run, crashed_run = (tmp_path / name for name in ("healthy", "leaking", "crashed"))
+    for folder in (healthy_run, leaking_run, crashed_run):
+        folder.mkdir()
+        (folder / "plancton.log").write_text("a log\n", encoding="utf-8")
+    soak.remove_or_keep(str(healthy_run), figures())
+    soak.remove_or_keep(str(leaking_run), figures(orphan_containers=1))
+    soak.remove_or_keep(str(crashed_run), None)
+    assert not healthy_run.exists()
+    assert (leaking_run / "plancton.log").exists() and (crashed_run / "plancton.log").exists()
+    said = capsys.readouterr().err
+    assert f"kept in {leaking_run}" in said and f"kept in {crashed_run}" in said
