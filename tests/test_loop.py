@@ -22,6 +22,7 @@ from plancton.daemon.roster import Roster
 from plancton.engines.base import EngineInfo, EventCallback, Pilot
 from plancton.engines.spec import LABEL_CREATED, LABEL_SPARE, LABEL_SPEC, ContainerSpec
 from plancton.errors import EngineUnavailable, PilotGone
+from plancton.metrics.reporting import NullReporter, PilotEvent
 from tests.support import services
 
 #: Pilots start at once, and no spare waits beside them unless a test asks for one.
@@ -40,6 +41,8 @@ class MemoryEngine:
         self.specs: dict[str, ContainerSpec] = {}
         self.available = True
         self.stops: list[str] = []
+        #: starts still to carry out without an answer, as an engine whose reply times out
+        self.unanswered_starts = 0
         #: the id of the image every reference names
         self.image = "sha256:1"
         self._created = 0
@@ -69,6 +72,9 @@ class MemoryEngine:
     def create_and_start(self, spec: ContainerSpec) -> str:
         container = self.create(spec)
         self.start(container)
+        if self.unanswered_starts:
+            self.unanswered_starts -= 1
+            raise EngineUnavailable("the engine does not answer (test): Read timed out")
         return container
 
     def create(self, spec: ContainerSpec) -> str:
@@ -207,6 +213,31 @@ def test_fills_the_pool_and_replaces_a_pilot_that_exits(harness: Harness) -> Non
     harness.turn()  # and replaced
     assert first not in harness.engine.pilots
     assert harness.engine.states() == ["running"] * 3
+
+
+class RecordingReporter(NullReporter):
+    """A reporter that keeps the pilot events it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[PilotEvent] = []
+
+    def pilot_event(self, event: PilotEvent) -> None:
+        self.events.append(event)
+
+
+def test_a_start_the_engine_carried_out_without_answering_counts_as_started_once_listed(harness: Harness) -> None:
+    reporter = RecordingReporter()
+    harness.daemon.executor.reporter = reporter
+    harness.daemon.config = config_of(max_docks=1)
+    harness.engine.unanswered_starts = 1
+    harness.turn()  # the start request times out; the engine starts the pilot all the same
+    assert [event.kind for event in reporter.events] == ["start_failed"]
+    harness.turn()
+    (pilot,) = harness.engine.pilots.values()
+    assert pilot.state == "running"
+    assert [(event.kind, event.pilot) for event in reporter.events] == [("start_failed", ""), ("started", pilot.name)]
+    harness.turn()  # counted once
+    assert len(reporter.events) == 2 and harness.daemon.executor.starts.starts_total == 1
 
 
 def test_pilots_get_the_configuration_and_the_cgroup_parent(harness: Harness) -> None:

@@ -9,6 +9,7 @@ import functools
 import logging
 import secrets
 import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ from plancton.daemon.actions import START_CONCURRENCY, STOP_CONCURRENCY, ActionR
 from plancton.daemon.placement import Placement
 from plancton.daemon.roster import Roster
 from plancton.daemon.starts import INSTANT_EXIT_SECONDS, StartTracker
-from plancton.engines.base import Engine
+from plancton.engines.base import Engine, Pilot
 from plancton.engines.images import ImageKeeper
 from plancton.engines.spec import ContainerSpec, as_spare, container_spec, spec_digest
 from plancton.errors import EngineUnavailable, ImageMissing, LimitRefused, PilotError
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Pause requests per pause, when the runtime gives up freezing the pilot.
 FREEZE_ATTEMPTS = 3
+#: How long a start whose request went unanswered may still turn up carried out.
+UNANSWERED_START_SECONDS = 600.0
 
 
 class Executor:
@@ -62,6 +65,10 @@ class Executor:
         self.images = ImageKeeper(engine, clock)
         self.host_name = socket.gethostname()
         self._actions = ActionRunner(START_CONCURRENCY, STOP_CONCURRENCY)
+        #: pilots whose start request the engine did not answer, by name, with when: it may
+        #: still carry the start out
+        self._unanswered: dict[str, float] = {}
+        self._unanswered_lock = threading.Lock()
 
     def act_on_other(self, container: str, action: Callable[[], None]) -> None:
         """Run a slow action on a container that is not one of this instance's pilots (the
@@ -142,13 +149,35 @@ class Executor:
         )
 
     def _start_one(self, config: Config) -> None:
+        spec: ContainerSpec | None = None
         try:
             spec = self._spec(config)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
+            if spec is not None and isinstance(error, EngineUnavailable):
+                with self._unanswered_lock:
+                    self._unanswered[spec.name] = self.clock()
             self._start_failed(config, error, "start a pilot")
         else:
             self._started(spec.name, spec.command)
+
+    def confirm_starts(self, listing: list[Pilot]) -> None:
+        """Count as started the pilots of this listing whose start request went unanswered
+        (it timed out, or the connection was lost) but which the engine carried out: they are
+        listed past "created". A request older than :data:`UNANSWERED_START_SECONDS` is
+        forgotten."""
+        now = self.clock()
+        with self._unanswered_lock:
+            self._unanswered = {
+                name: at for name, at in self._unanswered.items() if now - at < UNANSWERED_START_SECONDS
+            }
+            carried_out = [pilot for pilot in listing if pilot.name in self._unanswered and pilot.state != "created"]
+            for pilot in carried_out:
+                del self._unanswered[pilot.name]
+        for pilot in carried_out:
+            self.starts.started(now)
+            log.warning("pilot %s started after all: the engine carried out the start it did not answer", pilot.name)
+            self.reporter.pilot_event(PilotEvent("started", pilot.name))
 
     def _start_spare(self, container: str, config: Config) -> None:
         """Start a spare if it is still what a new pilot would be (configuration and image);

@@ -170,6 +170,7 @@ class Daemon:
         self._follow_mode()
         self.placement.settle()
         self.roster.update(listing, now, self.wall())
+        self.executor.confirm_starts(listing)
         in_flight, _ = self.executor.under_way()
         digest = self.executor.digest(self.config)
         views = self.roster.views(now, in_flight, starting, self.executor.preparing(), digest)
