@@ -62,16 +62,9 @@ def pilot_ids(api: docker.APIClient, instance: str) -> set[str]:
     return {entry["Id"] for entry in services.instance_containers(api, instance) if entry["State"] == "running"}
 
 
-def in_pilot(api: docker.APIClient, container: str, *command: str) -> tuple[int, str]:
-    """Run a command in a pilot, as its own user; return its exit code and output."""
-    execution = api.exec_create(container, list(command))
-    output = api.exec_start(execution["Id"]).decode()
-    return api.exec_inspect(execution["Id"])["ExitCode"], output.strip()
-
-
 def shutdowntime_seen(api: docker.APIClient, container: str) -> str:
     """Return what a pilot reads in $MACHINEFEATURES/shutdowntime ("" when there is none)."""
-    code, output = in_pilot(api, container, "sh", "-c", 'cat "$MACHINEFEATURES/shutdowntime"')
+    code, output = services.in_pilot(api, container, "sh", "-c", 'cat "$MACHINEFEATURES/shutdowntime"')
     return output if code == 0 else ""
 
 
@@ -84,14 +77,14 @@ def test_pilots_see_the_deadline_in_machine_features_and_its_change(
     assert installation.ctl("start").returncode == 0
     wait_until(lambda: pilot_ids(engine_api, installation.instance), what="a pilot")
     (pilot,) = pilot_ids(engine_api, installation.instance)
-    assert in_pilot(engine_api, pilot, "sh", "-c", "echo $MACHINEFEATURES") == (0, "/run/machinefeatures")
+    assert services.in_pilot(engine_api, pilot, "sh", "-c", "echo $MACHINEFEATURES") == (0, "/run/machinefeatures")
     assert shutdowntime_seen(engine_api, pilot) == ""
     assert installation.ctl("drain", "--by", "2h").returncode == 0
     first = read_drain_by(installation.rundir)
     assert first is not None
     wait_until(lambda: shutdowntime_seen(engine_api, pilot) == str(int(first)), what="the pilot to see the deadline")
     # the folder is read-only in the pilot
-    assert in_pilot(engine_api, pilot, "sh", "-c", 'echo 1 > "$MACHINEFEATURES/shutdowntime"')[0] != 0
+    assert services.in_pilot(engine_api, pilot, "sh", "-c", 'echo 1 > "$MACHINEFEATURES/shutdowntime"')[0] != 0
     assert installation.ctl("drain", "--by", "3h").returncode == 0
     second = read_drain_by(installation.rundir)
     assert second is not None and second > first

@@ -203,6 +203,13 @@ def engine_client(timeout: float = 60.0, url: str = f"unix://{DOCKER_SOCKET}") -
         client.close()
 
 
+def in_pilot(api: docker.APIClient, container: str, *command: str) -> tuple[int, str]:
+    """Run a command in a pilot, as its own user; return its exit code and output."""
+    execution = api.exec_create(container, list(command))
+    output = api.exec_start(execution["Id"]).decode()
+    return api.exec_inspect(execution["Id"])["ExitCode"], output.strip()
+
+
 def instance_containers(
     api: docker.APIClient, instance: str, running_only: bool = False, spares: bool = False
 ) -> list[dict[str, Any]]:
