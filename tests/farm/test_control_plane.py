@@ -5,12 +5,18 @@ site's ssh key, and every node was bootstrapped with ``--trust`` and the file of
   stages: each node takes it at its offset into the window, which a hash of its host name sets
   (:func:`plancton.core.rollout.rollout_offset`), and only then runs pilots of that image. An
   unsigned commit pushed on top is refused by every node, which keeps its configuration.
+- A drain deadline committed for the whole farm (``drain_by``): the pilots see it in
+  ``$MACHINEFEATURES/shutdowntime``, their startds take the jobs that can finish by it and
+  leave the others in the queue, and no pilot runs on any node after it. A commit that removes
+  it brings the pilots back.
 
 The nodes' updates run in rounds a few seconds apart, as each node's timer would
 (:class:`tests.farm.farm.UpdateRounds`). The rollback of a commit whose pilots cannot start is
 in test_alerts.py, with the alert that names the node.
 """
 
+import datetime
+import re
 import time
 from collections.abc import Iterator
 
@@ -18,11 +24,16 @@ import pytest
 
 from plancton.core.rollout import rollout_offset
 from tests.farm.conftest import FIGURES
-from tests.farm.farm import PILOT_IMAGE, Farm, UpdateRounds
+from tests.farm.farm import PILOT_IMAGE, SITE_POLICY, Farm, UpdateRounds
 from tests.farm.node import Node
-from tests.farm.support import wait_until
+from tests.farm.support import htcondor_pool, wait_until
 from tests.farm.test_htcondor import (
+    JOBS_SECONDS,
+    PILOTS_PER_NODE,
     SLOTS_SECONDS,
+    assert_each_job_completed_once_and_right,
+    every_pilot_listed,
+    of_cluster,
 )
 
 #: The pilot image of the new commit: the farm's image under a second name in every engine.
@@ -35,7 +46,20 @@ TURN_BOUND_SECONDS = 30
 #: takes seconds on a loaded machine), in either order; farther apart, the earlier offset comes
 #: first.
 SAME_ROUND_SECONDS = 12
+#: How far ahead the farm's drain deadline lies when it is committed, and how long a pilot must
+#: be able to run before it for a pilot to start.
+DRAIN_AHEAD_SECONDS = 80
+DRAIN_MIN_RUNTIME = 20
+#: The jobs of the drain: what each says it may run (allowed_execute_duration), and runs.
+FITS_ALLOWED_SECONDS = 20
+TOO_LONG_ALLOWED_SECONDS = 3600
+JOB_SECONDS = 2
 UNTRUSTED = 'plancton_config_update_failed{reason="untrusted"} == 1'
+#: A line of a node's log that says a pilot started, and the time it begins with (local time).
+STARTED_AT = re.compile(r"^(\S+ \S+) INFO \S+: started pilot ", re.MULTILINE)
+LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
+#: How long after the loop that chose to start a pilot its start may be logged, at most.
+START_LOGGED_SECONDS = 10
 
 
 @pytest.fixture
@@ -121,3 +145,95 @@ def test_a_signed_commit_reaches_the_nodes_in_stages_and_an_unsigned_one_on_top_
         "Prometheus to see every node refuse the unsigned commit",
     )
     assert all(runs_the_image(node, new_image) for node in farm.nodes)
+
+
+def pilot_starts(log: str) -> list[float]:
+    """Given a part of a node's log, return when its daemon started each pilot (Unix seconds)."""
+    return [datetime.datetime.strptime(moment, LOG_TIME).timestamp() for moment in STARTED_AT.findall(log)]
+
+
+def iso_time(moment: float) -> str:
+    """Given Unix seconds, return the ISO time in UTC with its zone, as a site writes drain_by."""
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).isoformat()
+
+
+def test_a_farm_wide_drain_deadline_lets_only_jobs_that_can_finish_start_and_leaves_no_pilot_after_it(
+    farm: Farm, site_policy_restored: None
+) -> None:
+    pool = farm.pool
+    assert pool is not None
+    wait_until(lambda: every_pilot_listed(farm), SLOTS_SECONDS, "the pool to list every node's pilots")
+    logs_before = {node.number: len(node.log()) for node in farm.nodes}
+    deadline = float(int(time.time()) + DRAIN_AHEAD_SECONDS)
+    committed = time.time()
+    commit = farm.commit_config("Drain the farm", drain_by=iso_time(deadline), drain_min_runtime=DRAIN_MIN_RUNTIME)
+    for node, said in zip(farm.nodes, farm.on_every_node(Node.update), strict=True):
+        assert f"updated to commit {commit[:12]}" in said, (node.name, said)
+
+    def deadline_everywhere() -> bool:
+        for node in farm.nodes:
+            drain_by = node.status()["drain_by"]
+            if not drain_by or drain_by["deadline"] != deadline or not drain_by["source"].endswith("config.yaml"):
+                return False
+        return True
+
+    wait_until(deadline_everywhere, 60, "every node to have the deadline in force")
+    # every pilot, those started before the commit too, sees it; and so does its startd
+    for node in farm.nodes:
+        seen = node.shutdowntimes_seen()
+        assert seen and set(seen.values()) == {str(int(deadline))}, (node.name, seen)
+    # every slot, not a number of them: a node may still run more pilots than max_docks from
+    # the tests before, and a startd that has not read the file yet takes any job
+    slots = PILOTS_PER_NODE * len(farm.nodes)
+
+    def every_slot_has_the_deadline() -> bool:
+        advertised = pool.pilot_slot_attribute("PlanctonShutdownTime")
+        return len(advertised) >= slots and set(advertised) == {str(int(deadline))}
+
+    wait_until(every_slot_has_the_deadline, 60, "every pilot's slot to advertise the deadline")
+    FIGURES["drain deadline: commit to every pilot's slot advertising it, s"] = round(time.time() - committed, 1)
+
+    # the jobs that cannot finish by the deadline come first in the queue, beside idle slots
+    too_long = pool.submit(len(farm.nodes), seconds=JOB_SECONDS, allowed_seconds=TOO_LONG_ALLOWED_SECONDS)
+    fits = pool.submit(slots, seconds=JOB_SECONDS, allowed_seconds=FITS_ALLOWED_SECONDS)
+    wait_until(lambda: len(of_cluster(pool.completed(), fits)) >= slots, JOBS_SECONDS, f"{slots} jobs to complete")
+    assert_each_job_completed_once_and_right(pool, fits, slots)
+    FIGURES["drain deadline: the jobs that fit it completed, s before it"] = round(deadline - time.time(), 1)
+
+    def no_pilot_running() -> bool:
+        return not any(node.running_pilots() for node in farm.nodes)
+
+    # (between a pilot's end and its replacement's start, a node may run none for a moment)
+    time.sleep(max(0.0, deadline - time.time()))
+    wait_until(no_pilot_running, 60, "no pilot running on any node after the deadline")
+    FIGURES["drain deadline to no pilot running on any node, s"] = round(time.time() - deadline, 1)
+    assert not of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), too_long)
+    held_back = {job: status for job, status in pool.queue().items() if job.startswith(f"{too_long}.")}
+    assert held_back == dict.fromkeys((f"{too_long}.{job}" for job in range(len(farm.nodes))), htcondor_pool.IDLE)
+    # five loops later, no pilot at all: the deadline holds them; none started that the
+    # deadline would cut shorter than drain_min_runtime (a start is logged once its container
+    # runs, a few seconds after the loop chose it)
+    time.sleep(5 * float(SITE_POLICY["main_sleep"]))
+    for node in farm.nodes:
+        status = node.status()
+        assert "deadline" in status["holds"] and not status["pilots"], (node.name, status)
+        assert not node.pilot_states(), node.name
+        starts = pilot_starts(node.log()[logs_before[node.number] :])
+        assert all(start <= deadline - DRAIN_MIN_RUNTIME + START_LOGGED_SECONDS for start in starts), (
+            node.name,
+            starts,
+        )
+    # the pilots left, such as those that replaced the pilots of the jobs that fit, were stopped at it
+    assert any("(deadline)" in node.log()[logs_before[node.number] :] for node in farm.nodes)
+
+    # the submitter gives up the held-back jobs (they would take pilots of the farm's next tests)
+    pool.run("condor_rm", too_long, user=htcondor_pool.SUBMITTER)
+
+    lifted = time.time()
+    farm.commit_config("The farm lends again")
+    farm.on_every_node(Node.update)
+    wait_until(lambda: every_pilot_listed(farm), SLOTS_SECONDS, "the pool to list every node's pilots again")
+    assert all(len(node.running_pilots()) >= PILOTS_PER_NODE for node in farm.nodes)
+    FIGURES["drain lifted by a commit to the pool listing every node's pilots again, s"] = round(
+        time.time() - lifted, 1
+    )
