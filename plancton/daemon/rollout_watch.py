@@ -67,7 +67,8 @@ class RolloutWatch:
             self.failures_before, self.starts_before = starts.failures_total, starts.starts_total
             self.healthy_before = starts.failures == 0 or any(_ran(pilot, now) for pilot in pilots)
             log.info(
-                "watching revision %s (commit %s) for up to %.0f s: its pilots must start",
+                "watching revision %s (commit %s): it passes once one of its pilots runs, or after %.0f s "
+                "once its pilots were tried with nothing against them",
                 *(revision, taken.commit[:12], taken.watch),
             )
         failures = starts.failures_total - self.failures_before
