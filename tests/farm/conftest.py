@@ -6,8 +6,10 @@ The ordinary tier (``pytest`` from the checkout's top) does not collect the farm
 they run only under ``tests/farm/run``, which uses this folder's ``farm.ini``.
 """
 
+import datetime
 import json
 import os
+import platform
 import secrets
 import time
 from collections.abc import Generator, Iterator
@@ -16,17 +18,20 @@ from typing import Any
 
 import pytest
 
+from bench.results import source_of
 from tests.farm.farm import Farm
 from tests.farm.layout import FarmLayout, ledger_path, run_folder
 from tests.farm.ledger import RUN_MARK, Ledger
 from tests.farm.node import Node
 
 FARM_INI = Path(__file__).with_name("farm.ini")
+CHECKOUT = Path(__file__).resolve().parent.parent.parent
 #: The tests that need no farm, which the ordinary tier runs too.
 UNIT_TESTS = frozenset({"test_layout.py"})
 #: What the tests measured, by name: printed at the end, and written to the results file.
 FIGURES: dict[str, Any] = {}
 SESSION_BEGUN = pytest.StashKey[float]()
+SESSION_STARTED = pytest.StashKey[str]()
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
@@ -92,15 +97,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Note when the session began, for its length in the figures."""
+    """Note when the session began, for the figures: its start and its length."""
     session.stash[SESSION_BEGUN] = time.monotonic()
+    session.stash[SESSION_STARTED] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Write the figures to $PLANCTON_FARM_RESULTS, when it names a file, with the session's
-    length and how many tests passed and failed."""
+    start, length and source (commit, and whether the tree was clean), the kernel, and how
+    many tests passed and failed."""
     path = os.environ.get("PLANCTON_FARM_RESULTS")
     if path and FIGURES:
+        FIGURES["started"] = session.stash[SESSION_STARTED]
+        FIGURES.update(source_of(str(CHECKOUT), [path]))
+        FIGURES["kernel"] = platform.release()
         FIGURES["tests session, s"] = round(time.monotonic() - session.stash[SESSION_BEGUN], 1)
         stats = session.config.pluginmanager.getplugin("terminalreporter").stats
         for outcome in ("passed", "failed", "error", "skipped"):
