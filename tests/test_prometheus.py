@@ -6,7 +6,6 @@ scraped by a real Prometheus (Debian's), with the dashboard's every query run ag
 import json
 import logging
 import os
-import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,14 +32,13 @@ from plancton.metrics.prometheus import (
 )
 from plancton.metrics.reporting import LoopReport, PilotEvent, Reporters, SenderStats
 from tests.conftest import STEADY_POLICY, Installation, wait_until
+from tests.support import prometheus_dashboard
 from tests.support.influx_server import InfluxServer, free_port, server_fixture
+from tests.support.prometheus_dashboard import chosen
 from tests.support.prometheus_server import PrometheusServer, running_prometheus
 
 GIB = 1024**3
 FACTS = HostFacts(ncpus=4, ram_bytes=16 * GIB, swap_bytes=0)
-DASHBOARD = Path(__file__).resolve().parent.parent / "etc" / "grafana" / "plancton-prometheus-dashboard.json"
-#: How Grafana renders its macros for a query over the last minutes.
-MACROS = {"$__rate_interval": "1m", "$__interval": "5s", "$__range": "5m"}
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -320,12 +318,22 @@ def test_one_failing_reporter_does_not_keep_the_report_from_the_others() -> None
 # -- a real daemon, scraped by a real Prometheus ------------------------------------------------
 
 influxd = server_fixture()
+#: The panels a farm's user looks for first: its totals, a row per node, what holds each node.
+REQUIRED_PANELS = {
+    "Farm totals",
+    "Daemons",
+    "Holds per node",
+    "Pilots per host",
+    "Owner vs pilot CPU",
+    "Available memory",
+    "Why pilots are held",
+}
 
 
 def test_the_dashboard_has_the_panels_and_promql_targets() -> None:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    dashboard = prometheus_dashboard.load()
     titles = [panel["title"] for panel in dashboard["panels"]]
-    assert set(titles) >= {"Pilots per host", "Owner vs pilot CPU", "Available memory", "Why pilots are held"}
+    assert set(titles) >= REQUIRED_PANELS
     assert len({panel["id"] for panel in dashboard["panels"]}) == len(titles)
     for panel in dashboard["panels"]:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, panel["title"]
@@ -335,24 +343,6 @@ def test_the_dashboard_has_the_panels_and_promql_targets() -> None:
 
 def running_in_status(installation: Installation) -> int:
     return sum(1 for pilot in installation.status()["pilots"] if pilot["state"] == "running")
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    found = [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
-    for panel in dashboard["panels"]:
-        assert panel["datasource"]["type"] == "prometheus", panel["title"]
-    return found
-
-
-def render(query: str, variables: dict[str, str]) -> str:
-    """Put in Grafana's macros, and each variable as Grafana writes a chosen value in a regex."""
-    for name, macro in MACROS.items():
-        query = query.replace(name, macro)
-    for name, chosen in sorted(variables.items(), key=lambda item: -len(item[0])):
-        # Grafana escapes regex characters, doubling the backslash inside PromQL's quotes
-        query = query.replace(f"${name}", re.escape(chosen).replace("\\", "\\\\"))
-    return query
 
 
 def wait_for_value(prometheus: PrometheusServer, expression: str, wanted: Any, what: str) -> float:
@@ -411,11 +401,16 @@ def test_prometheus_sees_what_status_shows_and_counts_a_refill(
         backlog = f'plancton_influxdb_points_buffered{{{ours}, target="{influxd.url(database)}"}}'
         assert prometheus.value(backlog) is not None
 
-        variables = {"instance": f"127.0.0.1:{port}", "plancton_instance": installation.instance}
-        for where, query in dashboard_queries():
-            rendered = render(query, variables)
-            assert not re.search(r"\$\w", rendered), f"{where}: a variable Grafana would fill is left in {rendered}"
-            assert prometheus.query(rendered), f"{where}: no series for {rendered}"
+        dashboard = prometheus_dashboard.load()
+        target = f"127.0.0.1:{port}"
+        variables = {"instance": chosen(target), "plancton_instance": chosen(installation.instance)}
+        for query in prometheus_dashboard.queries(dashboard):
+            rendered = prometheus_dashboard.render(query.expr, variables)
+            assert prometheus.query(rendered), f"{query.where}: no series for {rendered}"
+        offered = prometheus_dashboard.variable_queries(dashboard, variables)
+        for name, value in (("instance", target), ("plancton_instance", installation.instance)):
+            expression, label = offered[name]
+            assert [series["metric"][label] for series in prometheus.query(expression)] == [value], name
 
     # the text file, written in its own turn, comes to say the same
     wait_until(lambda: textfile_running(textfile) == 2, 60, "the text file showing two running pilots")

@@ -6,9 +6,9 @@ from typing import TypeVar
 
 import pytest
 
-from tests.support import htcondor_pool, logind_mock, prometheus_server, services
+from tests.support import htcondor_pool, logind_mock, prometheus_dashboard, prometheus_server, services
 
-__all__ = ["htcondor_pool", "logind_mock", "prometheus_server", "services", "wait_until"]
+__all__ = ["htcondor_pool", "logind_mock", "prometheus_dashboard", "prometheus_server", "services", "wait_until"]
 
 T = TypeVar("T")
 
