@@ -41,6 +41,7 @@ import pytest
 import yaml
 
 from plancton.config import schema
+from tests.farm import figures
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -398,3 +399,11 @@ def test_repository_paths_exist() -> None:
             if not any(REPO.glob(path.rstrip("/"))):
                 missing.append(f"{page.relative_to(REPO)}: {path}")
     assert not missing, "the docs name files that are not in the repository:\n" + "\n".join(missing)
+
+
+def test_the_farm_figures_are_the_table_that_their_command_prints_of_the_results_files() -> None:
+    page = (REPO / "docs" / "farm.md").read_text(encoding="utf-8")
+    command = re.search(r"`python -m tests\.farm\.figures ((?:tests/farm/[\w.-]+\.json ?)+)`", page)
+    assert command, "docs/farm.md names no python -m tests.farm.figures command"
+    runs = [figures.load(str(REPO / path)) for path in command.group(1).split()]
+    assert figures.table(runs) in page

@@ -27,7 +27,7 @@ from tests.farm.node import Node
 FARM_INI = Path(__file__).with_name("farm.ini")
 CHECKOUT = Path(__file__).resolve().parent.parent.parent
 #: The tests that need no farm, which the ordinary tier runs too.
-UNIT_TESTS = frozenset({"test_layout.py"})
+UNIT_TESTS = frozenset({"test_layout.py", "test_figures.py"})
 #: What the tests measured, by name: printed at the end, and written to the results file.
 FIGURES: dict[str, Any] = {}
 SESSION_BEGUN = pytest.StashKey[float]()
