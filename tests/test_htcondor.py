@@ -144,7 +144,7 @@ def test_jobs_complete_once_through_single_shot_pilots_that_plancton_replaces(
     ran_a_job = pilots_of(hosts, installation)
     wait_until(
         lambda: all(exit_codes(installation).get(pilot) == "99" for pilot in ran_a_job),
-        timeout=60,
+        timeout=120,
         what=f"the pilots that ran a job ({', '.join(ran_a_job)}) to exit",
     )
 
@@ -185,7 +185,7 @@ def test_multi_job_pilots_run_job_after_job_on_their_claim_and_leave_after_the_l
     full = pilots_of([host for host, count in hosts.items() if count == per_pilot], installation)
     wait_until(
         lambda: all(exit_codes(installation).get(pilot) == "99" for pilot in full),
-        timeout=60,
+        timeout=120,
         what=f"the pilots that ran their share ({', '.join(full)}) to exit",
     )
     assert "stopping pilot" not in installation.log()
