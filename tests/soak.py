@@ -279,7 +279,7 @@ def soak(minutes: float, seed: int, presence: bool = False) -> dict[str, Any]:
         figures = {
             "minutes": minutes,
             "seed": seed,
-            "pilots_started": log.count("started pilot"),
+            "pilots_started": log.count("started pilot") + log.count(" started after all"),
             "exits_handled": log.count(" exited with code "),
             "kills": log.count("stopping pilot") + log.count("killing pilot"),
             "pauses": log.count("paused pilot"),
