@@ -104,8 +104,7 @@ def execute_hosts_in_pilots(pool: Pool, installation: Installation) -> list[str]
     """Return the host of each job's last execution, in the order the jobs ran, having
     checked that each is one of the pilots the daemon started."""
     hosts = [EXECUTE_HOST.findall(event.text)[-1] for event in pool.events() if event.code == EXECUTE]
-    started_pilots = re.findall(r"started pilot (\S+) ", installation.log())
-    assert all(any(host.endswith(pilot) for pilot in started_pilots) for host in hosts), (hosts, started_pilots)
+    assert len(pilots_of(hosts, installation)) == len(set(hosts)), (hosts, installation.log()[-2000:])
     return hosts
 
 
