@@ -42,7 +42,7 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "pool-scale": pool_scale.run,
 }
 #: Scenarios that run only when named: reclaim-installed installs Plancton on this host;
-#: pool-scale takes about 20 minutes.
+#: pool-scale takes about 22 minutes.
 ON_REQUEST = ("reclaim-installed", "pool-scale")
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")

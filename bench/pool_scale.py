@@ -51,7 +51,7 @@ from bench.stats import Figure, ScenarioResult, Stats, percentile
 from tests.support import services
 from tests.support.htcondor_pool import SUBMITTER, Pool, build_image
 
-#: Simulated slots at each level, in turn; a quick run takes the first two.
+#: Simulated slots at each level, in turn (a quick run: none, then 2000).
 LEVELS = (0, 500, 2000, 5000, 10000, 20000, 50000)
 QUICK_LEVELS = (0, 2000)
 #: The pool's negotiation interval, and HTCondor's default one, in seconds.
