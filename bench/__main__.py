@@ -19,7 +19,7 @@ from typing import Any
 import docker.errors
 import psutil
 
-from bench import fill, htcondor, overhead, owner, presence, reclaim, refill, results, workqueue
+from bench import fill, htcondor, overhead, owner, pool_scale, presence, reclaim, refill, results, workqueue
 from bench.errors import BenchError
 from bench.harness import REPO, Bench, deferred_signals
 from bench.stats import ScenarioResult
@@ -39,9 +39,11 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "htcondor": htcondor.run,
     "snooze": owner.run_snooze,
     "lending": owner.run_lending,
+    "pool-scale": pool_scale.run,
 }
-#: Scenarios that run only when named: reclaim-installed installs Plancton on this host.
-ON_REQUEST = ("reclaim-installed",)
+#: Scenarios that run only when named: reclaim-installed installs Plancton on this host;
+#: pool-scale takes about 22 minutes.
+ON_REQUEST = ("reclaim-installed", "pool-scale")
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")
 DEFAULT_OVERHEAD_PLOT = os.path.join(REPO, "docs", "overhead.png")

@@ -15,6 +15,7 @@ import re
 import secrets
 import subprocess
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,9 +114,10 @@ class Pool:
         return os.path.join(self.folder, "tokens.d")
 
     @classmethod
-    def start(cls, image: str, folder: str) -> "Pool":
-        """Start a pool from ``image`` whose files go to ``folder``; return it once its
-        manager answers, its submitter exists and its token is written.
+    def start(cls, image: str, folder: str, settings: Mapping[str, str] | None = None) -> "Pool":
+        """Start a pool from ``image`` whose files go to ``folder``, with HTCondor
+        ``settings`` (``_condor_NAME`` variables) over :data:`MANAGER_ENVIRONMENT`; return it
+        once its manager answers, its submitter exists and its token is written.
 
         Raises:
             services.WaitTimeout: the manager did not answer in time.
@@ -131,7 +133,7 @@ class Pool:
         container = client.create_container(
             image,
             name=f"plancton-htcondor-manager-{pool_id}",
-            environment=MANAGER_ENVIRONMENT,
+            environment={**MANAGER_ENVIRONMENT, **(settings or {})},
             labels=labels,
             host_config=client.create_host_config(binds=[f"{submit}:/home/{SUBMITTER}:rw"], network_mode=network),
         )
