@@ -99,14 +99,18 @@ def test_a_pilot_on_the_hosts_network_bears_the_hosts_name(
 ) -> None:
     """On the host's network a pilot bears the host's name, which it resolves as the host does
     (software such as the Work Queue worker looks its own name up)."""
-    command = "hostname; cat /etc/hosts; sleep 300"
+    command = "hostname; cat /etc/hosts; echo END; sleep 300"
     installation.write_config(STEADY_POLICY + f"max_docks: 1\nnetwork_mode: host\ndocker_cmd: [sh, -c, '{command}']\n")
     assert installation.ctl("start").returncode == 0
     entries = wait_until(lambda: pilots(engine_api, installation.instance), what="a pilot")
     assert isinstance(entries, list)
-    output = wait_until(lambda: engine_api.logs(entries[0]["Id"]).decode(), what="the pilot's output")
-    assert isinstance(output, str)
-    name, _, hosts = output.partition("\n")
+
+    def output() -> str:
+        """The pilot's output so far: the engine hands its log over as it comes."""
+        return str(engine_api.logs(entries[0]["Id"]).decode())
+
+    wait_until(lambda: output().endswith("END\n"), what="the pilot's output")
+    name, _, hosts = output().removesuffix("END\n").partition("\n")
     assert name == socket.gethostname()
     with open("/etc/hosts", encoding="utf-8") as handle:
         if listed_in_hosts_file(name, handle.read()):
