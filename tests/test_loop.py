@@ -43,6 +43,8 @@ class MemoryEngine:
         self.stops: list[str] = []
         #: starts still to carry out without an answer, as an engine whose reply times out
         self.unanswered_starts = 0
+        #: whether the engine cannot be reached after a start it did not answer
+        self.lost_after_unanswered = False
         #: the id of the image every reference names
         self.image = "sha256:1"
         self._created = 0
@@ -72,9 +74,6 @@ class MemoryEngine:
     def create_and_start(self, spec: ContainerSpec) -> str:
         container = self.create(spec)
         self.start(container)
-        if self.unanswered_starts:
-            self.unanswered_starts -= 1
-            raise EngineUnavailable("the engine does not answer (test): Read timed out")
         return container
 
     def create(self, spec: ContainerSpec) -> str:
@@ -99,6 +98,10 @@ class MemoryEngine:
 
     def start(self, container: str) -> None:
         self._set_state(container, "running")
+        if self.unanswered_starts:
+            self.unanswered_starts -= 1
+            self.available = not self.lost_after_unanswered
+            raise EngineUnavailable("the engine does not answer (test): Read timed out")
 
     def _set_state(self, container: str, state: str, exit_code: int | None = None) -> None:
         self._request()
@@ -477,6 +480,22 @@ def test_a_spare_of_an_older_configuration_or_image_is_never_started(spared: Har
     spared.turn()
     assert fresh not in engine.pilots  # removed at its start, a new pilot started instead
     assert engine.states() == ["running"] * 3
+
+
+def test_a_spare_whose_start_went_unanswered_counts_as_started_once_listed(spared: Harness) -> None:
+    engine, executor = spared.engine, spared.daemon.executor
+    (waiting,) = spares(engine)
+    ended = next(pilot for pilot in engine.pilots if pilot != waiting)
+    engine.exit(ended, 0)
+    engine.unanswered_starts = 1
+    engine.lost_after_unanswered = True
+    starts = executor.starts.starts_total
+    spared.turn()  # the spare's start times out, and the engine cannot be reached to remove it
+    assert engine.pilots[waiting].state == "running" and executor.starts.starts_total == starts
+    engine.available = True
+    spared.turn()
+    spared.turn()
+    assert executor.starts.starts_total == starts + 1 and engine.pilots[waiting].state == "running"
 
 
 def test_draining_and_stopping_the_daemon_remove_the_spare(spared: Harness) -> None:

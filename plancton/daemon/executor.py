@@ -154,12 +154,18 @@ class Executor:
             spec = self._spec(config)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
-            if spec is not None and isinstance(error, EngineUnavailable):
-                with self._unanswered_lock:
-                    self._unanswered[spec.name] = self.clock()
+            if spec is not None:
+                self._maybe_carried_out(spec.name, error)
             self._start_failed(config, error, "start a pilot")
         else:
             self._started(spec.name, spec.command)
+
+    def _maybe_carried_out(self, name: str, error: Exception) -> None:
+        """Remember a pilot whose start request went unanswered (``error`` says the engine could
+        not be reached): the engine may still have carried it out, see :meth:`confirm_starts`."""
+        if isinstance(error, EngineUnavailable):
+            with self._unanswered_lock:
+                self._unanswered[name] = self.clock()
 
     def confirm_starts(self, listing: list[Pilot]) -> None:
         """Count as started the pilots of this listing whose start request went unanswered
@@ -175,9 +181,8 @@ class Executor:
             for pilot in carried_out:
                 del self._unanswered[pilot.name]
         for pilot in carried_out:
-            self.starts.started(now)
             log.warning("pilot %s started after all: the engine carried out the start it did not answer", pilot.name)
-            self.reporter.pilot_event(PilotEvent("started", pilot.name))
+            self._count_start(pilot.name)
 
     def _start_spare(self, container: str, config: Config) -> None:
         """Start a spare if it is still what a new pilot would be (configuration and image);
@@ -193,9 +198,10 @@ class Executor:
                 return
             self.engine.start(container)
         except (PilotError, EngineUnavailable) as error:
+            self._maybe_carried_out(self.roster.name(container), error)
             self._start_failed(config, error, "start a spare pilot")
             with contextlib.suppress(PilotError, EngineUnavailable):
-                self.engine.remove(container)
+                self.engine.remove(container)  # if the engine cannot be reached, it counts once listed running
         else:
             self.roster.started_spare(container, self.clock(), self.wall())
             self._started(spare.name, spec.command)
@@ -210,8 +216,12 @@ class Executor:
             log.info("created spare pilot %s, started when a pilot ends", spec.name)
 
     def _started(self, name: str, command: list[str]) -> None:
-        self.starts.started(self.clock())
         log.info("started pilot %s (%s)", name, " ".join(command))
+        self._count_start(name)
+
+    def _count_start(self, name: str) -> None:
+        """Count a pilot's start, for the back-off and the health signs, and report it."""
+        self.starts.started(self.clock())
         self.reporter.pilot_event(PilotEvent("started", name))
 
     def _start_failed(self, config: Config, error: Exception, what: str) -> None:
