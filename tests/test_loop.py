@@ -45,6 +45,8 @@ class MemoryEngine:
         self.unanswered_starts = 0
         #: whether the engine cannot be reached after a start it did not answer
         self.lost_after_unanswered = False
+        #: the starts and settles asked for, in order, each with its container
+        self.starts_and_settles: list[tuple[str, str]] = []
         #: the id of the image every reference names
         self.image = "sha256:1"
         self._created = 0
@@ -98,6 +100,7 @@ class MemoryEngine:
 
     def start(self, container: str) -> None:
         self._set_state(container, "running")
+        self.starts_and_settles.append(("start", container))
         if self.unanswered_starts:
             self.unanswered_starts -= 1
             self.available = not self.lost_after_unanswered
@@ -129,6 +132,10 @@ class MemoryEngine:
         with self._lock:
             self.pilots.pop(container, None)
             self.originals.pop(container, None)
+
+    def settle(self, container: str) -> None:
+        self._request()
+        self.starts_and_settles.append(("settle", container))
 
     def image_present(self, reference: str) -> bool:
         return self.image_id(reference) is not None
@@ -465,6 +472,16 @@ def test_a_pilots_end_starts_the_spare_and_the_next_loop_makes_another(spared: H
     spared.turn()
     assert engine.states() == ["created", "running", "running", "running"] and spares(engine) != [waiting]
     assert spared.daemon.roster.started_at(waiting) == WALL_START + spared.clock[0] - 1  # counts from its start
+
+
+def test_a_spare_starts_once_the_engine_is_done_with_the_pilot_that_ended(spared: Harness) -> None:
+    engine = spared.engine
+    (waiting,) = spares(engine)
+    ended = next(pilot for pilot in engine.pilots if pilot != waiting)
+    engine.exit(ended, 0)
+    engine.starts_and_settles.clear()
+    spared.turn()
+    assert engine.starts_and_settles == [("settle", ended), ("start", waiting)]
 
 
 def test_a_spare_of_an_older_configuration_or_image_is_never_started(spared: Harness) -> None:

@@ -81,11 +81,14 @@ class Executor:
 
     def execute(self, plan: Plan, config: Config) -> None:
         """Hand every action of the plan to the workers, under the configuration it was
-        decided with; return at once. Spares start first: a pilot's end waits for them."""
+        decided with; return at once. Spares start first: a pilot's end waits for them. Each
+        start waits until the engine is done with the pilots that ended (:meth:`Engine.settle`),
+        which a start beside that work would only wait behind."""
         self.placement.cap(plan.cpu_cap)  # a file write: at once, before pilots are resumed or started
         act = self._actions.act
+        ended = plan.remove
         for container in plan.start_spares:
-            self._actions.start(functools.partial(self._start_spare, container, config), container)
+            self._actions.start(functools.partial(self._start_spare, container, config, ended), container)
         for container in plan.remove:
             act(container, functools.partial(self._remove, container))
         for container, reason in plan.kill:
@@ -100,7 +103,7 @@ class Executor:
             if config.docker_privileged:
                 log.warning("starting %d privileged pilots: docker_privileged is true", plan.start)
             for _ in range(plan.start):
-                self._actions.start(functools.partial(self._start_one, config))
+                self._actions.start(functools.partial(self._start_one, config, ended))
         if plan.prepare and self._image_ready(config):
             for _ in range(plan.prepare):
                 self._actions.prepare(functools.partial(self._prepare_spare, config))
@@ -148,9 +151,10 @@ class Executor:
             features_dir=placement.features_dir,
         )
 
-    def _start_one(self, config: Config) -> None:
+    def _start_one(self, config: Config, ended: tuple[str, ...] = ()) -> None:
         spec: ContainerSpec | None = None
         try:
+            self._settle(ended)
             spec = self._spec(config)
             self.engine.create_and_start(spec)
         except (PilotError, EngineUnavailable) as error:
@@ -184,11 +188,18 @@ class Executor:
             log.warning("pilot %s started after all: the engine carried out the start it did not answer", pilot.name)
             self._count_start(pilot.name)
 
-    def _start_spare(self, container: str, config: Config) -> None:
-        """Start a spare if it is still what a new pilot would be (configuration and image);
-        otherwise remove it and start a new pilot instead."""
+    def _settle(self, ended: tuple[str, ...]) -> None:
+        """Return once the engine is done with the end of these pilots."""
+        for container in ended:
+            self.engine.settle(container)
+
+    def _start_spare(self, container: str, config: Config, ended: tuple[str, ...]) -> None:
+        """Start a spare once the engine is done with the ``ended`` pilots, if it is still what
+        a new pilot would be (configuration and image); otherwise remove it and start a new
+        pilot instead."""
         spare = self.roster.get(container)
         try:
+            self._settle(ended)
             spec = self._spec(config)
             current_image = self.engine.image_id(config.docker_image)
             if spare is None or spare.digest != spec_digest(spec) or not _same_image(spare.image_id, current_image):

@@ -105,6 +105,10 @@ class Engine(Protocol):
     def remove(self, container: str) -> None:
         """Remove a pilot, stopping it first if needed."""
 
+    def settle(self, container: str) -> None:
+        """Return once the engine is done with the end of a pilot (or at once if the pilot is
+        gone): a start meanwhile waits behind that work."""
+
     def image_present(self, reference: str) -> bool:
         """Return whether the image is in the engine's local store."""
 
