@@ -58,14 +58,14 @@ def test_tasks_run_on_pilots_of_every_node_and_each_completes_once(
     except pytest.fail.Exception as failure:
         pytest.fail(f"{failure}; the manager wrote:\n{manager.output()}")
     done = manager.done()
-    FIGURES["Work Queue: commit to the last of its tasks done, s"] = round(done[-1]["time"] - committed, 1)
+    FIGURES["tasks of the Work Queue manager: commit to the last one done, s"] = round(done[-1]["time"] - committed, 1)
     assert manager.exit_status(30) == 0, manager.output()  # every task returned the right output
     summary = manager.summary()
     assert summary is not None and summary["completed"] == summary["correct"] == tasks, summary
     # each task completed exactly once, with the right output
     assert Counter(event["tag"] for event in done) == {f"task-{index:04d}": 1 for index in range(tasks)}
     assert all(event["ok"] for event in done), [event for event in done if not event["ok"]]
-    FIGURES["Work Queue: tasks completed"] = len(done)
+    FIGURES["tasks of the Work Queue manager completed, each once"] = len(done)
 
     # every task ran in a pilot that a node's daemon started, and connected from that node
     workers = {event["worker"] for event in done}
@@ -75,5 +75,7 @@ def test_tasks_run_on_pilots_of_every_node_and_each_completes_once(
     for event in done:
         assert event["address"].rpartition(":")[0] == addresses[nodes[event["worker"]]], event
     on_each_node = Counter(nodes[event["worker"]] for event in done)
-    FIGURES["Work Queue: tasks run on each node"] = {node.host_name: on_each_node[node.number] for node in farm.nodes}
+    FIGURES["tasks of the Work Queue manager run on each node"] = {
+        node.host_name: on_each_node[node.number] for node in farm.nodes
+    }
     assert set(on_each_node) == {node.number for node in farm.nodes}, on_each_node
