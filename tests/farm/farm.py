@@ -349,9 +349,10 @@ class Farm:
         self.prometheus.start()
 
     def start_workqueue_manager(self, tasks: int, sleep: float) -> workqueue_manager.Manager:
-        """Start the Work Queue example's manager in the hub's network namespace (where the
-        farm network's only address is the hub's) with ``tasks`` tasks that sleep ``sleep``
-        seconds each, and write it down; return it once it says its port.
+        """Start the Work Queue example's manager in the hub's network namespace (its only
+        address on the farm network is the hub's, where the nodes' workers reach it) with
+        ``tasks`` tasks that sleep ``sleep`` seconds each, and write it down; return it once it
+        says its port.
 
         Raises:
             services.WaitTimeout: it did not say its port in time (with what it wrote).
