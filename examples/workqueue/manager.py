@@ -22,7 +22,9 @@ epoch):
   one of them changes;
 - ``done``: a task completed: ``tag``, ``ok`` (exit 0 and the right digests), ``attempts``
   (dispatches, more than 1 when a worker was lost), ``dispatched`` (when the final attempt
-  was sent to its worker) and, when not ``ok``, the start of the ``output`` it returned;
+  was sent to its worker), the worker that ran it (``worker``: the host name the worker
+  reported; ``address``: its address and port as the manager saw its connection) and, when
+  not ``ok``, the start of the ``output`` it returned;
 - ``summary``: ``tasks``, ``completed``, ``correct``, ``workers_joined``, ``workers_lost``,
   ``workers_idled_out``, ``seconds`` (first dispatch to last result), ``wall_seconds``
   (manager start to last result) and ``tasks_per_minute`` (over ``seconds``).
@@ -170,6 +172,8 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                     ok=ok,
                     attempts=task._task.try_count,
                     dispatched=dispatched,
+                    worker=task.hostname,
+                    address=task.host,
                     output=read_text(expected[task.id].output_path)[:200] if not ok else "",
                 )
             state = state_of(queue, completed)

@@ -1,8 +1,8 @@
 """A farm on one machine: a hub network namespace holding the farm network's bridge and the
 farm's services (a Docker Engine for them, HTCondor's central manager with a schedd, a git
-daemon serving the site's configuration repository, Prometheus scraping every node), and
-nodes (:class:`tests.farm.node.Node`) that take their configuration from that repository
-and feed their pilots to that pool.
+daemon serving the site's configuration repository, Prometheus scraping every node, and, for
+the test that asks for one, a Work Queue manager), and nodes (:class:`tests.farm.node.Node`)
+that take their configuration from that repository and feed their pilots to that pool.
 
 Everything made is written down in a ledger first (:mod:`tests.farm.ledger`), so that
 :meth:`Farm.stop`, or a later sweep of the ledger, removes it whatever happened meanwhile.
@@ -24,11 +24,14 @@ import yaml
 from tests.farm.layout import BRIDGE, GIT_PORT, FarmLayout
 from tests.farm.ledger import Ledger, sweep
 from tests.farm.node import Node, NodeEngine, create_namespace, in_namespace, run_checked, spawn, tail
-from tests.farm.support import htcondor_pool, services, wait_until
+from tests.farm.support import htcondor_pool, services, wait_until, workqueue_manager
 from tests.farm.watch import METRICS_PORT, FarmPrometheus
 
 #: The pilot image in every engine of the farm (the HTCondor example's, built by its script).
 PILOT_IMAGE = "plancton-htcondor:latest"
+#: The Work Queue example's self-contained pilot image (worker and libraries inside, no bind
+#: from the host), in every node's engine too.
+WORKQUEUE_IMAGE = "plancton-workqueue:latest"
 BUSYBOX_IMAGE = "busybox:latest"
 #: The site's policy on every node: the CPU of this one machine is shared by every node, so
 #: the owner is never the CPU (its load would be every other node's pilots); the owner is the
@@ -48,6 +51,9 @@ SITE_POLICY: dict[str, Any] = {
     "max_docks": 2,
     "metrics_listen": "0.0.0.0:9810",
 }
+#: Seconds a Work Queue pilot's worker waits for a task, or for its manager, before it exits:
+#: once the manager is done, the pilots leave and the site's usual pilots come back.
+WORKER_IDLE_SECONDS = 30
 #: Seconds an unclaimed pilot waits for a job before it exits and is replaced.
 PILOT_IDLE_SECONDS = 120
 #: What a node's log says when its daemon starts a pilot, with the pilot's name.
@@ -78,6 +84,29 @@ def site_config(layout: FarmLayout, token_folder: str, **overrides: Any) -> str:
     config.update(SITE_POLICY)
     config.update(overrides)
     return str(yaml.safe_dump(config, sort_keys=False))
+
+
+def workqueue_pilots(layout: FarmLayout, port: int) -> dict[str, Any]:
+    """Given a farm and the port of a Work Queue manager in its hub, return the keys of the
+    site's configuration that make its pilots the Work Queue example's: the example's worker
+    command pointed at that manager and its user, the self-contained image (no bind, none of
+    HTCondor's environment). Pilots stay on each node engine's bridge, where each has a host
+    name of its own, which its worker reports to the manager. The pilots of the previous image
+    stop at once (``replace_on_image_change``), as when a site moves its nodes to another pool.
+    """
+    with open(os.path.join(workqueue_manager.EXAMPLE, "config.yaml"), encoding="utf-8") as handle:
+        example = yaml.safe_load(handle)
+    command = workqueue_manager.worker_command(
+        example["docker_cmd"], port, WORKER_IDLE_SECONDS, host=layout.hub_address
+    )
+    return {
+        "docker_image": WORKQUEUE_IMAGE,
+        "docker_cmd": command,
+        "user_group": example["user_group"],
+        "environment": {},
+        "binds": [],
+        "replace_on_image_change": True,
+    }
 
 
 class FarmPool(htcondor_pool.Pool):
@@ -277,19 +306,19 @@ class Farm:
         self.start_git_daemon()
 
     def make_images(self) -> None:
-        """Build the pilot image and busybox in the hub's engine, and save both for the nodes."""
-        subprocess.run(
+        """Build the pilot images (HTCondor's, Work Queue's) and busybox in the hub's engine,
+        and save them for the nodes."""
+        builds = (
             [htcondor_pool.BUILD_IMAGE, PILOT_IMAGE],
-            env={**os.environ, "DOCKER_HOST": self.hub.url},
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=900,
+            [workqueue_manager.BUILD_IMAGE, "--self-contained", WORKQUEUE_IMAGE],
         )
+        in_hub = {**os.environ, "DOCKER_HOST": self.hub.url}
+        for build in builds:
+            subprocess.run(build, env=in_hub, check=True, capture_output=True, text=True, timeout=900)
         # the suite's helper makes busybox in the engine of the Docker socket: here, the hub's
         with mock.patch.object(services, "DOCKER_SOCKET", self.hub.socket):
             services.ensure_busybox_image(BUSYBOX_IMAGE)
-        self.hub.docker("save", "--output", self.images_archive, PILOT_IMAGE, BUSYBOX_IMAGE)
+        self.hub.docker("save", "--output", self.images_archive, PILOT_IMAGE, WORKQUEUE_IMAGE, BUSYBOX_IMAGE)
 
     def start_git_daemon(self) -> None:
         """Serve the configuration repository read-only (git://) on the hub's address.
@@ -318,6 +347,34 @@ class Farm:
         hub = self.layout.hub_namespace
         self.prometheus = FarmPrometheus(folder, hub, self.layout.hub_address, targets, self.ledger)
         self.prometheus.start()
+
+    def start_workqueue_manager(self, tasks: int, sleep: float) -> workqueue_manager.Manager:
+        """Start the Work Queue example's manager in the hub's network namespace (its only
+        address on the farm network is the hub's, where the nodes' workers reach it) with
+        ``tasks`` tasks that sleep ``sleep`` seconds each, and write it down; return it once it
+        says its port.
+
+        Raises:
+            services.WaitTimeout: it did not say its port in time (with what it wrote).
+        """
+        folder = os.path.join(self.layout.hub_folder, "workqueue")
+        os.makedirs(folder, exist_ok=True)
+        manager = workqueue_manager.Manager.start(
+            folder, tasks, sleep, debug=True, wrapper=in_namespace(self.layout.hub_namespace, [])
+        )
+        self.ledger.add_process(manager.process.pid)
+
+        def listens() -> int | None:
+            if manager.process.poll() is not None:
+                raise services.WaitTimeout(f"the Work Queue manager exited: {manager.output()}")
+            return manager.port()
+
+        try:
+            services.poll(listens, 30, "the Work Queue manager to listen")
+        except BaseException:
+            manager.stop()
+            raise
+        return manager
 
     def commit_config(self, message: str, signed: bool = True, **overrides: Any) -> str:
         """Commit the site's configuration with these keys changed, signed with the site's key

@@ -6,9 +6,24 @@ from typing import TypeVar
 
 import pytest
 
-from tests.support import htcondor_pool, logind_mock, prometheus_dashboard, prometheus_server, services
+from tests.support import (
+    htcondor_pool,
+    logind_mock,
+    prometheus_dashboard,
+    prometheus_server,
+    services,
+    workqueue_manager,
+)
 
-__all__ = ["htcondor_pool", "logind_mock", "prometheus_dashboard", "prometheus_server", "services", "wait_until"]
+__all__ = [
+    "htcondor_pool",
+    "logind_mock",
+    "prometheus_dashboard",
+    "prometheus_server",
+    "services",
+    "wait_until",
+    "workqueue_manager",
+]
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ import yaml
 
 from plancton.config import loader
 from plancton.platform.host import host_facts
-from tests.farm.farm import site_config
+from tests.farm.farm import WORKQUEUE_IMAGE, site_config, workqueue_pilots
 from tests.farm.layout import ENGINE_SUBNETS, FARM_SUBNET, MAX_NODES, FarmLayout, ledger_path, run_folder
 from tests.farm.watch import SHIPPED_RULES, farm_rules
 
@@ -71,6 +71,17 @@ def test_the_site_configuration_is_valid_and_names_no_node(tmp_path: Path) -> No
     assert config.max_docks == "1"
     assert config.engine_url is None
     assert all(farm.node_address(number) not in path.read_text() for number in farm.node_numbers())
+
+
+def test_the_work_queue_configuration_is_valid_and_points_the_pilots_at_the_hub(tmp_path: Path) -> None:
+    farm = layout(3)
+    path = tmp_path / "config.yaml"
+    path.write_text(site_config(farm, "/srv/tokens.d", **workqueue_pilots(farm, 9123)))
+    config, _ = loader.load(str(path), host_facts())
+    assert config.docker_image == WORKQUEUE_IMAGE
+    assert config.docker_cmd[0] == "plancton-worker" and config.docker_cmd[-2:] == (farm.hub_address, "9123")
+    assert config.environment == () and config.binds == ()
+    assert config.network_mode == "bridge" and config.replace_on_image_change
 
 
 def test_the_farm_evaluates_the_shipped_rules_changed_only_in_how_long_they_wait() -> None:

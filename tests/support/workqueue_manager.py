@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,13 +57,22 @@ class Manager:
 
     @classmethod
     def start(
-        cls, folder: str, tasks: int, sleep: float, hash_mib: int = 0, linger: float = 0.0, debug: bool = False
+        cls,
+        folder: str,
+        tasks: int,
+        sleep: float,
+        hash_mib: int = 0,
+        linger: float = 0.0,
+        debug: bool = False,
+        wrapper: Sequence[str] = (),
     ) -> "Manager":
         """Start a manager on a free port that submits ``tasks`` tasks; its events go to a file
-        in ``folder``, and so does Work Queue's own debug log if ``debug``."""
+        in ``folder``, and so does Work Queue's own debug log if ``debug``. A ``wrapper``
+        command, such as ``nsenter`` into a network namespace, runs it by exec (the manager
+        keeps its pid)."""
         events_path = os.path.join(folder, f"manager-{time.monotonic_ns()}.jsonl")
         debug_path = events_path.replace(".jsonl", ".debug") if debug else None
-        command = [SYSTEM_PYTHON, MANAGER, "--port", "0", "--tasks", str(tasks), "--sleep", str(sleep)]
+        command = [*wrapper, SYSTEM_PYTHON, MANAGER, "--port", "0", "--tasks", str(tasks), "--sleep", str(sleep)]
         command += ["--hash-mib", str(hash_mib), "--linger", str(linger), "--timeout", "900"]
         command += ["--debug-log", debug_path] if debug_path else []
         with open(events_path, "wb") as output:
@@ -130,11 +140,14 @@ class Manager:
         services.StartedProcess(self.process, self.events_path).stop(timeout=20)
 
 
-def worker_command(example: list[str], port: int, idle_timeout: float, debug: bool = False) -> list[str]:
-    """Given the example's docker_cmd, return it with another manager port and idle timeout
-    and, if ``debug``, with the worker's own log of its talk with the manager on its output."""
+def worker_command(
+    example: list[str], port: int, idle_timeout: float, debug: bool = False, host: str | None = None
+) -> list[str]:
+    """Given the example's docker_cmd, return it with another manager port and idle timeout,
+    with another manager host if ``host`` is given and, if ``debug``, with the worker's own log
+    of its talk with the manager on its output."""
     command = [f"--timeout={idle_timeout:g}" if item.startswith("--timeout=") else item for item in example]
-    return [*command[:-2], *(["--debug=wq"] if debug else []), command[-2], str(port)]
+    return [*command[:-2], *(["--debug=wq"] if debug else []), host or command[-2], str(port)]
 
 
 @dataclass
