@@ -78,10 +78,11 @@ def test_the_engines_refusals_come_as_plancton_types(adapter: DockerPilots) -> N
     gone = "0" * 64
     with pytest.raises(PilotGone):
         adapter.pause(gone)
-    # stopping, killing or removing a pilot that is gone already is no error
+    # stopping, killing, removing or settling a pilot that is gone already is no error
     adapter.stop(gone, 0, paused=True)
     adapter.kill(gone, paused=True)
     adapter.remove(gone)
+    adapter.settle(gone)
 
 
 @BOTH_ENGINES

@@ -24,7 +24,11 @@ engine it talks to:
   refuses), as ``/info`` reports it for both engines;
 - a rootless engine (rootless Podman on a user's socket) has its slices made by that user's
   service manager, not the system's: the uid of the process serving the socket tells which
-  (:attr:`~plancton.engines.base.EngineInfo.server_uid`).
+  (:attr:`~plancton.engines.base.EngineInfo.server_uid`);
+- a pilot's end: the Docker Engine reports a ``die`` before it releases the pilot's network
+  and mounts, and a start sent meanwhile waits behind that work, so :meth:`DockerPilots.settle`
+  waits for it there; Podman cleans up in a process of its own, which a start does not wait
+  for, so there it returns at once.
 """
 
 import logging
@@ -181,6 +185,8 @@ class DockerPilots:
         self._client: docker.APIClient | None = None
         self._lock = threading.Lock()
         self._events: Any = None
+        #: whether a start waits behind the engine's work on a pilot's end (the Docker Engine)
+        self._starts_wait_for_ends = True
 
     def _new_client(self, timeout: float | None) -> docker.APIClient:
         settings = docker.utils.kwargs_from_env()
@@ -237,6 +243,7 @@ class DockerPilots:
         """
         info = self._call("engine info", lambda api: api.info())
         name, version = engine_identity(self._call("engine version", lambda api: api.version()))
+        self._starts_wait_for_ends = not name.startswith("Podman")
         path = socket_path(self.base_url)
         server = socket_server(path) if path else None
         return EngineInfo(
@@ -328,10 +335,12 @@ class DockerPilots:
         """Return once the engine is done with the end of a pilot (gone already is fine).
 
         The Docker Engine reports a pilot's ``die`` before it releases the pilot's network and
-        mounts, and answers a request about the pilot only after. A start sent meanwhile waits
-        behind that work, a third longer than the start alone (see docs/benchmarks.md).
+        mounts, and answers a request about the pilot only after: a start sent meanwhile
+        waits behind that work (see docs/benchmarks.md, refill). On Podman, whose cleanup a
+        start does not wait behind, it returns at once.
         """
-        self._ignoring_gone(f"inspect {container[:12]}", lambda api: api.inspect_container(container))
+        if self._starts_wait_for_ends:
+            self._ignoring_gone(f"inspect {container[:12]}", lambda api: api.inspect_container(container))
 
     def pause(self, container: str) -> None:
         """Freeze every process of a pilot (its work is kept)."""
