@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -286,6 +286,20 @@ class Node:
         run_checked(in_namespace(self.namespace, ["ip", "addr", "add", self.layout.node_interface(self.number),
                                                   "dev", NODE_LINK]))  # fmt: skip
         run_checked(in_namespace(self.namespace, ["ip", "link", "set", NODE_LINK, "up"]))
+
+    @contextlib.contextmanager
+    def cut_off(self) -> Iterator[None]:
+        """Cut the node off the farm network for the ``with`` block, as a pulled cable does:
+        the hub's end of its veth pair (its port on the farm's bridge) is down, so the node's
+        own end loses its carrier and keeps its address and routes; nothing answers or resets
+        a connection either way, which stalls in flight. The port is up again afterwards, also
+        when the block fails."""
+        port = in_namespace(self.layout.hub_namespace, ["ip", "link", "set", self.layout.hub_link(self.number)])
+        run_checked([*port, "down"])
+        try:
+            yield
+        finally:
+            run_checked([*port, "up"])
 
     def start_owner(self) -> None:
         """Start the node's own system bus with dbusmock's logind on it: one person's session,

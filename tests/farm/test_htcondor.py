@@ -52,23 +52,33 @@ def assert_each_job_completed_once_and_right(pool: htcondor_pool.Pool, cluster: 
     assert not [job for job in pool.queue() if job.startswith(f"{cluster}.")]
 
 
+def ran_again(pool: htcondor_pool.Pool, cluster: str, again: list[str]) -> bool:
+    """Return whether each of the jobs ``again`` of a cluster started a second time."""
+    executions = of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), cluster)
+    return all(executions.get(job, 0) >= 2 for job in again)
+
+
 def rerun_elsewhere(
     farm: Farm, pool: htcondor_pool.Pool, cluster: str, jobs: int, again: list[str], since: float, figure: str
 ) -> dict[str, int]:
     """Wait until the jobs ``again`` of a cluster ran a second time (``figure`` records the
     seconds since ``since``), then until all its ``jobs`` completed, each once and right;
-    return the node that last ran each of those jobs (the pilot's host name to its node)."""
-
-    def ran_again() -> bool:
-        executions = of_cluster(pool.events_by_job(htcondor_pool.EXECUTE), cluster)
-        return all(executions.get(job, 0) >= 2 for job in again)
-
-    wait_until(ran_again, JOBS_SECONDS, f"{len(again)} jobs to run again")
+    return the node that last ran each of those jobs (:func:`nodes_that_last_ran`)."""
+    wait_until(lambda: ran_again(pool, cluster, again), JOBS_SECONDS, f"{len(again)} jobs to run again")
     FIGURES[figure] = round(time.time() - since, 1)
+    return nodes_that_last_ran(farm, pool, cluster, jobs, again)
+
+
+def nodes_that_last_ran(
+    farm: Farm, pool: htcondor_pool.Pool, cluster: str, jobs: int, again: list[str]
+) -> dict[str, int]:
+    """Wait until all ``jobs`` of a cluster completed, each once and right; return the node
+    that last ran each of the jobs ``again``, by job (a job that no node's pilot ran is left out)."""
     wait_until(lambda: len(of_cluster(pool.completed(), cluster)) >= jobs, JOBS_SECONDS, f"{jobs} jobs to complete")
     assert_each_job_completed_once_and_right(pool, cluster, jobs)
     last_hosts = dict(execute_hosts(pool, cluster))
-    return farm.nodes_of_pilots([last_hosts[job] for job in again])
+    nodes = farm.nodes_of_pilots([last_hosts[job] for job in again])
+    return {job: nodes[last_hosts[job]] for job in again if last_hosts[job] in nodes}
 
 
 def test_jobs_run_on_pilots_of_every_node_and_each_completes_once(farm: Farm) -> None:
