@@ -359,8 +359,9 @@ class Bench:
         return PilotCgroup(name, self.cgroup_driver, self.cgroup_version)
 
     def instance_name(self, scenario: str) -> str:
-        """Return a unique instance name for a scenario of this run."""
-        return f"bench_{self.run_id}_{scenario}"[:31]
+        """Return a unique instance name for a scenario of this run (an instance name has no
+        hyphen)."""
+        return f"bench_{self.run_id}_{scenario.replace('-', '_')}"[:31]
 
     def plancton(self, scenario: str, settings: Mapping[str, Any]) -> Plancton:
         """Return a new Plancton installation for a scenario (not started yet). With the

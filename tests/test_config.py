@@ -33,7 +33,13 @@ BROKEN = sorted(glob.glob(str(REPOSITORY / "tests" / "data" / "broken" / "*.yaml
 CASES: dict[str, tuple[list[tuple[Any, Any]], list[tuple[Any, str]]]] = {
     "instance": (
         [("farm_1", "farm_1")],
-        [("Farm", 'got "Farm"'), ("1farm", "expected text such as"), ("a" * 40, "expected text"), (5, "got 5")],
+        [
+            ("Farm", 'got "Farm"'),
+            ("1farm", "expected text such as"),
+            ("my-farm", 'up to 30 lowercase letters, digits or _), got "my-farm"'),
+            ("a" * 40, "expected text"),
+            (5, "got 5"),
+        ],
     ),
     "updateconfig": (
         [("5m", 300.0), (0.5, 0.5), ("1d", 86400.0)],

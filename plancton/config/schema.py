@@ -125,7 +125,9 @@ class Config:
     instance: str = field(
         default="plancton",
         metadata=key(
-            units.matching(r"[a-z][a-z0-9_]{0,30}", "plancton"),
+            units.matching(
+                r"[a-z][a-z0-9_]{0,30}", "plancton", "a lowercase letter, then up to 30 lowercase letters, digits or _"
+            ),
             "Name of this Plancton instance; its pilots carry it as a label (fixed while it runs)",
         ),
     )

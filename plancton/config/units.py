@@ -225,13 +225,15 @@ def one_of(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
-def matching(pattern: str, example: str) -> Callable[[Any], str]:
-    """Return a parser of text that matches a regular expression in full."""
+def matching(pattern: str, example: str, rule: str = "") -> Callable[[Any], str]:
+    """Return a parser of text that matches a regular expression in full; its error shows the
+    example, and the rule in words when there is one."""
     compiled = re.compile(pattern)
+    expected = f"text such as {shown(example)}" + (f" ({rule})" if rule else "")
 
     def parse(value: Any) -> str:
         if not isinstance(value, str) or not compiled.fullmatch(value):
-            raise ValueError(f"expected text such as {shown(example)}, {_got(value)}")
+            raise ValueError(f"expected {expected}, {_got(value)}")
         return value
 
     return parse
