@@ -2,11 +2,15 @@
 
 import pytest
 
-from bench.reclaim import own_share_percent
+from bench.reclaim import own_share_parts
 
 
 def test_the_own_share_is_the_pilots_and_the_extra_rest_of_the_host_over_the_owners_cpu() -> None:
     # pair 1: pilots 0.02 s, the rest of the host 0.30 s against 0.12 s alone, owner 16 s
     # pair 2: the rest of the host took less than alone: the noise may make a share negative
-    shares = own_share_percent([0.02, 0.0], [0.30, 0.10], [0.12, 0.14], [16.0, 8.0])
-    assert shares == pytest.approx([100 * 0.20 / 16.0, 100 * -0.04 / 8.0])
+    pilots, machinery = own_share_parts([0.02, 0.0], [0.30, 0.10], [0.12, 0.14], [16.0, 8.0])
+    assert pilots == pytest.approx([100 * 0.02 / 16.0, 0.0])
+    assert machinery == pytest.approx([100 * 0.18 / 16.0, 100 * -0.04 / 8.0])
+    assert [one + other for one, other in zip(pilots, machinery, strict=True)] == pytest.approx(
+        [100 * 0.20 / 16.0, 100 * -0.04 / 8.0]
+    )
