@@ -20,12 +20,12 @@ submitter sees them in the jobs' event log:
   startds keep their claims and run job after job (HTCondor's usual ``START`` and
   ``CLAIM_WORKLIFE``).
 
-Jobs sleep rather than compute, so that the figure is what a pilot adds to each job: for a
-single-shot pilot, the turnover (the startd's shutdown on its next update, a new container, a new startd advertising
-itself, a negotiation cycle), not the machine's noise. The figure holds for an idle host: on a
-busy one both legs get only CPU time no one else wants, and the pilots, which start HTCondor
-anew for each job, wait longest for it. The legs take turns, and every pool, container and
-image the scenario makes is removed at its end.
+Jobs sleep rather than compute, so that the figure is what a pilot adds to each job (for a
+single-shot pilot, the turnover: the startd's shutdown on its next update, a new container, a
+new startd advertising itself, a negotiation cycle), not the machine's noise. The figure holds
+for an idle host: on a busy one both legs get only CPU time no one else wants, and the pilots,
+which start HTCondor anew for each job, wait longest for it. The legs take turns, and every
+pool, container and image the scenario makes is removed at its end.
 """
 
 import contextlib
