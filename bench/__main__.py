@@ -37,6 +37,7 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "presence": presence.run,
     "workqueue": workqueue.run_scenario,
     "htcondor": htcondor.run,
+    "htcondor-short": htcondor.run_short,
     "snooze": owner.run_snooze,
     "lending": owner.run_lending,
     "pool-scale": pool_scale.run,

@@ -1,5 +1,10 @@
-"""HTCondor: jobs per minute through Plancton's single-shot pilots, against the same number of
-plain startds in containers that Plancton does not manage.
+"""HTCondor: jobs per minute through Plancton's pilots, against the same number of plain
+startds in containers that Plancton does not manage.
+
+Two scenarios: ``htcondor`` runs jobs of 90 s (60 s with ``--quick``) through the example's
+single-shot pilots; ``htcondor-short`` runs jobs of 10 s and of 60 s through multi-job pilots
+(:data:`MULTI_JOB`: a pilot keeps its claim and runs job after job), and the 10 s jobs through
+single-shot pilots too, for contrast.
 
 Both legs run the example's image (``examples/htcondor/build-image``, from its cached root file
 system when there is one) against a fresh pool of their own (:mod:`tests.support.htcondor_pool`: a
@@ -8,24 +13,26 @@ CPU each, and time the same jobs from their submission to the last one's termina
 submitter sees them in the jobs' event log:
 
 - pilots: Plancton (``planctonctl foreground``) runs the example configuration with
-  ``max_docks`` = ``WORKERS``; each pilot runs one job and exits, and Plancton starts a new one;
+  ``max_docks`` = ``WORKERS``; a single-shot pilot runs one job and exits, a multi-job one runs
+  up to ``PLANCTON_PILOT_JOBS``, and Plancton starts a new one;
 - plain startds: the very containers Plancton would create for those pilots (same image, user,
   capabilities, limits, network and CPU priority), started by the benchmark itself, whose
   startds keep their claims and run job after job (HTCondor's usual ``START`` and
   ``CLAIM_WORKLIFE``).
 
-Jobs sleep rather than compute, so that the figure is the turnover a single-shot pilot adds to
-each job (the startd's shutdown on its next update, a new container, a new startd advertising
-itself, a negotiation cycle), not the machine's noise. The figure holds for an idle host: on a
-busy one both legs get only CPU time no one else wants, and the pilots, which start HTCondor
-anew for each job, wait longest for it. The legs take turns, and every pool, container and
-image the scenario makes is removed at its end.
+Jobs sleep rather than compute, so that the figure is what a pilot adds to each job (for a
+single-shot pilot, the turnover: the startd's shutdown on its next update, a new container, a
+new startd advertising itself, a negotiation cycle), not the machine's noise. The figure holds
+for an idle host: on a busy one both legs get only CPU time no one else wants, and the pilots,
+which start HTCondor anew for each job, wait longest for it. The legs take turns, and every
+pool, container and image the scenario makes is removed at its end.
 """
 
 import contextlib
 import os
 import secrets
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import docker
@@ -46,17 +53,28 @@ WORKERS = 2
 TARGET_RATIO = 0.9
 #: A plain startd keeps its claim and runs any number of jobs, as HTCondor's defaults have it.
 PLAIN_STARTD = {"_condor_START": "True", "_condor_CLAIM_WORKLIFE": "-1"}
+#: Multi-job pilots as the example's README sets them, with room for every job of a leg.
+MULTI_JOB = {
+    "_condor_PLANCTON_PILOT_JOBS": "100",
+    "_condor_PLANCTON_PILOT_SECONDS": "3600",
+    "_condor_CLAIM_WORKLIFE": "-1",
+}
+#: The short jobs' legs: (jobs, seconds each), about a minute or two on ``WORKERS`` nodes.
+SHORT_JOBS = (6 * WORKERS, 10.0)
+MINUTE_JOBS = (2 * WORKERS, 60.0)
 WAIT_TIMEOUT_SECONDS = 1800.0
 
 
-def settings(pool: Pool, image: str) -> dict[str, Any]:
+def settings(pool: Pool, image: str, environment: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return the example configuration for this pool and image, ``WORKERS`` pilots, with an
-    owner who never takes the host back (this measures the pilots alone)."""
+    owner who never takes the host back (this measures the pilots alone), and ``environment``
+    over the example's."""
     with open(os.path.join(EXAMPLE, "config.yaml"), encoding="utf-8") as handle:
         config: dict[str, Any] = yaml.safe_load(handle)
     del config["instance"]
     config["docker_image"] = image
     config["environment"].update(pool.pilot_environment(idle_seconds=600))
+    config["environment"].update(environment or {})
     config["binds"] = [f"{pool.token_folder}:{TOKEN_DIRECTORY}"]
     config["network_mode"] = pool.network
     config["max_docks"] = WORKERS
@@ -84,12 +102,15 @@ def timed_jobs(pool: Pool, jobs: int, seconds: float) -> float:
     return jobs * 60.0 / elapsed
 
 
-def through_pilots(bench: Bench, image: str, jobs: int, seconds: float) -> float:
-    """Run the jobs through Plancton's pilots; return the jobs per minute."""
+def through_pilots(
+    bench: Bench, image: str, jobs: int, seconds: float, environment: Mapping[str, str] | None = None
+) -> float:
+    """Run the jobs through Plancton's pilots, single shot unless ``environment`` says
+    otherwise (:data:`MULTI_JOB`); return the jobs per minute."""
     pool = Pool.start(image, os.path.join(bench.workdir, f"pool-{secrets.token_hex(3)}"))
     plancton = None
     try:
-        plancton = bench.plancton("htcondor", settings(pool, image))
+        plancton = bench.plancton("htcondor", settings(pool, image, environment))
         plancton.foreground()
         return timed_jobs(pool, jobs, seconds)
     finally:
@@ -105,8 +126,7 @@ def through_plain_startds(bench: Bench, image: str, jobs: int, seconds: float) -
     pool = Pool.start(image, os.path.join(bench.workdir, f"pool-{secrets.token_hex(3)}"))
     tag = f"htcondor-{secrets.token_hex(3)}"
     try:
-        raw = settings(pool, image)
-        raw["environment"] = {**raw["environment"], **PLAIN_STARTD}
+        raw = settings(pool, image, PLAIN_STARTD)
         facts = HostFacts(psutil.cpu_count() or 1, psutil.virtual_memory().total, psutil.swap_memory().total)
         config, _ = parse({**raw, "instance": "bench"}, facts)
         for _ in range(WORKERS):
@@ -133,42 +153,110 @@ def through_plain_startds(bench: Bench, image: str, jobs: int, seconds: float) -
         pool.stop()
 
 
-def run(bench: Bench) -> ScenarioResult:
-    """Measure jobs per minute through pilots and through plain startds, taking turns."""
-    rounds = 1 if bench.quick else 2
-    seconds = 60.0 if bench.quick else 90.0
-    jobs = 2 * WORKERS
+@contextlib.contextmanager
+def example_image(bench: Bench) -> Iterator[str]:
+    """Build the example's image under a name of this run; yield it, and remove it at the end."""
     image = f"plancton-htcondor-bench-{bench.run_id}:latest"
     build_image(image)
-    pilots: list[float] = []
-    plain: list[float] = []
     try:
-        for _ in range(rounds):
-            plain.append(through_plain_startds(bench, image, jobs, seconds))
-            pilots.append(through_pilots(bench, image, jobs, seconds))
+        yield image
     finally:
         with contextlib.suppress(docker.errors.DockerException):
             bench.api.remove_image(image, force=True)
-    ratio = Stats.paired(pilots, plain)
-    # each pilot runs jobs // WORKERS jobs one after the other, with a new pilot between two:
-    # the time the pilots' leg loses, per change of pilot
+
+
+def time_lost_per_change(jobs: int, pilots: float, plain: float) -> float:
+    """Given a leg's jobs on ``WORKERS`` nodes and the jobs per minute through single-shot
+    pilots and through plain startds, return the seconds the pilots lose per change of pilot:
+    each node runs ``jobs // WORKERS`` jobs one after the other, with a new pilot between two."""
     changes = jobs // WORKERS - 1
-    turnover = [jobs * 60.0 * (1 / one - 1 / other) / changes for one, other in zip(pilots, plain, strict=True)]
+    return jobs * 60.0 * (1 / pilots - 1 / plain) / changes
+
+
+def ratio_figure(what: str, mine: list[float], base: list[float], target: bool) -> Figure:
+    """Return the figure of the paired ratios of two legs, held to :data:`TARGET_RATIO` or not."""
+    ratio = Stats.paired(mine, base)
+    if not target:
+        return Figure(what, "", ratio)
+    return Figure(what, "", ratio, target=f">= {TARGET_RATIO}", met=at_least(ratio.median, TARGET_RATIO))
+
+
+def run(bench: Bench) -> ScenarioResult:
+    """Measure jobs per minute through single-shot pilots and through plain startds, taking turns."""
+    rounds = 1 if bench.quick else 2
+    seconds = 60.0 if bench.quick else 90.0
+    jobs = 2 * WORKERS
+    pilots: list[float] = []
+    plain: list[float] = []
+    with example_image(bench) as image:
+        for _ in range(rounds):
+            plain.append(through_plain_startds(bench, image, jobs, seconds))
+            pilots.append(through_pilots(bench, image, jobs, seconds))
+    turnover = [time_lost_per_change(jobs, one, other) for one, other in zip(pilots, plain, strict=True)]
     return ScenarioResult(
         "htcondor",
         figures=[
             Figure("jobs per minute, plain startds", "jobs/min", Stats.of(plain)),
             Figure("jobs per minute, Plancton's pilots", "jobs/min", Stats.of(pilots)),
-            Figure(
-                "ratio pilots / plain startds",
-                "",
-                ratio,
-                target=f">= {TARGET_RATIO}",
-                met=at_least(ratio.median, TARGET_RATIO),
-            ),
+            ratio_figure("ratio pilots / plain startds", pilots, plain, target=True),
             Figure("time lost per change of pilot", "s", Stats.of(turnover)),
         ],
         settings={"workers": WORKERS, "jobs": jobs, "job_seconds": seconds, "rounds": rounds},
         # the figures hold for an idle host: say how idle it was
         raw={"pilots": pilots, "plain": plain, "load_average_at_end": os.getloadavg()},
+    )
+
+
+def run_short(bench: Bench) -> ScenarioResult:
+    """Measure jobs per minute of 10 s and of 60 s jobs through multi-job pilots and through
+    plain startds, and of the 10 s jobs through single-shot pilots, the legs taking turns."""
+    rounds = 1 if bench.quick else 2
+    legs: dict[str, list[float]] = {
+        "plain 10 s": [],
+        "multi 10 s": [],
+        "single 10 s": [],
+        "plain 60 s": [],
+        "multi 60 s": [],
+    }
+    with example_image(bench) as image:
+        for _ in range(rounds):
+            legs["plain 10 s"].append(through_plain_startds(bench, image, *SHORT_JOBS))
+            legs["multi 10 s"].append(through_pilots(bench, image, *SHORT_JOBS, MULTI_JOB))
+            legs["single 10 s"].append(through_pilots(bench, image, *SHORT_JOBS))
+            legs["plain 60 s"].append(through_plain_startds(bench, image, *MINUTE_JOBS))
+            legs["multi 60 s"].append(through_pilots(bench, image, *MINUTE_JOBS, MULTI_JOB))
+    turnover = [
+        time_lost_per_change(SHORT_JOBS[0], one, other)
+        for one, other in zip(legs["single 10 s"], legs["plain 10 s"], strict=True)
+    ]
+    return ScenarioResult(
+        "htcondor-short",
+        figures=[
+            Figure("jobs per minute, 10 s jobs, plain startds", "jobs/min", Stats.of(legs["plain 10 s"])),
+            Figure("jobs per minute, 10 s jobs, multi-job pilots", "jobs/min", Stats.of(legs["multi 10 s"])),
+            Figure("jobs per minute, 10 s jobs, single-shot pilots", "jobs/min", Stats.of(legs["single 10 s"])),
+            Figure("jobs per minute, 60 s jobs, plain startds", "jobs/min", Stats.of(legs["plain 60 s"])),
+            Figure("jobs per minute, 60 s jobs, multi-job pilots", "jobs/min", Stats.of(legs["multi 60 s"])),
+            ratio_figure(
+                "ratio multi-job pilots / plain startds, 10 s jobs", legs["multi 10 s"], legs["plain 10 s"], target=True
+            ),
+            ratio_figure(
+                "ratio multi-job pilots / plain startds, 60 s jobs", legs["multi 60 s"], legs["plain 60 s"], target=True
+            ),
+            ratio_figure(
+                "ratio single-shot pilots / plain startds, 10 s jobs",
+                legs["single 10 s"],
+                legs["plain 10 s"],
+                target=False,
+            ),
+            Figure("time lost per change of single-shot pilot, 10 s jobs", "s", Stats.of(turnover)),
+        ],
+        settings={
+            "workers": WORKERS,
+            "short_jobs": list(SHORT_JOBS),
+            "minute_jobs": list(MINUTE_JOBS),
+            "rounds": rounds,
+            "multi_job_environment": MULTI_JOB,
+        },
+        raw={**legs, "load_average_at_end": os.getloadavg()},
     )

@@ -170,7 +170,14 @@ def test_multi_job_pilots_run_job_after_job_on_their_claim_and_leave_after_the_l
     jobs, per_pilot = 6, 3
     cluster = pool.submit(jobs, seconds=1)
     config = yaml.safe_load(example_config(pool, condor_image, IDLE_SECONDS, **STEADY))
-    config["environment"].update({"_condor_PLANCTON_PILOT_JOBS": str(per_pilot), "_condor_CLAIM_WORKLIFE": "-1"})
+    # as the example's README sets them: with a time bound that the test does not reach
+    config["environment"].update(
+        {
+            "_condor_PLANCTON_PILOT_JOBS": str(per_pilot),
+            "_condor_PLANCTON_PILOT_SECONDS": "3600",
+            "_condor_CLAIM_WORKLIFE": "-1",
+        }
+    )
     installation.write_config(yaml.safe_dump(config))
     started = installation.ctl("start")
     assert started.returncode == 0, started.stderr
