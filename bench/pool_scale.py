@@ -32,7 +32,6 @@ measured; and two pilots are matched at a time, not hundreds. Every pool, pilot 
 scenario makes is removed at its end.
 """
 
-import contextlib
 import datetime
 import os
 import re
@@ -42,14 +41,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import docker
-
 from bench.errors import BenchError
 from bench.harness import Bench
-from bench.htcondor import WAIT_TIMEOUT_SECONDS, WORKERS, settings
+from bench.htcondor import WAIT_TIMEOUT_SECONDS, WORKERS, example_image, settings
 from bench.stats import Figure, ScenarioResult, Stats, percentile
 from tests.support import services
-from tests.support.htcondor_pool import SUBMITTER, Pool, build_image
+from tests.support.htcondor_pool import SUBMITTER, Pool
 
 #: Simulated slots at each level, in turn (a quick run: none, then 2000).
 LEVELS = (0, 500, 2000, 5000, 10000, 20000, 50000)
@@ -295,14 +292,9 @@ def run(bench: Bench) -> ScenarioResult:
     rounds = 1 if bench.quick else 4
     jobs = (2 if bench.quick else 3) * WORKERS
     ends = (levels[0], levels[-1])
-    image = f"plancton-htcondor-bench-{bench.run_id}:latest"
-    build_image(image)
-    try:
+    with example_image(bench) as image:
         fast, cycles = measure_pool(bench, image, FAST_INTERVAL, levels, rounds, jobs)
         default, _ = measure_pool(bench, image, DEFAULT_INTERVAL, ends, max(1, rounds - 1), jobs)
-    finally:
-        with contextlib.suppress(docker.errors.DockerException):
-            bench.api.remove_image(image, force=True)
     figures, raw_levels = [], {}
     for slots in levels:
         at_level = cycles_at(cycles, slots)
