@@ -7,6 +7,7 @@ its own, like the daemon, on the engine of ``DOCKER_HOST`` (the same code serves
 Podman): ``python -m bench.floor CONTAINER_JSON COUNT``.
 """
 
+import contextlib
 import json
 import sys
 from typing import Any
@@ -34,7 +35,9 @@ def replace_forever(api: docker.APIClient, container: dict[str, Any], count: int
     """Start ``count`` containers, then replace each one that dies by a fresh one, forever.
 
     Podman 4's filter matches its own name of the event (``died``), so both are asked for; and
-    only events of the container's labels count, whether or not the engine filtered them.
+    only events of the container's labels count, whether or not the engine filtered them. Each
+    container is replaced once, and one already gone is fine: Podman may report a death twice,
+    the second time after the first removal.
     """
     labels = container["labels"]
     label_filter = [f"{key}={value}" for key, value in labels.items()]
@@ -42,11 +45,16 @@ def replace_forever(api: docker.APIClient, container: dict[str, Any], count: int
     events = api.events(decode=True, filters=filters)
     for _ in range(count):
         create_and_start(api, container)
+    replaced: set[str] = set()
     for event in events:
         actor = event.get("Actor") or {}
-        if all((actor.get("Attributes") or {}).get(key) == value for key, value in labels.items()):
-            api.remove_container(actor.get("ID") or event["id"], force=True)
-            create_and_start(api, container)
+        dead = str(actor.get("ID") or event["id"])
+        if dead in replaced or any((actor.get("Attributes") or {}).get(key) != value for key, value in labels.items()):
+            continue
+        replaced.add(dead)
+        with contextlib.suppress(docker.errors.NotFound):
+            api.remove_container(dead, force=True)
+        create_and_start(api, container)
 
 
 def main(argv: list[str]) -> int:
