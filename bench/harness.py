@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import Any
 
 import docker
@@ -439,8 +440,14 @@ class Bench:
         containers = [entry["Id"] for entry in self.api.containers(all=True, filters={"label": [label]})]
 
         def remove(container: str) -> None:
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 self.api.remove_container(container, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as error:
+                # the daemon is removing it already (its spare, when it drains or stops)
+                if error.status_code != HTTPStatus.CONFLICT or "in progress" not in str(error.explanation):
+                    raise
 
         with ThreadPoolExecutor(REMOVE_THREADS) as pool:
             list(pool.map(remove, containers))

@@ -69,7 +69,8 @@ def _set_pool(plancton: Plancton, pilots: int) -> None:
 
 
 def _wait_running(plancton: Plancton, pilots: int, timeout: float) -> float:
-    """Wait until the daemon's state shows ``pilots`` running; return how long it took.
+    """Wait until the daemon's state shows ``pilots`` running, and no other pilot but the spare
+    that waits to replace one; return how long it took.
 
     Raises:
         BenchError: it did not get there in time.
@@ -78,7 +79,8 @@ def _wait_running(plancton: Plancton, pilots: int, timeout: float) -> float:
     while time.monotonic() - began < timeout:
         state = plancton.state()
         running = [pilot for pilot in state.pilots if pilot.state == "running"]
-        if state.pid and len(running) == pilots == len(state.pilots):
+        others = [pilot for pilot in state.pilots if pilot.state not in ("running", "spare")]
+        if state.pid and len(running) == pilots and not others:
             return time.monotonic() - began
         time.sleep(STATE_POLL_SECONDS)
     raise BenchError(f"{pilots} pilots did not all run within {timeout:.0f} s")
