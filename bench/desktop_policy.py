@@ -59,9 +59,11 @@ In each setup, in this order:
    0.1 core, and to their CPU above half their ceiling again.
 
 The jobs' CPU is that of the setup's containers, read from their parent cgroup every 0.5 s.
-A run takes about 55 minutes with ``--quick`` (one round), twice that without (two rounds,
-the setups in turns). Every pool, container, cgroup, bus, process, file and image the scenario
-makes is removed at its end.
+A run took 40 minutes with ``--quick`` (one round) on the 2-core test machine, and takes about
+twice that without (two rounds, the setups in turns). With HTCondor's intervals a startd
+whose START is false when it comes up (its own start-up loads the host) looks at it again
+only at its next update, 300 s later, and the jobs wait for that. Every pool, container,
+cgroup, bus, process, file and image the scenario makes is removed at its end.
 """
 
 import contextlib
