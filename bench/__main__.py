@@ -19,7 +19,19 @@ from typing import Any
 import docker.errors
 import psutil
 
-from bench import fill, htcondor, overhead, owner, pool_scale, presence, reclaim, refill, results, workqueue
+from bench import (
+    desktop_policy,
+    fill,
+    htcondor,
+    overhead,
+    owner,
+    pool_scale,
+    presence,
+    reclaim,
+    refill,
+    results,
+    workqueue,
+)
 from bench.errors import BenchError
 from bench.harness import REPO, Bench, deferred_signals
 from bench.stats import ScenarioResult
@@ -41,10 +53,11 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "snooze": owner.run_snooze,
     "lending": owner.run_lending,
     "pool-scale": pool_scale.run,
+    "desktop-policy": desktop_policy.run,
 }
 #: Scenarios that run only when named: reclaim-installed installs Plancton on this host;
-#: pool-scale takes about 22 minutes.
-ON_REQUEST = ("reclaim-installed", "pool-scale")
+#: pool-scale takes about 22 minutes; desktop-policy 40 minutes with --quick, about twice that without.
+ON_REQUEST = ("reclaim-installed", "pool-scale", "desktop-policy")
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")
 DEFAULT_OVERHEAD_PLOT = os.path.join(REPO, "docs", "overhead.png")

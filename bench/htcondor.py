@@ -65,12 +65,18 @@ MINUTE_JOBS = (2 * WORKERS, 60.0)
 WAIT_TIMEOUT_SECONDS = 1800.0
 
 
+def example_config() -> dict[str, Any]:
+    """Return the example's configuration (examples/htcondor/config.yaml) as it is written."""
+    with open(os.path.join(EXAMPLE, "config.yaml"), encoding="utf-8") as handle:
+        config: dict[str, Any] = yaml.safe_load(handle)
+    return config
+
+
 def settings(pool: Pool, image: str, environment: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Return the example configuration for this pool and image, ``WORKERS`` pilots, with an
     owner who never takes the host back (this measures the pilots alone), and ``environment``
     over the example's."""
-    with open(os.path.join(EXAMPLE, "config.yaml"), encoding="utf-8") as handle:
-        config: dict[str, Any] = yaml.safe_load(handle)
+    config = example_config()
     del config["instance"]
     config["docker_image"] = image
     config["environment"].update(pool.pilot_environment(idle_seconds=600))
@@ -82,17 +88,18 @@ def settings(pool: Pool, image: str, environment: Mapping[str, str] | None = Non
     return {**config, **IDLE_OWNER, "main_sleep": 1}
 
 
-def timed_jobs(pool: Pool, jobs: int, seconds: float) -> float:
-    """Once ``WORKERS`` slots are in the pool, submit the jobs and wait until all completed;
-    return the jobs per minute, from the submission to the last termination.
+def timed_jobs(pool: Pool, jobs: int, seconds: float, workers: int = WORKERS, burn: bool = False) -> float:
+    """Once ``workers`` slots are in the pool, submit the jobs (sleeping, or with ``burn``
+    burning a CPU each) and wait until all completed; return the jobs per minute, from the
+    submission to the last termination.
 
     Raises:
         BenchError: the slots did not come, or the jobs did not complete in time.
     """
     try:
-        services.poll(lambda: len(pool.pilot_slots()) >= WORKERS, 120, "the execute nodes to join the pool")
+        services.poll(lambda: len(pool.pilot_slots()) >= workers, 120, "the execute nodes to join the pool")
         submitted = time.monotonic()
-        pool.submit(jobs, seconds)
+        pool.submit(jobs, seconds, burn=burn)
         services.poll(lambda: len(pool.completed()) >= jobs, WAIT_TIMEOUT_SECONDS, f"{jobs} jobs to complete", 0.1)
     except services.WaitTimeout as error:
         raise BenchError(str(error)) from None
@@ -126,23 +133,7 @@ def through_plain_startds(bench: Bench, image: str, jobs: int, seconds: float) -
     pool = Pool.start(image, os.path.join(bench.workdir, f"pool-{secrets.token_hex(3)}"))
     tag = f"htcondor-{secrets.token_hex(3)}"
     try:
-        raw = settings(pool, image, PLAIN_STARTD)
-        facts = HostFacts(psutil.cpu_count() or 1, psutil.virtual_memory().total, psutil.swap_memory().total)
-        config, _ = parse({**raw, "instance": "bench"}, facts)
-        for _ in range(WORKERS):
-            spec = container_spec(
-                config, bench.baseline_cgroup(tag), "bench", secrets.token_hex(4), time.time(), bench.ulimit_ceilings
-            )
-            container = bench.api.create_container(
-                spec.image,
-                spec.command,
-                user=spec.user or "",
-                environment=spec.environment,
-                labels=bench.baseline_labels(tag),
-                hostname=spec.hostname,
-                host_config=bench.api.create_host_config(**spec.host_config),
-            )
-            bench.api.start(container["Id"])
+        start_startds(bench, settings(pool, image, PLAIN_STARTD), tag, WORKERS)
         # the CPU priority of Plancton's pilots (cpu.idle on their parent), so that the legs
         # differ only in how their startds come and go
         bench.pilot_cgroup(f"bench_{bench.run_id}_{tag}").set_lowest_weight()
@@ -151,6 +142,34 @@ def through_plain_startds(bench: Bench, image: str, jobs: int, seconds: float) -
         with contextlib.suppress(docker.errors.DockerException):
             bench.remove_containers(f"{BENCH_LABEL}={bench.baseline_tag(tag)}")
         pool.stop()
+
+
+def start_startds(bench: Bench, raw: Mapping[str, Any], tag: str, count: int, engine_weight: bool = False) -> list[str]:
+    """Start ``count`` plain startds in the very containers Plancton would make for pilots of
+    the configuration ``raw`` (image, user, capabilities, limits, binds, network), labelled
+    for the baseline ``tag`` and under its cgroup parent; with ``engine_weight`` they keep the
+    engine's default CPU weight instead of a pilot's. Return the containers' ids."""
+    started = []
+    facts = HostFacts(psutil.cpu_count() or 1, psutil.virtual_memory().total, psutil.swap_memory().total)
+    config, _ = parse({**raw, "instance": "bench"}, facts)
+    for _ in range(count):
+        spec = container_spec(
+            config, bench.baseline_cgroup(tag), "bench", secrets.token_hex(4), time.time(), bench.ulimit_ceilings
+        )
+        weight = {"cpu_shares"} if engine_weight else set()
+        host_config = {key: value for key, value in spec.host_config.items() if key not in weight}
+        container = bench.api.create_container(
+            spec.image,
+            spec.command,
+            user=spec.user or "",
+            environment=spec.environment,
+            labels=bench.baseline_labels(tag),
+            hostname=spec.hostname,
+            host_config=bench.api.create_host_config(**host_config),
+        )
+        bench.api.start(container["Id"])
+        started.append(str(container["Id"]))
+    return started
 
 
 @contextlib.contextmanager

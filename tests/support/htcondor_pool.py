@@ -55,6 +55,17 @@ JOB_SCRIPT = """#!/bin/sh
 sleep "$2"
 echo "job $1 result $(($1 * $1))"
 """
+#: A job that burns one CPU for its seconds of wall time (checking the clock between rounds of
+#: shell arithmetic), then prints its result as :data:`JOB_SCRIPT` does.
+BURNING_JOB_SCRIPT = """#!/bin/sh
+# a job of the benchmarks: burn one CPU, then print a result that they can check
+end=$(($(date +%s) + $2))
+while [ "$(date +%s)" -lt "$end" ]; do
+    i=0
+    while [ "$i" -lt 20000 ]; do i=$((i + 1)); done
+done
+echo "job $1 result $(($1 * $1))"
+"""
 
 
 def build_image(reference: str) -> str:
@@ -195,23 +206,23 @@ class Pool:
         """Return the environment that points a pilot at this pool, with an idle limit."""
         return {"_condor_CONDOR_HOST": self.address, "_condor_STARTD_NOCLAIM_SHUTDOWN": f"{idle_seconds:g}"}
 
-    def submit(self, jobs: int, seconds: float, allowed_seconds: float | None = None) -> str:
-        """Submit ``jobs`` jobs as the ordinary user, each sleeping ``seconds`` and printing
-        :func:`expected_result`, and saying it may run ``allowed_seconds`` (None: it does not
-        say); return the cluster's id.
+    def submit(self, jobs: int, seconds: float, allowed_seconds: float | None = None, burn: bool = False) -> str:
+        """Submit ``jobs`` jobs as the ordinary user, each sleeping ``seconds`` (or, with
+        ``burn``, burning one CPU that long) and printing :func:`expected_result`, and saying
+        it may run ``allowed_seconds`` (None: it does not say); return the cluster's id.
 
         Raises:
             RuntimeError: condor_submit failed.
         """
-        script = os.path.join(self.submit_folder, "job.sh")
+        script = os.path.join(self.submit_folder, "burn.sh" if burn else "job.sh")
         with open(script, "w", encoding="ascii") as handle:
-            handle.write(JOB_SCRIPT)
+            handle.write(BURNING_JOB_SCRIPT if burn else JOB_SCRIPT)
         os.chmod(script, 0o755)
         description = os.path.join(self.submit_folder, f"jobs-{secrets.token_hex(3)}.sub")
         allowed = f"allowed_execute_duration = {allowed_seconds:g}\n" if allowed_seconds is not None else ""
         with open(description, "w", encoding="ascii") as handle:
             handle.write(
-                "executable = job.sh\n"
+                f"executable = {os.path.basename(script)}\n"
                 f"arguments = $(Process) {seconds:g}\n"
                 "output = out.$(Cluster).$(Process)\n"
                 "error = err.$(Cluster).$(Process)\n"
