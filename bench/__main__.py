@@ -56,7 +56,7 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "desktop-policy": desktop_policy.run,
 }
 #: Scenarios that run only when named: reclaim-installed installs Plancton on this host;
-#: pool-scale takes about 22 minutes; desktop-policy 40 minutes with --quick, about twice that without.
+#: pool-scale takes about 22 minutes; desktop-policy 40 to 45 minutes with --quick, about twice that without.
 ON_REQUEST = ("reclaim-installed", "pool-scale", "desktop-policy")
 DEFAULT_RESULTS = os.path.join(REPO, "bench", "results.json")
 DEFAULT_PLOT = os.path.join(REPO, "docs", "reclaim.png")

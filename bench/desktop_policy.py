@@ -59,7 +59,7 @@ In each setup, in this order:
    0.1 core, and to their CPU above half their ceiling again.
 
 The jobs' CPU is that of the setup's containers, read from their parent cgroup every 0.5 s.
-A run took 40 minutes with ``--quick`` (one round) on the 2-core test machine, and takes about
+A run takes 40 to 45 minutes with ``--quick`` (one round) on the 2-core test machine, and takes about
 twice that without (two rounds, the setups in turns). With HTCondor's intervals a startd
 whose START is false when it comes up (its own start-up loads the host) looks at it again
 only at its next update, 300 s later, and the jobs wait for that. Every pool, container,
