@@ -127,9 +127,9 @@ STARTABLE_TIMEOUT_SECONDS = 600.0
 BURNING_TIMEOUT_SECONDS = 300.0
 KEY_PRESS_TIMEOUT_SECONDS = 120.0
 BACK_TIMEOUT_SECONDS = 1200.0
-#: The expressions of the desktop policy recorded with the results, as the startd reads them.
 #: What :func:`measure` measures in one setup.
 MEASURES = ("jobs_per_minute", "owner_seconds", "burst_given_back", "burst_back", "key_given_back", "key_back")
+#: The expressions of the desktop policy recorded with the results, as the startd reads them.
 POLICY_MACROS = ("START", "SUSPEND", "CONTINUE", "PREEMPT", "WANT_SUSPEND", "JOB_RENICE_INCREMENT")
 
 
