@@ -178,11 +178,6 @@ def ratios(mine: Sequence[float], base: Sequence[float]) -> list[float]:
     return [one / other if other else math.nan for one, other in zip(mine, base, strict=True)]
 
 
-def count_missing(values: Sequence[float]) -> int:
-    """Return how many of the measurements are missing (nan)."""
-    return sum(1 for value in values if math.isnan(value))
-
-
 def ratio_figure(what: str, values: Sequence[float], target: float) -> Figure:
     """Return the figure of paired ratios whose median must be at least ``target``."""
     stats = Stats.of(values)
@@ -425,18 +420,18 @@ def setup_figures(name: str, runs: Sequence[Mapping[str, Any]], alone: Sequence[
     def of(key: str) -> list[float]:
         return [float(run[key]) for run in runs]
 
-    burst = of("burst_given_back")
+    burst = Stats.of(of("burst_given_back"))
     return [
         Figure(
             f"{name}: jobs per minute, {THROUGHPUT_JOB_SECONDS:g} s jobs, owner away",
             "jobs/min",
             Stats.of(of("jobs_per_minute")),
         ),
-        Figure(f"{name}: CPU burst, owner start to jobs' CPU < {GIVEN_BACK_CORES:g} core", "s", Stats.of(burst)),
+        Figure(f"{name}: CPU burst, owner start to jobs' CPU < {GIVEN_BACK_CORES:g} core", "s", burst),
         Figure(
             f"{name}: CPU burst, runs with jobs' CPU never < {GIVEN_BACK_CORES:g} core during the owner's work",
             "",
-            value=count_missing(burst),
+            value=burst.missing,
         ),
         Figure(f"{name}: CPU burst, owner's slowdown (paired)", "x", Stats.of(ratios(of("owner_seconds"), alone))),
         Figure(

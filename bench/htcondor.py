@@ -152,11 +152,11 @@ def start_startds(bench: Bench, raw: Mapping[str, Any], tag: str, count: int, en
     started = []
     facts = HostFacts(psutil.cpu_count() or 1, psutil.virtual_memory().total, psutil.swap_memory().total)
     config, _ = parse({**raw, "instance": "bench"}, facts)
+    weight = {"cpu_shares"} if engine_weight else set()
     for _ in range(count):
         spec = container_spec(
             config, bench.baseline_cgroup(tag), "bench", secrets.token_hex(4), time.time(), bench.ulimit_ceilings
         )
-        weight = {"cpu_shares"} if engine_weight else set()
         host_config = {key: value for key, value in spec.host_config.items() if key not in weight}
         container = bench.api.create_container(
             spec.image,

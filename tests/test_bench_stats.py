@@ -41,3 +41,8 @@ def test_stats_carry_the_interval_and_show_it() -> None:
     assert "95% interval 1.01-1.08" in Figure("owner slowdown (paired)", "x", stats).shown()
     restored = Figure.from_dict(Figure("owner slowdown (paired)", "x", stats).as_dict())
     assert restored.stats == stats
+
+
+def test_repetitions_not_measured_are_left_out_and_counted() -> None:
+    stats = Stats.of([1.0, math.nan, math.nan])
+    assert stats.missing == 2 and stats.count == 1 and stats.median == 1.0
