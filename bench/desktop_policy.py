@@ -86,7 +86,7 @@ from bench.errors import BenchError
 from bench.harness import IDLE_OWNER, Bench
 from bench.htcondor import MULTI_JOB, example_config, example_image, settings, start_startds, timed_jobs
 from bench.reclaim import NCPUS, Owner, OwnerRun
-from bench.stats import Figure, ScenarioResult, Stats, at_least
+from bench.stats import Figure, ScenarioResult, Stats, ratio_figure
 from plancton.config.schema import default_value
 from tests.support import logind_mock, services
 from tests.support.htcondor_pool import Pool
@@ -171,17 +171,6 @@ def first_time(readings: Sequence[CpuReading], since: float, until: float, limit
         if (used < limit) if below else (used > limit):
             return after.time - since
     return math.nan
-
-
-def ratios(mine: Sequence[float], base: Sequence[float]) -> list[float]:
-    """Given paired measurements, return each pair's ratio (nan where either is missing)."""
-    return [one / other if other else math.nan for one, other in zip(mine, base, strict=True)]
-
-
-def ratio_figure(what: str, values: Sequence[float], target: float) -> Figure:
-    """Return the figure of paired ratios whose median must be at least ``target``."""
-    stats = Stats.of(values)
-    return Figure(what, "x", stats, target=f">= {target:g}", met=at_least(stats.median, target))
 
 
 # -- one setup ----------------------------------------------------------------------------
@@ -433,7 +422,7 @@ def setup_figures(name: str, runs: Sequence[Mapping[str, Any]], alone: Sequence[
             "",
             value=burst.missing,
         ),
-        Figure(f"{name}: CPU burst, owner's slowdown (paired)", "x", Stats.of(ratios(of("owner_seconds"), alone))),
+        Figure(f"{name}: CPU burst, owner's slowdown (paired)", "x", Stats.paired(of("owner_seconds"), alone)),
         Figure(
             f"{name}: CPU burst, owner gone to jobs' CPU > {BACK_SHARE:.0%} of ceiling", "s", Stats.of(of("burst_back"))
         ),
@@ -459,8 +448,9 @@ def comparison_figures(
     return [
         ratio_figure(
             f"{name} / Plancton: CPU burst, owner start to jobs' CPU < {GIVEN_BACK_CORES:g} core",
-            ratios(slow, fast),
+            slow,
+            fast,
             TARGET_RECLAIM_RATIO,
         ),
-        ratio_figure(f"Plancton / {name}: jobs per minute, owner away", ratios(ours, theirs), TARGET_THROUGHPUT_RATIO),
+        ratio_figure(f"Plancton / {name}: jobs per minute, owner away", ours, theirs, TARGET_THROUGHPUT_RATIO),
     ]

@@ -71,8 +71,9 @@ class Stats:
     @classmethod
     def paired(cls, mine: Sequence[float], base: Sequence[float]) -> "Stats":
         """Given measurements and their baselines, taken in turns in one run, return the
-        statistics of their ratios."""
-        return cls.of([one / other for one, other in zip(mine, base, strict=True)])
+        statistics of their ratios; a pair whose baseline is zero, or either side missing (nan),
+        is not measured."""
+        return cls.of([one / other if other else math.nan for one, other in zip(mine, base, strict=True)])
 
     def as_dict(self) -> dict[str, float]:
         """Return the statistics for results.json."""
@@ -159,6 +160,17 @@ def at_most(measured: float | None, limit: float) -> bool:
 def at_least(measured: float | None, limit: float) -> bool:
     """Return whether a measured figure exists and is at least the limit."""
     return measured is not None and not math.isnan(measured) and measured >= limit
+
+
+def ratio_figure(
+    what: str, mine: Sequence[float], base: Sequence[float], least: float | None, unit: str = "x"
+) -> Figure:
+    """Return the figure of the paired ratios of two legs, held to a median of at least
+    ``least``, or reported without a target when ``least`` is None."""
+    ratio = Stats.paired(mine, base)
+    if least is None:
+        return Figure(what, unit, ratio)
+    return Figure(what, unit, ratio, target=f">= {least:g}", met=at_least(ratio.median, least))
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Desktop policy's arithmetic: when the jobs' CPU crosses a line, the paired ratios and their
-figures, and the startd's configuration file."""
+"""Desktop policy's arithmetic: when the jobs' CPU crosses a line, the figures of each setup and
+of the setups side by side, and the startd's configuration file."""
 
 import math
 
@@ -13,7 +13,6 @@ from bench.desktop_policy import (
     comparison_figures,
     desktop_config,
     first_time,
-    ratios,
     setup_figures,
 )
 
@@ -55,14 +54,6 @@ def test_intervals_without_a_reading_of_the_cgroup_never_cross() -> None:
     series = [CpuReading(100.0, math.nan, 0.0, 0.0), CpuReading(101.0, math.nan, 0.0, 0.0)]
     assert math.isnan(first_time(series, 100.0, math.inf, 0.1, below=True))
     assert math.isnan(first_time(series, 100.0, math.inf, 0.1, below=False))
-
-
-def test_ratios_pair_the_runs_and_leave_a_missing_one_missing() -> None:
-    assert ratios([150.0, 120.0], [10.0, 8.0]) == [15.0, 15.0]
-    missing = ratios([math.nan, 30.0], [10.0, 0.0])
-    assert all(math.isnan(value) for value in missing)
-    with pytest.raises(ValueError):
-        ratios([1.0], [1.0, 2.0])
 
 
 def run_of(jobs_per_minute: float, burst_given_back: float) -> dict[str, float]:

@@ -1,10 +1,12 @@
 """The benchmark's statistics: the distribution-free interval of a median that the owner's
-slowdown is judged by, and how a figure shows it."""
+slowdown is judged by, how a figure shows it, and the figures of paired ratios."""
 
 import math
 import random
 
-from bench.stats import Figure, Stats, median_interval
+import pytest
+
+from bench.stats import Figure, Stats, median_interval, ratio_figure
 
 
 def test_ten_measurements_give_the_second_and_ninth() -> None:
@@ -46,3 +48,24 @@ def test_stats_carry_the_interval_and_show_it() -> None:
 def test_repetitions_not_measured_are_left_out_and_counted() -> None:
     stats = Stats.of([1.0, math.nan, math.nan])
     assert stats.missing == 2 and stats.count == 1 and stats.median == 1.0
+
+
+def test_a_pair_with_a_zero_or_missing_side_is_not_measured() -> None:
+    stats = Stats.paired([150.0, 120.0, math.nan, 30.0], [10.0, 8.0, 10.0, 0.0])
+    assert stats.count == 2 and stats.missing == 2 and stats.median == 15.0
+    with pytest.raises(ValueError):
+        Stats.paired([1.0], [1.0, 2.0])
+
+
+def test_a_ratio_with_a_target_is_met_only_at_the_target_or_above() -> None:
+    met = ratio_figure("ratio", [9.0, 9.4], [10.0, 10.0], 0.9)
+    assert met.target == ">= 0.9" and met.met is True and met.unit == "x"
+    assert met.stats is not None and met.stats.median == pytest.approx(0.92)
+    assert ratio_figure("ratio", [8.0, 8.9], [10.0, 10.0], 0.9).met is False
+    assert ratio_figure("ratio", [9.0], [0.0], 0.9).met is False
+
+
+def test_a_reported_ratio_has_no_target() -> None:
+    reported = ratio_figure("ratio", [6.0], [10.0], None, unit="")
+    assert reported.target == "" and reported.met is None and reported.unit == ""
+    assert reported.stats is not None and reported.stats.median == pytest.approx(0.6)
