@@ -186,6 +186,29 @@ def test_remove_clears_what_a_runtime_left_and_keeps_a_live_pilot() -> None:
     assert not os.path.exists(parent)
 
 
+@pytest.mark.skipif(
+    os.geteuid() != 0 or os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers")),
+    reason="creating cgroups needs root; the rule is cgroup v1's",
+)
+def test_a_cap_below_one_pilots_own_on_cgroup_v1_names_the_fix() -> None:
+    """On this host's cgroup v1: the kernel refuses a parent's quota below a child's, which a
+    lend_cores under cpus_per_dock asks for; the warning names the file and the fix."""
+    cgroup = PilotCgroup(f"t{secrets.token_hex(4)}", "cgroupfs", 1)
+    pilot = os.path.join(cgroup.cpu_folder, "pilot")
+    os.makedirs(pilot)
+    try:
+        with open(os.path.join(pilot, "cpu.cfs_quota_us"), "w", encoding="ascii") as handle:
+            handle.write("50000")  # a pilot of cpus_per_dock 0.5
+        assert cgroup.set_cpu_cap(0.75) is None
+        warning = cgroup.set_cpu_cap(0.25)
+        assert warning is not None and "cpu.cfs_quota_us: Invalid argument" in warning
+        assert "set lend_cores to at least cpus_per_dock" in warning
+        assert cgroup.set_cpu_cap(None) is None
+    finally:
+        os.rmdir(pilot)
+        os.rmdir(cgroup.cpu_folder)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root gives files to another user")
 @pytest.mark.parametrize(("version", "folder"), [(1, "cpu/plancton"), (2, "plancton")])
 def test_root_hands_the_parent_with_the_lowest_weight_over_to_the_daemons_user(

@@ -293,11 +293,22 @@ class PilotCgroup:
         except OSError as error:
             return (
                 f"cannot cap the pilots' CPU at {cores:g} cores for lend_cores ({error.filename}: {error.strerror}); "
-                f"the pilots lent to the owner run uncapped, at the lowest CPU weight: {self._fix(error)}"
+                f"the pilots lent to the owner run uncapped, at the lowest CPU weight: {self._cap_fix(error)}"
                 if cores is not None
                 else f"cannot lift the pilots' CPU cap ({error.filename}: {error.strerror}): {self._fix(error)}"
             )
         return None
+
+    def _cap_fix(self, error: OSError) -> str:
+        """Return the fix for a cap the kernel refused: one it takes, or what the cgroup needs."""
+        if error.errno != errno.EINVAL:
+            return self._fix(error)
+        if self.version == 1:
+            return (
+                "on cgroup v1 the kernel takes no cap on the pilots as a whole below one pilot's own "
+                "(cpus_per_dock), nor under 0.01 cores: set lend_cores to at least cpus_per_dock"
+            )
+        return "the kernel takes no cap under 0.01 cores: set lend_cores to at least 0.01"
 
     def _uncapped(self, folder: str) -> bool:
         """Whether the parent cgroup in ``folder`` has no CPU cap now."""
@@ -340,8 +351,14 @@ class PilotCgroup:
 
 
 def _write(path: str, value: str) -> None:
-    with open(path, "w", encoding="ascii") as handle:
-        handle.write(value)
+    """Write a cgroup file; an error the kernel gives on the write names the file too."""
+    try:
+        with open(path, "w", encoding="ascii") as handle:
+            handle.write(value)
+    except OSError as error:
+        if error.filename is None:
+            raise OSError(error.errno, error.strerror, path) from error
+        raise
 
 
 def _read(path: str) -> str | None:
