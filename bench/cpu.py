@@ -127,6 +127,16 @@ def other_seconds_between(readings: Sequence[CpuReading], start: float, end: flo
     return (inside[-1].host_busy - inside[0].host_busy) - (inside[-1].owner - inside[0].owner) - pilots
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """Return the CPU seconds (user and system, all threads) a process has used so far, or
+    nan when it is gone."""
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return math.nan
+    return times.user + times.system
+
+
 def parent_cpu_idle(cgroup: PilotCgroup) -> str | None:
     """Return the ``cpu.idle`` of a parent cgroup on cgroup v2 ("1": the pilots run only on
     CPU time no one else wants), or None where there is none to read."""

@@ -122,6 +122,13 @@ class Plancton:
         return self.bench.pilot_cgroup(self.name)
 
     @property
+    def pid(self) -> int:
+        """The pid of the daemon that :meth:`foreground` started (``planctonctl foreground``
+        runs the daemon in its own process)."""
+        assert self.process is not None, "the daemon runs only after foreground()"
+        return self.process.pid
+
+    @property
     def locations(self) -> list[str]:
         """The planctonctl options that select this installation's folders."""
         return ["--confdir", self.confdir, "--rundir", self.rundir, "--logdir", self.logdir, "--statedir", self.rundir]

@@ -36,6 +36,7 @@ from bench.cpu import (
     other_seconds_between,
     parent_cpu_idle,
     pilot_seconds_between,
+    process_cpu_seconds,
 )
 from bench.errors import BenchError
 from bench.events import Event, action_of, running_at, running_over_time
@@ -207,6 +208,17 @@ def own_share_parts(
     )
 
 
+def machinery_split(
+    machinery_part: Sequence[float], daemon_seconds: Sequence[float], owner_cpu_present: Sequence[float]
+) -> tuple[list[float], list[float]]:
+    """Given the machinery's part of each pair (see :func:`own_share_parts`), the daemon's own
+    CPU seconds while the owner ran and the owner's CPU seconds, return the machinery's part
+    split in two, each as a percent of the owner's CPU time: the daemon's, and the rest (the
+    engine's and whatever else the host did beyond what it does anyway)."""
+    daemon = [100 * seconds / owner for seconds, owner in zip(daemon_seconds, owner_cpu_present, strict=True)]
+    return daemon, [machinery - own for machinery, own in zip(machinery_part, daemon, strict=True)]
+
+
 def share_between(readings: Sequence[CpuReading], start: float, end: float) -> float:
     """Return the pilots' mean share of the host's CPU between two times."""
     return pilot_seconds_between(readings, start, end) / (NCPUS * max(1e-9, end - start))
@@ -318,7 +330,9 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
         with CpuSampler(plancton.cgroup) as sampler:
             _wait_burning(bench, plancton, launched)
             cpu_idle = parent_cpu_idle(plancton.cgroup)
+            daemon_before = process_cpu_seconds(plancton.pid)
             spell = owner.work(iterations, sampler)
+            daemon_during = process_cpu_seconds(plancton.pid) - daemon_before
             time.sleep(0.3)
     finally:
         plancton.stop()
@@ -337,6 +351,7 @@ def _owner_with_pilots(bench: Bench, owner: Owner, iterations: int, plancton: Pl
         "pilots_share_before": share_between(sampler.readings, began - 0.9, began),
         "pilots_share_during": share_between(sampler.readings, began, ended),
         "pilots_cpu_seconds_during": pilot_seconds_between(sampler.readings, began, ended),
+        "daemon_cpu_seconds_during": daemon_during,
         "share_below_limit_after": first_share_below(sampler.readings, began, SHARE_LIMIT),
         "paused_after": None if paused is None else paused - began,
         "sigterm_after_pause": sigterm_after_pause(events, pilots, began),
@@ -388,6 +403,9 @@ def _reclaim(bench: Bench, scenario: str, base: dict[str, Any]) -> ScenarioResul
         [run["owner_cpu_seconds"] for run in runs],
     )
     own_share = Stats.of([one + other for one, other in zip(pilots_part, machinery_part, strict=True)])
+    daemon_part, engine_part = machinery_split(
+        machinery_part, [run["daemon_cpu_seconds_during"] for run in runs], [run["owner_cpu_seconds"] for run in runs]
+    )
     result.figures = [
         Figure("owner alone", "s", Stats.of([spell.seconds for spell in alone])),
         Figure("owner with pilots present", "s", Stats.of(present)),
@@ -422,6 +440,12 @@ def _reclaim(bench: Bench, scenario: str, base: dict[str, Any]) -> ScenarioResul
         ),
         Figure("of which the pilots' CPU", "%", Stats.of(pilots_part)),
         Figure("of which the engine's and the daemon's (the rest of the host's extra)", "%", Stats.of(machinery_part)),
+        Figure("of which the daemon's own CPU", "%", Stats.of(daemon_part)),
+        Figure(
+            "of which the engine's and anything else's (the rest of the host's extra, less the daemon's)",
+            "%",
+            Stats.of(engine_part),
+        ),
         *_giving_way(runs, settings),
     ]
     errors = plancton.errors_logged()
