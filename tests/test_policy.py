@@ -469,6 +469,32 @@ def test_a_pilot_that_refuses_to_freeze_is_held_and_stopped_after_grace_kill() -
     assert plan.stop == (("p0", "owner reclaim"),)
 
 
+def test_grace_kill_counts_from_the_pause_asked_for_even_when_the_engine_takes_long_to_freeze() -> None:
+    """A loop that runs while a pause is under way (the pilot "stopping") keeps its hold time:
+    the pilot is stopped grace_kill after the pause was asked for, not after the engine was done."""
+    config = make_config(max_docks=2, pause_delay=0, grace_kill=2)
+    busy = idle_host(ncpus=2, owner_cores=2.0)
+    plan, memory = once(busy, running(2), config, now=0.0)
+    assert set(plan.pause) == {"p0", "p1"}
+    # p1 froze at once; p0's freeze is still under way a second later
+    freezing = [PilotView(id="p0", state="running", age=100.0, stopping=True), running(2, state="paused")[1]]
+    plan, memory = once(busy, freezing, config, now=1.0, memory=memory)
+    assert plan.stop == () and dict(memory.paused_since) == {"p0": 0.0, "p1": 0.0}
+    plan, _ = once(busy, running(2, state="paused"), config, now=2.0, memory=memory)
+    assert {pilot for pilot, _ in plan.stop} == {"p0", "p1"}
+
+
+def test_a_pilot_whose_resume_is_under_way_is_not_held_again() -> None:
+    config = make_config(max_docks=1, pause_delay=0, grace_kill=60, grace_spawn=0)
+    _, memory = once(idle_host(ncpus=1, owner_cores=1.0), running(1), config, now=0.0)
+    plan, memory = once(idle_host(ncpus=1), running(1, state="paused"), config, now=5.0, memory=memory)
+    assert plan.unpause == ("p0",) and memory.paused_since == ()
+    # the engine still lists it paused while the resume is under way
+    resuming = [PilotView(id="p0", state="paused", age=100.0, stopping=True)]
+    _, memory = once(idle_host(ncpus=1), resuming, config, now=6.0, memory=memory)
+    assert memory.paused_since == ()
+
+
 def test_a_held_pilot_that_never_froze_is_let_go_when_the_owner_leaves() -> None:
     config = make_config(max_docks=1, pause_delay=0, grace_kill=30, grace_spawn=0)
     _, memory = once(idle_host(ncpus=1, owner_cores=1.0), running(1), config, now=0.0)

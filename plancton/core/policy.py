@@ -317,9 +317,9 @@ def decide(
         _drop_spares(spares, draft, spares_unwanted)
         spares = []
     _remove_finished(pool, draft, _owner_holds(memory) if mode is Mode.ACTIVE else ())
-    live = [pilot for pilot in pool if pilot.state in LIVE_STATES and not pilot.stopping]
-    live = [pilot for pilot in live if pilot.id not in draft.remove]
-    memory = _forget_gone_pauses(memory, live, now)
+    present = [pilot for pilot in pool if pilot.state in LIVE_STATES and pilot.id not in draft.remove]
+    live = [pilot for pilot in present if not pilot.stopping]
+    memory = _forget_gone_pauses(memory, present, now)
 
     if mode is Mode.FORCE_STOP:
         _stop_all(live, draft, "force-stop", "force-stop", Hold.MODE)
@@ -673,10 +673,14 @@ def _spawn_hold(situation: _Situation, live: list[PilotView], draft: _Draft) -> 
     return None
 
 
-def _forget_gone_pauses(memory: Memory, live: list[PilotView], now: float) -> Memory:
-    """Keep the hold times of live pilots only; one paused by an earlier daemon counts from now."""
+def _forget_gone_pauses(memory: Memory, present: list[PilotView], now: float) -> Memory:
+    """Keep the hold times of the pilots still present, those with an action under way
+    included (a pause the engine is still carrying out holds since it was asked for); one
+    paused by an earlier daemon counts from now (not one whose resume is under way)."""
     known = dict(memory.paused_since)
-    kept = tuple((p.id, known.get(p.id, now)) for p in live if p.state == "paused" or p.id in known)
+    kept = tuple(
+        (p.id, known.get(p.id, now)) for p in present if p.id in known or (p.state == "paused" and not p.stopping)
+    )
     return replace(memory, paused_since=kept)
 
 
