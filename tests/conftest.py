@@ -64,7 +64,8 @@ class Engine:
     """The Docker Engine of the test session, which fault tests may kill and start again."""
 
     def __init__(self) -> None:
-        self.log_dir = tempfile.mkdtemp(prefix="plancton-dockerd-")
+        #: the folder of the log of the dockerd started here (made when one first starts)
+        self.log_dir: str | None = None
         self.started: services.StartedProcess | None = None
         self.began = time.time()
 
@@ -74,6 +75,8 @@ class Engine:
             return
         if os.geteuid() != 0:
             pytest.fail("no Docker Engine answers and only root can start dockerd")
+        if self.log_dir is None:
+            self.log_dir = engine_log_folder("plancton-dockerd-")
         try:
             self.started = services.start_dockerd(self.log_dir)
         except RuntimeError:
@@ -113,6 +116,34 @@ class Engine:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     for process in [*shim.children(recursive=True), shim]:
                         process.kill()
+
+
+#: The log folders of the engines this session started.
+ENGINE_LOGS: list[str] = []
+
+
+def engine_log_folder(prefix: str) -> str:
+    """Make a folder for the log of an engine the session starts; it is removed at the end of
+    a session without failures, and kept and named otherwise."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    ENGINE_LOGS.append(folder)
+    return folder
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the engines' log folders after a session without failures (last: the session's
+    fixtures, which stop the engines, are torn down by then)."""
+    if session.testsfailed == 0:
+        for folder in ENGINE_LOGS:
+            shutil.rmtree(folder, ignore_errors=True)
+        ENGINE_LOGS.clear()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the engines' log folders that a session with failures kept."""
+    for folder in ENGINE_LOGS:
+        terminalreporter.write_line(f"the log of an engine this session started is kept in {folder}")
 
 
 #: The environment variable that marks the processes a test session started.
@@ -195,7 +226,7 @@ def podman_engine(docker_engine: Engine) -> Iterator[str]:
             pytest.skip("podman is not installed (tests/run installs it)")
         if os.geteuid() != 0:
             pytest.fail("Podman's API service does not answer and only root can start the rootful one")
-        started = services.start_podman_service(tempfile.mkdtemp(prefix="plancton-podman-"))
+        started = services.start_podman_service(engine_log_folder("plancton-podman-"))
     copied_busybox = services.copy_image("busybox:latest", services.PODMAN_URL)
     yield services.PODMAN_URL
     if copied_busybox:
