@@ -10,8 +10,6 @@ started, start-up of every pilot included) and ``api_calls_last_loop`` of every 
 window.
 """
 
-import contextlib
-import glob
 import os
 import statistics
 import time
@@ -20,6 +18,7 @@ from typing import Any
 import psutil
 import yaml
 
+from bench.cpu import process_cpu_seconds
 from bench.errors import BenchError
 from bench.harness import IDLE_OWNER, Bench, Plancton
 from bench.stats import Figure, ScenarioResult, Stats, at_most
@@ -37,24 +36,6 @@ def peak_rss_mb(pid: int) -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024 / 1e6
     raise BenchError(f"no VmHWM for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """Return a process's CPU time so far, all its threads, with microsecond precision where the
-    kernel gives ``se.sum_exec_runtime`` (else the 10 ms ticks of /proc/PID/stat).
-    """
-    total, found = 0.0, False
-    for path in glob.glob(f"/proc/{pid}/task/*/sched"):
-        with contextlib.suppress(OSError), open(path, encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("se.sum_exec_runtime"):
-                    total += float(line.split(":")[1]) / 1000
-                    found = True
-                    break
-    if found:
-        return total
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
 
 
 def _set_pool(plancton: Plancton, pilots: int) -> None:
@@ -88,17 +69,16 @@ def _wait_running(plancton: Plancton, pilots: int, timeout: float) -> float:
 
 def _measure(plancton: Plancton, window: float) -> dict[str, Any]:
     """Read the daemon's CPU time over a window, its peak memory and its requests per loop."""
-    assert plancton.process is not None
-    process = psutil.Process(plancton.process.pid)
+    process = psutil.Process(plancton.pid)
     loops: dict[int, tuple[int, float]] = {}
-    before = cpu_seconds(process.pid)
+    before = process_cpu_seconds(process.pid)
     began = time.monotonic()
     while time.monotonic() - began < window:
         state = plancton.state()
         if state.loops:
             loops[state.loops] = (state.api_calls_last_loop, state.loop_seconds)
         time.sleep(STATE_POLL_SECONDS)
-    used = cpu_seconds(process.pid) - before
+    used = process_cpu_seconds(process.pid) - before
     elapsed = time.monotonic() - began
     return {
         "window_seconds": elapsed,
